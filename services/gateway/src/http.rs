@@ -1,0 +1,321 @@
+//! The HTTP edge: OpenAI Chat Completions, OpenAI Responses and Anthropic Messages ingress, model
+//! listing, `/metrics` and health. Errors become responses here, in the caller's own protocol shape.
+use std::{convert::Infallible, sync::Arc};
+
+use axum::{
+    Router as AxumRouter,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use futures::StreamExt;
+use http_body_util::BodyExt;
+
+use crate::{
+    auth,
+    error::ApiError,
+    ingress::{self, SseEvent},
+    metrics::RequestLabels,
+    router::Router,
+    types::{ChatRequest, ChatResponse, RequestMeta, StreamEvent},
+};
+
+/// One ingress protocol: how it parses, renders answers and errors, and encodes streams.
+trait Wire: Send + Sync + 'static {
+    const NAME: &'static str;
+    type Parsed: Send + 'static;
+    type Encoder: Send + 'static;
+    fn parse(body: &[u8]) -> Result<Self::Parsed, ApiError>;
+    fn request(p: &Self::Parsed) -> &ChatRequest;
+    fn session_hint(p: &Self::Parsed) -> Option<String>;
+    fn render(resp: &ChatResponse) -> serde_json::Value;
+    fn encoder(p: &Self::Parsed) -> Self::Encoder;
+    fn encode(enc: &mut Self::Encoder, ev: &StreamEvent) -> Vec<SseEvent>;
+    fn encode_error(enc: &mut Self::Encoder, err: &ApiError) -> Vec<SseEvent>;
+    fn error_body(err: &ApiError) -> serde_json::Value;
+}
+
+macro_rules! wire {
+    ($ty:ident, $m:ident, $name:literal, $error_body:ident) => {
+        struct $ty;
+        impl Wire for $ty {
+            const NAME: &'static str = $name;
+            type Parsed = ingress::$m::Parsed;
+            type Encoder = ingress::$m::StreamEncoder;
+            fn parse(body: &[u8]) -> Result<Self::Parsed, ApiError> {
+                ingress::$m::parse(body)
+            }
+            fn request(p: &Self::Parsed) -> &ChatRequest {
+                &p.req
+            }
+            fn session_hint(p: &Self::Parsed) -> Option<String> {
+                p.session_hint.clone()
+            }
+            fn render(resp: &ChatResponse) -> serde_json::Value {
+                ingress::$m::render(resp)
+            }
+            fn encoder(p: &Self::Parsed) -> Self::Encoder {
+                ingress::$m::StreamEncoder::new(p)
+            }
+            fn encode(enc: &mut Self::Encoder, ev: &StreamEvent) -> Vec<SseEvent> {
+                enc.event(ev)
+            }
+            fn encode_error(enc: &mut Self::Encoder, err: &ApiError) -> Vec<SseEvent> {
+                enc.error(err)
+            }
+            fn error_body(err: &ApiError) -> serde_json::Value {
+                err.$error_body()
+            }
+        }
+    };
+}
+
+wire!(OpenAiChat, openai_chat, "openai_chat", openai_body);
+wire!(Responses, responses, "openai_responses", openai_body);
+wire!(Anthropic, anthropic, "anthropic", anthropic_body);
+
+/// Builds the HTTP application.
+pub fn app(router: Arc<Router>) -> AxumRouter {
+    AxumRouter::new()
+        .route("/v1/chat/completions", post(handle::<OpenAiChat>))
+        .route("/v1/responses", post(handle::<Responses>))
+        .route("/v1/messages", post(handle::<Anthropic>))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(list_models))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(router)
+}
+
+fn error_response<W: Wire>(err: &ApiError) -> Response {
+    let mut resp = (err.status(), axum::Json(W::error_body(err))).into_response();
+    if let Some(ra) = err.retry_after() {
+        if let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+/// Reads the body, refusing more than the configured limit with a 413 in the protocol's shape.
+async fn read_body(router: &Router, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let limit = router.cfg.server.max_body_bytes;
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"));
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| if e.is::<http_body_util::LengthLimitError>() { too_large() } else { ApiError::BadRequest(format!("cannot read request body: {e}")) })?
+        .to_bytes();
+    Ok((parts.headers, bytes))
+}
+
+fn request_meta(router: &Router, headers: &HeaderMap, hint: Option<String>) -> Result<RequestMeta, ApiError> {
+    let identity = auth::authenticate(&router.cfg, headers)?;
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(RequestMeta {
+        request_id: header_str("x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        identity,
+        session_id: auth::session_id(headers, hint),
+        harness: auth::harness(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())),
+        anthropic_version: header_str("anthropic-version"),
+        anthropic_beta: header_str("anthropic-beta"),
+    })
+}
+
+fn count(router: &Router, ingress: &'static str, route: &str, outcome: &'static str) {
+    router.metrics.requests.get_or_create(&RequestLabels { ingress, route: route.to_owned(), outcome }).inc();
+}
+
+async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Response {
+    let (headers, body) = match read_body(&router, req).await {
+        Ok(x) => x,
+        Err(e) => return error_response::<W>(&e),
+    };
+    // Authenticate before parsing, so an unknown caller learns nothing about the body's validity.
+    if let Err(e) = auth::authenticate(&router.cfg, &headers) {
+        count(&router, W::NAME, "", "unauthorized");
+        return error_response::<W>(&e);
+    }
+    let parsed = match W::parse(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            count(&router, W::NAME, "", "bad_request");
+            return error_response::<W>(&e);
+        }
+    };
+    let meta = match request_meta(&router, &headers, W::session_hint(&parsed)) {
+        Ok(m) => m,
+        Err(e) => return error_response::<W>(&e),
+    };
+    let span = tracing::info_span!("request", ingress = W::NAME, route = %W::request(&parsed).model, user = %meta.identity.user, session = ?meta.session_id, harness = meta.harness.as_str(), id = %meta.request_id);
+    let _enter = span.enter();
+    if W::request(&parsed).stream {
+        drop(_enter);
+        stream_response::<W>(router, parsed, meta).await
+    } else {
+        let route = W::request(&parsed).model.clone();
+        match router.complete(W::request(&parsed), &meta).await {
+            Ok(resp) => {
+                count(&router, W::NAME, &route, "ok");
+                let mut r = axum::Json(W::render(&resp)).into_response();
+                served_headers(r.headers_mut(), &resp.provider, &resp.model, resp.failed_attempts.len());
+                r
+            }
+            Err(e) => {
+                count(&router, W::NAME, &route, "error");
+                error_response::<W>(&e)
+            }
+        }
+    }
+}
+
+fn served_headers(h: &mut HeaderMap, provider: &str, model: &str, failed: usize) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        h.insert("x-retort-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(model) {
+        h.insert("x-retort-model", v);
+    }
+    h.insert("x-retort-failed-attempts", HeaderValue::from(failed));
+}
+
+fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
+    let mut out = String::new();
+    for e in events {
+        if let Some(name) = e.event {
+            out.push_str("event: ");
+            out.push_str(name);
+            out.push('\n');
+        }
+        out.push_str("data: ");
+        out.push_str(&e.data);
+        out.push_str("\n\n");
+    }
+    Bytes::from(out)
+}
+
+/// Waits for the first event before answering, so a request that fails on every target gets a
+/// proper HTTP error status rather than a 200 stream that only carries an error.
+async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: RequestMeta) -> Response {
+    let route = W::request(&parsed).model.clone();
+    let req = W::request(&parsed).clone();
+    let mut enc = W::encoder(&parsed);
+    let mut events = Box::pin(Arc::clone(&router).stream(req, meta));
+    let first = match events.next().await {
+        Some(Ok(ev)) => ev,
+        Some(Err(e)) => {
+            count(&router, W::NAME, &route, "error");
+            return error_response::<W>(&e);
+        }
+        None => return error_response::<W>(&ApiError::Internal("the stream ended before it began".into())),
+    };
+    let mut headers = HeaderMap::new();
+    if let StreamEvent::Start { provider, model, .. } = &first {
+        served_headers(&mut headers, provider, model, 0);
+    }
+    let head = sse_bytes(W::encode(&mut enc, &first));
+    let body = async_stream::stream! {
+        yield Ok::<_, Infallible>(head);
+        let mut outcome = "ok";
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(ev) => yield Ok(sse_bytes(W::encode(&mut enc, &ev))),
+                Err(e) => {
+                    outcome = "stream_error";
+                    yield Ok(sse_bytes(W::encode_error(&mut enc, &e)));
+                    break;
+                }
+            }
+        }
+        count(&router, W::NAME, &route, outcome);
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.headers_mut() = headers;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+async fn count_tokens(State(router): State<Arc<Router>>, req: Request) -> Response {
+    let (headers, body) = match read_body(&router, req).await {
+        Ok(x) => x,
+        Err(e) => return error_response::<Anthropic>(&e),
+    };
+    if let Err(e) = auth::authenticate(&router.cfg, &headers) {
+        return error_response::<Anthropic>(&e);
+    }
+    match ingress::anthropic::parse_count_tokens(&body) {
+        Ok(req) if router.cfg.resolve(&req.model).is_none() => error_response::<Anthropic>(&ApiError::ModelNotFound(
+            format!("model `{}` is not served by this gateway", req.model),
+        )),
+        Ok(req) => axum::Json(ingress::anthropic::render_count_tokens(ingress::estimate_tokens(&req))).into_response(),
+        Err(e) => error_response::<Anthropic>(&e),
+    }
+}
+
+async fn list_models(State(router): State<Arc<Router>>, headers: HeaderMap) -> Response {
+    // Anthropic clients send `anthropic-version`; answer errors in their shape.
+    if let Err(e) = auth::authenticate(&router.cfg, &headers) {
+        return if headers.contains_key("anthropic-version") {
+            error_response::<Anthropic>(&e)
+        } else {
+            error_response::<OpenAiChat>(&e)
+        };
+    }
+    let created = 1_700_000_000u64;
+    let mut data: Vec<serde_json::Value> = router
+        .cfg
+        .aliases
+        .values()
+        .map(|a| serde_json::json!({"id": a.name, "object": "model", "created": created, "owned_by": "retort", "type": "model", "display_name": a.name, "created_at": "2023-11-14T22:13:20Z", "retort": {"kind": "alias", "targets": a.targets}}))
+        .collect();
+    data.extend(router.cfg.models.values().map(|m| {
+        serde_json::json!({"id": m.name, "object": "model", "created": created, "owned_by": m.provider, "type": "model", "display_name": m.name, "created_at": "2023-11-14T22:13:20Z", "retort": {"kind": "model", "provider": m.provider, "upstream_model": m.upstream_model, "context_window": m.context_window}})
+    }));
+    let first = data.first().and_then(|d| d["id"].as_str()).map(str::to_owned);
+    let last = data.last().and_then(|d| d["id"].as_str()).map(str::to_owned);
+    axum::Json(serde_json::json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
+}
+
+async fn metrics(State(router): State<Arc<Router>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        router.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(router): State<Arc<Router>>) -> Response {
+    match router.readiness() {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    let err = ApiError::BadRequest(format!("no route for {} {}", req.method(), req.uri().path()));
+    (StatusCode::NOT_FOUND, axum::Json(err.openai_body())).into_response()
+}
+
+/// Serves the HTTP app on a listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Arc<Router>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(router)).with_graceful_shutdown(shutdown).await
+}
+

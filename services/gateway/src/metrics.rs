@@ -1,0 +1,99 @@
+//! Prometheus metrics (`GET /metrics`): requests, attempts and failovers by route/provider/model/
+//! outcome, breaker states, latency and time-to-first-token histograms.
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub ingress: &'static str,
+    pub route: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServedLabels {
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~105 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 21))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub failovers: Family<RouteLabels, Counter>,
+    pub breaker_state: Family<TargetLabels, Gauge>,
+    pub request_duration: HistogramFamily<ServedLabels>,
+    pub time_to_first_token: HistogramFamily<ServedLabels>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("retort");
+        let requests = Family::default();
+        let attempts = Family::default();
+        let failovers = Family::default();
+        let breaker_state = Family::default();
+        let request_duration: HistogramFamily<ServedLabels> = Family::new_with_constructor(latency_histogram);
+        let time_to_first_token: HistogramFamily<ServedLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register("requests", "Requests by ingress, route and outcome", requests.clone());
+        registry.register("attempts", "Upstream attempts by route, provider, model and outcome", attempts.clone());
+        registry.register("failovers", "Moves from one target to the next", failovers.clone());
+        registry.register("breaker_state", "Provider circuit breaker: 0 closed, 1 open, 2 half-open", breaker_state.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Duration of served requests, by the target that served them",
+            request_duration.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time to the first streamed token, by the target that served it",
+            time_to_first_token.clone(),
+        );
+        Metrics { registry, requests, attempts, failovers, breaker_state, request_duration, time_to_first_token }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

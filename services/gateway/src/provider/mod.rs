@@ -1,0 +1,294 @@
+//! Provider adapters: one file per upstream API, all behind the [`Provider`] trait. Adding a provider
+//! is one adapter plus one line in [`build`]; nothing else in the gateway knows a provider's wire format.
+pub mod anthropic;
+pub mod openai;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+
+use crate::{
+    config::{ProviderConfig, ProviderKind},
+    types::{ChatRequest, ChatResponse, RequestMeta, StreamEvent},
+};
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
+/// One upstream API. Adapters translate and classify; they never retry, fail over or time out
+/// beyond the connect timeout of their HTTP client — the router owns all of that.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// The configured provider name (e.g. `openai`, `sim-primary`).
+    fn name(&self) -> &str;
+    /// One non-streaming attempt against `model`.
+    async fn complete(&self, req: &ChatRequest, model: &str, meta: &RequestMeta) -> Result<ChatResponse, ProviderError>;
+    /// One streaming attempt against `model`. The stream yields `Start`, deltas, then `Finish`;
+    /// an upstream stream that breaks off before its end yields `Err(ProviderError::StreamCut)`.
+    async fn stream(&self, req: &ChatRequest, model: &str, meta: &RequestMeta) -> Result<EventStream, ProviderError>;
+}
+
+/// What an upstream HTTP error status means for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    /// 429.
+    RateLimited,
+    /// 408, 5xx, 529.
+    Unavailable,
+    /// 400 because the prompt does not fit the model's context window.
+    ContextLength,
+    /// 400 because the content was refused by the provider's policy.
+    ContentPolicy,
+    /// 400 because the model does not accept a trailing assistant message (prefill).
+    PrefillRejected,
+    /// 401/403: the gateway's key for this provider is wrong.
+    Auth,
+    /// 404: the model (or endpoint) no longer exists upstream.
+    NotFound,
+    /// Any other 4xx: the request itself is wrong.
+    InvalidRequest,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("{0} timeout")]
+    Timeout(TimeoutKind),
+    #[error("upstream returned {status}: {message}")]
+    Status { status: u16, kind: StatusKind, message: String, retry_after: Option<Duration> },
+    #[error("malformed upstream response: {0}")]
+    Malformed(String),
+    #[error("stream broke off: {0}")]
+    StreamCut(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Connect,
+    FirstToken,
+    Stall,
+    Deadline,
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::FirstToken => "first-token",
+            TimeoutKind::Stall => "stream stall",
+            TimeoutKind::Deadline => "deadline",
+        })
+    }
+}
+
+/// What the router does after an attempt failed with this error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Transient: retry this target (bounded, with backoff), then fail over.
+    Retry,
+    /// This target cannot serve the request: go to the next target at once.
+    NextTarget,
+    /// Only a target with a larger context window may take it; never the same model again.
+    LargerContext,
+    /// The answer for the caller: no retry, no failover.
+    Fatal,
+}
+
+impl ProviderError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Malformed(_) | ProviderError::StreamCut(_) => {
+                Disposition::Retry
+            }
+            ProviderError::Status { kind, .. } => match kind {
+                StatusKind::RateLimited | StatusKind::Unavailable => Disposition::Retry,
+                StatusKind::Auth | StatusKind::NotFound | StatusKind::PrefillRejected => Disposition::NextTarget,
+                StatusKind::ContextLength => Disposition::LargerContext,
+                StatusKind::ContentPolicy | StatusKind::InvalidRequest => Disposition::Fatal,
+            },
+        }
+    }
+
+    /// The HTTP status to report for this error, if it came from one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Short machine-readable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderError::Connect(_) => "connect",
+            ProviderError::Timeout(TimeoutKind::Connect) => "connect_timeout",
+            ProviderError::Timeout(TimeoutKind::FirstToken) => "first_token_timeout",
+            ProviderError::Timeout(TimeoutKind::Stall) => "stall_timeout",
+            ProviderError::Timeout(TimeoutKind::Deadline) => "deadline",
+            ProviderError::Malformed(_) => "malformed",
+            ProviderError::StreamCut(_) => "stream_cut",
+            ProviderError::Status { kind, .. } => match kind {
+                StatusKind::RateLimited => "rate_limited",
+                StatusKind::Unavailable => "unavailable",
+                StatusKind::ContextLength => "context_length",
+                StatusKind::ContentPolicy => "content_policy",
+                StatusKind::PrefillRejected => "prefill_rejected",
+                StatusKind::Auth => "upstream_auth",
+                StatusKind::NotFound => "not_found",
+                StatusKind::InvalidRequest => "invalid_request",
+            },
+        }
+    }
+
+    /// Classifies a transport error from reqwest.
+    pub fn from_reqwest(e: &reqwest::Error) -> ProviderError {
+        if e.is_timeout() && e.is_connect() {
+            ProviderError::Timeout(TimeoutKind::Connect)
+        } else if e.is_connect() {
+            ProviderError::Connect(error_chain(e))
+        } else if e.is_body() || e.is_decode() {
+            ProviderError::StreamCut(error_chain(e))
+        } else {
+            ProviderError::Connect(error_chain(e))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Classifies an upstream error status and body (both OpenAI and Anthropic shapes), shared by adapters.
+pub fn classify_status(status: u16, body: &str) -> StatusKind {
+    let lower = body.to_ascii_lowercase();
+    match status {
+        429 => StatusKind::RateLimited,
+        408 | 500..=599 => StatusKind::Unavailable,
+        401 | 403 => StatusKind::Auth,
+        404 => StatusKind::NotFound,
+        413 => StatusKind::ContextLength,
+        _ if lower.contains("context_length")
+            || lower.contains("context length")
+            || lower.contains("context window")
+            || lower.contains("prompt is too long")
+            || lower.contains("too many tokens") =>
+        {
+            StatusKind::ContextLength
+        }
+        _ if lower.contains("content_policy")
+            || lower.contains("content policy")
+            || lower.contains("content_filter")
+            || lower.contains("safety system") =>
+        {
+            StatusKind::ContentPolicy
+        }
+        _ if lower.contains("prefill") || lower.contains("final assistant") => StatusKind::PrefillRejected,
+        _ => StatusKind::InvalidRequest,
+    }
+}
+
+/// Parses a `Retry-After` header: delta-seconds (fractional accepted) or an HTTP date.
+pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate_parse(v)?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
+    // RFC 7231 IMF-fixdate only, e.g. "Wed, 21 Oct 2015 07:28:00 GMT".
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = parts[1].parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as u64
+        + 1;
+    let year: u64 = parts[3].parse().ok()?;
+    let hms: Vec<u64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if hms.len() != 3 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Builds the HTTP client of one provider: pooled, TCP_NODELAY, HTTP/2 when configured.
+pub fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(cfg.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024);
+    if cfg.http2 {
+        b = b.http2_prior_knowledge().http2_adaptive_window(true);
+    }
+    b.build()
+}
+
+/// Builds the adapter for one configured provider.
+pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, reqwest::Error> {
+    let client = http_client(cfg)?;
+    Ok(match cfg.kind {
+        ProviderKind::Openai => Arc::new(openai::OpenAi::new(cfg.clone(), client)),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(cfg.clone(), client)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        assert_eq!(classify_status(429, ""), StatusKind::RateLimited);
+        assert_eq!(classify_status(503, ""), StatusKind::Unavailable);
+        assert_eq!(classify_status(529, "overloaded"), StatusKind::Unavailable);
+        assert_eq!(
+            classify_status(400, r#"{"error":{"code":"context_length_exceeded"}}"#),
+            StatusKind::ContextLength
+        );
+        assert_eq!(classify_status(400, "prompt is too long: 300000 tokens"), StatusKind::ContextLength);
+        assert_eq!(classify_status(400, r#"{"error":{"code":"content_policy_violation"}}"#), StatusKind::ContentPolicy);
+        assert_eq!(classify_status(400, "This model does not support assistant message prefill"), StatusKind::PrefillRejected);
+        assert_eq!(classify_status(400, "bad field"), StatusKind::InvalidRequest);
+    }
+
+    #[test]
+    fn parses_retry_after() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("0.25"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(250)));
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+    }
+}

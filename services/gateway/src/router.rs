@@ -1,0 +1,469 @@
+//! Routing and failover, the heart of the gateway. A request names a model or alias; the [`Plan`]
+//! walks its targets in order, retrying transient failures with exponential backoff and jitter
+//! (honouring `Retry-After`), skipping targets whose breaker is open, sending context-length failures
+//! only to targets with a larger window, and stopping at errors that are the caller's answer. This is
+//! the single place that retries; adapters never do.
+use std::{borrow::Cow, collections::HashMap, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use tokio::time::{Instant, timeout};
+
+use crate::{
+    breaker::{Breakers, Permit},
+    config::{Config, ModelConfig, RoutingConfig},
+    error::ApiError,
+    ingress::estimate_tokens,
+    metrics::{AttemptLabels, Metrics, RouteLabels, ServedLabels, TargetLabels},
+    provider::{self, Disposition, Provider, ProviderError, StatusKind, TimeoutKind},
+    types::{ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent},
+};
+
+/// Shared state of the gateway: configuration, provider adapters, breakers and metrics.
+pub struct Router {
+    pub cfg: Arc<Config>,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    pub breakers: Breakers,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Router {
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<Router, reqwest::Error> {
+        let mut providers = HashMap::new();
+        for (name, p) in &cfg.providers {
+            providers.insert(name.clone(), provider::build(p)?);
+        }
+        Ok(Self::with_providers(cfg, providers, metrics))
+    }
+
+    /// A router over the given adapters (one per configured provider name).
+    pub fn with_providers(
+        cfg: Arc<Config>,
+        providers: HashMap<String, Arc<dyn Provider>>,
+        metrics: Arc<Metrics>,
+    ) -> Router {
+        let breakers = Breakers::new(cfg.models.keys().map(String::as_str), cfg.breaker);
+        for m in cfg.models.values() {
+            metrics.breaker_state.get_or_create(&TargetLabels { provider: m.provider.clone(), model: m.name.clone() }).set(0);
+        }
+        Router { cfg, providers, breakers, metrics }
+    }
+
+    /// Ready when every alias (and model) has at least one target whose breaker is not open.
+    pub fn readiness(&self) -> Result<(), String> {
+        let usable = |m: &str| self.breakers.get(m).is_some_and(|b| b.state() != crate::breaker::BreakerState::Open);
+        for a in self.cfg.aliases.values() {
+            if !a.targets.iter().any(|t| usable(t)) {
+                return Err(format!("route {}: every target's circuit breaker is open", a.name));
+            }
+        }
+        if !self.cfg.models.is_empty() && !self.cfg.models.keys().any(|m| usable(m)) {
+            return Err("every model's circuit breaker is open".into());
+        }
+        Ok(())
+    }
+
+    fn plan<'a>(&'a self, req: &ChatRequest) -> Result<Plan<'a>, ApiError> {
+        let (targets, routing) = self.cfg.resolve(&req.model).ok_or_else(|| {
+            ApiError::ModelNotFound(format!(
+                "model `{}` is not served by this gateway; GET /v1/models lists the models and aliases",
+                req.model
+            ))
+        })?;
+        Ok(Plan {
+            router: self,
+            route: req.model.clone(),
+            estimated: estimate_tokens(req),
+            targets,
+            routing,
+            deadline: Instant::now() + routing.total_timeout,
+            idx: 0,
+            attempt: 0,
+            wait: None,
+            min_context: None,
+            need_prefill: false,
+            failed: Vec::new(),
+            last: None,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// One whole answer, failing over between the route's targets as needed.
+    pub async fn complete(&self, req: &ChatRequest, meta: &RequestMeta) -> Result<ChatResponse, ApiError> {
+        let mut plan = self.plan(req)?;
+        let started = Instant::now();
+        loop {
+            let a = plan.next().await?;
+            let t0 = Instant::now();
+            let limit = a.remaining.min(plan.routing.first_token_timeout);
+            let result = match timeout(limit, a.provider.complete(req, &a.model.upstream_model, meta)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
+            };
+            match result {
+                Ok(mut resp) => {
+                    plan.succeeded(a, t0, started);
+                    resp.failed_attempts = std::mem::take(&mut plan.failed);
+                    return Ok(resp);
+                }
+                Err(e) => plan.failed(a, e, t0)?,
+            }
+        }
+    }
+
+    /// A streamed answer. Nothing is yielded until the first content arrives, so a target that fails
+    /// before its first token is replaced cleanly; a stream cut after content reached the caller is
+    /// continued on a target that accepts a prefill, or ends with an error item — never a truncated
+    /// answer presented as complete. The stream ends after `Finish` or an `Err`.
+    pub fn stream(
+        self: Arc<Self>,
+        req: ChatRequest,
+        meta: RequestMeta,
+    ) -> impl Stream<Item = Result<StreamEvent, ApiError>> + Send + 'static {
+        async_stream::stream! {
+            let router = self;
+            let mut plan = match router.plan(&req) {
+                Ok(p) => p,
+                Err(e) => { yield Err(e); return; }
+            };
+            let started = Instant::now();
+            let mut emitted_start = false;
+            let mut pending_start: Option<StreamEvent> = None;
+            let mut partial = String::new();
+            let mut tool_emitted = false;
+            let mut first_token_seen = false;
+            loop {
+                let a = match plan.next().await {
+                    Ok(a) => a,
+                    Err(e) => { yield Err(e); return; }
+                };
+                let attempt_req = continuation(&req, &partial);
+                let t0 = Instant::now();
+                let limit = a.remaining.min(plan.routing.first_token_timeout);
+                let opened = match timeout(limit, a.provider.stream(&attempt_req, &a.model.upstream_model, &meta)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
+                };
+                let mut upstream = match opened {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if let Err(fatal) = plan.failed(a, e, t0) { yield Err(fatal); return; }
+                        continue;
+                    }
+                };
+                let mut got_content = false;
+                let failure = loop {
+                    let (kind, wait) = if got_content {
+                        (TimeoutKind::Stall, plan.routing.stall_timeout)
+                    } else {
+                        (TimeoutKind::FirstToken, plan.routing.first_token_timeout)
+                    };
+                    let wait = wait.min(plan.deadline.saturating_duration_since(Instant::now()));
+                    let item = match timeout(wait, upstream.next()).await {
+                        Err(_) => break ProviderError::Timeout(plan.timeout_kind(kind)),
+                        Ok(None) => break ProviderError::StreamCut("the stream ended without a finish".into()),
+                        Ok(Some(Err(e))) => break e,
+                        Ok(Some(Ok(ev))) => ev,
+                    };
+                    match item {
+                        StreamEvent::Start { .. } => {
+                            if !emitted_start { pending_start = Some(item); }
+                        }
+                        StreamEvent::Finish { stop_reason, usage, .. } => {
+                            if !emitted_start {
+                                yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model.provider, &a.model.upstream_model)));
+                            }
+                            let failed_attempts = std::mem::take(&mut plan.failed);
+                            plan.succeeded(a, t0, started);
+                            yield Ok(StreamEvent::Finish { stop_reason, usage, failed_attempts });
+                            return;
+                        }
+                        delta => {
+                            if !got_content {
+                                got_content = true;
+                                if !first_token_seen {
+                                    first_token_seen = true;
+                                    plan.router.metrics.time_to_first_token
+                                        .get_or_create(&plan.served_labels(a.model))
+                                        .observe(started.elapsed().as_secs_f64());
+                                }
+                            }
+                            if !emitted_start {
+                                emitted_start = true;
+                                yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model.provider, &a.model.upstream_model)));
+                            }
+                            match &delta {
+                                StreamEvent::TextDelta { text } => partial.push_str(text),
+                                StreamEvent::ToolCallStart { .. } | StreamEvent::ToolCallDelta { .. } => tool_emitted = true,
+                                _ => {}
+                            }
+                            yield Ok(delta);
+                        }
+                    }
+                };
+                drop(upstream);
+                if let Err(fatal) = plan.failed(a, failure, t0) { yield Err(fatal); return; }
+                if emitted_start {
+                    if tool_emitted {
+                        yield Err(ApiError::Upstream(
+                            "the upstream stream broke off during a tool call; it cannot be continued, retry the request".into(),
+                        ));
+                        return;
+                    }
+                    // Content reached the caller: only a target that continues from a prefill may go on.
+                    plan.need_prefill = true;
+                }
+            }
+        }
+    }
+}
+
+/// The request to send for an attempt: the original, or — after a cut — the original with the text
+/// already streamed appended as an assistant prefill to continue from.
+fn continuation<'a>(req: &'a ChatRequest, partial: &str) -> Cow<'a, ChatRequest> {
+    if partial.is_empty() {
+        return Cow::Borrowed(req);
+    }
+    let mut r = req.clone();
+    match r.messages.last_mut() {
+        Some(last) if last.role == Role::Assistant => last.parts.push(Part::Text { text: partial.to_owned() }),
+        _ => r.messages.push(Message::text(Role::Assistant, partial)),
+    }
+    Cow::Owned(r)
+}
+
+fn synthetic_start(provider: &str, model: &str) -> StreamEvent {
+    StreamEvent::Start { id: format!("retort-{}", uuid::Uuid::new_v4().simple()), provider: provider.into(), model: model.into() }
+}
+
+/// One attempt the plan allows now.
+struct Attempt<'a> {
+    model: &'a ModelConfig,
+    provider: Arc<dyn Provider>,
+    permit: Permit,
+    remaining: Duration,
+}
+
+/// The walk over one request's targets.
+struct Plan<'a> {
+    router: &'a Router,
+    route: String,
+    estimated: u64,
+    targets: Vec<&'a ModelConfig>,
+    routing: RoutingConfig,
+    deadline: Instant,
+    idx: usize,
+    attempt: u32,
+    wait: Option<Duration>,
+    /// After a context-length error: only targets with a window larger than this.
+    min_context: Option<u32>,
+    /// After content reached the caller: only targets that accept a prefill.
+    need_prefill: bool,
+    failed: Vec<FailedAttempt>,
+    last: Option<ProviderError>,
+    skipped: Vec<String>,
+}
+
+impl<'a> Plan<'a> {
+    async fn next(&mut self) -> Result<Attempt<'a>, ApiError> {
+        loop {
+            let Some(&model) = self.targets.get(self.idx) else {
+                return Err(self.exhausted());
+            };
+            if self.attempt > self.routing.max_retries_per_target {
+                self.advance();
+                continue;
+            }
+            if let Some(reason) = self.skip_reason(model) {
+                self.skipped.push(format!("{}: {reason}", model.name));
+                self.advance();
+                continue;
+            }
+            if let Some(w) = self.wait.take() {
+                if Instant::now() + w >= self.deadline {
+                    return Err(self.deadline_error());
+                }
+                tokio::time::sleep(w).await;
+            }
+            let Some(breaker) = self.router.breakers.get(&model.name) else {
+                self.advance();
+                continue;
+            };
+            let Some(permit) = breaker.try_acquire() else {
+                self.skipped.push(format!("{}: circuit breaker open", model.name));
+                self.record_attempt(model, "breaker_open");
+                self.advance();
+                continue;
+            };
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(self.deadline_error());
+            }
+            let Some(provider) = self.router.providers.get(&model.provider).cloned() else {
+                self.advance();
+                continue;
+            };
+            self.attempt += 1;
+            return Ok(Attempt { model, provider, permit, remaining });
+        }
+    }
+
+    fn skip_reason(&self, model: &ModelConfig) -> Option<String> {
+        if let Some(min) = self.min_context {
+            if model.context_window <= min {
+                return Some(format!("context window {} is not larger than {min}", model.context_window));
+            }
+        }
+        if self.need_prefill && !model.prefill {
+            return Some("cannot continue a cut stream (no prefill support)".into());
+        }
+        // Skip targets the prompt clearly does not fit, unless no target would be left to try.
+        if u64::from(model.context_window) < self.estimated
+            && self.targets[self.idx..].iter().any(|t| u64::from(t.context_window) >= self.estimated)
+        {
+            return Some(format!("prompt (~{} tokens) exceeds its context window {}", self.estimated, model.context_window));
+        }
+        None
+    }
+
+    fn advance(&mut self) {
+        self.idx += 1;
+        self.attempt = 0;
+        self.wait = None;
+        if self.idx < self.targets.len() {
+            self.router.metrics.failovers.get_or_create(&RouteLabels { route: self.route.clone() }).inc();
+        }
+    }
+
+    fn timeout_kind(&self, kind: TimeoutKind) -> TimeoutKind {
+        if Instant::now() >= self.deadline { TimeoutKind::Deadline } else { kind }
+    }
+
+    fn served_labels(&self, model: &ModelConfig) -> ServedLabels {
+        ServedLabels { route: self.route.clone(), provider: model.provider.clone(), model: model.name.clone() }
+    }
+
+    fn record_attempt(&self, model: &ModelConfig, outcome: &'static str) {
+        self.router
+            .metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                route: self.route.clone(),
+                provider: model.provider.clone(),
+                model: model.name.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    fn set_breaker_gauge(&self, model: &ModelConfig, state: Option<crate::breaker::BreakerState>) {
+        if let Some(s) = state {
+            tracing::info!(provider = %model.provider, model = %model.name, state = ?s, "circuit breaker changed");
+            self.router
+                .metrics
+                .breaker_state
+                .get_or_create(&TargetLabels { provider: model.provider.clone(), model: model.name.clone() })
+                .set(s.as_gauge());
+        }
+    }
+
+    fn succeeded(&mut self, a: Attempt<'a>, t0: Instant, started: Instant) {
+        let state = a.permit.record(true);
+        self.set_breaker_gauge(a.model, state);
+        self.record_attempt(a.model, "ok");
+        self.router.metrics.request_duration.get_or_create(&self.served_labels(a.model)).observe(started.elapsed().as_secs_f64());
+        tracing::debug!(route = %self.route, target = %a.model.name, ms = t0.elapsed().as_millis() as u64, "attempt succeeded");
+    }
+
+    /// Records a failed attempt and decides what comes next; `Err` is the caller's answer.
+    fn failed(&mut self, a: Attempt<'a>, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
+        let disposition = err.disposition();
+        let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext);
+        let state = a.permit.record(healthy);
+        self.set_breaker_gauge(a.model, state);
+        self.record_attempt(a.model, err.label());
+        tracing::warn!(route = %self.route, target = %a.model.name, attempt = self.attempt, error = %err, "attempt failed");
+        self.failed.push(FailedAttempt {
+            provider: a.model.provider.clone(),
+            model: a.model.upstream_model.clone(),
+            error: err.to_string(),
+            status: err.status(),
+            duration_ms: t0.elapsed().as_millis() as u64,
+        });
+        match disposition {
+            Disposition::Fatal => return Err(fatal_error(&a.model.provider, err)),
+            Disposition::Retry => match err.retry_after() {
+                Some(ra) if ra > self.routing.max_retry_after => self.advance(),
+                ra => self.wait = Some(self.backoff().max(ra.unwrap_or_default())),
+            },
+            Disposition::NextTarget => self.advance(),
+            Disposition::LargerContext => {
+                self.min_context = Some(self.min_context.unwrap_or(0).max(a.model.context_window));
+                self.advance();
+            }
+        }
+        self.last = Some(err);
+        Ok(())
+    }
+
+    /// Exponential backoff with jitter: base·2^(n−1), capped, drawn from [d/2, d].
+    fn backoff(&self) -> Duration {
+        let exp = self.attempt.saturating_sub(1).min(16);
+        let d = self.routing.backoff_base.saturating_mul(1 << exp).min(self.routing.backoff_max);
+        let half = d / 2;
+        half + d.mul_f64(rand::rng().random::<f64>() * 0.5)
+    }
+
+    fn deadline_error(&self) -> ApiError {
+        ApiError::Timeout(format!(
+            "route {} did not answer within its total deadline of {} ms{}",
+            self.route,
+            self.routing.total_timeout.as_millis(),
+            self.summary()
+        ))
+    }
+
+    fn summary(&self) -> String {
+        let mut parts: Vec<String> =
+            self.failed.iter().map(|f| format!("{}/{}: {}", f.provider, f.model, truncate(&f.error, 200))).collect();
+        parts.extend(self.skipped.iter().cloned());
+        if parts.is_empty() { String::new() } else { format!(" ({})", parts.join("; ")) }
+    }
+
+    fn exhausted(&self) -> ApiError {
+        let all_rate_limited = !self.failed.is_empty()
+            && self.failed.iter().all(|f| f.status == Some(429));
+        match &self.last {
+            _ if all_rate_limited => ApiError::RateLimited {
+                message: format!("every target of {} is rate-limited{}", self.route, self.summary()),
+                retry_after: self.last.as_ref().and_then(ProviderError::retry_after),
+            },
+            Some(ProviderError::Status { kind: StatusKind::ContextLength, message, .. }) => ApiError::ContextLength(format!(
+                "the prompt does not fit the context window of any target of {}: {message}",
+                self.route
+            )),
+            None if self.min_context.is_none() && self.skipped.iter().all(|s| s.contains("context window")) && !self.skipped.is_empty() => {
+                ApiError::ContextLength(format!("the prompt (~{} tokens) fits no target of {}", self.estimated, self.route))
+            }
+            Some(ProviderError::Timeout(TimeoutKind::Deadline)) => self.deadline_error(),
+            _ => ApiError::Upstream(format!("every target of {} failed{}", self.route, self.summary())),
+        }
+    }
+}
+
+fn fatal_error(provider: &str, err: ProviderError) -> ApiError {
+    match err {
+        ProviderError::Status { kind: StatusKind::ContentPolicy, message, .. } => {
+            ApiError::ContentPolicy(format!("{provider} refused the content: {message}"))
+        }
+        ProviderError::Status { message, .. } => ApiError::BadRequest(format!("{provider} rejected the request: {message}")),
+        other => ApiError::Upstream(other.to_string()),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

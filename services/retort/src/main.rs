@@ -1,0 +1,99 @@
+//! `retort`: runs any or all Retort services. `retort up` runs every service in one process on
+//! embedded defaults; `retort gateway` runs the gateway alone.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use retort_gateway::config::Config;
+
+const DEMO_CONFIG: &str = include_str!("../../../deploy/retort.demo.toml");
+
+#[derive(Parser)]
+#[command(name = "retort", version, about = "One gateway in front of every LLM provider")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in one process (embedded defaults).
+    Up {
+        /// Configuration file (TOML). Without it, `--demo` is implied.
+        #[arg(long, short, env = "RETORT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Start the provider simulator in-process and route to it (a healthy primary, a flaky
+        /// target, a fallback), so failover can be seen without any provider keys.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run the gateway alone.
+    Gateway {
+        #[arg(long, short, env = "RETORT_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,retort=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { config, demo } => {
+            let (cfg, _sim) = match config {
+                Some(path) if !demo => (Config::from_file(&path)?, None),
+                _ => {
+                    let sim = retort_sim::spawn(retort_sim::SimConfig::demo()).await.context("starting the simulator")?;
+                    let text = DEMO_CONFIG.replace("{SIM}", &sim.base_url());
+                    let cfg = Config::from_toml(&text)?;
+                    tracing::info!(simulator = %sim.base_url(), "demo: provider simulator started");
+                    (cfg, Some(sim))
+                }
+            };
+            run_gateway(cfg, true).await
+        }
+        Command::Gateway { config } => run_gateway(Config::from_file(&config)?, false).await,
+    }
+}
+
+async fn run_gateway(cfg: Config, banner: bool) -> anyhow::Result<()> {
+    let running = retort_gateway::start(cfg).await?;
+    if banner {
+        tracing::info!(
+            "ready: curl -s http://{}/v1/chat/completions -H 'authorization: Bearer sk-retort-demo' -H 'content-type: application/json' -d '{{\"model\":\"frontier\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
+            running.http_addr
+        );
+        tracing::info!("grpc: grpcurl -plaintext -H 'authorization: Bearer sk-retort-demo' {} list", running.grpc_addr);
+    }
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

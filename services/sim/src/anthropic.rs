@@ -1,0 +1,274 @@
+//! Anthropic `POST /v1/messages` (and `/v1/messages/count_tokens`): request parsing, the
+//! `message` object and its event stream.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::State,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    answer::{Answer, Conversation, Finish, Output, Tail, Usage},
+    faults::{Api, ApiError, admit, parse_body, reject},
+    openai::Content,
+    server::{Sim, new_id},
+    stream::{Part, Sse, json_response, sse_response, write_json},
+};
+
+#[derive(Debug, Deserialize)]
+struct MessagesRequest {
+    model: String,
+    messages: Vec<Message>,
+    system: Option<Content>,
+    max_tokens: Option<u64>,
+    tools: Option<Vec<Tool>>,
+    stream: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    role: String,
+    content: MessageContent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum MessageContent {
+    Text(String),
+    Blocks(Vec<Block>),
+}
+
+/// A content block: text, thinking, tool_use and tool_result count; images and the like do not.
+#[derive(Debug, Deserialize)]
+struct Block {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    thinking: Option<String>,
+    input: Option<Value>,
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tool {
+    name: Option<String>,
+}
+
+impl Message {
+    /// The text blocks joined by newlines.
+    fn text(&self) -> String {
+        match &self.content {
+            MessageContent::Text(s) => s.clone(),
+            MessageContent::Blocks(blocks) => {
+                let texts: Vec<&str> = blocks
+                    .iter()
+                    .filter(|b| b.kind.as_deref() == Some("text"))
+                    .filter_map(|b| b.text.as_deref())
+                    .collect();
+                texts.join("\n")
+            }
+        }
+    }
+
+    fn has_text(&self) -> bool {
+        match &self.content {
+            MessageContent::Text(_) => true,
+            MessageContent::Blocks(blocks) => blocks.iter().any(|b| b.kind.as_deref() == Some("text")),
+        }
+    }
+
+    fn blocks(&self) -> &[Block] {
+        match &self.content {
+            MessageContent::Text(_) => &[],
+            MessageContent::Blocks(b) => b,
+        }
+    }
+}
+
+impl MessagesRequest {
+    fn conversation(&self, require_max_tokens: bool) -> Result<Conversation, ApiError> {
+        if require_max_tokens && self.max_tokens.is_none() {
+            return Err(ApiError::invalid_request("max_tokens: Field required"));
+        }
+        let Some(last) = self.messages.last() else {
+            return Err(ApiError::invalid_request("messages: at least one message is required"));
+        };
+        let mut c = Conversation::default();
+        if let Some(s) = &self.system {
+            c.count(&s.text());
+        }
+        for m in &self.messages {
+            match &m.content {
+                MessageContent::Text(s) => c.count(s),
+                MessageContent::Blocks(blocks) => {
+                    for b in blocks {
+                        match b.kind.as_deref() {
+                            Some("text") => c.count(b.text.as_deref().unwrap_or("")),
+                            Some("thinking") => c.count(b.thinking.as_deref().unwrap_or("")),
+                            Some("tool_use") => c.count(&b.input.as_ref().map(Value::to_string).unwrap_or_default()),
+                            Some("tool_result") => c.count(&b.content.as_ref().map(|c| c.text()).unwrap_or_default()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(u) = self.messages.iter().rev().find(|m| m.role == "user" && m.has_text()) {
+            c.last_user = u.text();
+        }
+        let tool_result = last.blocks().iter().rev().find(|b| b.kind.as_deref() == Some("tool_result"));
+        c.tail = match (last.role.as_str(), tool_result) {
+            ("user", Some(r)) => Tail::ToolResult(r.content.as_ref().map(|c| c.text().into_owned()).unwrap_or_default()),
+            ("assistant", _) => {
+                c.ends_with_assistant = true;
+                let t = last.text();
+                let tool_use = last.blocks().iter().any(|b| b.kind.as_deref() == Some("tool_use"));
+                if tool_use || t.is_empty() { Tail::User } else { Tail::Prefill(t) }
+            }
+            _ => Tail::User,
+        };
+        c.first_tool = self.tools.iter().flatten().find_map(|t| t.name.clone());
+        c.max_tokens = self.max_tokens;
+        Ok(c.finish())
+    }
+}
+
+fn stop_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "end_turn",
+        Finish::Length => "max_tokens",
+        Finish::ToolCalls => "tool_use",
+    }
+}
+
+/// Anthropic reports cache reads apart from `input_tokens`.
+fn usage_json(u: Usage, output: u64) -> Value {
+    json!({
+        "input_tokens": u.input - u.cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": u.cached,
+        "output_tokens": output,
+        "service_tier": "standard",
+    })
+}
+
+pub(crate) async fn messages(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authed = sim.authorized(&headers);
+    let req: MessagesRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(Api::Anthropic, authed, e),
+    };
+    let conv = req.conversation(true);
+    let (ticket, conv) = match admit(&sim, Api::Anthropic, &headers, &req.model, authed, conv).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let b = &ticket.model.behavior;
+    let answer = ticket.model.answer(&conv, &ticket.state.script_cursor);
+    let usage = Usage::new(b, &conv, &answer);
+    let id = new_id("msg_");
+    if req.stream == Some(true) {
+        sse_response(stream(&id, &req.model, &answer, usage), ticket.fault, b.tokens_per_sec)
+    } else {
+        let mut buf = Vec::with_capacity(1024);
+        write_json(&mut buf, &message(&id, &req.model, &answer, usage));
+        json_response(buf, ticket.fault)
+    }
+}
+
+pub(crate) async fn count_tokens(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authed = sim.authorized(&headers);
+    let req: MessagesRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(Api::Anthropic, authed, e),
+    };
+    if !authed {
+        return ApiError::unauthorized().render(Api::Anthropic);
+    }
+    if sim.model(&req.model).is_none() {
+        return ApiError::model_not_found(&req.model).render(Api::Anthropic);
+    }
+    match req.conversation(false) {
+        Ok(c) => Json(json!({ "input_tokens": c.input_tokens })).into_response(),
+        Err(e) => e.render(Api::Anthropic),
+    }
+}
+
+fn tool_id(hash: &str) -> String {
+    format!("toolu_{hash}")
+}
+
+fn message(id: &str, model: &str, answer: &Answer, usage: Usage) -> Value {
+    let content = match &answer.output {
+        Output::Text(t) => json!([{ "type": "text", "text": t.text() }]),
+        Output::ToolCall(tc) => {
+            let input: Value = serde_json::from_str(tc.arguments.text()).unwrap_or_else(|_| json!({}));
+            json!([{ "type": "tool_use", "id": tool_id(&tc.id_hash), "name": tc.name, "input": input }])
+        }
+    };
+    json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(answer.finish),
+        "stop_sequence": null,
+        "usage": usage_json(usage, usage.output),
+    })
+}
+
+fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
+    let mut sse = Sse::new(b"event: content_block_delta\ndata: {broken\n\n");
+    let start = json!({
+        "type": "message_start",
+        "message": {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": usage_json(usage, 0),
+        },
+    });
+    sse.event(Part::Prelude, Some("message_start"), &start);
+    let (block, delta_kind, delta_field, tokens) = match &answer.output {
+        Output::Text(t) => (json!({ "type": "text", "text": "" }), "text_delta", "text", t),
+        Output::ToolCall(tc) => (
+            json!({ "type": "tool_use", "id": tool_id(&tc.id_hash), "name": tc.name, "input": {} }),
+            "input_json_delta",
+            "partial_json",
+            &tc.arguments,
+        ),
+    };
+    let block_start = json!({ "type": "content_block_start", "index": 0, "content_block": block });
+    sse.event(Part::Prelude, Some("content_block_start"), &block_start);
+    sse.event(Part::Prelude, Some("ping"), &json!({ "type": "ping" }));
+    let prefix = format!(
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"{delta_kind}\",\"{delta_field}\":"
+    );
+    for t in tokens.iter() {
+        sse.frame(Part::Token, |b| {
+            b.extend_from_slice(prefix.as_bytes());
+            write_json(b, t);
+            b.extend_from_slice(b"}}\n\n");
+        });
+    }
+    sse.event(Part::Tail, Some("content_block_stop"), &json!({ "type": "content_block_stop", "index": 0 }));
+    let delta = json!({
+        "type": "message_delta",
+        "delta": { "stop_reason": stop_reason(answer.finish), "stop_sequence": null },
+        "usage": usage_json(usage, usage.output),
+    });
+    sse.event(Part::Tail, Some("message_delta"), &delta);
+    sse.event(Part::Terminal, Some("message_stop"), &json!({ "type": "message_stop" }));
+    sse
+}
