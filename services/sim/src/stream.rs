@@ -141,6 +141,8 @@ fn drive(
                     yield Ok(Bytes::from_static(malformed));
                 }
                 if plan.cut_after.is_some_and(reached) {
+                    // Let what was sent reach the wire first: a real cut happens after bytes went out.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     yield Err(BodyCut);
                     return;
                 }
@@ -164,6 +166,12 @@ fn drive(
     }
 }
 
+/// Lets hyper write out what was sent so far: on a body error it drops the connection at once,
+/// and data still in its buffer would be lost (the client would see no response at all).
+async fn flush_pause() {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+}
+
 /// A JSON response; the body faults act on it as on a stream: `slow_first_token` delays the body
 /// (headers go out at once), `cut_after`/`stall_after` send half of it and then cut or stall.
 pub(crate) fn json_response(body: Vec<u8>, fault: Option<Fault>) -> Response {
@@ -178,6 +186,7 @@ pub(crate) fn json_response(body: Vec<u8>, fault: Option<Fault>) -> Response {
             if matches!(f, Fault::StallAfter { .. }) {
                 std::future::pending::<()>().await;
             }
+            flush_pause().await;
             yield Err(BodyCut);
         }),
         _ => Body::from(body),

@@ -372,7 +372,7 @@ struct ResponseObject<'a> {
 }
 
 impl ResponseObject<'_> {
-    fn to_json(self) -> Value {
+    fn into_json(self) -> Value {
         let mut m = Map::new();
         m.insert("id".into(), json!(self.id));
         m.insert("object".into(), json!("response"));
@@ -475,7 +475,7 @@ pub fn render(resp: &ChatResponse) -> Value {
             &resp.failed_attempts,
         )),
     }
-    .to_json()
+    .into_json()
 }
 
 #[derive(Debug, Clone)]
@@ -571,7 +571,7 @@ impl StreamEncoder {
             usage: None,
             retort: None,
         }
-        .to_json()
+        .into_json()
     }
 
     fn start(&mut self, out: &mut Vec<SseEvent>) {
@@ -794,7 +794,7 @@ impl StreamEncoder {
                     usage: Some(usage),
                     retort: Some(wire::retort(&self.provider, &self.model, failed_attempts)),
                 }
-                .to_json();
+                .into_json();
                 out.push(self.emit(event, json!({"response": response})));
             }
         }
@@ -822,7 +822,7 @@ impl StreamEncoder {
             usage: None,
             retort: None,
         }
-        .to_json();
+        .into_json();
         out.push(self.emit("response.failed", json!({"response": response})));
         out
     }

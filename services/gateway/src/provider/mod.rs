@@ -192,6 +192,7 @@ pub fn classify_status(status: u16, body: &str) -> StatusKind {
         _ if lower.contains("content_policy")
             || lower.contains("content policy")
             || lower.contains("content_filter")
+            || lower.contains("content filtering")
             || lower.contains("safety system") =>
         {
             StatusKind::ContentPolicy
