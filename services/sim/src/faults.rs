@@ -23,9 +23,12 @@ pub(crate) enum Api {
     Anthropic,
 }
 
-/// An HTTP error, renderable in either API's shape.
+/// An HTTP error, renderable in either API's shape (boxed: it travels in `Result`s).
 #[derive(Debug, Clone)]
-pub(crate) struct ApiError {
+pub(crate) struct ApiError(Box<ErrorBody>);
+
+#[derive(Debug, Clone)]
+struct ErrorBody {
     status: StatusCode,
     openai_type: &'static str,
     anthropic_type: &'static str,
@@ -43,7 +46,7 @@ impl ApiError {
         anthropic_type: &'static str,
         message: impl Into<String>,
     ) -> ApiError {
-        ApiError {
+        ApiError(Box::new(ErrorBody {
             status,
             openai_type,
             anthropic_type,
@@ -52,16 +55,16 @@ impl ApiError {
             code: None,
             param: None,
             retry_after: None,
-        }
+        }))
     }
 
     fn code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
+        self.0.code = Some(code);
         self
     }
 
     fn anthropic_message(mut self, m: impl Into<String>) -> Self {
-        self.anthropic_message = Some(m.into());
+        self.0.anthropic_message = Some(m.into());
         self
     }
 
@@ -95,7 +98,7 @@ impl ApiError {
         )
         .code("rate_limit_exceeded")
         .anthropic_message("Number of requests has exceeded your rate limit.");
-        e.retry_after = retry_after;
+        e.0.retry_after = retry_after;
         e
     }
 
@@ -126,7 +129,7 @@ impl ApiError {
         ))
         .code("context_length_exceeded")
         .anthropic_message(format!("prompt is too long: {input} tokens > {window} maximum"));
-        e.param = Some("messages");
+        e.0.param = Some("messages");
         e
     }
 
@@ -143,17 +146,18 @@ impl ApiError {
     }
 
     pub(crate) fn render(self, api: Api) -> Response {
+        let e = *self.0;
         let body = match api {
             Api::OpenAi => json!({
-                "error": { "message": self.message, "type": self.openai_type, "param": self.param, "code": self.code }
+                "error": { "message": e.message, "type": e.openai_type, "param": e.param, "code": e.code }
             }),
             Api::Anthropic => json!({
                 "type": "error",
-                "error": { "type": self.anthropic_type, "message": self.anthropic_message.unwrap_or(self.message) },
+                "error": { "type": e.anthropic_type, "message": e.anthropic_message.unwrap_or(e.message) },
             }),
         };
-        let mut resp = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after
+        let mut resp = (e.status, Json(body)).into_response();
+        if let Some(secs) = e.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -178,6 +182,7 @@ pub(crate) struct Ticket {
 /// What every generation request goes through once its body parsed: attempt counting, auth,
 /// validation, model lookup, latency, and the faults that replace the response. `Err` is the
 /// response to send instead of an answer.
+#[allow(clippy::result_large_err)] // `Response` is what axum handlers return; it is not boxed anywhere.
 pub(crate) async fn admit(
     sim: &Sim,
     api: Api,
