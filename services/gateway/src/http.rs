@@ -316,6 +316,13 @@ pub async fn serve(
     router: Arc<Router>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // No Nagle delays: every streamed chunk goes out as soon as it is written.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(router)).with_graceful_shutdown(shutdown).await
 }
 

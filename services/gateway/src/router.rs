@@ -6,6 +6,7 @@
 use std::{borrow::Cow, collections::HashMap, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
+use tracing::Instrument;
 use rand::Rng;
 use tokio::time::{Instant, timeout};
 
@@ -96,7 +97,8 @@ impl Router {
             let a = plan.next().await?;
             let t0 = Instant::now();
             let limit = a.remaining.min(plan.routing.first_token_timeout);
-            let result = match timeout(limit, a.provider.complete(req, &a.model.upstream_model, meta)).await {
+            let call = a.provider.complete(req, &a.model.upstream_model, meta).instrument(a.span(plan.attempt));
+            let result = match timeout(limit, call).await {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
             };
@@ -140,7 +142,8 @@ impl Router {
                 let attempt_req = continuation(&req, &partial);
                 let t0 = Instant::now();
                 let limit = a.remaining.min(plan.routing.first_token_timeout);
-                let opened = match timeout(limit, a.provider.stream(&attempt_req, &a.model.upstream_model, &meta)).await {
+                let call = a.provider.stream(&attempt_req, &a.model.upstream_model, &meta).instrument(a.span(plan.attempt));
+                let opened = match timeout(limit, call).await {
                     Ok(r) => r,
                     Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
                 };
@@ -242,6 +245,12 @@ struct Attempt<'a> {
     provider: Arc<dyn Provider>,
     permit: Permit,
     remaining: Duration,
+}
+
+impl Attempt<'_> {
+    fn span(&self, n: u32) -> tracing::Span {
+        tracing::info_span!("attempt", provider = %self.model.provider, target = %self.model.name, n)
+    }
 }
 
 /// The walk over one request's targets.

@@ -40,12 +40,70 @@ pub(crate) fn count_words(s: &str) -> u64 {
 }
 
 const LOREM: &[&str] = &[
-    "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor",
-    "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim", "ad", "minim", "veniam", "quis",
-    "nostrud", "exercitation", "ullamco", "laboris", "nisi", "aliquip", "ex", "ea", "commodo", "consequat", "duis",
-    "aute", "irure", "in", "reprehenderit", "voluptate", "velit", "esse", "cillum", "fugiat", "nulla", "pariatur",
-    "excepteur", "sint", "occaecat", "cupidatat", "non", "proident", "sunt", "culpa", "qui", "officia", "deserunt",
-    "mollit", "anim", "id", "est", "laborum", "vitae", "gravida",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+    "commodo",
+    "consequat",
+    "duis",
+    "aute",
+    "irure",
+    "in",
+    "reprehenderit",
+    "voluptate",
+    "velit",
+    "esse",
+    "cillum",
+    "fugiat",
+    "nulla",
+    "pariatur",
+    "excepteur",
+    "sint",
+    "occaecat",
+    "cupidatat",
+    "non",
+    "proident",
+    "sunt",
+    "culpa",
+    "qui",
+    "officia",
+    "deserunt",
+    "mollit",
+    "anim",
+    "id",
+    "est",
+    "laborum",
+    "vitae",
+    "gravida",
 ];
 
 /// An answer's text, cut into tokens: token `i` is `text[ends[i-1]..ends[i]]`, and the tokens
@@ -75,7 +133,10 @@ impl Tokens {
         if !s.is_empty() {
             ends.push(s.len());
         }
-        Tokens { text: s.to_owned(), ends }
+        Tokens {
+            text: s.to_owned(),
+            ends,
+        }
     }
 
     fn push(&mut self, token: &str) {
@@ -93,7 +154,9 @@ impl Tokens {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(a, b)| &self.text[a..b])
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.text[a..b])
     }
 
     /// Keeps the first `n` tokens; true when something was cut.
@@ -110,8 +173,16 @@ impl Tokens {
     fn strip_prefix(&self, p: &str) -> Option<Tokens> {
         let rest = self.text.strip_prefix(p)?;
         let cut = p.len();
-        let ends = self.ends.iter().filter(|e| **e > cut).map(|e| e - cut).collect();
-        Some(Tokens { text: rest.to_owned(), ends })
+        let ends = self
+            .ends
+            .iter()
+            .filter(|e| **e > cut)
+            .map(|e| e - cut)
+            .collect();
+        Some(Tokens {
+            text: rest.to_owned(),
+            ends,
+        })
     }
 }
 
@@ -238,13 +309,23 @@ struct DatasetLine {
 
 impl Dataset {
     pub(crate) fn load(path: &Path) -> Result<Dataset, SimError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| SimError::Io { path: path.to_path_buf(), source })?;
-        Dataset::parse(&text).map_err(|(line, reason)| SimError::Dataset { path: path.to_path_buf(), line, reason })
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Dataset::parse(&text).map_err(|(line, reason)| SimError::Dataset {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        })
     }
 
     fn parse(text: &str) -> Result<Dataset, (usize, String)> {
-        let mut ds = Dataset { exact: HashMap::new(), entries: Vec::new(), answers: Vec::new() };
+        let mut ds = Dataset {
+            exact: HashMap::new(),
+            entries: Vec::new(),
+            answers: Vec::new(),
+        };
         let mut answer_index: HashMap<String, usize> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -268,9 +349,14 @@ impl Dataset {
         let q = question.trim();
         let entry = match self.exact.get(q) {
             Some(i) => self.entries.get(*i),
-            None => self.entries.iter().find(|(p, _)| !p.is_empty() && q.contains(p.as_str())),
+            None => self
+                .entries
+                .iter()
+                .find(|(p, _)| !p.is_empty() && q.contains(p.as_str())),
         };
-        let Some((prompt, right)) = entry else { return "unknown" };
+        let Some((prompt, right)) = entry else {
+            return "unknown";
+        };
         let h = mix(fnv1a_from(fnv1a(&seed.to_le_bytes()), prompt.as_bytes()));
         let threshold = (error_rate * 10_000.0).round() as u64;
         if h % 10_000 >= threshold {
@@ -317,7 +403,9 @@ impl Model {
                 }
             }
         };
-        let cut = conv.max_tokens.is_some_and(|n| tokens.truncate(usize::try_from(n).unwrap_or(usize::MAX)));
+        let cut = conv
+            .max_tokens
+            .is_some_and(|n| tokens.truncate(usize::try_from(n).unwrap_or(usize::MAX)));
         Answer {
             answer_tokens: tokens.len() as u64,
             output: Output::Text(tokens),
@@ -337,7 +425,10 @@ impl Model {
                 Tokens::split_words(entry.map_or("", String::as_str))
             }
             AnswerMode::Dataset => {
-                let a = self.dataset.as_ref().map_or("unknown", |d| d.answer(last_user, b.seed, b.error_rate));
+                let a = self
+                    .dataset
+                    .as_ref()
+                    .map_or("unknown", |d| d.answer(last_user, b.seed, b.error_rate));
                 Tokens::split_words(a)
             }
         }
@@ -346,7 +437,10 @@ impl Model {
 
 /// `n` words from the lorem list, chosen by a hash of the prompt: "w1 ", "w2 ", ..., "wn".
 pub(crate) fn lorem(prompt: &str, n: u32) -> Tokens {
-    let mut t = Tokens { text: String::with_capacity(n as usize * 8), ends: Vec::with_capacity(n as usize) };
+    let mut t = Tokens {
+        text: String::with_capacity(n as usize * 8),
+        ends: Vec::with_capacity(n as usize),
+    };
     let mut state = fnv1a(prompt.as_bytes());
     for i in 0..n {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -362,13 +456,20 @@ pub(crate) fn lorem(prompt: &str, n: u32) -> Tokens {
 }
 
 fn tool_call(conv: &Conversation, name: &str) -> Answer {
-    let h1 = mix(fnv1a_from(fnv1a(conv.last_user.as_bytes()), name.as_bytes()));
+    let h1 = mix(fnv1a_from(
+        fnv1a(conv.last_user.as_bytes()),
+        name.as_bytes(),
+    ));
     let id_hash = format!("{:016x}{:08x}", h1, mix(h1) as u32);
     let args = serde_json::json!({ "query": conv.last_user }).to_string();
     let arguments = Tokens::split_words(&args);
     Answer {
         answer_tokens: arguments.len() as u64,
-        output: Output::ToolCall(ToolCall { id_hash, name: name.to_owned(), arguments }),
+        output: Output::ToolCall(ToolCall {
+            id_hash,
+            name: name.to_owned(),
+            arguments,
+        }),
         finish: Finish::ToolCalls,
     }
 }

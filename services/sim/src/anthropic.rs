@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
@@ -79,7 +79,9 @@ impl Message {
     fn has_text(&self) -> bool {
         match &self.content {
             MessageContent::Text(_) => true,
-            MessageContent::Blocks(blocks) => blocks.iter().any(|b| b.kind.as_deref() == Some("text")),
+            MessageContent::Blocks(blocks) => {
+                blocks.iter().any(|b| b.kind.as_deref() == Some("text"))
+            }
         }
     }
 
@@ -97,7 +99,9 @@ impl MessagesRequest {
             return Err(ApiError::invalid_request("max_tokens: Field required"));
         }
         let Some(last) = self.messages.last() else {
-            return Err(ApiError::invalid_request("messages: at least one message is required"));
+            return Err(ApiError::invalid_request(
+                "messages: at least one message is required",
+            ));
         };
         let mut c = Conversation::default();
         if let Some(s) = &self.system {
@@ -111,25 +115,50 @@ impl MessagesRequest {
                         match b.kind.as_deref() {
                             Some("text") => c.count(b.text.as_deref().unwrap_or("")),
                             Some("thinking") => c.count(b.thinking.as_deref().unwrap_or("")),
-                            Some("tool_use") => c.count(&b.input.as_ref().map(Value::to_string).unwrap_or_default()),
-                            Some("tool_result") => c.count(&b.content.as_ref().map(|c| c.text()).unwrap_or_default()),
+                            Some("tool_use") => {
+                                c.count(&b.input.as_ref().map(Value::to_string).unwrap_or_default())
+                            }
+                            Some("tool_result") => {
+                                c.count(&b.content.as_ref().map(|c| c.text()).unwrap_or_default())
+                            }
                             _ => {}
                         }
                     }
                 }
             }
         }
-        if let Some(u) = self.messages.iter().rev().find(|m| m.role == "user" && m.has_text()) {
+        if let Some(u) = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user" && m.has_text())
+        {
             c.last_user = u.text();
         }
-        let tool_result = last.blocks().iter().rev().find(|b| b.kind.as_deref() == Some("tool_result"));
+        let tool_result = last
+            .blocks()
+            .iter()
+            .rev()
+            .find(|b| b.kind.as_deref() == Some("tool_result"));
         c.tail = match (last.role.as_str(), tool_result) {
-            ("user", Some(r)) => Tail::ToolResult(r.content.as_ref().map(|c| c.text().into_owned()).unwrap_or_default()),
+            ("user", Some(r)) => Tail::ToolResult(
+                r.content
+                    .as_ref()
+                    .map(|c| c.text().into_owned())
+                    .unwrap_or_default(),
+            ),
             ("assistant", _) => {
                 c.ends_with_assistant = true;
                 let t = last.text();
-                let tool_use = last.blocks().iter().any(|b| b.kind.as_deref() == Some("tool_use"));
-                if tool_use || t.is_empty() { Tail::User } else { Tail::Prefill(t) }
+                let tool_use = last
+                    .blocks()
+                    .iter()
+                    .any(|b| b.kind.as_deref() == Some("tool_use"));
+                if tool_use || t.is_empty() {
+                    Tail::User
+                } else {
+                    Tail::Prefill(t)
+                }
             }
             _ => Tail::User,
         };
@@ -147,25 +176,65 @@ fn stop_reason(f: Finish) -> &'static str {
     }
 }
 
-/// Anthropic reports cache reads apart from `input_tokens`.
-fn usage_json(u: Usage, output: u64) -> Value {
-    json!({
-        "input_tokens": u.input - u.cached,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": u.cached,
-        "output_tokens": output,
-        "service_tier": "standard",
-    })
+/// `usage` of a message; Anthropic reports cache reads apart from `input_tokens`.
+#[derive(Serialize)]
+struct UsageOut {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
+    service_tier: &'static str,
 }
 
-pub(crate) async fn messages(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+fn usage_out(u: Usage, output: u64) -> UsageOut {
+    UsageOut {
+        input_tokens: u.input - u.cached,
+        cache_creation_input_tokens: 0,
+        cache_read_input_tokens: u.cached,
+        output_tokens: output,
+        service_tier: "standard",
+    }
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: [BlockOut<'a>; 1],
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+    usage: UsageOut,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockOut<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: String,
+        name: &'a str,
+        input: Value,
+    },
+}
+
+pub(crate) async fn messages(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authed = sim.authorized(&headers);
     let req: MessagesRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return reject(Api::Anthropic, authed, e),
     };
     let conv = req.conversation(true);
-    let (ticket, conv) = match admit(&sim, Api::Anthropic, &headers, &req.model, authed, conv).await {
+    let (ticket, conv) = match admit(&sim, Api::Anthropic, &headers, &req.model, authed, conv).await
+    {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -174,7 +243,11 @@ pub(crate) async fn messages(State(sim): State<Arc<Sim>>, headers: HeaderMap, bo
     let usage = Usage::new(b, &conv, &answer);
     let id = new_id("msg_");
     if req.stream == Some(true) {
-        sse_response(stream(&id, &req.model, &answer, usage), ticket.fault, b.tokens_per_sec)
+        sse_response(
+            stream(&id, &req.model, &answer, usage),
+            ticket.fault,
+            b.tokens_per_sec,
+        )
     } else {
         let mut buf = Vec::with_capacity(1024);
         write_json(&mut buf, &message(&id, &req.model, &answer, usage));
@@ -182,7 +255,11 @@ pub(crate) async fn messages(State(sim): State<Arc<Sim>>, headers: HeaderMap, bo
     }
 }
 
-pub(crate) async fn count_tokens(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn count_tokens(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authed = sim.authorized(&headers);
     let req: MessagesRequest = match parse_body(&body) {
         Ok(r) => r,
@@ -204,24 +281,25 @@ fn tool_id(hash: &str) -> String {
     format!("toolu_{hash}")
 }
 
-fn message(id: &str, model: &str, answer: &Answer, usage: Usage) -> Value {
-    let content = match &answer.output {
-        Output::Text(t) => json!([{ "type": "text", "text": t.text() }]),
-        Output::ToolCall(tc) => {
-            let input: Value = serde_json::from_str(tc.arguments.text()).unwrap_or_else(|_| json!({}));
-            json!([{ "type": "tool_use", "id": tool_id(&tc.id_hash), "name": tc.name, "input": input }])
-        }
+fn message<'a>(id: &'a str, model: &'a str, answer: &'a Answer, usage: Usage) -> MessageOut<'a> {
+    let block = match &answer.output {
+        Output::Text(t) => BlockOut::Text { text: t.text() },
+        Output::ToolCall(tc) => BlockOut::ToolUse {
+            id: tool_id(&tc.id_hash),
+            name: &tc.name,
+            input: serde_json::from_str(tc.arguments.text()).unwrap_or_else(|_| json!({})),
+        },
     };
-    json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(answer.finish),
-        "stop_sequence": null,
-        "usage": usage_json(usage, usage.output),
-    })
+    MessageOut {
+        id,
+        kind: "message",
+        role: "assistant",
+        model,
+        content: [block],
+        stop_reason: stop_reason(answer.finish),
+        stop_sequence: None,
+        usage: usage_out(usage, usage.output),
+    }
 }
 
 fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
@@ -236,12 +314,17 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": usage_json(usage, 0),
+            "usage": usage_out(usage, 0),
         },
     });
     sse.event(Part::Prelude, Some("message_start"), &start);
     let (block, delta_kind, delta_field, tokens) = match &answer.output {
-        Output::Text(t) => (json!({ "type": "text", "text": "" }), "text_delta", "text", t),
+        Output::Text(t) => (
+            json!({ "type": "text", "text": "" }),
+            "text_delta",
+            "text",
+            t,
+        ),
         Output::ToolCall(tc) => (
             json!({ "type": "tool_use", "id": tool_id(&tc.id_hash), "name": tc.name, "input": {} }),
             "input_json_delta",
@@ -262,13 +345,21 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
             b.extend_from_slice(b"}}\n\n");
         });
     }
-    sse.event(Part::Tail, Some("content_block_stop"), &json!({ "type": "content_block_stop", "index": 0 }));
+    sse.event(
+        Part::Tail,
+        Some("content_block_stop"),
+        &json!({ "type": "content_block_stop", "index": 0 }),
+    );
     let delta = json!({
         "type": "message_delta",
         "delta": { "stop_reason": stop_reason(answer.finish), "stop_sequence": null },
-        "usage": usage_json(usage, usage.output),
+        "usage": usage_out(usage, usage.output),
     });
     sse.event(Part::Tail, Some("message_delta"), &delta);
-    sse.event(Part::Terminal, Some("message_stop"), &json!({ "type": "message_stop" }));
+    sse.event(
+        Part::Terminal,
+        Some("message_stop"),
+        &json!({ "type": "message_stop" }),
+    );
     sse
 }

@@ -130,32 +130,48 @@ impl FromStr for Fault {
             Some((n, a)) => (n.trim(), Some(a.trim())),
             None => (s, None),
         };
-        let bad = |reason: &str| SimError::InvalidFault { input: s.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| SimError::InvalidFault {
+            input: s.to_owned(),
+            reason: reason.to_owned(),
+        };
         let secs = |a: &str| -> Result<f64, SimError> {
             match a.parse::<f64>() {
                 Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
                 _ => Err(bad("expected a non-negative number of seconds")),
             }
         };
-        let count = |a: &str| a.parse::<u32>().map_err(|_| bad("expected a non-negative integer"));
+        let count = |a: &str| {
+            a.parse::<u32>()
+                .map_err(|_| bad("expected a non-negative integer"))
+        };
         let need = || arg.ok_or_else(|| bad("this fault needs an argument, e.g. `cut_after:5`"));
         let none = |f: Fault| match arg {
             None => Ok(f),
             Some(_) => Err(bad("this fault takes no argument")),
         };
         match name {
-            "rate_limit" => Ok(Fault::RateLimit { retry_after: arg.map(secs).transpose()? }),
+            "rate_limit" => Ok(Fault::RateLimit {
+                retry_after: arg.map(secs).transpose()?,
+            }),
             "error_once" => none(Fault::ErrorOnce),
             "unavailable" => none(Fault::Unavailable),
-            "unavailable_for" => Ok(Fault::UnavailableFor { secs: secs(need()?)? }),
+            "unavailable_for" => Ok(Fault::UnavailableFor {
+                secs: secs(need()?)?,
+            }),
             "reset" => none(Fault::Reset),
             "hang" => none(Fault::Hang),
-            "slow_first_token" => {
-                Ok(Fault::SlowFirstToken { ms: need()?.parse().map_err(|_| bad("expected milliseconds"))? })
-            }
-            "cut_after" => Ok(Fault::CutAfter { tokens: count(need()?)? }),
-            "stall_after" => Ok(Fault::StallAfter { tokens: count(need()?)? }),
-            "malformed_chunk" => Ok(Fault::MalformedChunk { after: count(need()?)? }),
+            "slow_first_token" => Ok(Fault::SlowFirstToken {
+                ms: need()?.parse().map_err(|_| bad("expected milliseconds"))?,
+            }),
+            "cut_after" => Ok(Fault::CutAfter {
+                tokens: count(need()?)?,
+            }),
+            "stall_after" => Ok(Fault::StallAfter {
+                tokens: count(need()?)?,
+            }),
+            "malformed_chunk" => Ok(Fault::MalformedChunk {
+                after: count(need()?)?,
+            }),
             "missing_done" => none(Fault::MissingDone),
             "context_length" => none(Fault::ContextLength),
             "content_policy" => none(Fault::ContentPolicy),
@@ -170,7 +186,9 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::RateLimit { retry_after: None } => f.write_str("rate_limit"),
-            Fault::RateLimit { retry_after: Some(s) } => write!(f, "rate_limit:{s}"),
+            Fault::RateLimit {
+                retry_after: Some(s),
+            } => write!(f, "rate_limit:{s}"),
             Fault::ErrorOnce => f.write_str("error_once"),
             Fault::Unavailable => f.write_str("unavailable"),
             Fault::UnavailableFor { secs } => write!(f, "unavailable_for:{secs}"),
@@ -208,8 +226,10 @@ impl SimConfig {
     /// Reads a TOML configuration file; relative dataset paths are resolved against its folder.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, SimError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SimError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut cfg = Self::from_toml(&text)?;
         if let Some(dir) = path.parent() {
             for b in std::iter::once(&mut cfg.default).chain(cfg.models.values_mut()) {
@@ -227,16 +247,51 @@ impl SimConfig {
     pub fn demo() -> Self {
         let models = [
             ("sim-fast", ModelBehavior::default()),
-            ("sim-paced", ModelBehavior { latency_ms: 20, tokens_per_sec: 200.0, ..Default::default() }),
-            ("sim-flaky", ModelBehavior { fault: Some(Fault::ErrorOnce), ..Default::default() }),
-            ("sim-down", ModelBehavior { fault: Some(Fault::Unavailable), ..Default::default() }),
+            (
+                "sim-paced",
+                ModelBehavior {
+                    latency_ms: 20,
+                    tokens_per_sec: 200.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "sim-flaky",
+                ModelBehavior {
+                    fault: Some(Fault::ErrorOnce),
+                    ..Default::default()
+                },
+            ),
+            (
+                "sim-down",
+                ModelBehavior {
+                    fault: Some(Fault::Unavailable),
+                    ..Default::default()
+                },
+            ),
             ("sim-claude", ModelBehavior::default()),
             (
                 "sim-small",
-                ModelBehavior { context_window: 64, fault: Some(Fault::ContextLength), ..Default::default() },
+                ModelBehavior {
+                    context_window: 64,
+                    fault: Some(Fault::ContextLength),
+                    ..Default::default()
+                },
             ),
-            ("sim-tools", ModelBehavior { tool_calls: true, ..Default::default() }),
-            ("sim-echo", ModelBehavior { mode: AnswerMode::Echo, ..Default::default() }),
+            (
+                "sim-tools",
+                ModelBehavior {
+                    tool_calls: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "sim-echo",
+                ModelBehavior {
+                    mode: AnswerMode::Echo,
+                    ..Default::default()
+                },
+            ),
         ];
         SimConfig {
             api_key: None,
@@ -256,7 +311,12 @@ impl SimConfig {
 
 impl ModelBehavior {
     fn validate(&self, model: &str) -> Result<(), SimError> {
-        let bad = |reason: &str| Err(SimError::InvalidModel { model: model.to_owned(), reason: reason.to_owned() });
+        let bad = |reason: &str| {
+            Err(SimError::InvalidModel {
+                model: model.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
         if !(self.tokens_per_sec.is_finite() && self.tokens_per_sec >= 0.0) {
             return bad("tokens_per_sec must be a non-negative number");
         }
@@ -264,8 +324,12 @@ impl ModelBehavior {
             return bad("error_rate must be between 0 and 1");
         }
         match self.mode {
-            AnswerMode::Script if self.script.is_empty() => bad("mode = \"script\" needs a non-empty `script`"),
-            AnswerMode::Dataset if self.dataset.is_none() => bad("mode = \"dataset\" needs a `dataset` path"),
+            AnswerMode::Script if self.script.is_empty() => {
+                bad("mode = \"script\" needs a non-empty `script`")
+            }
+            AnswerMode::Dataset if self.dataset.is_none() => {
+                bad("mode = \"dataset\" needs a `dataset` path")
+            }
             _ => Ok(()),
         }
     }

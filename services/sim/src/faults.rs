@@ -69,13 +69,23 @@ impl ApiError {
     }
 
     pub(crate) fn invalid_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_error", message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request_error",
+            message,
+        )
     }
 
     pub(crate) fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "authentication_error", "Incorrect API key provided.")
-            .code("invalid_api_key")
-            .anthropic_message("invalid x-api-key")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "authentication_error",
+            "Incorrect API key provided.",
+        )
+        .code("invalid_api_key")
+        .anthropic_message("invalid x-api-key")
     }
 
     pub(crate) fn model_not_found(model: &str) -> ApiError {
@@ -168,7 +178,8 @@ impl ApiError {
 
 /// Parses a request body, with serde's message in the API's 400 shape.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}")))
 }
 
 /// A request that passed [`admit`]: what answers it, and the fault still to apply to the response.
@@ -208,14 +219,22 @@ pub(crate) async fn admit(
         Some(v) if v.is_empty() || v == "none" => None,
         Some(v) => match v.parse::<Fault>() {
             Ok(f) => Some(f),
-            Err(e) => return fail(ApiError::invalid_request(format!("invalid x-sim-fault header: {e}"))),
+            Err(e) => {
+                return fail(ApiError::invalid_request(format!(
+                    "invalid x-sim-fault header: {e}"
+                )));
+            }
         },
     };
     let latency_ms = match header_str(headers, "x-sim-latency-ms") {
         None => model.behavior.latency_ms,
         Some(v) => match v.parse::<u64>() {
             Ok(ms) => ms,
-            Err(_) => return fail(ApiError::invalid_request("invalid x-sim-latency-ms header: expected milliseconds")),
+            Err(_) => {
+                return fail(ApiError::invalid_request(
+                    "invalid x-sim-latency-ms header: expected milliseconds",
+                ));
+            }
         },
     };
     tracing::debug!(model = model_name, fault = ?fault, input_tokens = conv.input_tokens, "request");
@@ -229,7 +248,9 @@ pub(crate) async fn admit(
             return fail(ApiError::server_error());
         }
         Some(Fault::Unavailable) => return fail(ApiError::unavailable()),
-        Some(Fault::UnavailableFor { secs }) if state.first_seen.elapsed() < Duration::from_secs_f64(secs) => {
+        Some(Fault::UnavailableFor { secs })
+            if state.first_seen.elapsed() < Duration::from_secs_f64(secs) =>
+        {
             return fail(ApiError::unavailable());
         }
         Some(Fault::Reset) => {
@@ -241,23 +262,41 @@ pub(crate) async fn admit(
             std::future::pending::<()>().await;
             return fail(ApiError::server_error());
         }
-        Some(Fault::ContextLength) if window == 0 => return fail(ApiError::context_length(0, conv.input_tokens)),
+        Some(Fault::ContextLength) if window == 0 => {
+            return fail(ApiError::context_length(0, conv.input_tokens));
+        }
         Some(Fault::ContentPolicy) => return fail(ApiError::content_policy()),
-        Some(Fault::RejectPrefill) if conv.ends_with_assistant => return fail(ApiError::prefill_rejected()),
+        Some(Fault::RejectPrefill) if conv.ends_with_assistant => {
+            return fail(ApiError::prefill_rejected());
+        }
         Some(Fault::NotFound) => return fail(ApiError::model_not_found(model_name)),
         _ => {}
     }
     if window > 0 && conv.input_tokens > window {
         return fail(ApiError::context_length(window, conv.input_tokens));
     }
-    Ok((Ticket { model, state, fault }, conv))
+    Ok((
+        Ticket {
+            model,
+            state,
+            fault,
+        },
+        conv,
+    ))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// The response to a body that did not parse: 401 takes precedence, as on the real APIs.
 pub(crate) fn reject(api: Api, authed: bool, e: ApiError) -> Response {
-    if authed { e.render(api) } else { ApiError::unauthorized().render(api) }
+    if authed {
+        e.render(api)
+    } else {
+        ApiError::unauthorized().render(api)
+    }
 }

@@ -12,8 +12,8 @@
 //! # Ok(()) }
 //! ```
 
-mod anthropic;
 mod answer;
+mod anthropic;
 mod config;
 mod faults;
 mod openai;
@@ -36,9 +36,16 @@ pub enum SimError {
     #[error("invalid fault {input:?}: {reason}")]
     InvalidFault { input: String, reason: String },
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("dataset {path}, line {line}: {reason}")]
-    Dataset { path: PathBuf, line: usize, reason: String },
+    Dataset {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("binding the listener: {0}")]
     Bind(std::io::Error),
 }
@@ -90,14 +97,18 @@ impl Drop for SimHandle {
 
 impl std::fmt::Debug for SimHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
 /// Binds `127.0.0.1:0` and serves in a background tokio task until the handle is dropped.
 pub async fn spawn(cfg: SimConfig) -> Result<SimHandle, SimError> {
     let sim = Arc::new(server::Sim::new(cfg)?);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(SimError::Bind)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(SimError::Bind)?;
     let addr = listener.local_addr().map_err(SimError::Bind)?;
     let task = tokio::spawn(server::serve_listener(listener, Arc::clone(&sim)));
     Ok(SimHandle { addr, sim, task })

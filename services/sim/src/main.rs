@@ -29,13 +29,16 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let cfg = match &args.config {
-        Some(path) => SimConfig::from_file(path).with_context(|| format!("loading {}", path.display()))?,
+        Some(path) => {
+            SimConfig::from_file(path).with_context(|| format!("loading {}", path.display()))?
+        }
         None => SimConfig::demo(),
     };
     let models: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
     tracing::info!(?models, "models configured");
-    let listener =
-        tokio::net::TcpListener::bind(&args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
     tokio::select! {
         r = retort_sim::serve(listener, cfg) => r?,
         r = tokio::signal::ctrl_c() => {

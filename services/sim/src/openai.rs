@@ -5,7 +5,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use axum::{extract::State, http::HeaderMap, response::Response};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
@@ -112,7 +112,12 @@ impl ChatRequest {
                 }
             }
         }
-        let text = |m: &ChatMessage| m.content.as_ref().map(|c| c.text().into_owned()).unwrap_or_default();
+        let text = |m: &ChatMessage| {
+            m.content
+                .as_ref()
+                .map(|c| c.text().into_owned())
+                .unwrap_or_default()
+        };
         if let Some(u) = self.messages.iter().rev().find(|m| m.role == "user") {
             c.last_user = text(u);
         }
@@ -129,7 +134,11 @@ impl ChatRequest {
             }
             _ => Tail::User,
         };
-        c.first_tool = self.tools.iter().flatten().find_map(|t| t.function.as_ref().map(|f| f.name.clone()));
+        c.first_tool = self
+            .tools
+            .iter()
+            .flatten()
+            .find_map(|t| t.function.as_ref().map(|f| f.name.clone()));
         c.max_tokens = self.max_completion_tokens.or(self.max_tokens);
         Ok(c.finish())
     }
@@ -143,22 +152,97 @@ pub(crate) fn finish_reason(f: Finish) -> &'static str {
     }
 }
 
-fn usage_json(u: Usage) -> serde_json::Value {
-    json!({
-        "prompt_tokens": u.input,
-        "completion_tokens": u.output,
-        "total_tokens": u.input + u.output,
-        "prompt_tokens_details": { "cached_tokens": u.cached, "audio_tokens": 0 },
-        "completion_tokens_details": {
-            "reasoning_tokens": u.reasoning,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    })
+/// `usage` of a chat completion (typed: serialised straight into the body on the hot path).
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: PromptDetails,
+    completion_tokens_details: CompletionDetails,
 }
 
-pub(crate) async fn chat_completions(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+#[derive(Serialize)]
+struct PromptDetails {
+    cached_tokens: u64,
+    audio_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CompletionDetails {
+    reasoning_tokens: u64,
+    audio_tokens: u64,
+    accepted_prediction_tokens: u64,
+    rejected_prediction_tokens: u64,
+}
+
+fn usage_out(u: Usage) -> UsageOut {
+    UsageOut {
+        prompt_tokens: u.input,
+        completion_tokens: u.output,
+        total_tokens: u.input + u.output,
+        prompt_tokens_details: PromptDetails {
+            cached_tokens: u.cached,
+            audio_tokens: 0,
+        },
+        completion_tokens_details: CompletionDetails {
+            reasoning_tokens: u.reasoning,
+            audio_tokens: 0,
+            accepted_prediction_tokens: 0,
+            rejected_prediction_tokens: 0,
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    usage: UsageOut,
+    service_tier: &'static str,
+    system_fingerprint: &'static str,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    annotations: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallOut<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+pub(crate) async fn chat_completions(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authed = sim.authorized(&headers);
     let req: ChatRequest = match parse_body(&body) {
         Ok(r) => r,
@@ -184,31 +268,42 @@ pub(crate) async fn chat_completions(State(sim): State<Arc<Sim>>, headers: Heade
     }
 }
 
-fn completion(id: &str, model: &str, answer: &Answer, usage: Usage) -> serde_json::Value {
-    let message = match &answer.output {
-        Output::Text(t) => json!({ "role": "assistant", "content": t.text(), "refusal": null, "annotations": [] }),
-        Output::ToolCall(tc) => json!({
-            "role": "assistant",
-            "content": null,
-            "refusal": null,
-            "annotations": [],
-            "tool_calls": [{
-                "id": format!("call_{}", tc.id_hash),
-                "type": "function",
-                "function": { "name": tc.name, "arguments": tc.arguments.text() },
-            }],
-        }),
+fn completion<'a>(id: &'a str, model: &'a str, answer: &'a Answer, usage: Usage) -> Completion<'a> {
+    let (content, tool_calls) = match &answer.output {
+        Output::Text(t) => (Some(t.text()), None),
+        Output::ToolCall(tc) => (
+            None,
+            Some([ToolCallOut {
+                id: format!("call_{}", tc.id_hash),
+                kind: "function",
+                function: FunctionOut {
+                    name: &tc.name,
+                    arguments: tc.arguments.text(),
+                },
+            }]),
+        ),
     };
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": unix_now(),
-        "model": model,
-        "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(answer.finish) }],
-        "usage": usage_json(usage),
-        "service_tier": "default",
-        "system_fingerprint": "fp_retort_sim",
-    })
+    Completion {
+        id,
+        object: "chat.completion",
+        created: unix_now(),
+        model,
+        choices: [CompletionChoice {
+            index: 0,
+            message: MessageOut {
+                role: "assistant",
+                content,
+                refusal: None,
+                annotations: [],
+                tool_calls,
+            },
+            logprobs: None,
+            finish_reason: finish_reason(answer.finish),
+        }],
+        usage: usage_out(usage),
+        service_tier: "default",
+        system_fingerprint: "fp_retort_sim",
+    }
 }
 
 fn stream(id: &str, model: &str, answer: &Answer, usage: Usage, include_usage: bool) -> Sse {
@@ -219,8 +314,14 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage, include_usage: b
     prefix.extend_from_slice(unix_now().to_string().as_bytes());
     prefix.extend_from_slice(b",\"model\":");
     write_json(&mut prefix, model);
-    prefix.extend_from_slice(b",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_retort_sim\",\"choices\":[");
-    let suffix: &[u8] = if include_usage { b"],\"usage\":null}\n\n" } else { b"]}\n\n" };
+    prefix.extend_from_slice(
+        b",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_retort_sim\",\"choices\":[",
+    );
+    let suffix: &[u8] = if include_usage {
+        b"],\"usage\":null}\n\n"
+    } else {
+        b"]}\n\n"
+    };
     let mut sse = Sse::new(b"data: {\"this is not json\n\n");
     let chunk = |sse: &mut Sse, part: Part, choice: &dyn Fn(&mut Vec<u8>)| {
         sse.frame(part, |b| {
@@ -270,7 +371,9 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage, include_usage: b
             for t in tc.arguments.iter() {
                 chunk(&mut sse, Part::Token, &|b| {
                     b.extend_from_slice(OPEN);
-                    b.extend_from_slice(b"{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":");
+                    b.extend_from_slice(
+                        b"{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":",
+                    );
                     write_json(b, t);
                     b.extend_from_slice(b"}}]}");
                     b.extend_from_slice(CLOSE);
@@ -286,7 +389,7 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage, include_usage: b
         b.push(b'}');
     });
     if include_usage {
-        let usage = usage_json(usage);
+        let usage = usage_out(usage);
         sse.frame(Part::Tail, |b| {
             b.extend_from_slice(&prefix);
             b.extend_from_slice(b"],\"usage\":");

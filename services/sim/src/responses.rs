@@ -58,17 +58,28 @@ impl ResponsesRequest {
             c.count(i);
         }
         match &self.input {
-            None => return Err(ApiError::invalid_request("Missing required parameter: 'input'.")),
+            None => {
+                return Err(ApiError::invalid_request(
+                    "Missing required parameter: 'input'.",
+                ));
+            }
             Some(Input::Text(s)) => {
                 c.count(s);
                 c.last_user = s.clone();
             }
             Some(Input::Items(items)) => {
-                let text = |i: &Item| i.content.as_ref().map(|c| c.text().into_owned()).unwrap_or_default();
+                let text = |i: &Item| {
+                    i.content
+                        .as_ref()
+                        .map(|c| c.text().into_owned())
+                        .unwrap_or_default()
+                };
                 let is_message = |i: &Item| matches!(i.kind.as_deref(), None | Some("message"));
                 for i in items {
                     match i.kind.as_deref() {
-                        None | Some("message") => c.count(&i.content.as_ref().map(|c| c.text()).unwrap_or_default()),
+                        None | Some("message") => {
+                            c.count(&i.content.as_ref().map(|c| c.text()).unwrap_or_default())
+                        }
                         Some("function_call") => c.count(i.arguments.as_deref().unwrap_or("")),
                         Some("function_call_output") => {
                             c.count(&i.output.as_ref().map(|c| c.text()).unwrap_or_default());
@@ -76,14 +87,21 @@ impl ResponsesRequest {
                         Some(_) => {}
                     }
                 }
-                if let Some(u) = items.iter().rev().find(|i| is_message(i) && i.role.as_deref() == Some("user")) {
+                if let Some(u) = items
+                    .iter()
+                    .rev()
+                    .find(|i| is_message(i) && i.role.as_deref() == Some("user"))
+                {
                     c.last_user = text(u);
                 }
                 if let Some(last) = items.last() {
                     c.tail = match last.kind.as_deref() {
-                        Some("function_call_output") => {
-                            Tail::ToolResult(last.output.as_ref().map(|c| c.text().into_owned()).unwrap_or_default())
-                        }
+                        Some("function_call_output") => Tail::ToolResult(
+                            last.output
+                                .as_ref()
+                                .map(|c| c.text().into_owned())
+                                .unwrap_or_default(),
+                        ),
                         Some("function_call") => {
                             c.ends_with_assistant = true;
                             Tail::User
@@ -91,7 +109,11 @@ impl ResponsesRequest {
                         None | Some("message") if last.role.as_deref() == Some("assistant") => {
                             c.ends_with_assistant = true;
                             let t = text(last);
-                            if t.is_empty() { Tail::User } else { Tail::Prefill(t) }
+                            if t.is_empty() {
+                                Tail::User
+                            } else {
+                                Tail::Prefill(t)
+                            }
                         }
                         _ => Tail::User,
                     };
@@ -109,7 +131,11 @@ impl ResponsesRequest {
     }
 }
 
-pub(crate) async fn responses(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn responses(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authed = sim.authorized(&headers);
     let req: ResponsesRequest = match parse_body(&body) {
         Ok(r) => r,
@@ -125,10 +151,17 @@ pub(crate) async fn responses(State(sim): State<Arc<Sim>>, headers: HeaderMap, b
     let usage = Usage::new(b, &conv, &answer);
     let ids = Ids::new();
     if req.stream == Some(true) {
-        sse_response(stream(&req, &ids, &answer, usage), ticket.fault, b.tokens_per_sec)
+        sse_response(
+            stream(&req, &ids, &answer, usage),
+            ticket.fault,
+            b.tokens_per_sec,
+        )
     } else {
         let mut buf = Vec::with_capacity(1536);
-        write_json(&mut buf, &response_object(&req, &ids, Some((&answer, usage))));
+        write_json(
+            &mut buf,
+            &response_object(&req, &ids, Some((&answer, usage))),
+        );
         json_response(buf, ticket.fault)
     }
 }
@@ -141,7 +174,11 @@ struct Ids {
 
 impl Ids {
     fn new() -> Ids {
-        Ids { response: new_id("resp_"), message: new_id("msg_"), created_at: unix_now() }
+        Ids {
+            response: new_id("resp_"),
+            message: new_id("msg_"),
+            created_at: unix_now(),
+        }
     }
 }
 
@@ -156,7 +193,11 @@ fn usage_json(u: Usage) -> Value {
 }
 
 fn item_status(answer: &Answer) -> &'static str {
-    if answer.finish == Finish::Length { "incomplete" } else { "completed" }
+    if answer.finish == Finish::Length {
+        "incomplete"
+    } else {
+        "completed"
+    }
 }
 
 fn text_part(text: &str) -> Value {
@@ -194,7 +235,12 @@ fn response_object(req: &ResponsesRequest, ids: &Ids, done: Option<(&Answer, Usa
             json!([output_item(ids, a, true)]),
             usage_json(u),
         ),
-        Some((a, u)) => ("completed", Value::Null, json!([output_item(ids, a, true)]), usage_json(u)),
+        Some((a, u)) => (
+            "completed",
+            Value::Null,
+            json!([output_item(ids, a, true)]),
+            usage_json(u),
+        ),
     };
     json!({
         "id": ids.response,
@@ -258,21 +304,41 @@ impl Events {
 }
 
 fn stream(req: &ResponsesRequest, ids: &Ids, answer: &Answer, usage: Usage) -> Sse {
-    let mut ev = Events { sse: Sse::new(b"event: response.output_text.delta\ndata: {\"this is not json\n\n"), seq: 0 };
+    let mut ev = Events {
+        sse: Sse::new(b"event: response.output_text.delta\ndata: {\"this is not json\n\n"),
+        seq: 0,
+    };
     let in_progress = response_object(req, ids, None);
-    ev.event(Part::Prelude, "response.created", json!({ "response": in_progress }));
-    ev.event(Part::Prelude, "response.in_progress", json!({ "response": in_progress }));
-    ev.event(Part::Prelude, "response.output_item.added", json!({ "output_index": 0, "item": output_item(ids, answer, false) }));
+    ev.event(
+        Part::Prelude,
+        "response.created",
+        json!({ "response": in_progress }),
+    );
+    ev.event(
+        Part::Prelude,
+        "response.in_progress",
+        json!({ "response": in_progress }),
+    );
+    ev.event(
+        Part::Prelude,
+        "response.output_item.added",
+        json!({ "output_index": 0, "item": output_item(ids, answer, false) }),
+    );
     match &answer.output {
         Output::Text(tokens) => {
             let with = |extra: Value| {
-                let mut v = json!({ "item_id": ids.message, "output_index": 0, "content_index": 0 });
+                let mut v =
+                    json!({ "item_id": ids.message, "output_index": 0, "content_index": 0 });
                 if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
                     m.extend(e);
                 }
                 v
             };
-            ev.event(Part::Prelude, "response.content_part.added", with(json!({ "part": text_part("") })));
+            ev.event(
+                Part::Prelude,
+                "response.content_part.added",
+                with(json!({ "part": text_part("") })),
+            );
             let mut prefix =
                 b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":".to_vec();
             write_json(&mut prefix, &ids.message);
@@ -281,8 +347,16 @@ fn stream(req: &ResponsesRequest, ids: &Ids, answer: &Answer, usage: Usage) -> S
                 ev.delta(&prefix, t, b",\"logprobs\":[]");
             }
             let text = tokens.text();
-            ev.event(Part::Tail, "response.output_text.done", with(json!({ "text": text, "logprobs": [] })));
-            ev.event(Part::Tail, "response.content_part.done", with(json!({ "part": text_part(text) })));
+            ev.event(
+                Part::Tail,
+                "response.output_text.done",
+                with(json!({ "text": text, "logprobs": [] })),
+            );
+            ev.event(
+                Part::Tail,
+                "response.content_part.done",
+                with(json!({ "part": text_part(text) })),
+            );
         }
         Output::ToolCall(tc) => {
             let item_id = format!("fc_{}", tc.id_hash);
@@ -301,8 +375,20 @@ fn stream(req: &ResponsesRequest, ids: &Ids, answer: &Answer, usage: Usage) -> S
             );
         }
     }
-    ev.event(Part::Tail, "response.output_item.done", json!({ "output_index": 0, "item": output_item(ids, answer, true) }));
-    let last = if answer.finish == Finish::Length { "response.incomplete" } else { "response.completed" };
-    ev.event(Part::Terminal, last, json!({ "response": response_object(req, ids, Some((answer, usage))) }));
+    ev.event(
+        Part::Tail,
+        "response.output_item.done",
+        json!({ "output_index": 0, "item": output_item(ids, answer, true) }),
+    );
+    let last = if answer.finish == Finish::Length {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    ev.event(
+        Part::Terminal,
+        last,
+        json!({ "response": response_object(req, ids, Some((answer, usage))) }),
+    );
     ev.sse
 }

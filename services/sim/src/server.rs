@@ -90,7 +90,12 @@ impl Sim {
     /// Counts one attempt for `model` and returns its state.
     pub(crate) fn record(&self, model: &str) -> Arc<ModelState> {
         self.total.fetch_add(1, Ordering::Relaxed);
-        let found = self.runtime.read().unwrap_or_else(PoisonError::into_inner).get(model).cloned();
+        let found = self
+            .runtime
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(model)
+            .cloned();
         let state = match found {
             Some(s) => s,
             None => {
@@ -111,7 +116,8 @@ impl Sim {
 
     pub(crate) fn attempts(&self, model: &str) -> u64 {
         let map = self.runtime.read().unwrap_or_else(PoisonError::into_inner);
-        map.get(model).map_or(0, |s| s.attempts.load(Ordering::Relaxed))
+        map.get(model)
+            .map_or(0, |s| s.attempts.load(Ordering::Relaxed))
     }
 
     pub(crate) fn total_attempts(&self) -> u64 {
@@ -135,25 +141,35 @@ impl Sim {
 
     /// Whether the request carries the configured key (always true without one).
     pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(key) = &self.api_key else { return true };
+        let Some(key) = &self.api_key else {
+            return true;
+        };
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|v| v.trim() == key);
-        bearer || headers.get("x-api-key").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == key)
+        bearer
+            || headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == key)
     }
 
     fn stats(&self) -> serde_json::Value {
         let map = self.runtime.read().unwrap_or_else(PoisonError::into_inner);
-        let attempts: BTreeMap<&str, u64> =
-            map.iter().map(|(k, v)| (k.as_str(), v.attempts.load(Ordering::Relaxed))).collect();
+        let attempts: BTreeMap<&str, u64> = map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.attempts.load(Ordering::Relaxed)))
+            .collect();
         json!({ "attempts": attempts, "total": self.total_attempts() })
     }
 }
 
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A fresh id: `prefix` followed by 24 hex digits, unique within the process.
@@ -161,7 +177,9 @@ pub(crate) fn new_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let salt = *SALT.get_or_init(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         crate::answer::mix(nanos as u64 ^ u64::from(std::process::id()))
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -171,12 +189,18 @@ pub(crate) fn new_id(prefix: &str) -> String {
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(crate::openai::chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
         .route("/v1/responses", post(crate::responses::responses))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route("/v1/messages", post(crate::anthropic::messages))
-        .route("/v1/messages/count_tokens", post(crate::anthropic::count_tokens))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::anthropic::count_tokens),
+        )
         .route("/sim/stats", get(stats))
         .route("/sim/reset", post(reset))
         .route("/healthz", get(|| async { "ok" }))
@@ -195,18 +219,29 @@ async fn reset(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
 }
 
 async fn not_found_route(uri: axum::http::Uri) -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found_error", format!("Unknown path {}", uri.path()))
-        .render(Api::OpenAi)
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found_error",
+        format!("Unknown path {}", uri.path()),
+    )
+    .render(Api::OpenAi)
 }
 
 /// Anthropic's SDK sends `anthropic-version`; the model list then takes Anthropic's shape.
 fn api_of(headers: &HeaderMap) -> Api {
-    if headers.contains_key("anthropic-version") { Api::Anthropic } else { Api::OpenAi }
+    if headers.contains_key("anthropic-version") {
+        Api::Anthropic
+    } else {
+        Api::OpenAi
+    }
 }
 
 fn model_json(sim: &Sim, api: Api, id: &str) -> serde_json::Value {
     match api {
-        Api::OpenAi => json!({ "id": id, "object": "model", "created": sim.created, "owned_by": "retort-sim" }),
+        Api::OpenAi => {
+            json!({ "id": id, "object": "model", "created": sim.created, "owned_by": "retort-sim" })
+        }
         Api::Anthropic => json!({
             "type": "model",
             "id": id,
@@ -234,7 +269,11 @@ async fn list_models(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respons
     Json(body).into_response()
 }
 
-async fn get_model(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn get_model(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let api = api_of(&headers);
     if !sim.authorized(&headers) {
         return ApiError::unauthorized().render(api);
@@ -268,21 +307,25 @@ pub(crate) async fn serve_listener(listener: TcpListener, sim: Arc<Sim>) {
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         conns.spawn(async move {
-            let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                async move {
-                    let resp = match app.oneshot(req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    };
-                    if resp.extensions().get::<ResetConnection>().is_some() {
-                        return Err(ResetError);
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let resp = match app.oneshot(req).await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        };
+                        if resp.extensions().get::<ResetConnection>().is_some() {
+                            return Err(ResetError);
+                        }
+                        Ok::<_, ResetError>(resp)
                     }
-                    Ok::<_, ResetError>(resp)
-                }
-            });
+                });
             let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });

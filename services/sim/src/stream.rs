@@ -38,7 +38,11 @@ pub(crate) struct Sse {
 impl Sse {
     /// `malformed` is the garbage event the `malformed_chunk` fault inserts.
     pub(crate) fn new(malformed: &'static [u8]) -> Sse {
-        Sse { buf: Vec::with_capacity(2048), frames: Vec::with_capacity(32), malformed }
+        Sse {
+            buf: Vec::with_capacity(2048),
+            frames: Vec::with_capacity(32),
+            malformed,
+        }
     }
 
     /// One frame written by `f` into the buffer.
@@ -100,7 +104,11 @@ pub(crate) fn sse_response(sse: Sse, fault: Option<Fault>, tokens_per_sec: f64) 
         Some(Fault::MissingDone) => plan.missing_done = true,
         _ => {}
     }
-    let Sse { buf, frames, malformed } = sse;
+    let Sse {
+        buf,
+        frames,
+        malformed,
+    } = sse;
     let buf = Bytes::from(buf);
     let plain = plan.first_delay.is_none()
         && plan.pacing.is_none()
@@ -108,10 +116,17 @@ pub(crate) fn sse_response(sse: Sse, fault: Option<Fault>, tokens_per_sec: f64) 
         && plan.stall_after.is_none()
         && plan.malformed_after.is_none()
         && !plan.missing_done;
-    let body = if plain { Body::from(buf) } else { Body::from_stream(drive(buf, frames, malformed, plan)) };
+    let body = if plain {
+        Body::from(buf)
+    } else {
+        Body::from_stream(drive(buf, frames, malformed, plan))
+    };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -181,17 +196,22 @@ pub(crate) fn json_response(body: Vec<u8>, fault: Option<Fault>) -> Response {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             yield Ok::<_, BodyCut>(body);
         }),
-        Some(f @ (Fault::CutAfter { .. } | Fault::StallAfter { .. })) => Body::from_stream(async_stream::stream! {
-            yield Ok(body.slice(..body.len() / 2));
-            if matches!(f, Fault::StallAfter { .. }) {
-                std::future::pending::<()>().await;
-            }
-            flush_pause().await;
-            yield Err(BodyCut);
-        }),
+        Some(f @ (Fault::CutAfter { .. } | Fault::StallAfter { .. })) => {
+            Body::from_stream(async_stream::stream! {
+                yield Ok(body.slice(..body.len() / 2));
+                if matches!(f, Fault::StallAfter { .. }) {
+                    std::future::pending::<()>().await;
+                }
+                flush_pause().await;
+                yield Err(BodyCut);
+            })
+        }
         _ => Body::from(body),
     };
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

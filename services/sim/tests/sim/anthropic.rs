@@ -15,7 +15,11 @@ fn stream_text(evs: &[Event]) -> String {
 
 #[tokio::test]
 async fn messages_non_streaming() {
-    let s = sim_with(ModelBehavior { cached_tokens: 1, ..Default::default() }).await;
+    let s = sim_with(ModelBehavior {
+        cached_tokens: 1,
+        ..Default::default()
+    })
+    .await;
     let body = json!({
         "model": "m",
         "max_tokens": 100,
@@ -45,10 +49,21 @@ async fn messages_non_streaming() {
 
 #[tokio::test]
 async fn messages_streaming() {
-    let s = sim_with(ModelBehavior { answer_tokens: 3, ..Default::default() }).await;
-    let full = post_json(&s, "/v1/messages", &messages("m", "hi", false)).await.1;
+    let s = sim_with(ModelBehavior {
+        answer_tokens: 3,
+        ..Default::default()
+    })
+    .await;
+    let full = post_json(&s, "/v1/messages", &messages("m", "hi", false))
+        .await
+        .1;
     let resp = post(&s, "/v1/messages", &messages("m", "hi", true)).await;
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let (text, err) = read_stream(resp).await;
     assert!(err.is_none());
     let evs = events(&text);
@@ -74,9 +89,15 @@ async fn messages_streaming() {
     assert_eq!(js[0]["message"]["content"], json!([]));
     assert_eq!(js[0]["message"]["model"], "m");
     assert_eq!(js[0]["message"]["usage"]["input_tokens"], 1);
-    assert_eq!(js[1]["content_block"], json!({ "type": "text", "text": "" }));
+    assert_eq!(
+        js[1]["content_block"],
+        json!({ "type": "text", "text": "" })
+    );
     assert_eq!(js[3]["delta"]["type"], "text_delta");
-    assert_eq!(stream_text(&evs), full["content"][0]["text"].as_str().unwrap());
+    assert_eq!(
+        stream_text(&evs),
+        full["content"][0]["text"].as_str().unwrap()
+    );
     assert_eq!(js[7]["delta"]["stop_reason"], "end_turn");
     assert_eq!(js[7]["usage"]["output_tokens"], 3);
 }
@@ -90,12 +111,22 @@ async fn messages_max_tokens() {
     assert_eq!(v["stop_reason"], "max_tokens");
     assert_eq!(v["usage"]["output_tokens"], 2);
     // max_tokens is required.
-    let (status, v) = post_json(&s, "/v1/messages", &json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }] })).await;
+    let (status, v) = post_json(
+        &s,
+        "/v1/messages",
+        &json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }] }),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
     // Bad JSON.
-    let resp = client().post(format!("{}/v1/messages", s.base_url())).body("{").send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/v1/messages", s.base_url()))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -103,7 +134,11 @@ async fn messages_max_tokens() {
 
 #[tokio::test]
 async fn messages_tool_use() {
-    let s = sim_with(ModelBehavior { tool_calls: true, ..Default::default() }).await;
+    let s = sim_with(ModelBehavior {
+        tool_calls: true,
+        ..Default::default()
+    })
+    .await;
     let tools = json!([{ "name": "get_weather", "description": "d", "input_schema": { "type": "object" } }]);
     let body = json!({ "model": "m", "max_tokens": 100, "tools": tools, "messages": [{ "role": "user", "content": "weather in Oslo" }] });
     let (_, v) = post_json(&s, "/v1/messages", &body).await;
@@ -129,8 +164,14 @@ async fn messages_tool_use() {
             j["delta"]["partial_json"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), block["input"]);
-    assert!(js.iter().any(|j| j["type"] == "message_delta" && j["delta"]["stop_reason"] == "tool_use"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        block["input"]
+    );
+    assert!(
+        js.iter()
+            .any(|j| j["type"] == "message_delta" && j["delta"]["stop_reason"] == "tool_use")
+    );
 
     let body = json!({ "model": "m", "max_tokens": 100, "tools": tools, "messages": [
         { "role": "user", "content": "weather in Oslo" },
@@ -145,7 +186,9 @@ async fn messages_tool_use() {
 #[tokio::test]
 async fn messages_prefill_continues_the_answer() {
     let s = sim().await;
-    let full = post_json(&s, "/v1/messages", &messages("m", "a question", false)).await.1;
+    let full = post_json(&s, "/v1/messages", &messages("m", "a question", false))
+        .await
+        .1;
     let full = full["content"][0]["text"].as_str().unwrap().to_owned();
     let words: Vec<&str> = full.split(' ').collect();
     let prefill = words[..5].join(" ");

@@ -23,11 +23,19 @@ pub async fn sim() -> SimHandle {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 pub async fn post(sim: &SimHandle, path: &str, body: &Value) -> reqwest::Response {
-    client().post(format!("{}{path}", sim.base_url())).json(body).send().await.unwrap()
+    client()
+        .post(format!("{}{path}", sim.base_url()))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 pub async fn post_json(sim: &SimHandle, path: &str, body: &Value) -> (u16, Value) {
@@ -53,7 +61,10 @@ pub fn events(text: &str) -> Vec<Event> {
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
-            let mut ev = Event { name: None, data: String::new() };
+            let mut ev = Event {
+                name: None,
+                data: String::new(),
+            };
             for line in e.lines() {
                 if let Some(n) = line.strip_prefix("event: ") {
                     ev.name = Some(n.to_owned());
@@ -84,7 +95,11 @@ pub async fn read_stream(resp: reqwest::Response) -> (String, Option<reqwest::Er
 pub fn chat_stream_text(evs: &[Event]) -> String {
     evs.iter()
         .filter_map(Event::json)
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -114,7 +129,17 @@ pub fn messages(model: &str, prompt: &str, stream: bool) -> Value {
 async fn shutdown_stops_the_server() {
     let s = sim().await;
     let url = format!("{}/healthz", s.base_url());
-    assert_eq!(client().get(&url).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
     s.shutdown();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(reqwest::Client::new().get(&url).send().await.is_err());
@@ -125,9 +150,29 @@ async fn serve_on_own_listener() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(retort_sim::serve(listener, SimConfig::demo()));
-    let v: Value = client().get(format!("http://{addr}/v1/models")).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    for m in ["sim-fast", "sim-paced", "sim-flaky", "sim-down", "sim-claude", "sim-small", "sim-tools"] {
+    let v: Value = client()
+        .get(format!("http://{addr}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for m in [
+        "sim-fast",
+        "sim-paced",
+        "sim-flaky",
+        "sim-down",
+        "sim-claude",
+        "sim-small",
+        "sim-tools",
+    ] {
         assert!(ids.contains(&m), "{m} missing from {ids:?}");
     }
     assert_eq!(v["object"], "list");
