@@ -66,13 +66,18 @@ def _():
 
 @step("responses.create(stream=True) through failover")
 def _():
-    deltas, completed, types = [], None, []
+    deltas, done_text, completed, types, seqs = [], None, None, [], []
     for ev in client.responses.create(model=alias, input=prompt, stream=True):
         types.append(ev.type)
+        seqs.append(ev.sequence_number)
         if ev.type == "response.output_text.delta":
             deltas.append(ev.delta)
+        elif ev.type == "response.output_text.done":
+            done_text = ev.text
         elif ev.type == "response.completed":
             completed = ev.response
+    eq(seqs, list(range(len(seqs))), "sequence_number counts up from 0")
+    eq(done_text, expected, "response.output_text.done text")
     check(types and types[0] == "response.created", "the first event is response.created", types)
     eq(types[-1], "response.completed", "the last event")
     eq("".join(deltas), expected, "concatenated response.output_text.delta")

@@ -79,7 +79,9 @@ pub async fn env() -> Env {
 /// providers `oa` (OpenAI API) and `an` (Anthropic API) point at the simulator, the one user has
 /// [`KEY`], and request bodies are limited to 64 KiB.
 pub async fn env_with(sim_models: &str, gateway: &str) -> Env {
-    let sim = retort_sim::spawn(SimConfig::from_toml(sim_models).expect("sim config")).await.expect("sim starts");
+    let sim = retort_sim::spawn(SimConfig::from_toml(sim_models).expect("sim config"))
+        .await
+        .expect("sim starts");
     let text = format!(
         r#"
         [server]
@@ -104,7 +106,11 @@ pub async fn env_with(sim_models: &str, gateway: &str) -> Env {
     );
     let cfg = Config::from_toml(&text).expect("gateway config");
     let gw = retort_gateway::start(cfg).await.expect("gateway starts");
-    Env { sim, gw, http: reqwest::Client::new() }
+    Env {
+        sim,
+        gw,
+        http: reqwest::Client::new(),
+    }
 }
 
 impl Env {
@@ -135,8 +141,14 @@ impl Env {
             .json()
             .await
             .expect("simulator json");
-        let text = r["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned();
-        assert!(!text.is_empty(), "the simulator gave no reference answer: {r}");
+        let text = r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !text.is_empty(),
+            "the simulator gave no reference answer: {r}"
+        );
         text
     }
 
@@ -171,7 +183,9 @@ pub fn grpcurl() -> PathBuf {
 
 /// A script in `tests/python/`.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
 /// What an external client did.
@@ -201,7 +215,11 @@ impl Run {
             (false, Some(s)) => s.to_string(),
             (false, None) => "no exit status".into(),
         };
-        format!("{status}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout.trim_end(), self.stderr.trim_end())
+        format!(
+            "{status}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
     }
 }
 
@@ -225,10 +243,19 @@ fn run_blocking(program: &Path, args: &[String], timeout: Duration) -> Run {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("NO_PROXY", "*")
         .env("no_proxy", "*");
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
         cmd.env_remove(var);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -238,8 +265,18 @@ fn run_blocking(program: &Path, args: &[String], timeout: Duration) -> Run {
             String::from_utf8_lossy(&buf).into_owned()
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let (status, timed_out) = loop {
         match child.try_wait() {
@@ -266,7 +303,11 @@ fn run_blocking(program: &Path, args: &[String], timeout: Duration) -> Run {
 pub async fn run_python(name: &str, config: Value) -> Run {
     let path = script(name);
     assert!(path.is_file(), "missing script {}", path.display());
-    run(python(), vec![path.display().to_string(), config.to_string()]).await
+    run(
+        python(),
+        vec![path.display().to_string(), config.to_string()],
+    )
+    .await
 }
 
 /// Runs grpcurl with `args`.

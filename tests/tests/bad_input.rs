@@ -51,8 +51,17 @@ enum Auth<'a> {
     None,
 }
 
-async fn send(e: &Env, path: &str, auth: Auth<'_>, body: impl Into<reqwest::Body>) -> (u16, Value, String) {
-    let mut r = e.http.post(e.url(path)).header("content-type", "application/json").body(body);
+async fn send(
+    e: &Env,
+    path: &str,
+    auth: Auth<'_>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value, String) {
+    let mut r = e
+        .http
+        .post(e.url(path))
+        .header("content-type", "application/json")
+        .body(body);
     r = match auth {
         Auth::Bearer(k) => r.bearer_auth(k),
         Auth::XApiKey(k) => r.header("x-api-key", k),
@@ -61,25 +70,46 @@ async fn send(e: &Env, path: &str, auth: Auth<'_>, body: impl Into<reqwest::Body
     let resp = r.send().await.expect("send");
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
 }
 
 /// Checks the error shape of `ep` and returns (type, message); `code` is OpenAI's `error.code`.
-fn error_of(ep: &Endpoint, case: &str, body: &Value, raw: &str) -> (String, String, Option<String>) {
+fn error_of(
+    ep: &Endpoint,
+    case: &str,
+    body: &Value,
+    raw: &str,
+) -> (String, String, Option<String>) {
     let ctx = format!("{} {case}: {raw}", ep.path);
     let err = &body["error"];
     let s = |v: &Value| v.as_str().map(str::to_owned);
     match ep.shape {
         Shape::OpenAi => {
-            assert!(err.is_object(), "OpenAI shape {{\"error\": {{...}}}}: {ctx}");
+            assert!(
+                err.is_object(),
+                "OpenAI shape {{\"error\": {{...}}}}: {ctx}"
+            );
             let (ty, msg, code) = (s(&err["type"]), s(&err["message"]), s(&err["code"]));
-            assert!(ty.is_some() && msg.is_some() && code.is_some(), "error.type, .message and .code: {ctx}");
+            assert!(
+                ty.is_some() && msg.is_some() && code.is_some(),
+                "error.type, .message and .code: {ctx}"
+            );
             (ty.unwrap_or_default(), msg.unwrap_or_default(), code)
         }
         Shape::Anthropic => {
-            assert_eq!(body["type"], "error", "Anthropic shape {{\"type\": \"error\", ...}}: {ctx}");
+            assert_eq!(
+                body["type"], "error",
+                "Anthropic shape {{\"type\": \"error\", ...}}: {ctx}"
+            );
             let (ty, msg) = (s(&err["type"]), s(&err["message"]));
-            assert!(ty.is_some() && msg.is_some(), "error.type and .message: {ctx}");
+            assert!(
+                ty.is_some() && msg.is_some(),
+                "error.type and .message: {ctx}"
+            );
             (ty.unwrap_or_default(), msg.unwrap_or_default(), None)
         }
     }
@@ -93,17 +123,33 @@ struct Want {
     mentions: Vec<String>,
 }
 
-async fn expect_error(e: &Env, ep: &Endpoint, case: &str, auth: Auth<'_>, body: impl Into<reqwest::Body>, want: Want) {
+async fn expect_error(
+    e: &Env,
+    ep: &Endpoint,
+    case: &str,
+    auth: Auth<'_>,
+    body: impl Into<reqwest::Body>,
+    want: Want,
+) {
     let (status, json, raw) = send(e, ep.path, auth, body).await;
     assert_eq!(status, want.status, "{} {case}: {raw}", ep.path);
     let (ty, msg, code) = error_of(ep, case, &json, &raw);
     match ep.shape {
-        Shape::OpenAi => assert_eq!((ty.as_str(), code.as_deref()), (want.openai.0, Some(want.openai.1)), "{} {case}: {raw}", ep.path),
+        Shape::OpenAi => assert_eq!(
+            (ty.as_str(), code.as_deref()),
+            (want.openai.0, Some(want.openai.1)),
+            "{} {case}: {raw}",
+            ep.path
+        ),
         Shape::Anthropic => assert_eq!(ty, want.anthropic, "{} {case}: {raw}", ep.path),
     }
     let lower = msg.to_lowercase();
     for m in &want.mentions {
-        assert!(lower.contains(&m.to_lowercase()), "{} {case}: the message should mention {m:?}: {msg}", ep.path);
+        assert!(
+            lower.contains(&m.to_lowercase()),
+            "{} {case}: the message should mention {m:?}: {msg}",
+            ep.path
+        );
     }
 }
 
@@ -122,36 +168,126 @@ async fn bad_requests_get_4xx_in_each_protocols_shape() {
     for ep in &ENDPOINTS {
         let field = ep.conversation_field;
 
-        expect_error(&e, ep, "malformed JSON", Auth::Bearer(KEY), r#"{"model": "sim-fast", "#, bad_request(&["JSON"])).await;
-        expect_error(&e, ep, "not an object", Auth::Bearer(KEY), "[1, 2]", bad_request(&[])).await;
+        expect_error(
+            &e,
+            ep,
+            "malformed JSON",
+            Auth::Bearer(KEY),
+            r#"{"model": "sim-fast", "#,
+            bad_request(&["JSON"]),
+        )
+        .await;
+        expect_error(
+            &e,
+            ep,
+            "not an object",
+            Auth::Bearer(KEY),
+            "[1, 2]",
+            bad_request(&["object"]),
+        )
+        .await;
 
         let wrong_type = (ep.with_conversation)(json!(42));
-        expect_error(&e, ep, "wrong type", Auth::Bearer(KEY), wrong_type.to_string(), bad_request(&[field])).await;
+        expect_error(
+            &e,
+            ep,
+            "wrong type",
+            Auth::Bearer(KEY),
+            wrong_type.to_string(),
+            bad_request(&[field]),
+        )
+        .await;
         if ep.path != "/v1/responses" {
             // A plain string is valid `input` for the Responses API, but not valid `messages`.
             let string = (ep.with_conversation)(json!("hi"));
-            expect_error(&e, ep, "messages as a string", Auth::Bearer(KEY), string.to_string(), bad_request(&[field]))
-                .await;
+            expect_error(
+                &e,
+                ep,
+                "messages as a string",
+                Auth::Bearer(KEY),
+                string.to_string(),
+                bad_request(&[field]),
+            )
+            .await;
         }
         let mut model_number = (ep.valid)(SERVED);
         model_number["model"] = json!(7);
-        expect_error(&e, ep, "model as a number", Auth::Bearer(KEY), model_number.to_string(), bad_request(&["model"]))
-            .await;
+        expect_error(
+            &e,
+            ep,
+            "model as a number",
+            Auth::Bearer(KEY),
+            model_number.to_string(),
+            bad_request(&["model"]),
+        )
+        .await;
         let mut no_model = (ep.valid)(SERVED);
         no_model.as_object_mut().map(|o| o.remove("model"));
-        expect_error(&e, ep, "no model", Auth::Bearer(KEY), no_model.to_string(), bad_request(&["model"])).await;
+        expect_error(
+            &e,
+            ep,
+            "no model",
+            Auth::Bearer(KEY),
+            no_model.to_string(),
+            bad_request(&["model"]),
+        )
+        .await;
 
         let empty = (ep.with_conversation)(json!([]));
-        expect_error(&e, ep, "empty conversation", Auth::Bearer(KEY), empty.to_string(), bad_request(&[field])).await;
+        expect_error(
+            &e,
+            ep,
+            "empty conversation",
+            Auth::Bearer(KEY),
+            empty.to_string(),
+            bad_request(&[field]),
+        )
+        .await;
 
-        let unknown = (ep.valid)("no-such-model");
-        let want = Want {
+        if ep.shape == Shape::Anthropic {
+            let mut no_max_tokens = (ep.valid)(SERVED);
+            no_max_tokens
+                .as_object_mut()
+                .map(|o| o.remove("max_tokens"));
+            let body = no_max_tokens.to_string();
+            expect_error(
+                &e,
+                ep,
+                "no max_tokens",
+                Auth::Bearer(KEY),
+                body,
+                bad_request(&["max_tokens"]),
+            )
+            .await;
+        }
+
+        let not_found = || Want {
             status: 404,
             openai: ("invalid_request_error", "model_not_found"),
             anthropic: "not_found_error",
             mentions: vec!["no-such-model".into()],
         };
-        expect_error(&e, ep, "unknown model", Auth::Bearer(KEY), unknown.to_string(), want).await;
+        let mut unknown = (ep.valid)("no-such-model");
+        expect_error(
+            &e,
+            ep,
+            "unknown model",
+            Auth::Bearer(KEY),
+            unknown.to_string(),
+            not_found(),
+        )
+        .await;
+        // Streamed, the error is still a plain 404 response, not a 200 stream.
+        unknown["stream"] = json!(true);
+        expect_error(
+            &e,
+            ep,
+            "unknown model, streamed",
+            Auth::Bearer(KEY),
+            unknown.to_string(),
+            not_found(),
+        )
+        .await;
 
         let mut big = (ep.valid)(SERVED);
         big["metadata"] = json!({"padding": "x".repeat(100 * 1024)});
@@ -161,12 +297,32 @@ async fn bad_requests_get_4xx_in_each_protocols_shape() {
             anthropic: "request_too_large",
             mentions: vec!["65536".into()],
         };
-        expect_error(&e, ep, "100 KB body", Auth::Bearer(KEY), big.to_string(), too_large()).await;
+        expect_error(
+            &e,
+            ep,
+            "100 KB body",
+            Auth::Bearer(KEY),
+            big.to_string(),
+            too_large(),
+        )
+        .await;
         // The same without Content-Length (chunked): the limit holds while reading.
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-            big.to_string().into_bytes().chunks(8192).map(|c| Ok(c.to_vec())).collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+            .to_string()
+            .into_bytes()
+            .chunks(8192)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
         let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-        expect_error(&e, ep, "100 KB chunked body", Auth::Bearer(KEY), body, too_large()).await;
+        expect_error(
+            &e,
+            ep,
+            "100 KB chunked body",
+            Auth::Bearer(KEY),
+            body,
+            too_large(),
+        )
+        .await;
 
         let unauthorized = |mention: &str| Want {
             status: 401,
@@ -175,15 +331,49 @@ async fn bad_requests_get_4xx_in_each_protocols_shape() {
             mentions: vec![mention.to_owned()],
         };
         let valid = (ep.valid)(SERVED).to_string();
-        expect_error(&e, ep, "no key", Auth::None, valid.clone(), unauthorized("missing API key")).await;
-        expect_error(&e, ep, "unknown bearer key", Auth::Bearer("sk-wrong"), valid.clone(), unauthorized("invalid API key"))
-            .await;
-        expect_error(&e, ep, "unknown x-api-key", Auth::XApiKey("sk-wrong"), valid.clone(), unauthorized("invalid API key"))
-            .await;
+        expect_error(
+            &e,
+            ep,
+            "no key",
+            Auth::None,
+            valid.clone(),
+            unauthorized("missing API key"),
+        )
+        .await;
+        expect_error(
+            &e,
+            ep,
+            "unknown bearer key",
+            Auth::Bearer("sk-wrong"),
+            valid.clone(),
+            unauthorized("invalid API key"),
+        )
+        .await;
+        expect_error(
+            &e,
+            ep,
+            "unknown x-api-key",
+            Auth::XApiKey("sk-wrong"),
+            valid.clone(),
+            unauthorized("invalid API key"),
+        )
+        .await;
         // Authentication comes before parsing: an unknown caller learns nothing about the body.
-        expect_error(&e, ep, "no key, bad body", Auth::None, "{", unauthorized("API key")).await;
+        expect_error(
+            &e,
+            ep,
+            "no key, bad body",
+            Auth::None,
+            "{",
+            unauthorized("API key"),
+        )
+        .await;
     }
-    assert_eq!(e.sim.total_attempts(), 0, "no bad request reached a provider");
+    assert_eq!(
+        e.sim.total_attempts(),
+        0,
+        "no bad request reached a provider"
+    );
 
     // The process is still up and serves normal requests on every endpoint, with either header.
     let expected = e.expected_answer("hi").await;

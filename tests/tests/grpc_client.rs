@@ -6,17 +6,26 @@ use tonic::{Code, Request, transport::Channel};
 const PROMPT: &str = "Name three primary colours.";
 
 async fn client(e: &Env) -> GatewayClient<Channel> {
-    GatewayClient::connect(format!("http://{}", e.grpc_addr())).await.expect("connect")
+    GatewayClient::connect(format!("http://{}", e.grpc_addr()))
+        .await
+        .expect("connect")
 }
 
 fn request(model: &str, prompt: &str, key: Option<&str>) -> Request<pb::CompleteRequest> {
     let mut r = Request::new(pb::CompleteRequest {
         model: model.into(),
-        messages: vec![pb::Message { role: pb::Role::User as i32, text: prompt.into(), parts: vec![] }],
+        messages: vec![pb::Message {
+            role: pb::Role::User as i32,
+            text: prompt.into(),
+            parts: vec![],
+        }],
         ..Default::default()
     });
     if let Some(key) = key {
-        r.metadata_mut().insert("authorization", format!("Bearer {key}").parse().expect("metadata"));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("metadata"),
+        );
     }
     r
 }
@@ -25,19 +34,34 @@ fn request(model: &str, prompt: &str, key: Option<&str>) -> Request<pb::Complete
 async fn complete_fails_over_to_the_healthy_target() {
     let e = env().await;
     let expected = e.expected_answer(PROMPT).await;
-    let r = client(&e).await.complete(request(ALIAS, PROMPT, Some(KEY))).await.expect("complete").into_inner();
+    let r = client(&e)
+        .await
+        .complete(request(ALIAS, PROMPT, Some(KEY)))
+        .await
+        .expect("complete")
+        .into_inner();
     assert_eq!(r.text, expected);
     assert_eq!((r.provider.as_str(), r.model.as_str()), ("oa", SERVED));
     assert_eq!(r.stop_reason, pb::StopReason::EndTurn as i32);
-    assert!(!r.failed_attempts.is_empty(), "the down target's attempts are reported");
+    assert!(
+        !r.failed_attempts.is_empty(),
+        "the down target's attempts are reported"
+    );
     for f in &r.failed_attempts {
-        assert_eq!((f.provider.as_str(), f.model.as_str(), f.status), ("oa", DOWN, 503), "{f:?}");
+        assert_eq!(
+            (f.provider.as_str(), f.model.as_str(), f.status),
+            ("oa", DOWN, 503),
+            "{f:?}"
+        );
         assert!(!f.error.is_empty(), "{f:?}");
     }
     assert_eq!(r.failed_attempts.len() as u64, e.sim.attempts(DOWN));
     let usage = r.usage.expect("usage");
     assert!(usage.input_tokens > 0);
-    assert_eq!(usage.output_tokens, expected.split_whitespace().count() as u64);
+    assert_eq!(
+        usage.output_tokens,
+        expected.split_whitespace().count() as u64
+    );
     e.shutdown().await;
 }
 
@@ -45,21 +69,50 @@ async fn complete_fails_over_to_the_healthy_target() {
 async fn complete_stream_text_equals_the_answer() {
     let e = env().await;
     let expected = e.expected_answer(PROMPT).await;
-    let mut stream =
-        client(&e).await.complete_stream(request(ALIAS, PROMPT, Some(KEY))).await.expect("stream").into_inner();
+    let mut stream = client(&e)
+        .await
+        .complete_stream(request(ALIAS, PROMPT, Some(KEY)))
+        .await
+        .expect("stream")
+        .into_inner();
     let mut events = Vec::new();
     while let Some(chunk) = stream.message().await.expect("chunk") {
         events.push(chunk.event.expect("an event in every chunk"));
     }
-    let Some(Event::Start(start)) = events.first() else { panic!("the first chunk is start: {events:?}") };
-    assert_eq!((start.provider.as_str(), start.model.as_str()), ("oa", SERVED));
-    let text: String = events.iter().filter_map(|ev| if let Event::TextDelta(t) = ev { Some(t.as_str()) } else { None }).collect();
+    let Some(Event::Start(start)) = events.first() else {
+        panic!("the first chunk is start: {events:?}")
+    };
+    assert_eq!(
+        (start.provider.as_str(), start.model.as_str()),
+        ("oa", SERVED)
+    );
+    let text: String = events
+        .iter()
+        .filter_map(|ev| {
+            if let Event::TextDelta(t) = ev {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(text, expected);
-    let Some(Event::Done(done)) = events.last() else { panic!("the last chunk is done: {events:?}") };
+    let Some(Event::Done(done)) = events.last() else {
+        panic!("the last chunk is done: {events:?}")
+    };
     assert_eq!(done.stop_reason, pb::StopReason::EndTurn as i32);
-    assert_eq!((done.provider.as_str(), done.model.as_str()), ("oa", SERVED));
-    assert!(!done.failed_attempts.is_empty(), "failover is reported at the end of the stream");
-    assert_eq!(done.usage.as_ref().map(|u| u.output_tokens), Some(expected.split_whitespace().count() as u64));
+    assert_eq!(
+        (done.provider.as_str(), done.model.as_str()),
+        ("oa", SERVED)
+    );
+    assert!(
+        !done.failed_attempts.is_empty(),
+        "failover is reported at the end of the stream"
+    );
+    assert_eq!(
+        done.usage.as_ref().map(|u| u.output_tokens),
+        Some(expected.split_whitespace().count() as u64)
+    );
     e.shutdown().await;
 }
 
@@ -67,10 +120,22 @@ async fn complete_stream_text_equals_the_answer() {
 async fn list_models_names_aliases_and_models() {
     let e = env().await;
     let mut r = Request::new(pb::ListModelsRequest {});
-    r.metadata_mut().insert("authorization", format!("Bearer {KEY}").parse().expect("metadata"));
-    let models = client(&e).await.list_models(r).await.expect("list").into_inner().models;
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {KEY}").parse().expect("metadata"),
+    );
+    let models = client(&e)
+        .await
+        .list_models(r)
+        .await
+        .expect("list")
+        .into_inner()
+        .models;
     let alias = models.iter().find(|m| m.id == ALIAS).expect("alias listed");
-    assert_eq!((alias.kind.as_str(), alias.targets.clone()), ("alias", vec![DOWN.to_owned(), SERVED.to_owned()]));
+    assert_eq!(
+        (alias.kind.as_str(), alias.targets.clone()),
+        ("alias", vec![DOWN.to_owned(), SERVED.to_owned()])
+    );
     assert!(models.iter().any(|m| m.id == CLAUDE && m.kind == "model"));
     e.shutdown().await;
 }
@@ -91,7 +156,10 @@ async fn invalid_input_is_invalid_argument() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("role"), "{err:?}");
 
-    let err = c.complete(request("no-such-model", PROMPT, Some(KEY))).await.expect_err("unknown model");
+    let err = c
+        .complete(request("no-such-model", PROMPT, Some(KEY)))
+        .await
+        .expect_err("unknown model");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("no-such-model"), "{err:?}");
     assert_eq!(e.sim.total_attempts(), 0, "nothing reached a provider");
@@ -102,15 +170,28 @@ async fn invalid_input_is_invalid_argument() {
 async fn no_key_is_unauthenticated() {
     let e = env().await;
     let mut c = client(&e).await;
-    let err = c.complete(request(SERVED, PROMPT, None)).await.expect_err("no key");
+    let err = c
+        .complete(request(SERVED, PROMPT, None))
+        .await
+        .expect_err("no key");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let err = c.complete_stream(request(SERVED, PROMPT, Some("sk-not-a-key"))).await.expect_err("bad key");
+    let err = c
+        .complete_stream(request(SERVED, PROMPT, Some("sk-not-a-key")))
+        .await
+        .expect_err("bad key");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let err = c.list_models(Request::new(pb::ListModelsRequest {})).await.expect_err("no key");
+    let err = c
+        .list_models(Request::new(pb::ListModelsRequest {}))
+        .await
+        .expect_err("no key");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert_eq!(e.sim.total_attempts(), 0, "nothing reached a provider");
     // The same connection still serves an authenticated call.
-    let r = c.complete(request(SERVED, PROMPT, Some(KEY))).await.expect("complete").into_inner();
+    let r = c
+        .complete(request(SERVED, PROMPT, Some(KEY)))
+        .await
+        .expect("complete")
+        .into_inner();
     assert_eq!(r.text, e.expected_answer(PROMPT).await);
     e.shutdown().await;
 }

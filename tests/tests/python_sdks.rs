@@ -24,9 +24,18 @@ async fn openai_sdk_chat_responses_tools_and_errors() {
     let e = env().await;
     let run = run_python("openai_client.py", sdk_config(&e).await).await;
     run.assert_ok();
-    assert!(run.stdout.contains("openai client: all checks passed"), "{}", run.report());
+    eprintln!("{}", run.report());
+    assert!(
+        run.stdout.contains("openai client: all checks passed"),
+        "{}",
+        run.report()
+    );
     // Every answer through the alias failed over: the down target was tried (and retried) each time.
-    assert!(e.sim.attempts(DOWN) >= 2 * 4, "the failing target was tried: {}", e.sim.attempts(DOWN));
+    assert!(
+        e.sim.attempts(DOWN) >= 2 * 4,
+        "the failing target was tried: {}",
+        e.sim.attempts(DOWN)
+    );
     e.shutdown().await;
 }
 
@@ -35,7 +44,16 @@ async fn anthropic_sdk_messages_tools_count_tokens_and_errors() {
     let e = env().await;
     let run = run_python("anthropic_client.py", sdk_config(&e).await).await;
     run.assert_ok();
-    assert!(run.stdout.contains("anthropic client: all checks passed"), "{}", run.report());
-    assert!(e.sim.attempts(DOWN) >= 2 * 2, "the failing target was tried: {}", e.sim.attempts(DOWN));
+    eprintln!("{}", run.report());
+    assert!(
+        run.stdout.contains("anthropic client: all checks passed"),
+        "{}",
+        run.report()
+    );
+    assert!(
+        e.sim.attempts(DOWN) >= 2 * 2,
+        "the failing target was tried: {}",
+        e.sim.attempts(DOWN)
+    );
     e.shutdown().await;
 }

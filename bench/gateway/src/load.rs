@@ -315,6 +315,24 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// One `GET path` on a fresh connection: status and body.
+pub async fn get(ep: &Endpoint, path: &str, timeout: Duration) -> anyhow::Result<(StatusCode, Bytes)> {
+    let fut = async {
+        let tcp = TcpStream::connect(ep.addr).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::get(path).header(header::HOST, ep.authority.as_str()).body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        driver.abort();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(timeout, fut).await.context("timed out")?
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runs.
 

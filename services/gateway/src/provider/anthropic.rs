@@ -901,7 +901,7 @@ mod tests {
                     }],
                 },
             ],
-            temperature: Some(0.2),
+            temperature: Some(0.25),
             stop: vec!["STOP".into()],
             reasoning_effort: Some("high".into()),
             ..Default::default()
@@ -930,7 +930,7 @@ mod tests {
                         {"type": "text", "text": "and?"}
                     ]}
                 ],
-                "temperature": 0.2,
+                "temperature": 0.25,
                 "stop_sequences": ["STOP"]
             })
         );
