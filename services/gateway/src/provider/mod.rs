@@ -1,12 +1,16 @@
 //! Provider adapters: one file per upstream API, all behind the [`Provider`] trait. Adding a provider
 //! is one adapter plus one line in [`build`]; nothing else in the gateway knows a provider's wire format.
 pub mod anthropic;
+mod common;
 pub mod openai;
+#[cfg(test)]
+mod test_support;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 
+use self::common::error_chain;
 use crate::{
     config::{ProviderConfig, ProviderKind},
     types::{ChatRequest, ChatResponse, RequestMeta, StreamEvent},
@@ -159,17 +163,6 @@ impl ProviderError {
             ProviderError::Connect(error_chain(e))
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Classifies an upstream error status and body (both OpenAI and Anthropic shapes), shared by adapters.

@@ -1,0 +1,51 @@
+//! Test helpers shared by the adapters' tests: a one-request HTTP server and raw responses for it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub(crate) async fn one_shot_server(response: String) -> (String, tokio::task::JoinHandle<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut tmp).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&tmp[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        sock.write_all(response.as_bytes()).await.unwrap();
+        sock.shutdown().await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    (format!("http://{addr}/v1"), handle)
+}
+
+pub(crate) fn http_response(status: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut s = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        s.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.push_str("\r\n");
+    s.push_str(body);
+    s
+}
