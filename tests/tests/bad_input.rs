@@ -1,6 +1,7 @@
 //! Bad input over HTTP, on each generation endpoint: every mistake gets the right 4xx in the
 //! endpoint's own error shape with a message that names the problem, nothing reaches a provider,
 //! and the gateway keeps serving afterwards.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 use retort_e2e::*;
 use serde_json::{Value, json};
 
@@ -45,6 +46,7 @@ const ENDPOINTS: [Endpoint; 3] = [
     },
 ];
 
+#[derive(Clone, Copy)]
 enum Auth<'a> {
     Bearer(&'a str),
     XApiKey(&'a str),
@@ -162,212 +164,156 @@ fn bad_request(mentions: &[&str]) -> Want {
     }
 }
 
+fn not_found() -> Want {
+    Want {
+        status: 404,
+        openai: ("invalid_request_error", "model_not_found"),
+        anthropic: "not_found_error",
+        mentions: vec!["no-such-model".into()],
+    }
+}
+
+fn too_large() -> Want {
+    Want {
+        status: 413,
+        openai: ("invalid_request_error", "request_too_large"),
+        anthropic: "request_too_large",
+        mentions: vec!["65536".into()],
+    }
+}
+
+fn unauthorized(mention: &str) -> Want {
+    Want {
+        status: 401,
+        openai: ("invalid_request_error", "invalid_api_key"),
+        anthropic: "authentication_error",
+        mentions: vec![mention.to_owned()],
+    }
+}
+
+/// `body` as a chunked stream, without Content-Length.
+fn chunked(body: &str) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .as_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
 #[tokio::test]
 async fn bad_requests_get_4xx_in_each_protocols_shape() {
     let e = env().await;
     for ep in &ENDPOINTS {
         let field = ep.conversation_field;
-
-        expect_error(
-            &e,
-            ep,
-            "malformed JSON",
-            Auth::Bearer(KEY),
-            r#"{"model": "sim-fast", "#,
-            bad_request(&["JSON"]),
-        )
-        .await;
-        expect_error(
-            &e,
-            ep,
-            "not an object",
-            Auth::Bearer(KEY),
-            "[1, 2]",
-            bad_request(&["object"]),
-        )
-        .await;
-
-        let wrong_type = (ep.with_conversation)(json!(42));
-        expect_error(
-            &e,
-            ep,
-            "wrong type",
-            Auth::Bearer(KEY),
-            wrong_type.to_string(),
-            bad_request(&[field]),
-        )
-        .await;
-        if ep.path != "/v1/responses" {
-            // A plain string is valid `input` for the Responses API, but not valid `messages`.
-            let string = (ep.with_conversation)(json!("hi"));
-            expect_error(
-                &e,
-                ep,
-                "messages as a string",
-                Auth::Bearer(KEY),
-                string.to_string(),
-                bad_request(&[field]),
-            )
-            .await;
-        }
-        let mut model_number = (ep.valid)(SERVED);
-        model_number["model"] = json!(7);
-        expect_error(
-            &e,
-            ep,
-            "model as a number",
-            Auth::Bearer(KEY),
-            model_number.to_string(),
-            bad_request(&["model"]),
-        )
-        .await;
-        let mut no_model = (ep.valid)(SERVED);
-        no_model.as_object_mut().map(|o| o.remove("model"));
-        expect_error(
-            &e,
-            ep,
-            "no model",
-            Auth::Bearer(KEY),
-            no_model.to_string(),
-            bad_request(&["model"]),
-        )
-        .await;
-
-        let empty = (ep.with_conversation)(json!([]));
-        expect_error(
-            &e,
-            ep,
-            "empty conversation",
-            Auth::Bearer(KEY),
-            empty.to_string(),
-            bad_request(&[field]),
-        )
-        .await;
-
-        if ep.shape == Shape::Anthropic {
-            let mut no_max_tokens = (ep.valid)(SERVED);
-            no_max_tokens
-                .as_object_mut()
-                .map(|o| o.remove("max_tokens"));
-            let body = no_max_tokens.to_string();
-            expect_error(
-                &e,
-                ep,
-                "no max_tokens",
-                Auth::Bearer(KEY),
-                body,
-                bad_request(&["max_tokens"]),
-            )
-            .await;
-        }
-
-        let not_found = || Want {
-            status: 404,
-            openai: ("invalid_request_error", "model_not_found"),
-            anthropic: "not_found_error",
-            mentions: vec!["no-such-model".into()],
+        let valid = (ep.valid)(SERVED);
+        let edit = |f: &dyn Fn(&mut Value)| {
+            let mut v = valid.clone();
+            f(&mut v);
+            v.to_string()
         };
         let mut unknown = (ep.valid)("no-such-model");
-        expect_error(
-            &e,
-            ep,
-            "unknown model",
-            Auth::Bearer(KEY),
-            unknown.to_string(),
-            not_found(),
-        )
-        .await;
-        // Streamed, the error is still a plain 404 response, not a 200 stream.
+        let unknown_plain = unknown.to_string();
         unknown["stream"] = json!(true);
-        expect_error(
-            &e,
-            ep,
-            "unknown model, streamed",
-            Auth::Bearer(KEY),
-            unknown.to_string(),
-            not_found(),
-        )
-        .await;
+        let big = edit(&|v| v["metadata"] = json!({"padding": "x".repeat(100 * 1024)}));
+        let bearer = Auth::Bearer(KEY);
 
-        let mut big = (ep.valid)(SERVED);
-        big["metadata"] = json!({"padding": "x".repeat(100 * 1024)});
-        let too_large = || Want {
-            status: 413,
-            openai: ("invalid_request_error", "request_too_large"),
-            anthropic: "request_too_large",
-            mentions: vec!["65536".into()],
-        };
-        expect_error(
-            &e,
-            ep,
-            "100 KB body",
-            Auth::Bearer(KEY),
-            big.to_string(),
-            too_large(),
-        )
-        .await;
-        // The same without Content-Length (chunked): the limit holds while reading.
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
-            .to_string()
-            .into_bytes()
-            .chunks(8192)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-        expect_error(
-            &e,
-            ep,
-            "100 KB chunked body",
-            Auth::Bearer(KEY),
-            body,
-            too_large(),
-        )
-        .await;
-
-        let unauthorized = |mention: &str| Want {
-            status: 401,
-            openai: ("invalid_request_error", "invalid_api_key"),
-            anthropic: "authentication_error",
-            mentions: vec![mention.to_owned()],
-        };
-        let valid = (ep.valid)(SERVED).to_string();
-        expect_error(
-            &e,
-            ep,
-            "no key",
-            Auth::None,
-            valid.clone(),
-            unauthorized("missing API key"),
-        )
-        .await;
-        expect_error(
-            &e,
-            ep,
-            "unknown bearer key",
-            Auth::Bearer("sk-wrong"),
-            valid.clone(),
-            unauthorized("invalid API key"),
-        )
-        .await;
-        expect_error(
-            &e,
-            ep,
-            "unknown x-api-key",
-            Auth::XApiKey("sk-wrong"),
-            valid.clone(),
-            unauthorized("invalid API key"),
-        )
-        .await;
-        // Authentication comes before parsing: an unknown caller learns nothing about the body.
-        expect_error(
-            &e,
-            ep,
-            "no key, bad body",
-            Auth::None,
-            "{",
-            unauthorized("API key"),
-        )
-        .await;
+        let mut cases: Vec<(&str, Auth, reqwest::Body, Want)> = vec![
+            (
+                "malformed JSON",
+                bearer,
+                r#"{"model": "sim-fast", "#.into(),
+                bad_request(&["JSON"]),
+            ),
+            (
+                "not an object",
+                bearer,
+                "[1, 2]".into(),
+                bad_request(&["object"]),
+            ),
+            (
+                "wrong type",
+                bearer,
+                (ep.with_conversation)(json!(42)).to_string().into(),
+                bad_request(&[field]),
+            ),
+            (
+                "model as a number",
+                bearer,
+                edit(&|v| v["model"] = json!(7)).into(),
+                bad_request(&["model"]),
+            ),
+            (
+                "no model",
+                bearer,
+                edit(&|v| drop(v.as_object_mut().map(|o| o.remove("model")))).into(),
+                bad_request(&["model"]),
+            ),
+            (
+                "empty conversation",
+                bearer,
+                (ep.with_conversation)(json!([])).to_string().into(),
+                bad_request(&[field]),
+            ),
+            ("unknown model", bearer, unknown_plain.into(), not_found()),
+            // Streamed, the error is still a plain 404 response, not a 200 stream.
+            (
+                "unknown model, streamed",
+                bearer,
+                unknown.to_string().into(),
+                not_found(),
+            ),
+            ("100 KB body", bearer, big.clone().into(), too_large()),
+            // Without Content-Length the limit holds while reading.
+            ("100 KB chunked body", bearer, chunked(&big), too_large()),
+            (
+                "no key",
+                Auth::None,
+                valid.to_string().into(),
+                unauthorized("missing API key"),
+            ),
+            (
+                "unknown bearer key",
+                Auth::Bearer("sk-wrong"),
+                valid.to_string().into(),
+                unauthorized("invalid API key"),
+            ),
+            (
+                "unknown x-api-key",
+                Auth::XApiKey("sk-wrong"),
+                valid.to_string().into(),
+                unauthorized("invalid API key"),
+            ),
+            // Authentication comes before parsing: an unknown caller learns nothing about the body.
+            (
+                "no key, bad body",
+                Auth::None,
+                "{".into(),
+                unauthorized("API key"),
+            ),
+        ];
+        if ep.path != "/v1/responses" {
+            // A plain string is valid `input` for the Responses API, but not valid `messages`.
+            let string = (ep.with_conversation)(json!("hi")).to_string();
+            cases.push((
+                "messages as a string",
+                bearer,
+                string.into(),
+                bad_request(&[field]),
+            ));
+        }
+        if ep.shape == Shape::Anthropic {
+            let body = edit(&|v| drop(v.as_object_mut().map(|o| o.remove("max_tokens"))));
+            cases.push((
+                "no max_tokens",
+                bearer,
+                body.into(),
+                bad_request(&["max_tokens"]),
+            ));
+        }
+        for (case, auth, body, want) in cases {
+            expect_error(&e, ep, case, auth, body, want).await;
+        }
     }
     assert_eq!(
         e.sim.total_attempts(),

@@ -3,6 +3,7 @@
 //! Server reflection is tested on its own (`reflection_lists_and_describes_the_services`). The
 //! other tests hand grpcurl the proto files (`proto/retort/v1/gateway.proto` and the standard
 //! `tests/proto/grpc/health/v1/health.proto`), so that each of them fails only for its own reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 use std::path::Path;
 
 use retort_e2e::*;
@@ -209,24 +210,31 @@ async fn health_check_says_serving() {
     let addr = e.grpc_addr();
     for service in ["", "retort.v1.Gateway"] {
         let body = json!({"service": service}).to_string();
+        let health_proto = "grpc/health/v1/health.proto";
         let args = [
             "-plaintext",
             "-import-path",
             &protos,
             "-proto",
-            "grpc/health/v1/health.proto",
+            health_proto,
             "-d",
             &body,
             &addr,
         ];
-        let run = run_grpcurl(&[&args[..], &["grpc.health.v1.Health/Check"]].concat()).await;
+        let args = [&args[..], &["grpc.health.v1.Health/Check"]].concat();
+        // The gateway publishes the service's status from a task it starts with the server: give
+        // it a moment (it refreshes every 500 ms) before judging.
+        let mut run = run_grpcurl(&args).await;
+        for _ in 0..10 {
+            if run.success() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            run = run_grpcurl(&args).await;
+        }
         run.assert_ok();
-        assert_eq!(
-            json_documents(&run.stdout)[0]["status"],
-            "SERVING",
-            "service {service:?}: {}",
-            run.report()
-        );
+        let status = &json_documents(&run.stdout)[0]["status"];
+        assert_eq!(status, "SERVING", "service {service:?}: {}", run.report());
     }
     e.shutdown().await;
 }

@@ -60,9 +60,16 @@ fn error(status: StatusCode, msg: &'static str) -> Response<Body> {
 /// Serves the floor proxy on `listener`, forwarding to `upstream` (`http://127.0.0.1:PORT`), until
 /// the future is dropped.
 pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
-    let uri: Uri = upstream.parse().with_context(|| format!("upstream {upstream:?} is no URL"))?;
-    let authority = uri.authority().with_context(|| format!("upstream {upstream:?} has no host:port"))?;
-    let floor = Arc::new(Floor { client: upstream_client(), scheme_authority: format!("http://{authority}") });
+    let uri: Uri = upstream
+        .parse()
+        .with_context(|| format!("upstream {upstream:?} is no URL"))?;
+    let authority = uri
+        .authority()
+        .with_context(|| format!("upstream {upstream:?} has no host:port"))?;
+    let floor = Arc::new(Floor {
+        client: upstream_client(),
+        scheme_authority: format!("http://{authority}"),
+    });
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,

@@ -51,7 +51,11 @@ pub async fn closed_loop(
     window: Duration,
 ) -> anyhow::Result<LoadRun> {
     let auth = match key {
-        Some(k) => Some(format!("Bearer {k}").parse().context("API key as gRPC metadata")?),
+        Some(k) => Some(
+            format!("Bearer {k}")
+                .parse()
+                .context("API key as gRPC metadata")?,
+        ),
         None => None,
     };
     let mut channels = Vec::new();

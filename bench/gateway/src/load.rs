@@ -75,13 +75,21 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(base_url: &str, key: Option<&str>) -> anyhow::Result<Endpoint> {
-        let uri: Uri = base_url.parse().with_context(|| format!("{base_url:?} is no URL"))?;
-        let authority = uri.authority().with_context(|| format!("{base_url:?} has no host:port"))?;
+        let uri: Uri = base_url
+            .parse()
+            .with_context(|| format!("{base_url:?} is no URL"))?;
+        let authority = uri
+            .authority()
+            .with_context(|| format!("{base_url:?} has no host:port"))?;
         let addr: SocketAddr = authority
             .as_str()
             .parse()
             .with_context(|| format!("{base_url:?}: the bench talks to IP:PORT addresses only"))?;
-        Ok(Endpoint { addr, authority: authority.as_str().to_owned(), key: key.map(str::to_owned) })
+        Ok(Endpoint {
+            addr,
+            authority: authority.as_str().to_owned(),
+            key: key.map(str::to_owned),
+        })
     }
 }
 
@@ -123,7 +131,11 @@ pub struct StreamTiming {
 
 impl Conn {
     pub fn new(ep: &Endpoint) -> Conn {
-        Conn { ep: ep.clone(), sender: None, driver: None }
+        Conn {
+            ep: ep.clone(),
+            sender: None,
+            driver: None,
+        }
     }
 
     async fn connect(&mut self) -> anyhow::Result<()> {
@@ -175,14 +187,22 @@ impl Conn {
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if status != StatusCode::OK {
-            bail!("status {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
+            bail!(
+                "status {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            );
         }
         Ok(bytes)
     }
 
     /// POSTs `body` and reads the whole answer; anything but a 200 in time is an error. On an
     /// error the connection is dropped (the next call opens a new one).
-    pub async fn call(&mut self, path: &str, body: Bytes, timeout: Duration) -> anyhow::Result<Bytes> {
+    pub async fn call(
+        &mut self,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> anyhow::Result<Bytes> {
         let r = match tokio::time::timeout(timeout, self.call_inner(path, body)).await {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
@@ -207,7 +227,10 @@ impl Conn {
         let mut body = resp.into_body();
         if status != StatusCode::OK {
             let bytes = body.collect().await?.to_bytes();
-            bail!("status {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
+            bail!(
+                "status {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            );
         }
         let _guard = active.map(ActiveGuard::new);
         let mut scan = TokenScan::default();
@@ -220,7 +243,11 @@ impl Conn {
                 }
             }
         }
-        Ok(StreamTiming { ttft, total: t0.elapsed(), tokens: scan.tokens })
+        Ok(StreamTiming {
+            ttft,
+            total: t0.elapsed(),
+            tokens: scan.tokens,
+        })
     }
 
     /// POSTs a streaming request and reads the event stream to its end, timing the first token.
@@ -316,21 +343,29 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// One `GET path` on a fresh connection: status and body.
-pub async fn get(ep: &Endpoint, path: &str, timeout: Duration) -> anyhow::Result<(StatusCode, Bytes)> {
+pub async fn get(
+    ep: &Endpoint,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<(StatusCode, Bytes)> {
     let fut = async {
         let tcp = TcpStream::connect(ep.addr).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::get(path).header(header::HOST, ep.authority.as_str()).body(Full::new(Bytes::new()))?;
+        let req = Request::get(path)
+            .header(header::HOST, ep.authority.as_str())
+            .body(Full::new(Bytes::new()))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         driver.abort();
         anyhow::Ok((status, body))
     };
-    tokio::time::timeout(timeout, fut).await.context("timed out")?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .context("timed out")?
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,7 +384,11 @@ pub struct SeqRun {
 pub async fn sequential(ep: &Endpoint, body: Bytes, n: u64, warmup: u64) -> anyhow::Result<SeqRun> {
     let mut conn = Conn::new(ep);
     conn.open().await?;
-    let mut run = SeqRun { hist: histogram()?, errors: 0, first_error: None };
+    let mut run = SeqRun {
+        hist: histogram()?,
+        errors: 0,
+        first_error: None,
+    };
     for i in 0..warmup + n {
         let t0 = Instant::now();
         let r = conn.call(PATH, body.clone(), REQUEST_TIMEOUT).await;
@@ -382,7 +421,12 @@ pub struct StreamRun {
     pub first_error: Option<String>,
 }
 
-pub async fn sequential_streams(ep: &Endpoint, body: Bytes, n: u64, warmup: u64) -> anyhow::Result<StreamRun> {
+pub async fn sequential_streams(
+    ep: &Endpoint,
+    body: Bytes,
+    n: u64,
+    warmup: u64,
+) -> anyhow::Result<StreamRun> {
     let mut conn = Conn::new(ep);
     conn.open().await?;
     let mut run = StreamRun {
@@ -399,7 +443,11 @@ pub async fn sequential_streams(ep: &Endpoint, body: Bytes, n: u64, warmup: u64)
             continue;
         }
         match r {
-            Ok(StreamTiming { ttft: Some(ttft), total, tokens }) => {
+            Ok(StreamTiming {
+                ttft: Some(ttft),
+                total,
+                tokens,
+            }) => {
                 record(&mut run.ttft, ttft);
                 record(&mut run.total, total);
                 run.min_tokens = run.min_tokens.min(tokens);
@@ -407,7 +455,8 @@ pub async fn sequential_streams(ep: &Endpoint, body: Bytes, n: u64, warmup: u64)
             }
             Ok(_) => {
                 run.errors += 1;
-                run.first_error.get_or_insert_with(|| "a stream without any content token".to_owned());
+                run.first_error
+                    .get_or_insert_with(|| "a stream without any content token".to_owned());
             }
             Err(e) => {
                 run.errors += 1;
@@ -440,7 +489,10 @@ impl LoadRun {
 
 /// What one closed-loop worker does once: a request, `Ok` when it succeeded.
 pub trait Worker: Send + 'static {
-    fn call(&mut self, timeout: Duration) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    fn call(
+        &mut self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
 struct HttpWorker {
@@ -450,7 +502,10 @@ struct HttpWorker {
 
 impl Worker for HttpWorker {
     async fn call(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        self.conn.call(PATH, self.body.clone(), timeout).await.map(drop)
+        self.conn
+            .call(PATH, self.body.clone(), timeout)
+            .await
+            .map(drop)
     }
 }
 
@@ -473,13 +528,20 @@ pub async fn closed_loop(
         });
     }
     while let Some(r) = opening.join_next().await {
-        workers.push(HttpWorker { conn: r??, body: body.clone() });
+        workers.push(HttpWorker {
+            conn: r??,
+            body: body.clone(),
+        });
     }
     drive(workers, warmup, window).await
 }
 
 /// Runs the workers in a closed loop (see [`closed_loop`]).
-pub async fn drive<W: Worker>(workers: Vec<W>, warmup: Duration, window: Duration) -> anyhow::Result<LoadRun> {
+pub async fn drive<W: Worker>(
+    workers: Vec<W>,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<LoadRun> {
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + warmup;
     let end = measure_from + window;
@@ -521,7 +583,13 @@ pub async fn drive<W: Worker>(workers: Vec<W>, warmup: Duration, window: Duratio
             (hist, ok, errors, first_error)
         });
     }
-    let mut run = LoadRun { hist: template, ok: 0, errors: 0, window, first_error: None };
+    let mut run = LoadRun {
+        hist: template,
+        ok: 0,
+        errors: 0,
+        window,
+        first_error: None,
+    };
     while let Some(r) = tasks.join_next().await {
         let (hist, ok, errors, first_error) = r?;
         run.hist.add(&hist).ok();
@@ -549,11 +617,25 @@ pub fn group_rss_kib(pgid: u32) -> Option<u64> {
     let mut total = 0;
     let mut any = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the command name (which may hold spaces): state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
-        if rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<u32>().ok())
+            == Some(pgid)
             && let Some(kib) = rss_kib(pid)
         {
             total += kib;
@@ -600,7 +682,12 @@ pub async fn soak(
     let completed = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for i in 0..streams {
-        let (ep, body, active, completed) = (ep.clone(), body.clone(), Arc::clone(&active), Arc::clone(&completed));
+        let (ep, body, active, completed) = (
+            ep.clone(),
+            body.clone(),
+            Arc::clone(&active),
+            Arc::clone(&completed),
+        );
         let delay = ramp.mul_f64(i as f64 / streams.max(1) as f64);
         tasks.spawn(async move {
             tokio::time::sleep(delay).await;
@@ -612,7 +699,10 @@ pub async fn soak(
                     break;
                 }
                 let timeout = end.saturating_duration_since(now);
-                match conn.stream(PATH, body.clone(), timeout, Some(&active)).await {
+                match conn
+                    .stream(PATH, body.clone(), timeout, Some(&active))
+                    .await
+                {
                     Ok(_) => {
                         completed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -632,7 +722,9 @@ pub async fn soak(
     let mut next = start;
     while next < end {
         tokio::time::sleep_until(next.into()).await;
-        let Some(rss) = rss_kib(pid) else { bail!("cannot read the RSS of process {pid}") };
+        let Some(rss) = rss_kib(pid) else {
+            bail!("cannot read the RSS of process {pid}")
+        };
         samples.push(RssSample {
             t_s: start.elapsed().as_secs_f64(),
             rss_kib: rss,

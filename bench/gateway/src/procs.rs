@@ -31,15 +31,30 @@ pub struct Child {
 impl Child {
     /// Starts `cmd` with stdout and stderr appended to `log`. `group`: in a process group of its
     /// own (for servers that fork workers), so that stopping it stops them too.
-    pub fn spawn(name: &str, mut cmd: tokio::process::Command, log: &Path, group: bool) -> anyhow::Result<Child> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    pub fn spawn(
+        name: &str,
+        mut cmd: tokio::process::Command,
+        log: &Path,
+        group: bool,
+    ) -> anyhow::Result<Child> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
         if group {
             cmd.process_group(0);
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Child { name: name.to_owned(), child, log: log.to_path_buf(), group, stopped: false })
+        Ok(Child {
+            name: name.to_owned(),
+            child,
+            log: log.to_path_buf(),
+            group,
+            stopped: false,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -71,7 +86,10 @@ impl Child {
         self.stopped = true;
         if self.group {
             self.signal_group("-TERM");
-            if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .is_err()
+            {
                 self.signal_group("-KILL");
             } else {
                 // The leader is gone; make sure its workers are too.
@@ -102,13 +120,22 @@ impl Drop for Child {
 }
 
 /// Polls `GET base_url + path` until it answers 200, the child exits, or `timeout` passes.
-pub async fn wait_ready(child: &mut Child, base_url: &str, path: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(
+    child: &mut Child,
+    base_url: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let ep = Endpoint::new(base_url, None)?;
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         if let Some(status) = child.exited() {
-            bail!("{} exited ({status}) before it was ready; its log ends:\n{}", child.name, child.log_tail(30));
+            bail!(
+                "{} exited ({status}) before it was ready; its log ends:\n{}",
+                child.name,
+                child.log_tail(30)
+            );
         }
         match load::get(&ep, path, Duration::from_secs(2)).await {
             Ok((StatusCode::OK, _)) => return Ok(()),
@@ -117,5 +144,9 @@ pub async fn wait_ready(child: &mut Child, base_url: &str, path: &str, timeout: 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("{} was not ready after {timeout:?} ({last}); its log ends:\n{}", child.name, child.log_tail(30))
+    bail!(
+        "{} was not ready after {timeout:?} ({last}); its log ends:\n{}",
+        child.name,
+        child.log_tail(30)
+    )
 }

@@ -43,7 +43,10 @@ pub fn machine() -> (usize, String, u64, String) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     (nproc, cpu, mem_kib / 1024, kernel)
 }
 
@@ -60,7 +63,12 @@ pub fn utc(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,15 +101,24 @@ pub struct Target {
 }
 
 fn lat(r: &Results, k: SystemKind) -> Option<&Summary> {
-    r.latency.iter().find(|x| x.system == k && x.latency.count > 0).map(|x| &x.latency)
+    r.latency
+        .iter()
+        .find(|x| x.system == k && x.latency.count > 0)
+        .map(|x| &x.latency)
 }
 
 fn ttft(r: &Results, k: SystemKind) -> Option<&Summary> {
-    r.streaming.iter().find(|x| x.system == k && x.ttft.count > 0).map(|x| &x.ttft)
+    r.streaming
+        .iter()
+        .find(|x| x.system == k && x.ttft.count > 0)
+        .map(|x| &x.ttft)
 }
 
 fn rps(r: &Results, k: SystemKind) -> Option<f64> {
-    r.throughput.iter().find(|x| x.system == k && x.ok > 0).map(|x| x.rps)
+    r.throughput
+        .iter()
+        .find(|x| x.system == k && x.ok > 0)
+        .map(|x| x.rps)
 }
 
 /// `sys − direct` at one percentile.
@@ -118,7 +135,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
     use SystemKind::*;
     let mut t = Vec::new();
     let mut push = |target: &str, measured: String, verdict: Verdict| {
-        t.push(Target { target: target.to_owned(), measured, verdict });
+        t.push(Target {
+            target: target.to_owned(),
+            measured,
+            verdict,
+        });
     };
     let direct = lat(r, Direct);
     let p99 = |s: &Summary| s.p99_us;
@@ -127,8 +148,16 @@ pub fn targets(r: &Results) -> Vec<Target> {
     let litellm_added = added(lat(r, Litellm), direct, p99);
 
     match retort_added {
-        Some(a) => push("(a) Retort added p99 at c=1 ≤ 150 µs", format!("{a:.1} µs"), Verdict::of(a <= 150.0)),
-        None => push("(a) Retort added p99 at c=1 ≤ 150 µs", "not measured".into(), Verdict::Na),
+        Some(a) => push(
+            "(a) Retort added p99 at c=1 ≤ 150 µs",
+            format!("{a:.1} µs"),
+            Verdict::of(a <= 150.0),
+        ),
+        None => push(
+            "(a) Retort added p99 at c=1 ≤ 150 µs",
+            "not measured".into(),
+            Verdict::Na,
+        ),
     }
     match (retort_added, floor_added) {
         (Some(a), Some(f)) => push(
@@ -136,7 +165,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
             format!("{a:.1} µs vs floor {f:.1} µs ({})", ratio(a, f)),
             Verdict::of(a <= 1.5 * f.max(0.0)),
         ),
-        _ => push("(a) Retort added p99 ≤ 1.5 × the floor's", "not measured".into(), Verdict::Na),
+        _ => push(
+            "(a) Retort added p99 ≤ 1.5 × the floor's",
+            "not measured".into(),
+            Verdict::Na,
+        ),
     }
     match (rps(r, Retort), rps(r, Floor)) {
         (Some(a), Some(f)) => push(
@@ -144,7 +177,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
             format!("{a:.0} vs {f:.0} req/s ({:.1} %)", a / f * 100.0),
             Verdict::of(a >= 0.9 * f),
         ),
-        _ => push("(b) Retort throughput ≥ 90 % of the floor's", "not measured".into(), Verdict::Na),
+        _ => push(
+            "(b) Retort throughput ≥ 90 % of the floor's",
+            "not measured".into(),
+            Verdict::Na,
+        ),
     }
     match (rps(r, Retort), rps(r, Litellm)) {
         (Some(a), Some(l)) => push(
@@ -152,7 +189,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
             format!("{a:.0} vs {l:.0} req/s ({})", ratio(a, l)),
             Verdict::of(a >= 100.0 * l),
         ),
-        _ => push("(b) Retort throughput ≥ 100 × LiteLLM's", "LiteLLM not measured".into(), Verdict::Na),
+        _ => push(
+            "(b) Retort throughput ≥ 100 × LiteLLM's",
+            "LiteLLM not measured".into(),
+            Verdict::Na,
+        ),
     }
     match (retort_added, litellm_added) {
         (Some(a), Some(l)) => push(
@@ -160,30 +201,57 @@ pub fn targets(r: &Results) -> Vec<Target> {
             format!("{a:.1} µs vs {l:.1} µs (LiteLLM adds {})", ratio(l, a)),
             Verdict::of(a <= l / 50.0),
         ),
-        _ => push("(a) Retort added p99 ≤ 1/50 of LiteLLM's", "LiteLLM not measured".into(), Verdict::Na),
+        _ => push(
+            "(a) Retort added p99 ≤ 1/50 of LiteLLM's",
+            "LiteLLM not measured".into(),
+            Verdict::Na,
+        ),
     }
     let d_ttft = ttft(r, Direct);
-    match (added(ttft(r, Retort), d_ttft, p99), added(ttft(r, Retort), d_ttft, |s| s.p50_us)) {
+    match (
+        added(ttft(r, Retort), d_ttft, p99),
+        added(ttft(r, Retort), d_ttft, |s| s.p50_us),
+    ) {
         (Some(a99), Some(a50)) => push(
             "(c) Retort added TTFT ≤ 200 µs (judged at p99)",
             format!("p99 {a99:.1} µs (p50 {a50:.1} µs)"),
             Verdict::of(a99 <= 200.0),
         ),
-        _ => push("(c) Retort added TTFT ≤ 200 µs (judged at p99)", "not measured".into(), Verdict::Na),
+        _ => push(
+            "(c) Retort added TTFT ≤ 200 µs (judged at p99)",
+            "not measured".into(),
+            Verdict::Na,
+        ),
     }
     match r.idle_rss_kib.get(&Retort) {
-        Some(&k) => push("(d) Retort RSS idle ≤ 50 MiB", format!("{:.1} MiB", mib(k)), Verdict::of(mib(k) <= 50.0)),
-        None => push("(d) Retort RSS idle ≤ 50 MiB", "not measured".into(), Verdict::Na),
+        Some(&k) => push(
+            "(d) Retort RSS idle ≤ 50 MiB",
+            format!("{:.1} MiB", mib(k)),
+            Verdict::of(mib(k) <= 50.0),
+        ),
+        None => push(
+            "(d) Retort RSS idle ≤ 50 MiB",
+            "not measured".into(),
+            Verdict::Na,
+        ),
     }
     match &r.soak {
         Some(s) => {
             let name = format!("(d) Retort RSS at {} streams ≤ 200 MiB", s.streams);
             if s.peak_at_target_kib > 0 {
-                push(&name, format!("peak {:.1} MiB", mib(s.peak_at_target_kib)), Verdict::of(mib(s.peak_at_target_kib) <= 200.0));
+                push(
+                    &name,
+                    format!("peak {:.1} MiB", mib(s.peak_at_target_kib)),
+                    Verdict::of(mib(s.peak_at_target_kib) <= 200.0),
+                );
             } else {
                 push(
                     &name,
-                    format!("never reached 90 % of the streams (max {} open); peak {:.1} MiB", s.max_active, mib(s.peak_kib)),
+                    format!(
+                        "never reached 90 % of the streams (max {} open); peak {:.1} MiB",
+                        s.max_active,
+                        mib(s.peak_kib)
+                    ),
                     Verdict::Fail,
                 );
             }
@@ -198,19 +266,44 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 Verdict::of(s.first_quarter_kib > 0 && s.growth_pct <= 10.0),
             );
         }
-        None => push("(d) Retort RSS under the soak", "not measured".into(), Verdict::Na),
+        None => push(
+            "(d) Retort RSS under the soak",
+            "not measured".into(),
+            Verdict::Na,
+        ),
     }
-    let retort_errors: u64 = r.latency.iter().filter(|x| x.system == Retort).map(|x| x.errors).sum::<u64>()
-        + r.throughput.iter().filter(|x| x.system == Retort).map(|x| x.errors).sum::<u64>()
-        + r.streaming.iter().filter(|x| x.system == Retort).map(|x| x.errors).sum::<u64>()
+    let retort_errors: u64 = r
+        .latency
+        .iter()
+        .filter(|x| x.system == Retort)
+        .map(|x| x.errors)
+        .sum::<u64>()
+        + r.throughput
+            .iter()
+            .filter(|x| x.system == Retort)
+            .map(|x| x.errors)
+            .sum::<u64>()
+        + r.streaming
+            .iter()
+            .filter(|x| x.system == Retort)
+            .map(|x| x.errors)
+            .sum::<u64>()
         + r.grpc.as_ref().map_or(0, |g| g.run.errors)
         + r.soak.as_ref().map_or(0, |s| s.errors);
-    push("Retort served every request without error", format!("{retort_errors} errors"), Verdict::of(retort_errors == 0));
+    push(
+        "Retort served every request without error",
+        format!("{retort_errors} errors"),
+        Verdict::of(retort_errors == 0),
+    );
     t
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 { format!("{:.2}×", a / b) } else { "—".to_owned() }
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "—".to_owned()
+    }
 }
 
 fn us(v: f64) -> String {
@@ -228,7 +321,10 @@ fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
 fn err_cell(errors: u64, first: &Option<String>) -> String {
     match (errors, first) {
         (0, None) => "0".to_owned(),
-        (n, Some(e)) => format!("{n} ({})", e.replace('|', "/").chars().take(120).collect::<String>()),
+        (n, Some(e)) => format!(
+            "{n} ({})",
+            e.replace('|', "/").chars().take(120).collect::<String>()
+        ),
         (n, None) => n.to_string(),
     }
 }
@@ -238,7 +334,10 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
     use SystemKind::*;
     let p = &r.plan;
     let mut s = String::new();
-    let _ = writeln!(s, "# Gateway benchmark: direct vs floor vs Retort vs LiteLLM\n");
+    let _ = writeln!(
+        s,
+        "# Gateway benchmark: direct vs floor vs Retort vs LiteLLM\n"
+    );
     let _ = writeln!(
         s,
         "Generated by `bench/gateway/run.sh{}` (the `bench` binary of `bench/gateway`) on {} UTC. \
@@ -248,18 +347,37 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
         meta.date
     );
     if meta.smoke {
-        let _ = writeln!(s, "> **Smoke run**: tiny request counts and a 3 s soak. The numbers only show that every scenario runs.\n");
+        let _ = writeln!(
+            s,
+            "> **Smoke run**: tiny request counts and a 3 s soak. The numbers only show that every scenario runs.\n"
+        );
     }
     let _ = writeln!(s, "| machine | |\n|---|---|");
     let _ = writeln!(s, "| CPUs (nproc) | {} |", meta.nproc);
     let _ = writeln!(s, "| CPU model | {} |", meta.cpu_model);
-    let _ = writeln!(s, "| memory | {:.1} GiB |", meta.mem_total_mib as f64 / 1024.0);
+    let _ = writeln!(
+        s,
+        "| memory | {:.1} GiB |",
+        meta.mem_total_mib as f64 / 1024.0
+    );
     let _ = writeln!(s, "| kernel | {} |", meta.kernel);
     let _ = writeln!(s, "| rustc | {} |", meta.rustc);
-    let _ = writeln!(s, "| LiteLLM | {} |", meta.litellm.as_deref().unwrap_or("not run"));
-    let _ = writeln!(s, "| commit | {} |", meta.git_rev.as_deref().unwrap_or("unknown"));
+    let _ = writeln!(
+        s,
+        "| LiteLLM | {} |",
+        meta.litellm.as_deref().unwrap_or("not run")
+    );
+    let _ = writeln!(
+        s,
+        "| commit | {} |",
+        meta.git_rev.as_deref().unwrap_or("unknown")
+    );
     let _ = writeln!(s);
-    let _ = writeln!(s, "Systems: **direct** (client straight to the simulator), **floor** (a bare hyper pass-through proxy: no parsing, no auth, pooled keep-alive upstream connections, TCP_NODELAY — the physical limit for any gateway), **retort** (`retort gateway`: auth on, every model an alias over a primary and a fallback target, breakers, metrics and usage accounting), **litellm** (LiteLLM proxy, `--num_workers {}`, the same models as `openai/NAME` at the simulator). \"Added\" = system − direct at the same percentile, in the same run.\n", meta.nproc);
+    let _ = writeln!(
+        s,
+        "Systems: **direct** (client straight to the simulator), **floor** (a bare hyper pass-through proxy: no parsing, no auth, pooled keep-alive upstream connections, TCP_NODELAY — the physical limit for any gateway), **retort** (`retort gateway`: auth on, every model an alias over a primary and a fallback target, breakers, metrics and usage accounting), **litellm** (LiteLLM proxy, `--num_workers {}`, the same models as `openai/NAME` at the simulator). \"Added\" = system − direct at the same percentile, in the same run.\n",
+        meta.nproc
+    );
     if !meta.notes.is_empty() {
         let _ = writeln!(s, "Notes:\n");
         for n in &meta.notes {
@@ -268,9 +386,18 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
         let _ = writeln!(s);
     }
 
-    let _ = writeln!(s, "## Targets\n\n| target | measured | result |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "## Targets\n\n| target | measured | result |\n|---|---|---|"
+    );
     for t in targets {
-        let _ = writeln!(s, "| {} | {} | {} |", t.target, t.measured, t.verdict.label());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            t.target,
+            t.measured,
+            t.verdict.label()
+        );
     }
     let _ = writeln!(s);
 
@@ -283,12 +410,19 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
          {} warm-up requests per round, one keep-alive connection. Latencies in µs.\n",
         p.latency_requests, p.litellm_latency_requests, p.latency_rounds, p.latency_warmup
     );
-    let _ = writeln!(s, "| system | requests | errors | p50 | p99 | p99.9 | mean | max | added p50 | added p99 | added p99.9 |");
+    let _ = writeln!(
+        s,
+        "| system | requests | errors | p50 | p99 | p99.9 | mean | max | added p50 | added p99 | added p99.9 |"
+    );
     let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &r.latency {
         let l = &row.latency;
         let add = |f: fn(&Summary) -> f64| {
-            if row.system == Direct || l.count == 0 { "—".to_owned() } else { opt(direct.map(|d| f(l) - f(&d)), us) }
+            if row.system == Direct || l.count == 0 {
+                "—".to_owned()
+            } else {
+                opt(direct.map(|d| f(l) - f(&d)), us)
+            }
         };
         let _ = writeln!(
             s,
@@ -323,7 +457,10 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
         p.throughput_concurrency,
         p.throughput_concurrency as f64 / 0.020
     );
-    let _ = writeln!(s, "| system | requests | errors | req/s | vs floor | vs LiteLLM | p50 | p99 | p99.9 | max |");
+    let _ = writeln!(
+        s,
+        "| system | requests | errors | req/s | vs floor | vs LiteLLM | p50 | p99 | p99.9 | max |"
+    );
     let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in &r.throughput {
         let l = &row.latency;
@@ -334,7 +471,10 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
             row.ok,
             err_cell(row.errors, &row.first_error),
             row.rps,
-            floor_rps.map_or_else(|| "—".to_owned(), |f| format!("{:.1} %", row.rps / f * 100.0)),
+            floor_rps.map_or_else(
+                || "—".to_owned(),
+                |f| format!("{:.1} %", row.rps / f * 100.0)
+            ),
             lite_rps.map_or_else(|| "—".to_owned(), |f| ratio(row.rps, f)),
             ms(l.p50_us),
             ms(l.p99_us),
@@ -353,12 +493,22 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
          Latencies in µs.\n",
         p.stream_requests, p.litellm_stream_requests
     );
-    let _ = writeln!(s, "| system | streams | errors | chunks/answer | TTFT p50 | TTFT p99 | TTFT p99.9 | added p50 | added p99 | added p99.9 | whole stream p50 | whole stream p99 |");
-    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| system | streams | errors | chunks/answer | TTFT p50 | TTFT p99 | TTFT p99.9 | added p50 | added p99 | added p99.9 | whole stream p50 | whole stream p99 |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for row in &r.streaming {
         let t = &row.ttft;
         let add = |f: fn(&Summary) -> f64| {
-            if row.system == Direct || t.count == 0 { "—".to_owned() } else { opt(d_ttft.map(|d| f(t) - f(&d)), us) }
+            if row.system == Direct || t.count == 0 {
+                "—".to_owned()
+            } else {
+                opt(d_ttft.map(|d| f(t) - f(&d)), us)
+            }
         };
         let chunks = if row.min_tokens == row.max_tokens {
             row.min_tokens.to_string()
@@ -393,7 +543,10 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
              tonic client (`GatewayClient`), {} concurrent calls over {} HTTP/2 connections, {} s window. Latencies in ms.\n",
             g.run.concurrency, g.connections, g.run.window_s
         );
-        let _ = writeln!(s, "| interface | calls | errors | req/s | p50 | p99 | p99.9 | max |\n|---|---:|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| interface | calls | errors | req/s | p50 | p99 | p99.9 | max |\n|---|---:|---|---:|---:|---:|---:|---:|"
+        );
         let _ = writeln!(
             s,
             "| gRPC Complete | {} | {} | {:.0} | {} | {} | {} | {} |\n",
@@ -409,10 +562,17 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
 
     // (d)
     let _ = writeln!(s, "## (d) Memory (RSS from /proc/PID/status VmRSS)\n");
-    let _ = writeln!(s, "Idle = after start-up and one probe request, before any load.\n");
+    let _ = writeln!(
+        s,
+        "Idle = after start-up and one probe request, before any load.\n"
+    );
     let _ = writeln!(s, "| system | idle RSS |\n|---|---:|");
     for (k, v) in &r.idle_rss_kib {
-        let what = if *k == Litellm { " (all processes)" } else { "" };
+        let what = if *k == Litellm {
+            " (all processes)"
+        } else {
+            ""
+        };
         let _ = writeln!(s, "| {}{what} | {:.1} MiB |", k.name(), mib(*v));
     }
     let _ = writeln!(s);
@@ -423,7 +583,10 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
              opened over {} s; RSS sampled every {} s. Steady state from {:.0} s.\n",
             sk.streams, sk.duration_s, p.soak_ramp_s, p.soak_sample_s, sk.steady_from_s
         );
-        let _ = writeln!(s, "| streams completed | errors | max open at once | peak RSS | peak RSS at ≥ 90 % open | first-quarter median | last-quarter median | growth | 1 s after |");
+        let _ = writeln!(
+            s,
+            "| streams completed | errors | max open at once | peak RSS | peak RSS at ≥ 90 % open | first-quarter median | last-quarter median | growth | 1 s after |"
+        );
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             s,
@@ -436,19 +599,47 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
             mib(sk.first_quarter_kib),
             mib(sk.last_quarter_kib),
             sk.growth_pct,
-            sk.after_kib.map_or_else(|| "—".to_owned(), |k| format!("{:.1} MiB", mib(k)))
+            sk.after_kib
+                .map_or_else(|| "—".to_owned(), |k| format!("{:.1} MiB", mib(k)))
         );
         if !sk.samples.is_empty() {
             let n = sk.samples.len();
             let picks: Vec<_> = (0..=10).map(|i| &sk.samples[(i * (n - 1)) / 10]).collect();
             let _ = writeln!(s, "RSS over the soak (11 evenly spaced samples):\n");
-            let _ = writeln!(s, "| t (s) | {} |", picks.iter().map(|x| format!("{:.0}", x.t_s)).collect::<Vec<_>>().join(" | "));
+            let _ = writeln!(
+                s,
+                "| t (s) | {} |",
+                picks
+                    .iter()
+                    .map(|x| format!("{:.0}", x.t_s))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
             let _ = writeln!(s, "|---|{}", "---:|".repeat(picks.len()));
-            let _ = writeln!(s, "| RSS (MiB) | {} |", picks.iter().map(|x| format!("{:.1}", mib(x.rss_kib))).collect::<Vec<_>>().join(" | "));
-            let _ = writeln!(s, "| open streams | {} |\n", picks.iter().map(|x| x.active.to_string()).collect::<Vec<_>>().join(" | "));
+            let _ = writeln!(
+                s,
+                "| RSS (MiB) | {} |",
+                picks
+                    .iter()
+                    .map(|x| format!("{:.1}", mib(x.rss_kib)))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            let _ = writeln!(
+                s,
+                "| open streams | {} |\n",
+                picks
+                    .iter()
+                    .map(|x| x.active.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
         }
     }
-    let _ = writeln!(s, "Raw numbers: `{json_name}` beside this file (every percentile and every RSS sample).");
+    let _ = writeln!(
+        s,
+        "Raw numbers: `{json_name}` beside this file (every percentile and every RSS sample)."
+    );
     s
 }
 

@@ -232,11 +232,20 @@ fn secs(s: f64) -> Duration {
 
 /// Runs every scenario in order: idle memory, (a), (b), (c), gRPC, (d). A failing system gets a
 /// row holding its error rather than ending the run.
-pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Results> {
+pub async fn run(
+    setup: &Setup,
+    plan: &Plan,
+    log: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Results> {
     let systems = &setup.systems;
-    anyhow::ensure!(systems.iter().any(|s| s.kind == SystemKind::Direct), "the direct system is required");
-    let eps: Vec<Endpoint> =
-        systems.iter().map(|s| Endpoint::new(&s.base_url, s.key.as_deref())).collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(
+        systems.iter().any(|s| s.kind == SystemKind::Direct),
+        "the direct system is required"
+    );
+    let eps: Vec<Endpoint> = systems
+        .iter()
+        .map(|s| Endpoint::new(&s.base_url, s.key.as_deref()))
+        .collect::<anyhow::Result<_>>()?;
     let mut results = Results {
         plan: plan.clone(),
         systems: systems.iter().map(|s| s.kind).collect(),
@@ -261,11 +270,22 @@ pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> any
     let mut acc: Vec<Option<load::SeqRun>> = systems.iter().map(|_| None).collect();
     for round in 0..rounds {
         for (i, (s, ep)) in systems.iter().zip(&eps).enumerate() {
-            let total =
-                if s.kind == SystemKind::Litellm { plan.litellm_latency_requests } else { plan.latency_requests };
+            let total = if s.kind == SystemKind::Litellm {
+                plan.litellm_latency_requests
+            } else {
+                plan.latency_requests
+            };
             let n = total / rounds + u64::from(round < total % rounds);
-            let warmup = if s.kind == SystemKind::Litellm { plan.latency_warmup.min(50) } else { plan.latency_warmup };
-            log(&format!("(a) latency c=1: {} round {}/{rounds}, {n} requests", s.kind.name(), round + 1));
+            let warmup = if s.kind == SystemKind::Litellm {
+                plan.latency_warmup.min(50)
+            } else {
+                plan.latency_warmup
+            };
+            log(&format!(
+                "(a) latency c=1: {} round {}/{rounds}, {n} requests",
+                s.kind.name(),
+                round + 1
+            ));
             match load::sequential(ep, body.clone(), n, warmup).await {
                 Ok(r) => match &mut acc[i] {
                     Some(a) => {
@@ -278,7 +298,11 @@ pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> any
                     slot => *slot = Some(r),
                 },
                 Err(e) => {
-                    let a = acc[i].get_or_insert(load::SeqRun { hist: load::histogram()?, errors: 0, first_error: None });
+                    let a = acc[i].get_or_insert(load::SeqRun {
+                        hist: load::histogram()?,
+                        errors: 0,
+                        first_error: None,
+                    });
                     a.errors += n;
                     a.first_error.get_or_insert_with(|| format!("{e:#}"));
                 }
@@ -299,17 +323,37 @@ pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> any
     // (b) Sustained throughput: many connections, 20 ms simulator latency.
     let body = chat_body(MODEL_20MS, false);
     for (s, ep) in systems.iter().zip(&eps) {
-        let window = if s.kind == SystemKind::Litellm { plan.litellm_throughput_s } else { plan.throughput_s };
+        let window = if s.kind == SystemKind::Litellm {
+            plan.litellm_throughput_s
+        } else {
+            plan.throughput_s
+        };
         let c = plan.throughput_concurrency;
-        log(&format!("(b) throughput c={c}: {} for {window} s", s.kind.name()));
-        let r = load::closed_loop(ep, body.clone(), c, secs(plan.throughput_warmup_s), secs(window)).await;
-        results.throughput.push(throughput_row(s.kind, c, window, r));
+        log(&format!(
+            "(b) throughput c={c}: {} for {window} s",
+            s.kind.name()
+        ));
+        let r = load::closed_loop(
+            ep,
+            body.clone(),
+            c,
+            secs(plan.throughput_warmup_s),
+            secs(window),
+        )
+        .await;
+        results
+            .throughput
+            .push(throughput_row(s.kind, c, window, r));
     }
 
     // (c) Streaming: time to first token, 64 chunks per answer, concurrency 1.
     let body = chat_body(MODEL_STREAM, true);
     for (s, ep) in systems.iter().zip(&eps) {
-        let n = if s.kind == SystemKind::Litellm { plan.litellm_stream_requests } else { plan.stream_requests };
+        let n = if s.kind == SystemKind::Litellm {
+            plan.litellm_stream_requests
+        } else {
+            plan.stream_requests
+        };
         log(&format!("(c) streaming TTFT c=1: {} x {n}", s.kind.name()));
         let row = match load::sequential_streams(ep, body.clone(), n, plan.stream_warmup).await {
             Ok(r) => StreamRow {
@@ -336,9 +380,15 @@ pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> any
 
     // gRPC Complete through Retort.
     if let Some(url) = &setup.retort_grpc_url {
-        let key = systems.iter().find(|s| s.kind == SystemKind::Retort).and_then(|s| s.key.as_deref());
+        let key = systems
+            .iter()
+            .find(|s| s.kind == SystemKind::Retort)
+            .and_then(|s| s.key.as_deref());
         let c = plan.grpc_concurrency;
-        log(&format!("gRPC Complete c={c}: retort for {} s", plan.grpc_s));
+        log(&format!(
+            "gRPC Complete c={c}: retort for {} s",
+            plan.grpc_s
+        ));
         let r = grpc::closed_loop(
             url,
             key,
@@ -356,10 +406,16 @@ pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> any
     }
 
     // (d) Retort's memory while holding many streams open.
-    if let Some((s, ep)) = systems.iter().zip(&eps).find(|(s, _)| s.kind == SystemKind::Retort)
+    if let Some((s, ep)) = systems
+        .iter()
+        .zip(&eps)
+        .find(|(s, _)| s.kind == SystemKind::Retort)
         && let Some(pid) = s.pid
     {
-        log(&format!("(d) soak: {} streams for {} s", plan.soak_streams, plan.soak_s));
+        log(&format!(
+            "(d) soak: {} streams for {} s",
+            plan.soak_streams, plan.soak_s
+        ));
         let run = load::soak(
             ep,
             chat_body(MODEL_SOAK, true),
@@ -376,7 +432,12 @@ pub async fn run(setup: &Setup, plan: &Plan, log: &(dyn Fn(&str) + Sync)) -> any
     Ok(results)
 }
 
-fn throughput_row(system: SystemKind, concurrency: usize, window_s: f64, r: anyhow::Result<load::LoadRun>) -> ThroughputRow {
+fn throughput_row(
+    system: SystemKind,
+    concurrency: usize,
+    window_s: f64,
+    r: anyhow::Result<load::LoadRun>,
+) -> ThroughputRow {
     match r {
         Ok(r) => ThroughputRow {
             system,
@@ -413,12 +474,21 @@ fn soak_result(plan: &Plan, run: load::SoakRun) -> SoakResult {
     let samples = run.samples;
     let peak_kib = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let target = (plan.soak_streams as f64 * 0.9).ceil() as i64;
-    let peak_at_target_kib = samples.iter().filter(|s| s.active >= target).map(|s| s.rss_kib).max().unwrap_or(0);
+    let peak_at_target_kib = samples
+        .iter()
+        .filter(|s| s.active >= target)
+        .map(|s| s.rss_kib)
+        .max()
+        .unwrap_or(0);
     let max_active = samples.iter().map(|s| s.active).max().unwrap_or(0);
     // Steady state: after the ramp and the first full streams (8 s each), or the last two thirds
     // of a short soak.
     let steady_from_s = (plan.soak_ramp_s + 10.0).min(plan.soak_s / 3.0);
-    let steady: Vec<u64> = samples.iter().filter(|s| s.t_s >= steady_from_s).map(|s| s.rss_kib).collect();
+    let steady: Vec<u64> = samples
+        .iter()
+        .filter(|s| s.t_s >= steady_from_s)
+        .map(|s| s.rss_kib)
+        .collect();
     let q = (steady.len() / 4).max(1).min(steady.len());
     let first_quarter_kib = median(steady[..q].to_vec());
     let last_quarter_kib = median(steady[steady.len() - q..].to_vec());

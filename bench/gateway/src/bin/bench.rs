@@ -75,7 +75,11 @@ struct Args {
 
 impl Args {
     fn plan(&self) -> Plan {
-        let mut p = if self.smoke { Plan::smoke() } else { Plan::full() };
+        let mut p = if self.smoke {
+            Plan::smoke()
+        } else {
+            Plan::full()
+        };
         if let Some(v) = self.soak_secs {
             p.soak_s = v;
             p.soak_ramp_s = p.soak_ramp_s.min(v / 3.0);
@@ -112,15 +116,28 @@ fn log(msg: &str) {
 /// The output of a command, trimmed; `None` when it cannot run or fails.
 fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// One real request (and one stream) through a system, so a misconfigured one fails here, loudly.
 async fn probe(ep: &Endpoint) -> anyhow::Result<()> {
     let mut conn = Conn::new(ep);
-    conn.call(PATH, load::chat_body(MODEL_FAST, false), Duration::from_secs(60)).await.context("probe request")?;
+    conn.call(
+        PATH,
+        load::chat_body(MODEL_FAST, false),
+        Duration::from_secs(60),
+    )
+    .await
+    .context("probe request")?;
     let t = conn
-        .stream(PATH, load::chat_body(MODEL_STREAM, true), Duration::from_secs(60), None)
+        .stream(
+            PATH,
+            load::chat_body(MODEL_STREAM, true),
+            Duration::from_secs(60),
+            None,
+        )
         .await
         .context("probe stream")?;
     if t.tokens != 64 {
@@ -144,7 +161,10 @@ async fn start_all(
     let bin = |name: &str| -> anyhow::Result<PathBuf> {
         let p = bin_dir.join(name);
         if !p.is_file() {
-            bail!("{} not found: build it first (cargo build --release -p retort -p retort-sim -p retort-bench)", p.display());
+            bail!(
+                "{} not found: build it first (cargo build --release -p retort -p retort-sim -p retort-bench)",
+                p.display()
+            );
         }
         Ok(p)
     };
@@ -155,8 +175,17 @@ async fn start_all(
     let sim_cfg = tmp.join("sim.toml");
     std::fs::write(&sim_cfg, configs::sim_toml())?;
     let mut cmd = tokio::process::Command::new(bin("retort-sim")?);
-    cmd.arg("--addr").arg(format!("127.0.0.1:{sim_port}")).arg("--config").arg(&sim_cfg).env("RUST_LOG", "warn");
-    children.push(Child::spawn("retort-sim", cmd, &tmp.join("sim.log"), false)?);
+    cmd.arg("--addr")
+        .arg(format!("127.0.0.1:{sim_port}"))
+        .arg("--config")
+        .arg(&sim_cfg)
+        .env("RUST_LOG", "warn");
+    children.push(Child::spawn(
+        "retort-sim",
+        cmd,
+        &tmp.join("sim.log"),
+        false,
+    )?);
     let sim = children.last_mut().context("no child")?;
     procs::wait_ready(sim, &sim_url, "/healthz", Duration::from_secs(30)).await?;
     log(&format!("retort-sim ready at {sim_url}"));
@@ -165,7 +194,10 @@ async fn start_all(
     let floor_port = procs::free_port()?;
     let floor_url = format!("http://127.0.0.1:{floor_port}");
     let mut cmd = tokio::process::Command::new(bin("floor")?);
-    cmd.arg("--listen").arg(format!("127.0.0.1:{floor_port}")).arg("--upstream").arg(&sim_url);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{floor_port}"))
+        .arg("--upstream")
+        .arg(&sim_url);
     children.push(Child::spawn("floor", cmd, &tmp.join("floor.log"), false)?);
     let floor = children.last_mut().context("no child")?;
     procs::wait_ready(floor, &floor_url, "/healthz", Duration::from_secs(30)).await?;
@@ -179,7 +211,11 @@ async fn start_all(
     let retort_cfg = tmp.join("retort.toml");
     std::fs::write(
         &retort_cfg,
-        configs::retort_toml(&sim_url, &format!("127.0.0.1:{http_port}"), &format!("127.0.0.1:{grpc_port}")),
+        configs::retort_toml(
+            &sim_url,
+            &format!("127.0.0.1:{http_port}"),
+            &format!("127.0.0.1:{grpc_port}"),
+        ),
     )?;
     let mut cmd = tokio::process::Command::new(bin("retort")?);
     cmd.arg("gateway").arg("--config").arg(&retort_cfg);
@@ -187,11 +223,25 @@ async fn start_all(
     let retort = children.last_mut().context("no child")?;
     procs::wait_ready(retort, &retort_url, "/healthz", Duration::from_secs(30)).await?;
     let retort_pid = retort.pid();
-    log(&format!("retort ready at {retort_url} (gRPC 127.0.0.1:{grpc_port})"));
+    log(&format!(
+        "retort ready at {retort_url} (gRPC 127.0.0.1:{grpc_port})"
+    ));
 
     let mut systems = vec![
-        System { kind: SystemKind::Direct, base_url: sim_url.clone(), key: None, pid: None, pgid: None },
-        System { kind: SystemKind::Floor, base_url: floor_url, key: None, pid: floor_pid, pgid: None },
+        System {
+            kind: SystemKind::Direct,
+            base_url: sim_url.clone(),
+            key: None,
+            pid: None,
+            pgid: None,
+        },
+        System {
+            kind: SystemKind::Floor,
+            base_url: floor_url,
+            key: None,
+            pid: floor_pid,
+            pgid: None,
+        },
         System {
             kind: SystemKind::Retort,
             base_url: retort_url,
@@ -201,7 +251,9 @@ async fn start_all(
         },
     ];
     for s in &systems {
-        probe(&Endpoint::new(&s.base_url, s.key.as_deref())?).await.with_context(|| format!("probing {}", s.kind.name()))?;
+        probe(&Endpoint::new(&s.base_url, s.key.as_deref())?)
+            .await
+            .with_context(|| format!("probing {}", s.kind.name()))?;
     }
 
     // LiteLLM, when asked for and installed; any failure leaves it out with a note.
@@ -215,7 +267,10 @@ async fn start_all(
             }
             Err(e) => {
                 log(&format!("LiteLLM left out: {e:#}"));
-                notes.push(format!("LiteLLM was left out of this run: {}", one_line(&format!("{e:#}"))));
+                notes.push(format!(
+                    "LiteLLM was left out of this run: {}",
+                    one_line(&format!("{e:#}"))
+                ));
                 if let Some(c) = children.iter_mut().find(|c| c.name == "litellm") {
                     c.stop().await;
                 }
@@ -224,11 +279,21 @@ async fn start_all(
     } else {
         notes.push("LiteLLM was not part of this run (`--litellm` not given).".to_owned());
     }
-    Ok(Started { setup: Setup { systems, retort_grpc_url: Some(format!("http://127.0.0.1:{grpc_port}")) }, litellm_version })
+    Ok(Started {
+        setup: Setup {
+            systems,
+            retort_grpc_url: Some(format!("http://127.0.0.1:{grpc_port}")),
+        },
+        litellm_version,
+    })
 }
 
 fn one_line(s: &str) -> String {
-    let s: String = s.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" / ");
+    let s: String = s
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
     s.chars().take(600).collect()
 }
 
@@ -241,22 +306,38 @@ async fn start_litellm(
     let exe = args.litellm_venv.join("bin/litellm");
     let python = args.litellm_venv.join("bin/python");
     if !exe.is_file() {
-        bail!("no LiteLLM installed at {} (run bench/gateway/run.sh, which creates it)", exe.display());
+        bail!(
+            "no LiteLLM installed at {} (run bench/gateway/run.sh, which creates it)",
+            exe.display()
+        );
     }
     let version = command_output(
         &python.to_string_lossy(),
-        &["-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        &[
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ],
     )
     .unwrap_or_else(|| "unknown".to_owned());
     let port = procs::free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let cfg = tmp.join("litellm.yaml");
-    std::fs::write(&cfg, configs::litellm_yaml(sim_url))?;
-    let workers = args.litellm_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let key = configs::litellm_master_key();
+    std::fs::write(&cfg, configs::litellm_yaml(sim_url, &key))?;
+    let workers = args
+        .litellm_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let mut cmd = tokio::process::Command::new(&exe);
     cmd.arg("--config")
         .arg(&cfg)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", &workers.to_string()])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--num_workers",
+            &workers.to_string(),
+        ])
         .current_dir(tmp)
         // No network beyond loopback: use the bundled model cost map, no telemetry, quiet logs.
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -264,13 +345,29 @@ async fn start_litellm(
         .env("LITELLM_TELEMETRY", "False")
         .env("PYTHONUNBUFFERED", "1")
         .env_remove("DATABASE_URL");
-    children.push(Child::spawn("litellm", cmd, &tmp.join("litellm.log"), true)?);
+    children.push(Child::spawn(
+        "litellm",
+        cmd,
+        &tmp.join("litellm.log"),
+        true,
+    )?);
     let child = children.last_mut().context("no child")?;
     procs::wait_ready(child, &url, "/health/liveliness", Duration::from_secs(240)).await?;
     let pid = child.pid();
-    let ep = Endpoint::new(&url, None)?;
-    probe(&ep).await.context("a request through LiteLLM failed")?;
-    Ok((System { kind: SystemKind::Litellm, base_url: url, key: None, pid, pgid: pid }, version))
+    let ep = Endpoint::new(&url, Some(&key))?;
+    probe(&ep)
+        .await
+        .context("a request through LiteLLM failed")?;
+    Ok((
+        System {
+            kind: SystemKind::Litellm,
+            base_url: url,
+            key: Some(key),
+            pid,
+            pgid: pid,
+        },
+        version,
+    ))
 }
 
 #[tokio::main]
@@ -279,15 +376,25 @@ async fn main() -> anyhow::Result<()> {
     let plan = args.plan();
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?.parent().context("the binary's folder")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the binary's folder")?
+            .to_path_buf(),
     };
     let out_dir = args.out.clone().unwrap_or_else(|| {
         Path::new(MANIFEST_DIR).join(if args.smoke { "../out" } else { "../results" })
     });
-    let stem = if args.smoke { "gateway-smoke" } else { "gateway" };
+    let stem = if args.smoke {
+        "gateway-smoke"
+    } else {
+        "gateway"
+    };
     let tmp = std::env::temp_dir().join(format!("retort-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    log(&format!("temporary files and child logs in {}", tmp.display()));
+    log(&format!(
+        "temporary files and child logs in {}",
+        tmp.display()
+    ));
 
     let mut children = Vec::new();
     let mut notes = args.note.clone();
@@ -309,7 +416,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    if started.setup.systems.iter().any(|s| s.kind == SystemKind::Litellm) {
+    if started
+        .setup
+        .systems
+        .iter()
+        .any(|s| s.kind == SystemKind::Litellm)
+    {
         notes.push(format!(
             "LiteLLM's request counts are capped so the run stays near 10 minutes: {} requests at c=1 (others {}), \
              a {} s throughput window (others {} s), {} streams (others {}).",
@@ -322,7 +434,9 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let (nproc, cpu_model, mem_total_mib, kernel) = report::machine();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let meta = Meta {
         date: report::utc(now),
         nproc,
@@ -339,13 +453,24 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let md_path = out_dir.join(format!("{stem}.md"));
     let json_path = out_dir.join(format!("{stem}.json"));
-    std::fs::write(&md_path, report::markdown(&meta, &results, &targets, &format!("{stem}.json")))?;
-    let raw = report::Raw { meta: &meta, targets: &targets, results: &results };
+    std::fs::write(
+        &md_path,
+        report::markdown(&meta, &results, &targets, &format!("{stem}.json")),
+    )?;
+    let raw = report::Raw {
+        meta: &meta,
+        targets: &targets,
+        results: &results,
+    };
     std::fs::write(&json_path, serde_json::to_string_pretty(&raw)?)?;
     for t in &targets {
         log(&format!("{:?}: {} — {}", t.verdict, t.target, t.measured));
     }
-    log(&format!("wrote {} and {}", md_path.display(), json_path.display()));
+    log(&format!(
+        "wrote {} and {}",
+        md_path.display(),
+        json_path.display()
+    ));
     if !args.keep_tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }

@@ -18,9 +18,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.listen.ip().is_loopback(), "the floor listens on loopback addresses only");
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "the floor listens on loopback addresses only"
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     tokio::select! {
         r = retort_bench::floor::serve(listener, &args.upstream) => r,
         r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c"),
