@@ -294,7 +294,8 @@ pub async fn serve(
             }
         })
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     let mut routes = builder
         .add_service(health_service)

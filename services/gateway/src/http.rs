@@ -10,8 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
+use tracing::Instrument;
 
 use crate::{
     auth,
@@ -158,14 +159,12 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
         Ok(m) => m,
         Err(e) => return error_response::<W>(&e),
     };
-    let span = tracing::info_span!("request", ingress = W::NAME, route = %W::request(&parsed).model, user = %meta.identity.user, session = ?meta.session_id, harness = meta.harness.as_str(), id = %meta.request_id);
-    let _enter = span.enter();
+    let span = tracing::debug_span!("request", ingress = W::NAME, route = %W::request(&parsed).model, user = %meta.identity.user, session = ?meta.session_id, harness = meta.harness.as_str(), id = %meta.request_id);
     if W::request(&parsed).stream {
-        drop(_enter);
-        stream_response::<W>(router, parsed, meta).await
+        stream_response::<W>(router, parsed, meta).instrument(span).await
     } else {
         let route = W::request(&parsed).model.clone();
-        match router.complete(W::request(&parsed), &meta).await {
+        match router.complete(W::request(&parsed), &meta).instrument(span).await {
             Ok(resp) => {
                 count(&router, W::NAME, &route, "ok");
                 let mut r = axum::Json(W::render(&resp)).into_response();
@@ -190,8 +189,7 @@ fn served_headers(h: &mut HeaderMap, provider: &str, model: &str, failed: usize)
     h.insert("x-retort-failed-attempts", HeaderValue::from(failed));
 }
 
-fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
-    let mut out = String::new();
+fn push_sse(out: &mut String, events: Vec<SseEvent>) {
     for e in events {
         if let Some(name) = e.event {
             out.push_str("event: ");
@@ -202,6 +200,11 @@ fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
         out.push_str(&e.data);
         out.push_str("\n\n");
     }
+}
+
+fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
+    let mut out = String::new();
+    push_sse(&mut out, events);
     Bytes::from(out)
 }
 
@@ -228,15 +231,29 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
     let body = async_stream::stream! {
         yield Ok::<_, Infallible>(head);
         let mut outcome = "ok";
-        while let Some(item) = events.next().await {
-            match item {
-                Ok(ev) => yield Ok(sse_bytes(W::encode(&mut enc, &ev))),
-                Err(e) => {
-                    outcome = "stream_error";
-                    yield Ok(sse_bytes(W::encode_error(&mut enc, &e)));
-                    break;
+        let mut next = events.next().await;
+        while let Some(item) = next.take() {
+            // Events that are already here go out in one write: one frame, one syscall.
+            let mut out = String::new();
+            let mut item = Some(item);
+            while let Some(it) = item.take() {
+                match it {
+                    Ok(ev) => push_sse(&mut out, W::encode(&mut enc, &ev)),
+                    Err(e) => {
+                        outcome = "stream_error";
+                        push_sse(&mut out, W::encode_error(&mut enc, &e));
+                        break;
+                    }
+                }
+                if out.len() < 64 * 1024 {
+                    item = events.next().now_or_never().flatten();
                 }
             }
+            yield Ok::<_, Infallible>(Bytes::from(out));
+            if outcome != "ok" {
+                break;
+            }
+            next = events.next().await;
         }
         count(&router, W::NAME, &route, outcome);
     };

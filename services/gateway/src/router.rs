@@ -249,7 +249,7 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     fn span(&self, n: u32) -> tracing::Span {
-        tracing::info_span!("attempt", provider = %self.model.provider, target = %self.model.name, n)
+        tracing::debug_span!("attempt", provider = %self.model.provider, target = %self.model.name, n)
     }
 }
 
