@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     EventStream, Provider, ProviderError, classify_status,
-    common::{MAX_ERROR_MESSAGE, status_error, truncate_chars},
+    common::{MAX_ERROR_MESSAGE, send_json, truncate_chars},
 };
 use crate::{
     config::ProviderConfig,
@@ -508,7 +508,7 @@ impl Anthropic {
         Anthropic { cfg, client }
     }
 
-    /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
+    /// Sends one request (through [`send_json`]); a non-2xx answer becomes `ProviderError::Status`.
     async fn send(
         &self,
         body: &AnRequest<'_>,
@@ -534,20 +534,7 @@ impl Anthropic {
         if let Some(beta) = &meta.anthropic_beta {
             rb = rb.header("anthropic-beta", beta.as_str());
         }
-        if body.stream {
-            rb = rb.header(http::header::ACCEPT, "text/event-stream");
-        }
-        for (k, v) in &self.cfg.headers {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_reqwest(&e))?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp).await);
-        }
-        Ok(resp)
+        send_json(rb, body.stream, &self.cfg.headers).await
     }
 }
 

@@ -1,11 +1,14 @@
-//! Helpers shared by the provider adapters: reading and classifying upstream HTTP error bodies,
-//! describing transport and event-stream errors, and the limits and grace period they share.
+//! Helpers shared by the provider adapters: sending a request and reading and classifying upstream
+//! HTTP error bodies, describing transport and event-stream errors, the limits and grace period they
+//! share, and the SSE driving loop around each adapter's event parser.
 use std::time::Duration;
 
-use eventsource_stream::EventStreamError;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::{ProviderError, classify_status, parse_retry_after};
+use super::{EventStream, ProviderError, classify_status, parse_retry_after};
+use crate::types::StreamEvent;
 
 /// How long a stream that has seen its finish reason (but not yet its usage or `[DONE]`) waits for
 /// more before it is finalised with what it has.
@@ -94,4 +97,147 @@ pub(crate) fn sse_error<E: std::error::Error>(e: &EventStreamError<E>) -> String
         EventStreamError::Utf8(e) => format!("invalid UTF-8 in event stream: {e}"),
         EventStreamError::Parser(e) => format!("invalid event stream: {e}"),
     }
+}
+
+/// Sends a request the adapter has built (URL, JSON body, auth and protocol headers): adds `Accept:
+/// text/event-stream` when `stream`, then the configured extra `headers`. A transport error or a
+/// non-2xx answer becomes the matching [`ProviderError`].
+pub(crate) async fn send_json(
+    mut rb: reqwest::RequestBuilder,
+    stream: bool,
+    headers: &[(String, String)],
+) -> Result<reqwest::Response, ProviderError> {
+    if stream {
+        rb = rb.header(http::header::ACCEPT, "text/event-stream");
+    }
+    for (k, v) in headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    let resp = rb
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_reqwest(&e))?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp).await);
+    }
+    Ok(resp)
+}
+
+/// One item of a provider's event stream.
+pub(crate) type Item = Result<StreamEvent, ProviderError>;
+
+/// The `Start` event of a stream, sent once: the provider's name, and the model and id the upstream
+/// gave (or the requested model and a generated id).
+pub(crate) struct StreamStart {
+    pub(crate) provider: String,
+    requested_model: String,
+    started: bool,
+}
+
+impl StreamStart {
+    pub(crate) fn new(provider: String, requested_model: String) -> Self {
+        StreamStart {
+            provider,
+            requested_model,
+            started: false,
+        }
+    }
+
+    /// Pushes `Start` unless it was sent; an empty or missing `id` is replaced by `new_id()`.
+    pub(crate) fn start(
+        &mut self,
+        id: Option<&str>,
+        model: Option<&str>,
+        new_id: impl FnOnce() -> String,
+        out: &mut Vec<Item>,
+    ) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.push(Ok(StreamEvent::Start {
+            id: id
+                .filter(|s| !s.is_empty())
+                .map_or_else(new_id, str::to_owned),
+            provider: self.provider.clone(),
+            model: model
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&self.requested_model)
+                .to_owned(),
+        }));
+    }
+}
+
+/// The per-protocol part of an SSE stream, driven by [`drive_sse`]: folds the `data:` payloads into
+/// [`StreamEvent`]s and says when the stream may be finalised.
+pub(crate) trait EventParser: Send + 'static {
+    /// What the protocol calls the reason a response ended (`stop reason`, `finish reason`), for
+    /// messages.
+    const REASON: &'static str;
+    /// The provider name, for logs.
+    fn provider(&self) -> &str;
+    /// Whether the end reason was seen, so the stream may be finalised at its end.
+    fn finishable(&self) -> bool;
+    /// The closing event (preceded by `Start` if none was sent).
+    fn finish(&mut self, out: &mut Vec<Item>);
+    /// Handles one event's data; returns true when the stream is over (after `Finish` or `Err`).
+    fn on_data(&mut self, data: &str, out: &mut Vec<Item>) -> bool;
+}
+
+/// Reads the SSE events of `body` and feeds their data to `parser`. Once the parser is finishable,
+/// a clean end of the body, a broken body, or [`FINISH_GRACE`] of silence finalise the stream; an end
+/// or break before that is a `StreamCut`.
+pub(crate) fn drive_sse<S, B, E, P>(body: S, mut parser: P) -> EventStream
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+    P: EventParser,
+{
+    Box::pin(async_stream::stream! {
+        let mut events = Box::pin(body.eventsource());
+        let mut out: Vec<Item> = Vec::new();
+        loop {
+            let next = if parser.finishable() {
+                match tokio::time::timeout(FINISH_GRACE, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        parser.finish(&mut out);
+                        for item in out.drain(..) {
+                            yield item;
+                        }
+                        return;
+                    }
+                }
+            } else {
+                events.next().await
+            };
+            let done = match next {
+                Some(Ok(event)) => parser.on_data(&event.data, &mut out),
+                Some(Err(e)) if parser.finishable() => {
+                    tracing::debug!(provider = %parser.provider(), error = %sse_error(&e), "stream broke off after its {}", P::REASON);
+                    parser.finish(&mut out);
+                    true
+                }
+                Some(Err(e)) => {
+                    out.push(Err(ProviderError::StreamCut(sse_error(&e))));
+                    true
+                }
+                None if parser.finishable() => {
+                    parser.finish(&mut out);
+                    true
+                }
+                None => {
+                    out.push(Err(ProviderError::StreamCut(format!("upstream stream ended before a {}", P::REASON))));
+                    true
+                }
+            };
+            for item in out.drain(..) {
+                yield item;
+            }
+            if done {
+                return;
+            }
+        }
+    })
 }

@@ -1,38 +1,33 @@
 //! The Messages SSE parser: turns a response body (any byte stream, so it can be tested in memory)
-//! into [`StreamEvent`]s, and decides when the stream is over.
+//! into [`StreamEvent`]s, and decides when the stream is over. The driving loop is
+//! [`drive_sse`](crate::provider::common::drive_sse); this file holds the Messages-specific part.
 use std::collections::HashMap;
 
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::{AnDelta, AnEvent, AnStartBlock, error_status, generated_id, merge_usage, stop_reason};
+pub(super) use crate::provider::common::Item;
 use crate::{
     provider::{
-        EventStream, ProviderError,
-        common::{FINISH_GRACE, sse_error},
+        EventStream,
+        common::{EventParser, StreamStart, drive_sse},
     },
     types::{StopReason, StreamEvent, Usage},
 };
 
-pub(super) type Item = Result<StreamEvent, ProviderError>;
-
 /// Folds the events of one Messages stream into [`StreamEvent`]s.
-struct EventParser {
-    provider: String,
-    requested_model: String,
-    started: bool,
+struct MessagesParser {
+    head: StreamStart,
     stop_reason: Option<StopReason>,
     usage: Usage,
     /// Content block index → tool-call ordinal (counting only `tool_use` blocks).
     tool_calls: HashMap<u32, u32>,
 }
 
-impl EventParser {
+impl MessagesParser {
     fn new(provider: String, requested_model: String) -> Self {
-        EventParser {
-            provider,
-            requested_model,
-            started: false,
+        MessagesParser {
+            head: StreamStart::new(provider, requested_model),
             stop_reason: None,
             usage: Usage::default(),
             tool_calls: HashMap::new(),
@@ -40,23 +35,17 @@ impl EventParser {
     }
 
     fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut Vec<Item>) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        out.push(Ok(StreamEvent::Start {
-            id: id
-                .filter(|s| !s.is_empty())
-                .map_or_else(generated_id, str::to_owned),
-            provider: self.provider.clone(),
-            model: model
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&self.requested_model)
-                .to_owned(),
-        }));
+        self.head.start(id, model, generated_id, out);
+    }
+}
+
+impl EventParser for MessagesParser {
+    const REASON: &'static str = "stop reason";
+
+    fn provider(&self) -> &str {
+        &self.head.provider
     }
 
-    /// The closing event (preceded by `Start` if none was sent).
     fn finish(&mut self, out: &mut Vec<Item>) {
         self.start(None, None, out);
         out.push(Ok(StreamEvent::Finish {
@@ -66,12 +55,10 @@ impl EventParser {
         }));
     }
 
-    /// Whether a stop reason was seen, so the stream may be finalised at its end.
     fn finishable(&self) -> bool {
         self.stop_reason.is_some()
     }
 
-    /// Handles one event's data; returns true when the stream is over (after `Finish` or `Err`).
     fn on_data(&mut self, data: &str, out: &mut Vec<Item>) -> bool {
         let data = data.trim();
         if data.is_empty() {
@@ -80,7 +67,7 @@ impl EventParser {
         let event: AnEvent = match serde_json::from_str(data) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(provider = %self.provider, error = %e, "skipping unparsable stream event");
+                tracing::warn!(provider = %self.head.provider, error = %e, "skipping unparsable stream event");
                 return false;
             }
         };
@@ -141,7 +128,7 @@ impl EventParser {
                                 }));
                             }
                             None => {
-                                tracing::warn!(provider = %self.provider, index, "input_json_delta for a block that is no tool_use");
+                                tracing::warn!(provider = %self.head.provider, index, "input_json_delta for a block that is no tool_use");
                             }
                         }
                     }
@@ -171,7 +158,7 @@ impl EventParser {
 }
 
 /// Turns the body of a Messages SSE response into [`StreamEvent`]s: `message_stop` finalises; so do a
-/// clean end of the body, or [`FINISH_GRACE`] of silence, after a `message_delta` with a stop reason.
+/// clean end of the body, or [`FINISH_GRACE`](crate::provider::common::FINISH_GRACE) of silence, after a `message_delta` with a stop reason.
 /// An end before any stop reason is a `StreamCut`.
 pub(crate) fn parse_stream<S, B, E>(
     body: S,
@@ -183,51 +170,5 @@ where
     B: AsRef<[u8]> + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
-    Box::pin(async_stream::stream! {
-        let mut events = Box::pin(body.eventsource());
-        let mut parser = EventParser::new(provider, requested_model);
-        let mut out: Vec<Item> = Vec::new();
-        loop {
-            let next = if parser.finishable() {
-                match tokio::time::timeout(FINISH_GRACE, events.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        parser.finish(&mut out);
-                        for item in out.drain(..) {
-                            yield item;
-                        }
-                        return;
-                    }
-                }
-            } else {
-                events.next().await
-            };
-            let done = match next {
-                Some(Ok(event)) => parser.on_data(&event.data, &mut out),
-                Some(Err(e)) if parser.finishable() => {
-                    tracing::debug!(provider = %parser.provider, error = %sse_error(&e), "stream broke off after its stop reason");
-                    parser.finish(&mut out);
-                    true
-                }
-                Some(Err(e)) => {
-                    out.push(Err(ProviderError::StreamCut(sse_error(&e))));
-                    true
-                }
-                None if parser.finishable() => {
-                    parser.finish(&mut out);
-                    true
-                }
-                None => {
-                    out.push(Err(ProviderError::StreamCut("upstream stream ended before a stop reason".into())));
-                    true
-                }
-            };
-            for item in out.drain(..) {
-                yield item;
-            }
-            if done {
-                return;
-            }
-        }
-    })
+    drive_sse(body, MessagesParser::new(provider, requested_model))
 }

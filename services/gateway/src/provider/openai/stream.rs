@@ -1,24 +1,23 @@
 //! The Chat Completions SSE parser: turns a response body (any byte stream, so it can be tested in
-//! memory) into [`StreamEvent`]s, and decides when the stream is over.
+//! memory) into [`StreamEvent`]s, and decides when the stream is over. The driving loop is
+//! [`drive_sse`](crate::provider::common::drive_sse); this file holds the Chat Completions part.
 use std::collections::HashSet;
 
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::{OaChunk, OaDelta, error_object_status, generated_id, stop_reason, usage};
+pub(super) use crate::provider::common::Item;
 use crate::{
     provider::{
-        EventStream, ProviderError,
-        common::{FINISH_GRACE, sse_error},
+        EventStream,
+        common::{EventParser, StreamStart, drive_sse},
     },
     types::{StopReason, StreamEvent, Usage},
 };
 
 /// Folds the `data:` payloads of one Chat Completions stream into [`StreamEvent`]s.
 struct ChunkParser {
-    provider: String,
-    requested_model: String,
-    started: bool,
+    head: StreamStart,
     finish_reason: Option<StopReason>,
     usage: Option<Usage>,
     /// A usage object arrived in the finish chunk or after it (so it is the final count).
@@ -26,14 +25,10 @@ struct ChunkParser {
     tool_calls_started: HashSet<u32>,
 }
 
-pub(super) type Item = Result<StreamEvent, ProviderError>;
-
 impl ChunkParser {
     fn new(provider: String, requested_model: String) -> Self {
         ChunkParser {
-            provider,
-            requested_model,
-            started: false,
+            head: StreamStart::new(provider, requested_model),
             finish_reason: None,
             usage: None,
             final_usage: false,
@@ -42,77 +37,8 @@ impl ChunkParser {
     }
 
     fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut Vec<Item>) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        out.push(Ok(StreamEvent::Start {
-            id: id
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .unwrap_or_else(|| generated_id("chatcmpl-")),
-            provider: self.provider.clone(),
-            model: model
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&self.requested_model)
-                .to_owned(),
-        }));
-    }
-
-    /// The closing event (preceded by `Start` if none was sent).
-    fn finish(&mut self, out: &mut Vec<Item>) {
-        self.start(None, None, out);
-        out.push(Ok(StreamEvent::Finish {
-            stop_reason: self.finish_reason.unwrap_or_default(),
-            usage: self.usage.unwrap_or_default(),
-            failed_attempts: Vec::new(),
-        }));
-    }
-
-    /// Whether the finish reason was seen, so the stream may be finalised at its end.
-    fn finishable(&self) -> bool {
-        self.finish_reason.is_some()
-    }
-
-    /// Handles one `data:` payload; returns true when the stream is over (after `Finish` or `Err`).
-    fn on_data(&mut self, data: &str, out: &mut Vec<Item>) -> bool {
-        let data = data.trim();
-        if data.is_empty() {
-            return false;
-        }
-        if data == "[DONE]" {
-            self.finish(out);
-            return true;
-        }
-        let chunk: OaChunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(provider = %self.provider, error = %e, "skipping unparsable stream chunk");
-                return false;
-            }
-        };
-        if let Some(err) = &chunk.error {
-            out.push(Err(error_object_status(err, data)));
-            return true;
-        }
-        self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
-        for choice in chunk.choices.iter().flatten().filter(|c| c.index == 0) {
-            if let Some(delta) = &choice.delta {
-                self.on_delta(delta, out);
-            }
-            if let Some(fr) = choice.finish_reason.as_deref().filter(|f| !f.is_empty()) {
-                self.finish_reason = Some(stop_reason(fr));
-            }
-        }
-        if let Some(u) = &chunk.usage {
-            self.usage = Some(usage(u));
-            self.final_usage = self.finish_reason.is_some();
-        }
-        if self.finish_reason.is_some() && self.final_usage {
-            self.finish(out);
-            return true;
-        }
-        false
+        self.head
+            .start(id, model, || generated_id("chatcmpl-"), out);
     }
 
     fn on_delta(&mut self, delta: &OaDelta, out: &mut Vec<Item>) {
@@ -161,9 +87,70 @@ impl ChunkParser {
     }
 }
 
+impl EventParser for ChunkParser {
+    const REASON: &'static str = "finish reason";
+
+    fn provider(&self) -> &str {
+        &self.head.provider
+    }
+
+    fn finish(&mut self, out: &mut Vec<Item>) {
+        self.start(None, None, out);
+        out.push(Ok(StreamEvent::Finish {
+            stop_reason: self.finish_reason.unwrap_or_default(),
+            usage: self.usage.unwrap_or_default(),
+            failed_attempts: Vec::new(),
+        }));
+    }
+
+    fn finishable(&self) -> bool {
+        self.finish_reason.is_some()
+    }
+
+    fn on_data(&mut self, data: &str, out: &mut Vec<Item>) -> bool {
+        let data = data.trim();
+        if data.is_empty() {
+            return false;
+        }
+        if data == "[DONE]" {
+            self.finish(out);
+            return true;
+        }
+        let chunk: OaChunk = match serde_json::from_str(data) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(provider = %self.head.provider, error = %e, "skipping unparsable stream chunk");
+                return false;
+            }
+        };
+        if let Some(err) = &chunk.error {
+            out.push(Err(error_object_status(err, data)));
+            return true;
+        }
+        self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
+        for choice in chunk.choices.iter().flatten().filter(|c| c.index == 0) {
+            if let Some(delta) = &choice.delta {
+                self.on_delta(delta, out);
+            }
+            if let Some(fr) = choice.finish_reason.as_deref().filter(|f| !f.is_empty()) {
+                self.finish_reason = Some(stop_reason(fr));
+            }
+        }
+        if let Some(u) = &chunk.usage {
+            self.usage = Some(usage(u));
+            self.final_usage = self.finish_reason.is_some();
+        }
+        if self.finish_reason.is_some() && self.final_usage {
+            self.finish(out);
+            return true;
+        }
+        false
+    }
+}
+
 /// Turns the body of a Chat Completions SSE response into [`StreamEvent`]s. See the module tests for
 /// the end-of-stream rules: `[DONE]`, finish reason plus usage, a clean end after the finish reason, or
-/// [`FINISH_GRACE`] of silence after it finalise; an end before any finish reason is a `StreamCut`.
+/// [`FINISH_GRACE`](crate::provider::common::FINISH_GRACE) of silence after it finalise; an end before any finish reason is a `StreamCut`.
 pub(crate) fn parse_stream<S, B, E>(
     body: S,
     provider: String,
@@ -174,51 +161,5 @@ where
     B: AsRef<[u8]> + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
-    Box::pin(async_stream::stream! {
-        let mut events = Box::pin(body.eventsource());
-        let mut parser = ChunkParser::new(provider, requested_model);
-        let mut out: Vec<Item> = Vec::new();
-        loop {
-            let next = if parser.finishable() {
-                match tokio::time::timeout(FINISH_GRACE, events.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        parser.finish(&mut out);
-                        for item in out.drain(..) {
-                            yield item;
-                        }
-                        return;
-                    }
-                }
-            } else {
-                events.next().await
-            };
-            let done = match next {
-                Some(Ok(event)) => parser.on_data(&event.data, &mut out),
-                Some(Err(e)) if parser.finishable() => {
-                    tracing::debug!(provider = %parser.provider, error = %sse_error(&e), "stream broke off after its finish reason");
-                    parser.finish(&mut out);
-                    true
-                }
-                Some(Err(e)) => {
-                    out.push(Err(ProviderError::StreamCut(sse_error(&e))));
-                    true
-                }
-                None if parser.finishable() => {
-                    parser.finish(&mut out);
-                    true
-                }
-                None => {
-                    out.push(Err(ProviderError::StreamCut("upstream stream ended before a finish reason".into())));
-                    true
-                }
-            };
-            for item in out.drain(..) {
-                yield item;
-            }
-            if done {
-                return;
-            }
-        }
-    })
+    drive_sse(body, ChunkParser::new(provider, requested_model))
 }
