@@ -61,13 +61,11 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.probe && !self.reported {
-            if let Ok(mut g) = self.breaker.inner.lock() {
-                if let Inner::HalfOpen { probing } = &mut *g {
+        if self.probe && !self.reported
+            && let Ok(mut g) = self.breaker.inner.lock()
+                && let Inner::HalfOpen { probing } = &mut *g {
                     *probing = false;
                 }
-            }
-        }
     }
 }
 

@@ -148,16 +148,14 @@ fn to_chat_request(r: pb::CompleteRequest, stream: bool) -> Result<ChatRequest, 
         tools.push(Tool { name: t.name, description: Some(t.description).filter(|d| !d.is_empty()), parameters });
     }
     let s = r.sampling.unwrap_or_default();
-    if let Some(t) = s.temperature {
-        if !(0.0..=2.0).contains(&t) {
+    if let Some(t) = s.temperature
+        && !(0.0..=2.0).contains(&t) {
             return Err(bad("sampling.temperature: must be between 0 and 2"));
         }
-    }
-    if let Some(p) = s.top_p {
-        if !(0.0..=1.0).contains(&p) {
+    if let Some(p) = s.top_p
+        && !(0.0..=1.0).contains(&p) {
             return Err(bad("sampling.top_p: must be between 0 and 1"));
         }
-    }
     if s.max_tokens == Some(0) {
         return Err(bad("sampling.max_tokens: must be at least 1"));
     }

@@ -94,11 +94,10 @@ pub fn app(router: Arc<Router>) -> AxumRouter {
 
 fn error_response<W: Wire>(err: &ApiError) -> Response {
     let mut resp = (err.status(), axum::Json(W::error_body(err))).into_response();
-    if let Some(ra) = err.retry_after() {
-        if let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
+    if let Some(ra) = err.retry_after()
+        && let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-    }
     resp
 }
 
@@ -108,11 +107,10 @@ async fn read_body(router: &Router, req: Request) -> Result<(HeaderMap, Bytes), 
     let too_large =
         || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"));
     let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
-        if len > limit {
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > limit {
             return Err(too_large());
         }
-    }
     let bytes = http_body_util::Limited::new(body, limit)
         .collect()
         .await

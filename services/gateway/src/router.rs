@@ -318,11 +318,10 @@ impl<'a> Plan<'a> {
     }
 
     fn skip_reason(&self, model: &ModelConfig) -> Option<String> {
-        if let Some(min) = self.min_context {
-            if model.context_window <= min {
+        if let Some(min) = self.min_context
+            && model.context_window <= min {
                 return Some(format!("context window {} is not larger than {min}", model.context_window));
             }
-        }
         if self.need_prefill && !model.prefill {
             return Some("cannot continue a cut stream (no prefill support)".into());
         }
