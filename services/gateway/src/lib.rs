@@ -58,9 +58,14 @@ impl Running {
 
 /// Binds the configured addresses (port 0 picks a free one) and serves HTTP and gRPC.
 pub async fn start(cfg: config::Config) -> Result<Running, StartError> {
+    start_with_hooks(cfg, hooks::Hooks::default()).await
+}
+
+/// Like [`start`], with metering and spend hooks.
+pub async fn start_with_hooks(cfg: config::Config, hooks: hooks::Hooks) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(metrics::Metrics::new());
-    let router = Arc::new(router::Router::new(Arc::clone(&cfg), metrics)?);
+    let router = Arc::new(router::Router::new(Arc::clone(&cfg), metrics, hooks)?);
     start_with(router).await
 }
 
@@ -97,3 +102,4 @@ pub async fn start_with(router: Arc<router::Router>) -> Result<Running, StartErr
     tracing::info!(%http_addr, %grpc_addr, "gateway listening");
     Ok(Running { http_addr, grpc_addr, router, stop, tasks: vec![http_task, grpc_task] })
 }
+pub mod hooks;

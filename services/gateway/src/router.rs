@@ -12,13 +12,17 @@ use tokio::time::{Instant, timeout};
 
 use crate::{
     breaker::{Breakers, Permit},
+    hooks::{Hooks, SpendRequest, UsageEvent},
     config::{Config, ModelConfig, RoutingConfig},
     error::ApiError,
     ingress::estimate_tokens,
     metrics::{AttemptLabels, Metrics, RouteLabels, ServedLabels, TargetLabels},
     provider::{self, Disposition, Provider, ProviderError, StatusKind, TimeoutKind},
-    types::{ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent},
+    types::{ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent, Usage},
 };
+
+/// The output budget assumed for a worst-case reservation when the request sets no `max_tokens`.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
 /// Shared state of the gateway: configuration, provider adapters, breakers and metrics.
 pub struct Router {
@@ -26,15 +30,16 @@ pub struct Router {
     providers: HashMap<String, Arc<dyn Provider>>,
     pub breakers: Breakers,
     pub metrics: Arc<Metrics>,
+    pub hooks: Hooks,
 }
 
 impl Router {
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<Router, reqwest::Error> {
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, hooks: Hooks) -> Result<Router, reqwest::Error> {
         let mut providers = HashMap::new();
         for (name, p) in &cfg.providers {
             providers.insert(name.clone(), provider::build(p)?);
         }
-        Ok(Self::with_providers(cfg, providers, metrics))
+        Ok(Self::with_providers(cfg, providers, metrics, hooks))
     }
 
     /// A router over the given adapters (one per configured provider name).
@@ -42,12 +47,13 @@ impl Router {
         cfg: Arc<Config>,
         providers: HashMap<String, Arc<dyn Provider>>,
         metrics: Arc<Metrics>,
+        hooks: Hooks,
     ) -> Router {
         let breakers = Breakers::new(cfg.models.keys().map(String::as_str), cfg.breaker);
         for m in cfg.models.values() {
             metrics.breaker_state.get_or_create(&TargetLabels { provider: m.provider.clone(), model: m.name.clone() }).set(0);
         }
-        Router { cfg, providers, breakers, metrics }
+        Router { cfg, providers, breakers, metrics, hooks }
     }
 
     /// Ready when every alias (and model) has at least one target whose breaker is not open.
@@ -64,7 +70,7 @@ impl Router {
         Ok(())
     }
 
-    fn plan<'a>(&'a self, req: &ChatRequest) -> Result<Plan<'a>, ApiError> {
+    fn plan<'a>(&'a self, req: &ChatRequest, meta: &'a RequestMeta) -> Result<Plan<'a>, ApiError> {
         let (targets, routing) = self.cfg.resolve(&req.model).ok_or_else(|| {
             ApiError::ModelNotFound(format!(
                 "model `{}` is not served by this gateway; GET /v1/models lists the models and aliases",
@@ -73,6 +79,8 @@ impl Router {
         })?;
         Ok(Plan {
             router: self,
+            meta,
+            stream: req.stream,
             route: req.model.clone(),
             estimated: estimate_tokens(req),
             targets,
@@ -89,9 +97,22 @@ impl Router {
         })
     }
 
+    /// Asks the spend guard to admit the request at its worst case, before anything goes upstream.
+    fn admit(&self, plan: &Plan<'_>, req: &ChatRequest) -> Result<Box<dyn crate::hooks::Admission>, ApiError> {
+        self.hooks.spend.admit(&SpendRequest {
+            identity: &plan.meta.identity,
+            session_id: plan.meta.session_id.as_deref(),
+            route: &plan.route,
+            models: plan.targets.iter().map(|m| m.upstream_model.as_str()).collect(),
+            input_tokens: plan.estimated,
+            max_output_tokens: u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)),
+        })
+    }
+
     /// One whole answer, failing over between the route's targets as needed.
     pub async fn complete(&self, req: &ChatRequest, meta: &RequestMeta) -> Result<ChatResponse, ApiError> {
-        let mut plan = self.plan(req)?;
+        let mut plan = self.plan(req, meta)?;
+        let admission = self.admit(&plan, req)?;
         let started = Instant::now();
         loop {
             let a = plan.next().await?;
@@ -104,7 +125,8 @@ impl Router {
             };
             match result {
                 Ok(mut resp) => {
-                    plan.succeeded(a, t0, started);
+                    plan.succeeded(a, t0, started, &resp.usage, None);
+                    admission.settle(&resp.provider, &resp.model, &resp.usage);
                     resp.failed_attempts = std::mem::take(&mut plan.failed);
                     return Ok(resp);
                 }
@@ -124,8 +146,12 @@ impl Router {
     ) -> impl Stream<Item = Result<StreamEvent, ApiError>> + Send + 'static {
         async_stream::stream! {
             let router = self;
-            let mut plan = match router.plan(&req) {
+            let mut plan = match router.plan(&req, &meta) {
                 Ok(p) => p,
+                Err(e) => { yield Err(e); return; }
+            };
+            let admission = match router.admit(&plan, &req) {
+                Ok(a) => a,
                 Err(e) => { yield Err(e); return; }
             };
             let started = Instant::now();
@@ -155,6 +181,7 @@ impl Router {
                     }
                 };
                 let mut got_content = false;
+                let mut ttft = None;
                 let failure = loop {
                     let (kind, wait) = if got_content {
                         (TimeoutKind::Stall, plan.routing.stall_timeout)
@@ -177,13 +204,16 @@ impl Router {
                                 yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model.provider, &a.model.upstream_model)));
                             }
                             let failed_attempts = std::mem::take(&mut plan.failed);
-                            plan.succeeded(a, t0, started);
+                            let (provider, model) = (a.model.provider.clone(), a.model.upstream_model.clone());
+                            plan.succeeded(a, t0, started, &usage, ttft);
+                            admission.settle(&provider, &model, &usage);
                             yield Ok(StreamEvent::Finish { stop_reason, usage, failed_attempts });
                             return;
                         }
                         delta => {
                             if !got_content {
                                 got_content = true;
+                                ttft = Some(t0.elapsed());
                                 if !first_token_seen {
                                     first_token_seen = true;
                                     plan.router.metrics.time_to_first_token
@@ -256,6 +286,8 @@ impl Attempt<'_> {
 /// The walk over one request's targets.
 struct Plan<'a> {
     router: &'a Router,
+    meta: &'a RequestMeta,
+    stream: bool,
     route: String,
     estimated: u64,
     targets: Vec<&'a ModelConfig>,
@@ -375,7 +407,28 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn succeeded(&mut self, a: Attempt<'a>, t0: Instant, started: Instant) {
+    fn usage_event(&self, model: &ModelConfig, outcome: &'static str, status: Option<u16>, usage: Usage, t0: Instant, ttft: Option<Duration>) {
+        self.router.hooks.usage.record(UsageEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            time: std::time::SystemTime::now(),
+            request_id: self.meta.request_id.clone(),
+            identity: self.meta.identity.clone(),
+            session_id: self.meta.session_id.clone(),
+            harness: self.meta.harness,
+            route: self.route.clone(),
+            provider: model.provider.clone(),
+            model: model.upstream_model.clone(),
+            outcome,
+            status,
+            usage,
+            latency_ms: t0.elapsed().as_millis() as u64,
+            ttft_ms: ttft.map(|d| d.as_millis() as u64),
+            stream: self.stream,
+        });
+    }
+
+    fn succeeded(&mut self, a: Attempt<'a>, t0: Instant, started: Instant, usage: &Usage, ttft: Option<Duration>) {
+        self.usage_event(a.model, "ok", None, *usage, t0, ttft);
         let state = a.permit.record(true);
         self.set_breaker_gauge(a.model, state);
         self.record_attempt(a.model, "ok");
@@ -387,6 +440,7 @@ impl<'a> Plan<'a> {
     fn failed(&mut self, a: Attempt<'a>, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
         let disposition = err.disposition();
         let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext);
+        self.usage_event(a.model, err.label(), err.status(), Usage::default(), t0, None);
         let state = a.permit.record(healthy);
         self.set_breaker_gauge(a.model, state);
         self.record_attempt(a.model, err.label());
