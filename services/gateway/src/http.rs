@@ -329,6 +329,7 @@ async fn not_found(req: Request) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Arc<Router>,
+    extra: AxumRouter,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -338,6 +339,6 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(router)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(router).merge(extra)).with_graceful_shutdown(shutdown).await
 }
 

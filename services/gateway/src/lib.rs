@@ -58,19 +58,20 @@ impl Running {
 
 /// Binds the configured addresses (port 0 picks a free one) and serves HTTP and gRPC.
 pub async fn start(cfg: config::Config) -> Result<Running, StartError> {
-    start_with_hooks(cfg, hooks::Hooks::default()).await
+    start_with_hooks(cfg, hooks::Hooks::default(), axum::Router::new()).await
 }
 
-/// Like [`start`], with metering and spend hooks.
-pub async fn start_with_hooks(cfg: config::Config, hooks: hooks::Hooks) -> Result<Running, StartError> {
+/// Like [`start`], with metering and spend hooks, and extra HTTP routes (dashboard pages, service
+/// JSON APIs) served on the gateway's HTTP listener. `extra` must not set a fallback.
+pub async fn start_with_hooks(cfg: config::Config, hooks: hooks::Hooks, extra: axum::Router) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(metrics::Metrics::new());
     let router = Arc::new(router::Router::new(Arc::clone(&cfg), metrics, hooks)?);
-    start_with(router).await
+    start_with(router, extra).await
 }
 
-/// Serves an already built router.
-pub async fn start_with(router: Arc<router::Router>) -> Result<Running, StartError> {
+/// Serves an already built router (plus `extra` HTTP routes).
+pub async fn start_with(router: Arc<router::Router>, extra: axum::Router) -> Result<Running, StartError> {
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
@@ -86,7 +87,7 @@ pub async fn start_with(router: Arc<router::Router>) -> Result<Running, StartErr
         let router = Arc::clone(&router);
         let rx = rx.clone();
         async move {
-            if let Err(e) = http::serve(http_listener, router, stopped(rx)).await {
+            if let Err(e) = http::serve(http_listener, router, extra, stopped(rx)).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         }

@@ -45,24 +45,35 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { config, demo } => {
-            let (cfg, _sim) = match config {
-                Some(path) if !demo => (Config::from_file(&path)?, None),
+            let (text, _sim) = match config {
+                Some(path) if !demo => (std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?, None),
                 _ => {
                     let sim = retort_sim::spawn(retort_sim::SimConfig::demo()).await.context("starting the simulator")?;
-                    let text = DEMO_CONFIG.replace("{SIM}", &sim.base_url());
-                    let cfg = Config::from_toml(&text)?;
                     tracing::info!(simulator = %sim.base_url(), "demo: provider simulator started");
-                    (cfg, Some(sim))
+                    (DEMO_CONFIG.replace("{SIM}", &sim.base_url()), Some(sim))
                 }
             };
-            run_gateway(cfg, true).await
+            let mut file: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+            let mut up = Up::default();
+            // Services that run beside the gateway take their own sections out of the file, start
+            // in-process (still reached through their gRPC clients) and plug their hooks in.
+            // services: (one line per service)
+            let cfg = Config::from_toml(&toml::to_string(&file)?)?;
+            run_gateway(cfg, up, true).await
         }
-        Command::Gateway { config } => run_gateway(Config::from_file(&config)?, false).await,
+        Command::Gateway { config } => run_gateway(Config::from_file(&config)?, Up::default(), false).await,
     }
 }
 
-async fn run_gateway(cfg: Config, banner: bool) -> anyhow::Result<()> {
-    let running = retort_gateway::start(cfg).await?;
+/// What `retort up` assembles around the gateway: hooks and extra HTTP routes from the services.
+#[derive(Default)]
+struct Up {
+    hooks: retort_gateway::hooks::Hooks,
+    http: axum::Router,
+}
+
+async fn run_gateway(cfg: Config, up: Up, banner: bool) -> anyhow::Result<()> {
+    let running = retort_gateway::start_with_hooks(cfg, up.hooks, up.http).await?;
     if banner {
         tracing::info!(
             "ready: curl -s http://{}/v1/chat/completions -H 'authorization: Bearer sk-retort-demo' -H 'content-type: application/json' -d '{{\"model\":\"frontier\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
