@@ -230,6 +230,13 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
         yield Ok::<_, Infallible>(head);
         let mut outcome = "ok";
         let mut next = events.next().await;
+        // The first token goes out on its own and is flushed at once (returning Pending once makes
+        // hyper write what it has): time to first token never waits for the events behind it.
+        if let Some(Ok(ev)) = next.take_if(|n| n.is_ok()) {
+            yield Ok(sse_bytes(W::encode(&mut enc, &ev)));
+            tokio::task::yield_now().await;
+            next = events.next().await;
+        }
         while let Some(item) = next.take() {
             // Events that are already here go out in one write: one frame, one syscall.
             let mut out = String::new();
