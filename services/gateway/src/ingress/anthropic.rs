@@ -573,9 +573,13 @@ impl StreamEncoder {
                     || json!({"type": "text", "text": ""}),
                     &mut out,
                 );
-                out.push(Self::delta(
-                    index,
-                    json!({"type": "text_delta", "text": text}),
+                // The hot path of every stream: written directly, one allocation.
+                out.push(SseEvent::named(
+                    "content_block_delta",
+                    format!(
+                        r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":{}}}}}"#,
+                        Value::from(text.as_str())
+                    ),
                 ));
             }
             StreamEvent::ReasoningDelta { text } => {

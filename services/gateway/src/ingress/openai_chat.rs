@@ -422,7 +422,14 @@ impl StreamEncoder {
                 self.provider = provider.clone();
                 vec![self.delta(json!({"role": "assistant", "content": ""}))]
             }
-            StreamEvent::TextDelta { text } => vec![self.delta(json!({"content": text}))],
+            // The hot path of every stream: written directly, one allocation.
+            StreamEvent::TextDelta { text } => vec![SseEvent::data(format!(
+                r#"{{"choices":[{{"delta":{{"content":{}}},"finish_reason":null,"index":0,"logprobs":null}}],"created":{},"id":{},"model":{},"object":"chat.completion.chunk","system_fingerprint":null}}"#,
+                Value::from(text.as_str()),
+                self.created,
+                Value::from(self.id.as_str()),
+                Value::from(self.model.as_str()),
+            ))],
             StreamEvent::ReasoningDelta { text } => {
                 vec![self.delta(json!({"reasoning_content": text}))]
             }
