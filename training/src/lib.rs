@@ -1,3 +1,34 @@
-//! Student model families, the trainer, evaluation and the bandit selector, built on burn.
-//! This crate never talks to the network or a database: it trains and evaluates on data it is handed.
-//! (Empty until the distillation issue lands; the workspace reserves its place.)
+//! Student models, their trainer and their evaluation, for distillation, built on burn 0.21.
+//!
+//! A distillation job hands this crate labelled examples (the teacher's answers) and a target
+//! `class/size`; it gets back a trained [`Predictor`] that saves to and loads from an artefact
+//! directory, plus a [`TrainReport`] and [`EvalReport`]s.
+//!
+//! - [`data`]: the JSONL example format, label vocabulary, deterministic split.
+//! - [`features`]: hashed n-gram, hashed word and byte featurisers (built from the text alone).
+//! - [`model`]: the student families and their sizes, behind one [`Student`] module.
+//! - [`trainer`]: AdamW, early stopping, determinism under a seed, resumable checkpoints.
+//! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
+//! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
+//! - [`backend`]: the one place a backend is chosen (CPU by default, CUDA with `--features cuda`).
+//!
+//! This crate never talks to the network or a database and never downloads anything: it trains and
+//! evaluates on data it is handed, and tokenisation is byte-level or hashed from the data itself.
+
+pub mod artefact;
+pub mod backend;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod features;
+pub mod model;
+mod rng;
+pub mod trainer;
+
+pub use artefact::{Artefact, ArtefactMetadata, Predictor};
+pub use data::{Example, LabelVocab, Split};
+pub use error::{Result, TrainingError};
+pub use eval::{EvalReport, LatencyStats};
+pub use features::{Featuriser, Inputs};
+pub use model::{Student, StudentClass, StudentConfig, StudentSpec};
+pub use trainer::{EpochProgress, TrainJob, TrainOptions, TrainReport, Trained, train};

@@ -410,7 +410,8 @@ pub async fn sequential(ep: &Endpoint, body: Bytes, n: u64, warmup: u64) -> anyh
 /// The chat completions path every system serves.
 pub const PATH: &str = "/v1/chat/completions";
 
-/// Sequential streamed requests: time to first token, whole-stream time, tokens per answer.
+/// Sequential streamed requests: time to first token, whole-stream time, tokens per answer
+/// (`min_tokens` is `u32::MAX` while no stream succeeded).
 #[derive(Debug)]
 pub struct StreamRun {
     pub ttft: Histogram<u64>,
@@ -421,6 +422,33 @@ pub struct StreamRun {
     pub first_error: Option<String>,
 }
 
+impl StreamRun {
+    pub fn empty() -> anyhow::Result<StreamRun> {
+        Ok(StreamRun {
+            ttft: histogram()?,
+            total: histogram()?,
+            min_tokens: u32::MAX,
+            max_tokens: 0,
+            errors: 0,
+            first_error: None,
+        })
+    }
+
+    /// Adds another run's numbers to this one.
+    pub fn merge(&mut self, other: StreamRun) {
+        self.ttft.add(&other.ttft).ok();
+        self.total.add(&other.total).ok();
+        if !other.ttft.is_empty() {
+            self.min_tokens = self.min_tokens.min(other.min_tokens);
+            self.max_tokens = self.max_tokens.max(other.max_tokens);
+        }
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
 pub async fn sequential_streams(
     ep: &Endpoint,
     body: Bytes,
@@ -429,14 +457,7 @@ pub async fn sequential_streams(
 ) -> anyhow::Result<StreamRun> {
     let mut conn = Conn::new(ep);
     conn.open().await?;
-    let mut run = StreamRun {
-        ttft: histogram()?,
-        total: histogram()?,
-        min_tokens: u32::MAX,
-        max_tokens: 0,
-        errors: 0,
-        first_error: None,
-    };
+    let mut run = StreamRun::empty()?;
     for i in 0..warmup + n {
         let r = conn.stream(PATH, body.clone(), REQUEST_TIMEOUT, None).await;
         if i < warmup {
@@ -463,9 +484,6 @@ pub async fn sequential_streams(
                 run.first_error.get_or_insert_with(|| format!("{e:#}"));
             }
         }
-    }
-    if run.min_tokens == u32::MAX {
-        run.min_tokens = 0;
     }
     Ok(run)
 }

@@ -112,7 +112,7 @@ impl Plan {
             litellm_throughput_s: 10.0,
             stream_requests: 5_000,
             stream_warmup: 200,
-            litellm_stream_requests: 500,
+            litellm_stream_requests: 300,
             grpc_concurrency: 64,
             grpc_connections: 4,
             grpc_s: 10.0,
@@ -346,36 +346,56 @@ pub async fn run(
             .push(throughput_row(s.kind, c, window, r));
     }
 
-    // (c) Streaming: time to first token, 64 chunks per answer, concurrency 1.
+    // (c) Streaming: time to first token, 64 chunks per answer, concurrency 1; interleaved rounds
+    // as in (a).
     let body = chat_body(MODEL_STREAM, true);
-    for (s, ep) in systems.iter().zip(&eps) {
-        let n = if s.kind == SystemKind::Litellm {
-            plan.litellm_stream_requests
-        } else {
-            plan.stream_requests
-        };
-        log(&format!("(c) streaming TTFT c=1: {} x {n}", s.kind.name()));
-        let row = match load::sequential_streams(ep, body.clone(), n, plan.stream_warmup).await {
-            Ok(r) => StreamRow {
+    let mut acc: Vec<Option<load::StreamRun>> = systems.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        for (i, (s, ep)) in systems.iter().zip(&eps).enumerate() {
+            let total = if s.kind == SystemKind::Litellm {
+                plan.litellm_stream_requests
+            } else {
+                plan.stream_requests
+            };
+            let n = total / rounds + u64::from(round < total % rounds);
+            let warmup = if round == 0 {
+                plan.stream_warmup
+            } else {
+                plan.stream_warmup.min(20)
+            };
+            log(&format!(
+                "(c) streaming TTFT c=1: {} round {}/{rounds}, {n} streams",
+                s.kind.name(),
+                round + 1
+            ));
+            match load::sequential_streams(ep, body.clone(), n, warmup).await {
+                Ok(r) => match &mut acc[i] {
+                    Some(a) => a.merge(r),
+                    slot => *slot = Some(r),
+                },
+                Err(e) => {
+                    let a = match &mut acc[i] {
+                        Some(a) => a,
+                        slot => slot.insert(load::StreamRun::empty()?),
+                    };
+                    a.errors += n;
+                    a.first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+    }
+    for (s, a) in systems.iter().zip(acc) {
+        if let Some(r) = a {
+            results.streaming.push(StreamRow {
                 system: s.kind,
                 errors: r.errors,
                 first_error: r.first_error,
                 ttft: Summary::of(&r.ttft),
                 total: Summary::of(&r.total),
-                min_tokens: r.min_tokens,
+                min_tokens: if r.ttft.is_empty() { 0 } else { r.min_tokens },
                 max_tokens: r.max_tokens,
-            },
-            Err(e) => StreamRow {
-                system: s.kind,
-                errors: n,
-                first_error: Some(format!("{e:#}")),
-                ttft: Summary::default(),
-                total: Summary::default(),
-                min_tokens: 0,
-                max_tokens: 0,
-            },
-        };
-        results.streaming.push(row);
+            });
+        }
     }
 
     // gRPC Complete through Retort.

@@ -1,5 +1,8 @@
 //! `retort`: runs any or all Retort services. `retort up` runs every service in one process on
 //! embedded defaults; `retort gateway` runs the gateway alone.
+mod breaker;
+mod metering;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -32,6 +35,12 @@ enum Command {
         #[arg(long, short, env = "RETORT_CONFIG")]
         config: PathBuf,
     },
+    /// Run the breaker service alone, or confirm, stop or show a session.
+    Breaker(breaker::BreakerArgs),
+    /// Run the metering service alone (gRPC, and the dashboard on its own HTTP port).
+    Metering(metering::MeteringArgs),
+    /// Usage reports from metering: `top --by cost`, `by discipline`, `sessions`, `export --csv`.
+    Usage(metering::UsageArgs),
 }
 
 #[tokio::main]
@@ -58,10 +67,15 @@ async fn main() -> anyhow::Result<()> {
             // Services that run beside the gateway take their own sections out of the file, start
             // in-process (still reached through their gRPC clients) and plug their hooks in.
             // services: (one line per service)
+            up = metering::up(&mut file, up).await?; // [metering] (reads [[prices]]; removes it only when no [spend] follows)
+            up = breaker::up(&mut file, up).await?; // [spend] (and [[prices]], which it removes: keep it last)
             let cfg = Config::from_toml(&toml::to_string(&file)?)?;
             run_gateway(cfg, up, true).await
         }
         Command::Gateway { config } => run_gateway(Config::from_file(&config)?, Up::default(), false).await,
+        Command::Breaker(args) => breaker::run(args).await,
+        Command::Metering(args) => metering::run(args).await,
+        Command::Usage(args) => metering::usage(args).await,
     }
 }
 
@@ -70,10 +84,13 @@ async fn main() -> anyhow::Result<()> {
 struct Up {
     hooks: retort_gateway::hooks::Hooks,
     http: axum::Router,
+    /// Run in order once the gateway has stopped (drain usage queues, stop services).
+    on_stop: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 async fn run_gateway(cfg: Config, up: Up, banner: bool) -> anyhow::Result<()> {
     let running = retort_gateway::start_with_hooks(cfg, up.hooks, up.http).await?;
+    let on_stop = up.on_stop;
     if banner {
         tracing::info!(
             "ready: curl -s http://{}/v1/chat/completions -H 'authorization: Bearer sk-retort-demo' -H 'content-type: application/json' -d '{{\"model\":\"frontier\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
@@ -88,6 +105,9 @@ async fn run_gateway(cfg: Config, up: Up, banner: bool) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     running.wait().await;
+    for stop in on_stop {
+        stop.await;
+    }
     Ok(())
 }
 

@@ -56,7 +56,7 @@ struct Args {
     /// Connections of the throughput scenario (default 256).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Streams at concurrency 1 per system (default 5000; LiteLLM 500).
+    /// Streams at concurrency 1 per system (default 5000; LiteLLM 300).
     #[arg(long)]
     stream_requests: Option<u64>,
     /// Where the report goes (default bench/results, smoke bench/out).
@@ -146,6 +146,40 @@ async fn probe(ep: &Endpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The commit, and whether the sources differ from it (the bench runs what is in the work tree).
+fn git_rev() -> Option<String> {
+    let rev = command_output("git", &["-C", MANIFEST_DIR, "rev-parse", "--short", "HEAD"])?;
+    let root = Path::new(MANIFEST_DIR).join("../..");
+    let root = root.to_string_lossy();
+    let dirty = command_output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            "services",
+            "proto",
+            "bench/gateway",
+            "Cargo.toml",
+            "Cargo.lock",
+        ],
+    )
+    .is_some_and(|s| !s.is_empty());
+    Some(if dirty {
+        format!("{rev} (with uncommitted changes in the work tree)")
+    } else {
+        rev
+    })
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 struct Started {
     setup: Setup,
     litellm_version: Option<String>,
@@ -202,7 +236,10 @@ async fn start_all(
     let floor = children.last_mut().context("no child")?;
     procs::wait_ready(floor, &floor_url, "/healthz", Duration::from_secs(30)).await?;
     let floor_pid = floor.pid();
-    log(&format!("floor ready at {floor_url}"));
+    log(&format!(
+        "floor ready at {floor_url} (pid {})",
+        floor_pid.unwrap_or(0)
+    ));
 
     // Retort.
     let http_port = procs::free_port()?;
@@ -224,7 +261,8 @@ async fn start_all(
     procs::wait_ready(retort, &retort_url, "/healthz", Duration::from_secs(30)).await?;
     let retort_pid = retort.pid();
     log(&format!(
-        "retort ready at {retort_url} (gRPC 127.0.0.1:{grpc_port})"
+        "retort ready at {retort_url} (gRPC 127.0.0.1:{grpc_port}, pid {})",
+        retort_pid.unwrap_or(0)
     ));
 
     let mut systems = vec![
@@ -398,6 +436,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut children = Vec::new();
     let mut notes = args.note.clone();
+    let load_start = loadavg();
     let outcome = async {
         let started = start_all(&args, &bin_dir, &tmp, &mut children, &mut notes).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -433,6 +472,10 @@ async fn main() -> anyhow::Result<()> {
             plan.stream_requests
         ));
     }
+    notes.push(format!(
+        "Load average (1, 5, 15 min) of the machine, which other work shares: {load_start} at the start, {} at the end.",
+        loadavg()
+    ));
     let (nproc, cpu_model, mem_total_mib, kernel) = report::machine();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -445,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
         kernel,
         rustc: command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".to_owned()),
         litellm: started.litellm_version,
-        git_rev: command_output("git", &["-C", MANIFEST_DIR, "rev-parse", "--short", "HEAD"]),
+        git_rev: git_rev(),
         smoke: args.smoke,
         notes,
     };

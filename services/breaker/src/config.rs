@@ -1,0 +1,108 @@
+//! The `[spend]` section: where the breaker listens, its state store, how gateways reach it and
+//! lease, and the policies (`[spend.policies.*]`, `[[spend.budgets]]`, `[spend.webhooks]`).
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::{
+    Error,
+    policy::{self, Policies, RawBudget, RawPolicies, RawPolicyFile, RawWebhooks},
+};
+
+/// The section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpend {
+    /// Breakers and budgets on (default true when the section is present).
+    pub enabled: Option<bool>,
+    /// gRPC address of the breaker service (default 127.0.0.1:50053).
+    pub grpc_addr: Option<String>,
+    /// Where gateways reach the breaker (default `http://` + grpc_addr).
+    pub endpoint: Option<String>,
+    /// Shared state; `REDIS_URL` overrides. Absent: in memory.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (default `retort:breaker:`).
+    pub key_prefix: Option<String>,
+    /// Base URL of the confirm page links (default the gateway's HTTP address).
+    pub public_url: Option<String>,
+    /// `fail_open` (default: admit, with a warning) or `fail_closed` when the breaker is unreachable.
+    pub on_unreachable: Option<String>,
+    /// Allowance a gateway asks for per principal and refresh (default $0.50 and 200,000 tokens).
+    pub lease_usd: Option<f64>,
+    pub lease_tokens: Option<u64>,
+    /// How long a request may wait for an in-flight lease refresh (default 25 ms).
+    pub lease_wait_ms: Option<u64>,
+    /// How often a gateway reports usage and refreshes leases (default 50 ms).
+    pub flush_ms: Option<u64>,
+    #[serde(default)]
+    pub policies: RawPolicies,
+    #[serde(default)]
+    pub budgets: Vec<RawBudget>,
+    #[serde(default)]
+    pub webhooks: RawWebhooks,
+}
+
+/// What a gateway does when it cannot reach the breaker (or the breaker its Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    FailOpen,
+    FailClosed,
+}
+
+/// The loaded section.
+#[derive(Debug, Clone)]
+pub struct SpendConfig {
+    pub enabled: bool,
+    pub grpc_addr: SocketAddr,
+    pub endpoint: String,
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+    pub public_url: Option<String>,
+    pub on_unreachable: Unreachable,
+    pub lease_micros: i64,
+    pub lease_tokens: u64,
+    pub lease_wait_ms: u64,
+    pub flush_ms: u64,
+    pub policies: Policies,
+}
+
+impl SpendConfig {
+    /// Loads `[spend]` (a TOML value); `REDIS_URL` in the environment overrides `redis_url`.
+    pub fn from_value(v: toml::Value) -> Result<SpendConfig, Error> {
+        let raw: RawSpend = v.try_into().map_err(|e| Error::Config(format!("[spend]: {e}")))?;
+        Self::load(raw, std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()))
+    }
+
+    pub fn load(raw: RawSpend, redis_env: Option<String>) -> Result<SpendConfig, Error> {
+        let grpc_addr: SocketAddr = raw
+            .grpc_addr
+            .as_deref()
+            .unwrap_or("127.0.0.1:50053")
+            .parse()
+            .map_err(|e| Error::Config(format!("[spend] grpc_addr: {e}")))?;
+        let on_unreachable = match raw.on_unreachable.as_deref() {
+            None | Some("fail_open") => Unreachable::FailOpen,
+            Some("fail_closed") => Unreachable::FailClosed,
+            Some(o) => return Err(Error::Config(format!("[spend] on_unreachable must be fail_open or fail_closed, not {o:?}"))),
+        };
+        let lease_usd = raw.lease_usd.unwrap_or(0.5);
+        if !(lease_usd.is_finite() && lease_usd > 0.0 && lease_usd <= 1e4) {
+            return Err(Error::Config(format!("[spend] lease_usd = {lease_usd} must be in (0, 10000]")));
+        }
+        let policies = policy::load(RawPolicyFile { policies: raw.policies, budgets: raw.budgets, webhooks: raw.webhooks })?;
+        Ok(SpendConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            endpoint: raw.endpoint.unwrap_or_else(|| format!("http://{grpc_addr}")),
+            grpc_addr,
+            redis_url: redis_env.or(raw.redis_url),
+            key_prefix: raw.key_prefix.unwrap_or_else(|| "retort:breaker:".into()),
+            public_url: raw.public_url,
+            on_unreachable,
+            lease_micros: (lease_usd * 1e6) as i64,
+            lease_tokens: raw.lease_tokens.unwrap_or(200_000).max(1),
+            lease_wait_ms: raw.lease_wait_ms.unwrap_or(25),
+            flush_ms: raw.flush_ms.unwrap_or(50).max(1),
+            policies,
+        })
+    }
+}

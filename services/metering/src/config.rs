@@ -1,0 +1,175 @@
+//! The `[metering]` section (and the top-level `[[prices]]` entries) of a Retort configuration.
+//! Every field has a default, so an absent section runs metering on a SQLite file.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{error::MeteringError, store::StoreOptions};
+
+/// `DATABASE_URL` overrides `[metering] database_url`.
+pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
+/// Overrides `[metering] grpc_addr`.
+pub const ENV_GRPC_ADDR: &str = "RETORT_METERING_GRPC_ADDR";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringConfig {
+    /// `retort up` runs metering unless this is false.
+    pub enabled: bool,
+    /// gRPC listen address of `retort.v1.Metering` (default 127.0.0.1:50052).
+    pub grpc_addr: SocketAddr,
+    /// HTTP address of the dashboard when metering runs alone (`retort metering`); under
+    /// `retort up` the dashboard is served on the gateway's HTTP listener instead.
+    pub http_addr: SocketAddr,
+    /// `sqlite://FILE?mode=rwc` or `postgres://...`; default: `retort-metering.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// Where the default SQLite file lives (default `.`).
+    pub data_dir: PathBuf,
+    /// Raw events older than this many days are deleted (hourly rollups are kept); 0 keeps them all.
+    pub retention_days: u32,
+    /// Database connections in the pool.
+    pub max_connections: u32,
+    /// The gateway's side: how it sends events here.
+    pub client: ClientConfig,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        MeteringConfig {
+            enabled: true,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            database_url: None,
+            data_dir: PathBuf::from("."),
+            retention_days: 90,
+            max_connections: 8,
+            client: ClientConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Metering's gRPC endpoint (default: `http://` + `grpc_addr`).
+    pub endpoint: Option<String>,
+    /// Events held in memory before they spill straight to the spool. With `batch_interval_ms`
+    /// this bounds what a SIGKILL of the gateway can lose.
+    pub queue_size: usize,
+    /// Events per batch sent to metering.
+    pub batch_size: usize,
+    /// A partial batch is sent after this long.
+    pub batch_interval_ms: u64,
+    /// Where undeliverable events are written (append-only JSONL); default `data_dir/metering-spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// One send may take this long before the batch is spooled.
+    pub send_timeout_ms: u64,
+    /// While metering is away, how often the spool is replayed.
+    pub retry_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            endpoint: None,
+            queue_size: 10_000,
+            batch_size: 500,
+            batch_interval_ms: 200,
+            spool_dir: None,
+            send_timeout_ms: 2_000,
+            retry_ms: 1_000,
+        }
+    }
+}
+
+/// The client's resolved settings.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub endpoint: String,
+    pub queue_size: usize,
+    pub batch_size: usize,
+    pub batch_interval: Duration,
+    pub spool_dir: PathBuf,
+    pub send_timeout: Duration,
+    pub retry: Duration,
+}
+
+impl MeteringConfig {
+    /// Takes `[metering]` out of `file` (the gateway rejects sections it does not know) and reads
+    /// `[[prices]]` (left in place for the other services that price tokens; the caller removes it
+    /// before the gateway parses the rest). Environment overrides are applied.
+    pub fn from_table(file: &mut toml::Table) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
+        let cfg = match file.remove("metering") {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| MeteringError::Config(format!("[metering]: {e}")))?,
+            None => MeteringConfig::default(),
+        };
+        let prices = match file.get("prices") {
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| MeteringError::Config(format!("[[prices]]: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok((cfg.with_env()?, prices))
+    }
+
+    /// Parses a whole file (for `retort metering --config FILE`): `[metering]` and `[[prices]]`;
+    /// other sections are ignored.
+    pub fn from_toml(text: &str) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
+        let mut file: toml::Table = toml::from_str(text).map_err(|e| MeteringError::Config(e.to_string()))?;
+        Self::from_table(&mut file)
+    }
+
+    fn with_env(mut self) -> Result<Self, MeteringError> {
+        if let Ok(url) = std::env::var(ENV_DATABASE_URL)
+            && !url.is_empty()
+        {
+            self.database_url = Some(url);
+        }
+        if let Ok(a) = std::env::var(ENV_GRPC_ADDR)
+            && !a.is_empty()
+        {
+            self.grpc_addr = a
+                .parse()
+                .map_err(|_| MeteringError::Config(format!("{ENV_GRPC_ADDR}={a:?} is not an address")))?;
+        }
+        Ok(self)
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("retort-metering.db").display()))
+    }
+
+    pub fn store_options(&self) -> Result<StoreOptions, MeteringError> {
+        if self.max_connections == 0 {
+            return Err(MeteringError::Config("[metering] max_connections must be at least 1".into()));
+        }
+        Ok(StoreOptions {
+            url: self.database_url(),
+            schema: None,
+            max_connections: self.max_connections,
+        })
+    }
+
+    pub fn client_settings(&self) -> Result<ClientSettings, MeteringError> {
+        let c = &self.client;
+        if c.queue_size == 0 || c.batch_size == 0 {
+            return Err(MeteringError::Config(
+                "[metering.client] queue_size and batch_size must be at least 1".into(),
+            ));
+        }
+        Ok(ClientSettings {
+            endpoint: c.endpoint.clone().unwrap_or_else(|| format!("http://{}", self.grpc_addr)),
+            queue_size: c.queue_size,
+            batch_size: c.batch_size,
+            batch_interval: Duration::from_millis(c.batch_interval_ms.max(1)),
+            spool_dir: c.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("metering-spool")),
+            send_timeout: Duration::from_millis(c.send_timeout_ms.max(1)),
+            retry: Duration::from_millis(c.retry_ms.max(1)),
+        })
+    }
+}

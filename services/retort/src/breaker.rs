@@ -1,0 +1,146 @@
+//! `retort breaker`: the breaker service alone (`--config FILE`, its `[spend]` section), the CLI that
+//! confirms, stops or shows a session, and the breaker's part of `retort up`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use retort_breaker::{SpendConfig, grpc, guard};
+use retort_proto::v1::{self as pb, breaker_client::BreakerClient};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BreakerArgs {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Configuration file (TOML) with a `[spend]` section; serves the breaker alone.
+    #[arg(long, short, env = "RETORT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The session goes on; its thresholds rise by the policy's step.
+    Confirm(Target),
+    /// The session ends for good.
+    Stop(Target),
+    /// Shows a session (or, without one, every session).
+    Status {
+        session: Option<String>,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Args)]
+struct At {
+    /// The breaker's gRPC address.
+    #[arg(long, env = "RETORT_BREAKER", default_value = "http://127.0.0.1:50053")]
+    endpoint: String,
+    /// The session's user, when two users have sessions with the same id.
+    #[arg(long, default_value = "")]
+    user: String,
+}
+
+#[derive(Args)]
+struct Target {
+    session: String,
+    #[command(flatten)]
+    at: At,
+}
+
+/// `retort up`: takes `[spend]` out of the file, starts the breaker in-process on its own gRPC
+/// address and plugs a spend guard (its gRPC client) and the confirm page into the gateway.
+pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<super::Up> {
+    let Some(spend) = file.remove("spend") else { return Ok(up) };
+    // One `[[prices]]` list serves metering and breakers; the gateway's own config has no prices.
+    let prices: Vec<retort_pricing::Price> = match file.remove("prices") {
+        Some(p) => p.try_into().context("[[prices]]")?,
+        None => Vec::new(),
+    };
+    let mut cfg = SpendConfig::from_value(spend)?;
+    if !cfg.enabled {
+        return Ok(up);
+    }
+    if cfg.public_url.is_none() {
+        let http = file.get("server").and_then(|s| s.get("http_addr")).and_then(|a| a.as_str()).unwrap_or("127.0.0.1:8080");
+        cfg.public_url = Some(format!("http://{http}"));
+    }
+    let running = grpc::start(&cfg).await.context("starting the breaker")?;
+    cfg.endpoint = format!("http://{}", running.addr);
+    tracing::info!(addr = %running.addr, redis = cfg.redis_url.is_some(), "breaker: sessions and budgets guarded");
+    tokio::spawn(running.wait());
+    let table = retort_pricing::PriceTable::new(prices).context("[[prices]]")?;
+    let guard = std::sync::Arc::new(guard::Guard::start(guard::GuardConfig::from_spend(&cfg), table)?);
+    up.http = up.http.merge(retort_breaker::web::router(&cfg.endpoint, Some(std::sync::Arc::clone(&guard)))?);
+    up.hooks.spend = guard;
+    Ok(up)
+}
+
+pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
+    match args.cmd {
+        None => {
+            let path = args.config.context("retort breaker needs --config FILE (or a subcommand: confirm, stop, status)")?;
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut file: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+            let spend = file.remove("spend").context("the configuration has no [spend] section")?;
+            let running = grpc::start(&SpendConfig::from_value(spend)?).await?;
+            let stop = running.stopper();
+            tokio::spawn(async move {
+                super::shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            running.wait().await;
+            Ok(())
+        }
+        Some(Cmd::Confirm(t)) => act(t, false).await,
+        Some(Cmd::Stop(t)) => act(t, true).await,
+        Some(Cmd::Status { session, at }) => {
+            let mut c = client(&at).await?;
+            match session {
+                Some(s) => print(&c.get_session(pb::GetSessionRequest { session_id: s, user: at.user }).await?.into_inner()),
+                None => {
+                    for s in c.list_sessions(pb::ListSessionsRequest { user: at.user }).await?.into_inner().sessions {
+                        print(&s);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn client(at: &At) -> anyhow::Result<BreakerClient<tonic::transport::Channel>> {
+    BreakerClient::connect(at.endpoint.clone()).await.with_context(|| format!("connecting to the breaker at {}", at.endpoint))
+}
+
+async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
+    let mut c = client(&t.at).await?;
+    let by = format!("cli ({})", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let a = pb::SessionAction { session_id: t.session, user: t.at.user, by };
+    let s = if stop { c.stop(a).await } else { c.confirm(a).await }.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    print(&s.into_inner());
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print(s: &pb::Session) {
+    let th = s.thresholds.unwrap_or_default();
+    println!(
+        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {}",
+        s.session_id,
+        s.user,
+        s.team,
+        s.state,
+        s.mode,
+        s.tokens,
+        th.tokens,
+        s.cost_micros as f64 / 1e6,
+        th.cost_micros as f64 / 1e6,
+        s.requests,
+        th.requests,
+        s.tier
+    );
+    for t in &s.history {
+        println!("  {} → {} by {} at {} ({})", if t.from.is_empty() { "·" } else { &t.from }, t.to, t.by, t.at_unix_ms, t.reason);
+    }
+}

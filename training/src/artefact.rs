@@ -1,0 +1,212 @@
+//! The model artefact: a directory that [`Artefact::load`] turns back into a [`Predictor`].
+//!
+//! Layout:
+//! - `metadata.json`: [`ArtefactMetadata`] — class and full size config, featuriser, labels, the
+//!   training report (including the backend that trained it). Together with the weights this is the
+//!   artefact's contract: nothing else is needed to predict.
+//! - `model.mpk`: the weights (burn `NamedMpkFileRecorder`, full precision).
+//!
+//! [`Predictor::save`] writes into a sibling temporary directory and renames it into place, so an
+//! interrupted save never leaves a half-written artefact under the final name.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use serde::{Deserialize, Serialize};
+
+use crate::data::LabelVocab;
+use crate::error::{Result, TrainingError};
+use crate::features::Featuriser;
+use crate::model::{Student, StudentClass, StudentConfig};
+use crate::rng;
+use crate::trainer::{TrainReport, predict_ids};
+
+/// Version of the artefact layout; bumped on incompatible changes.
+pub const ARTEFACT_FORMAT: u32 = 1;
+const METADATA: &str = "metadata.json";
+const WEIGHTS: &str = "model";
+
+/// Everything about an artefact except its weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArtefactMetadata {
+    /// [`ARTEFACT_FORMAT`] at the time of writing.
+    pub format: u32,
+    /// The family (also inside `config`; here for readers that only want the class).
+    pub class: StudentClass,
+    /// Architecture and every dimension.
+    pub config: StudentConfig,
+    /// How text becomes token ids.
+    pub featuriser: Featuriser,
+    /// Labels in logit order.
+    pub labels: LabelVocab,
+    /// Trainable parameters.
+    pub num_params: usize,
+    /// How training went (absent for an untrained model).
+    pub train: Option<TrainReport>,
+    /// Crate version that wrote it.
+    pub written_by: String,
+}
+
+/// A student ready to predict, on backend `B`.
+#[derive(Debug)]
+pub struct Predictor<B: Backend> {
+    model: Student<B>,
+    metadata: ArtefactMetadata,
+    device: B::Device,
+}
+
+impl<B: Backend> Predictor<B> {
+    pub(crate) fn new(
+        model: Student<B>,
+        config: StudentConfig,
+        labels: LabelVocab,
+        train: Option<TrainReport>,
+        device: B::Device,
+    ) -> Self {
+        let metadata = ArtefactMetadata {
+            format: ARTEFACT_FORMAT,
+            class: config.class(),
+            featuriser: config.featuriser(),
+            num_params: model.num_params(),
+            config,
+            labels,
+            train,
+            written_by: format!("retort-training {}", env!("CARGO_PKG_VERSION")),
+        };
+        Self { model, metadata, device }
+    }
+
+    /// The most likely label and its probability for each text, in order.
+    pub fn predict(&self, texts: &[&str]) -> Vec<(String, f32)> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.metadata.featuriser.encode(t)).collect();
+        predict_ids(&self.model, &ids, &self.device)
+            .into_iter()
+            .map(|(i, p)| (self.metadata.labels.label(i).unwrap_or_default().to_string(), p))
+            .collect()
+    }
+
+    /// The probability of every label (in [`Predictor::labels`] order) for each text.
+    pub fn probabilities(&self, texts: &[&str]) -> Vec<Vec<f32>> {
+        if texts.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.metadata.featuriser.encode(t)).collect();
+        let inputs = crate::features::Inputs::from_ids(&ids, 1, &self.device);
+        let probs = burn::tensor::activation::softmax(self.model.forward(&inputs), 1);
+        let [_, cols] = probs.dims();
+        let values = probs.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        values.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+    }
+
+    /// Labels in logit order.
+    pub fn labels(&self) -> &[String] {
+        self.metadata.labels.labels()
+    }
+
+    /// The artefact's metadata.
+    pub fn metadata(&self) -> &ArtefactMetadata {
+        &self.metadata
+    }
+
+    /// The underlying burn module.
+    pub fn model(&self) -> &Student<B> {
+        &self.model
+    }
+
+    /// Writes the artefact to `dir` (replacing one already there), atomically by rename.
+    /// Returns the artefact's total size in bytes.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64> {
+        let dir = dir.as_ref();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artefact".into());
+        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        std::fs::create_dir_all(&parent).map_err(|e| TrainingError::io(&parent, e))?;
+        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| TrainingError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| TrainingError::io(&tmp, e))?;
+        let result = self.write_into(&tmp).and_then(|()| {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| TrainingError::io(dir, e))?;
+            }
+            std::fs::rename(&tmp, dir).map_err(|e| TrainingError::io(dir, e))
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result?;
+        dir_size(dir)
+    }
+
+    fn write_into(&self, dir: &Path) -> Result<()> {
+        let meta_path = dir.join(METADATA);
+        let text = serde_json::to_string_pretty(&self.metadata).map_err(|e| TrainingError::Artefact {
+            path: dir.to_path_buf(),
+            message: format!("cannot serialise metadata: {e}"),
+        })?;
+        std::fs::write(&meta_path, text).map_err(|e| TrainingError::io(&meta_path, e))?;
+        let weights = dir.join(WEIGHTS);
+        self.model
+            .clone()
+            .save_file(weights.clone(), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+            .map_err(|e| TrainingError::Record { path: weights, message: e.to_string() })
+    }
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainingError::io(dir, e))? {
+        let entry = entry.map_err(|e| TrainingError::io(dir, e))?;
+        total += entry.metadata().map_err(|e| TrainingError::io(entry.path(), e))?.len();
+    }
+    Ok(total)
+}
+
+/// Reading artefacts back.
+pub struct Artefact;
+
+impl Artefact {
+    /// Reads only the metadata of the artefact in `dir`.
+    pub fn metadata(dir: impl AsRef<Path>) -> Result<ArtefactMetadata> {
+        let dir = dir.as_ref();
+        let path = dir.join(METADATA);
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainingError::io(&path, e))?;
+        let metadata: ArtefactMetadata = serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
+            path: dir.to_path_buf(),
+            message: format!("{METADATA}: {e}"),
+        })?;
+        if metadata.format != ARTEFACT_FORMAT {
+            return Err(TrainingError::Artefact {
+                path: dir.to_path_buf(),
+                message: format!("format {} is not the supported {ARTEFACT_FORMAT}", metadata.format),
+            });
+        }
+        if metadata.featuriser != metadata.config.featuriser() || metadata.labels.len() != metadata.config.num_labels()
+        {
+            return Err(TrainingError::Artefact {
+                path: dir.to_path_buf(),
+                message: "metadata is inconsistent: featuriser or labels do not match the config".into(),
+            });
+        }
+        metadata.config.validate()?;
+        Ok(metadata)
+    }
+
+    /// Loads the artefact in `dir` onto `device` of backend `B` (any backend: the weights are
+    /// stored in full precision independently of the one that trained them).
+    pub fn load<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<Predictor<B>> {
+        let dir = dir.as_ref();
+        let metadata = Self::metadata(dir)?;
+        let model: Student<B> = {
+            // Initialisation draws from the backend RNG; the values are overwritten just below.
+            let _rng = rng::seeded::<B>(device, 0);
+            metadata.config.init(device)
+        };
+        let weights = dir.join(WEIGHTS);
+        let model = model
+            .load_file(weights.clone(), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
+            .map_err(|e| TrainingError::Record { path: weights, message: e.to_string() })?;
+        Ok(Predictor { model, metadata, device: device.clone() })
+    }
+}

@@ -1,0 +1,301 @@
+//! Student families (the *class*) and their sizes.
+//!
+//! | class         | input                     | model                                                  |
+//! |---------------|---------------------------|--------------------------------------------------------|
+//! | `linear`      | hashed word uni+bigrams   | logistic regression (embedding bag of width #labels)   |
+//! | `mlp`         | hashed word uni+bigrams   | embedding bag → hidden layer → output                  |
+//! | `cnn`         | UTF-8 bytes               | byte embeddings → Conv1d ×k → max over time → output   |
+//! | `transformer` | hashed words, in order    | token + position embeddings → encoder → mean → output  |
+//!
+//! Each class comes in named sizes (`tiny`, `small`, `base`; see [`StudentSpec::config`]) or any size
+//! built from its config struct. Model code is generic over the burn backend; the backend is chosen
+//! by the caller (see [`crate::backend`]).
+
+mod cnn;
+mod linear;
+mod mlp;
+mod transformer;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use cnn::{ByteCnn, ByteCnnConfig};
+pub use linear::{LinearBag, LinearBagConfig};
+pub use mlp::{BagMlp, BagMlpConfig};
+pub use transformer::{Encoder, EncoderConfig};
+
+use crate::error::{Result, TrainingError};
+use crate::features::{Featuriser, Inputs};
+
+/// Sums embeddings over unpadded positions and divides by √count: for a binary bag of n-grams this is
+/// the L2-normalised bag (as in TF-IDF without the IDF) times the table.
+pub(crate) fn pool_l2<B: Backend>(embedded: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [batch, _, d] = embedded.dims();
+    let summed = (embedded * mask.clone().unsqueeze_dim::<3>(2)).sum_dim(1).reshape([batch, d]);
+    summed / mask.sum_dim(1).clamp_min(1.0).sqrt()
+}
+
+/// A student family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StudentClass {
+    /// Hashed n-gram logistic regression.
+    Linear,
+    /// Hashed n-gram embedding bag + MLP.
+    Mlp,
+    /// Byte-level CNN.
+    Cnn,
+    /// Small transformer encoder.
+    Transformer,
+}
+
+impl StudentClass {
+    /// Every class, in order of increasing cost.
+    pub const ALL: [StudentClass; 4] = [Self::Linear, Self::Mlp, Self::Cnn, Self::Transformer];
+    /// Every named size.
+    pub const SIZES: [&'static str; 3] = ["tiny", "small", "base"];
+
+    /// The class's name as used in specs (`linear`, `mlp`, `cnn`, `transformer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Mlp => "mlp",
+            Self::Cnn => "cnn",
+            Self::Transformer => "transformer",
+        }
+    }
+
+    /// The AdamW learning rate the trainer uses for this class unless told otherwise.
+    pub fn default_learning_rate(self) -> f64 {
+        match self {
+            Self::Linear => 0.05,
+            Self::Mlp => 0.005,
+            Self::Cnn => 0.003,
+            Self::Transformer => 0.001,
+        }
+    }
+}
+
+impl fmt::Display for StudentClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StudentClass {
+    type Err = TrainingError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| TrainingError::UnknownClass {
+            class: s.to_string(),
+            known: Self::ALL.map(Self::name).join(", "),
+        })
+    }
+}
+
+/// A target as the distill service names it: `class/size`, e.g. `mlp/small`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StudentSpec {
+    /// The family.
+    pub class: StudentClass,
+    /// One of [`StudentClass::SIZES`].
+    pub size: String,
+}
+
+impl FromStr for StudentSpec {
+    type Err = TrainingError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (class, size) = s.split_once('/').ok_or_else(|| TrainingError::BadSpec(s.to_string()))?;
+        let class: StudentClass = class.trim().parse()?;
+        let size = size.trim();
+        if !StudentClass::SIZES.contains(&size) {
+            return Err(TrainingError::UnknownSize {
+                class: class.to_string(),
+                size: size.to_string(),
+                known: StudentClass::SIZES.join(", "),
+            });
+        }
+        Ok(Self { class, size: size.to_string() })
+    }
+}
+
+impl fmt::Display for StudentSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.class, self.size)
+    }
+}
+
+impl StudentSpec {
+    /// The size's full configuration for `num_labels` classes.
+    pub fn config(&self, num_labels: usize) -> Result<StudentConfig> {
+        let n = num_labels;
+        let unknown = || TrainingError::UnknownSize {
+            class: self.class.to_string(),
+            size: self.size.clone(),
+            known: StudentClass::SIZES.join(", "),
+        };
+        Ok(match (self.class, self.size.as_str()) {
+            (StudentClass::Linear, "tiny") => StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 16)),
+            (StudentClass::Linear, "small") => StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 18)),
+            (StudentClass::Linear, "base") => StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 20)),
+            (StudentClass::Mlp, "tiny") => StudentConfig::Mlp(
+                BagMlpConfig::new(n).with_buckets(1 << 16).with_d_embed(32).with_d_hidden(32),
+            ),
+            (StudentClass::Mlp, "small") => StudentConfig::Mlp(BagMlpConfig::new(n).with_buckets(1 << 18)),
+            (StudentClass::Mlp, "base") => StudentConfig::Mlp(
+                BagMlpConfig::new(n).with_buckets(1 << 18).with_d_embed(128).with_d_hidden(128),
+            ),
+            (StudentClass::Cnn, "tiny") => StudentConfig::Cnn(
+                ByteCnnConfig::new(n)
+                    .with_max_len(512)
+                    .with_d_embed(16)
+                    .with_channels(32)
+                    .with_kernel_sizes(vec![3, 5]),
+            ),
+            (StudentClass::Cnn, "small") => StudentConfig::Cnn(ByteCnnConfig::new(n)),
+            (StudentClass::Cnn, "base") => StudentConfig::Cnn(
+                ByteCnnConfig::new(n).with_max_len(2048).with_d_embed(64).with_channels(128),
+            ),
+            (StudentClass::Transformer, "tiny") => StudentConfig::Transformer(
+                EncoderConfig::new(n)
+                    .with_buckets(1 << 14)
+                    .with_max_len(128)
+                    .with_d_model(32)
+                    .with_n_heads(2)
+                    .with_n_layers(1)
+                    .with_d_ff(64),
+            ),
+            (StudentClass::Transformer, "small") => StudentConfig::Transformer(EncoderConfig::new(n)),
+            (StudentClass::Transformer, "base") => StudentConfig::Transformer(
+                EncoderConfig::new(n)
+                    .with_buckets(1 << 16)
+                    .with_max_len(512)
+                    .with_d_model(128)
+                    .with_n_layers(4)
+                    .with_d_ff(256),
+            ),
+            _ => return Err(unknown()),
+        })
+    }
+}
+
+/// A student's full architecture: class and every dimension. Saved in the artefact's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "class", rename_all = "snake_case")]
+pub enum StudentConfig {
+    /// See [`LinearBagConfig`].
+    Linear(LinearBagConfig),
+    /// See [`BagMlpConfig`].
+    Mlp(BagMlpConfig),
+    /// See [`ByteCnnConfig`].
+    Cnn(ByteCnnConfig),
+    /// See [`EncoderConfig`].
+    Transformer(EncoderConfig),
+}
+
+impl StudentConfig {
+    /// The family.
+    pub fn class(&self) -> StudentClass {
+        match self {
+            Self::Linear(_) => StudentClass::Linear,
+            Self::Mlp(_) => StudentClass::Mlp,
+            Self::Cnn(_) => StudentClass::Cnn,
+            Self::Transformer(_) => StudentClass::Transformer,
+        }
+    }
+
+    /// Number of output classes.
+    pub fn num_labels(&self) -> usize {
+        match self {
+            Self::Linear(c) => c.num_labels,
+            Self::Mlp(c) => c.num_labels,
+            Self::Cnn(c) => c.num_labels,
+            Self::Transformer(c) => c.num_labels,
+        }
+    }
+
+    /// Whether training draws from the backend's RNG (dropout).
+    pub fn uses_dropout(&self) -> bool {
+        match self {
+            Self::Linear(_) => false,
+            Self::Mlp(c) => c.dropout > 0.0,
+            Self::Cnn(c) => c.dropout > 0.0,
+            Self::Transformer(c) => c.dropout > 0.0,
+        }
+    }
+
+    /// The featuriser the student reads.
+    pub fn featuriser(&self) -> Featuriser {
+        match self {
+            Self::Linear(c) => c.featuriser(),
+            Self::Mlp(c) => c.featuriser(),
+            Self::Cnn(c) => c.featuriser(),
+            Self::Transformer(c) => c.featuriser(),
+        }
+    }
+
+    /// Checks dimensions before anything is allocated.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainingError::Config(m));
+        if self.num_labels() < 2 {
+            return bad(format!("a classifier needs at least 2 labels, got {}", self.num_labels()));
+        }
+        self.featuriser().validate()?;
+        match self {
+            Self::Linear(_) => Ok(()),
+            Self::Mlp(c) if c.d_embed == 0 || c.d_hidden == 0 => bad(format!("mlp dimensions must be > 0: {c:?}")),
+            Self::Cnn(c) if c.d_embed == 0 || c.channels == 0 || c.kernel_sizes.is_empty() => {
+                bad(format!("cnn dimensions must be > 0 with at least one kernel: {c:?}"))
+            }
+            Self::Cnn(c) if c.kernel_sizes.iter().any(|k| k % 2 == 0) => {
+                bad(format!("cnn kernel sizes must be odd: {:?}", c.kernel_sizes))
+            }
+            Self::Transformer(c) if c.d_model == 0 || c.n_heads == 0 || c.d_model % c.n_heads != 0 => {
+                bad(format!("transformer d_model must be a positive multiple of n_heads: {c:?}"))
+            }
+            Self::Transformer(c) if c.n_layers == 0 || c.d_ff == 0 => {
+                bad(format!("transformer needs at least one layer and d_ff > 0: {c:?}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A freshly initialised student (draws from the backend's RNG for all but `linear`).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Student<B> {
+        match self {
+            Self::Linear(c) => Student::Linear(c.init(device)),
+            Self::Mlp(c) => Student::Mlp(c.init(device)),
+            Self::Cnn(c) => Student::Cnn(c.init(device)),
+            Self::Transformer(c) => Student::Transformer(c.init(device)),
+        }
+    }
+}
+
+/// Any student: one module type that the trainer, checkpoints and artefacts handle alike.
+#[derive(Module, Debug)]
+pub enum Student<B: Backend> {
+    /// See [`LinearBag`].
+    Linear(LinearBag<B>),
+    /// See [`BagMlp`].
+    Mlp(BagMlp<B>),
+    /// See [`ByteCnn`].
+    Cnn(ByteCnn<B>),
+    /// See [`Encoder`].
+    Transformer(Encoder<B>),
+}
+
+impl<B: Backend> Student<B> {
+    /// `[batch, num_labels]` logits for a padded batch.
+    pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
+        match self {
+            Self::Linear(m) => m.forward(inputs),
+            Self::Mlp(m) => m.forward(inputs),
+            Self::Cnn(m) => m.forward(inputs),
+            Self::Transformer(m) => m.forward(inputs),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The training loop: minibatch AdamW with early stopping on validation accuracy, deterministic
+//! under a seed, checkpointed every epoch so that a job resumes where it stopped.
+//!
+//! Determinism: shuffles come from [`SplitMix64`] seeded with `(seed, epoch)`, never from a running
+//! stream, and the backend RNG is reseeded (under a process-wide lock) before initialisation and
+//! before every epoch of a student with dropout. A run resumed from epoch *k* therefore replays
+//! exactly the batches the uninterrupted run would have seen.
+//!
+//! Checkpoint directory layout (all replaced atomically, `state.json` last):
+//! - `state.json`: epoch reached, best epoch and accuracy, history, and a fingerprint of the job;
+//! - `model.mpk`, `optim.mpk`: the model and AdamW state after that epoch;
+//! - `best.mpk`: the best model so far (what early stopping returns).
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::artefact::Predictor;
+use crate::data::{Example, LabelVocab, SplitMix64};
+use crate::error::{Result, TrainingError};
+use crate::features::{Featuriser, Inputs};
+use crate::model::{Student, StudentConfig};
+use crate::rng;
+
+/// How to train (the architecture is in [`StudentConfig`]).
+#[derive(Config, Debug)]
+pub struct TrainOptions {
+    /// Seeds initialisation, shuffles and dropout.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Examples per optimiser step.
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Upper bound on epochs.
+    #[config(default = 20)]
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation accuracy.
+    #[config(default = 3)]
+    pub patience: usize,
+    /// AdamW learning rate; `None` takes the class's default
+    /// ([`crate::model::StudentClass::default_learning_rate`]).
+    pub learning_rate: Option<f64>,
+    /// AdamW decoupled weight decay.
+    #[config(default = 1e-4)]
+    pub weight_decay: f64,
+}
+
+/// What the progress callback sees after every epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// 1-based epoch just finished.
+    pub epoch: usize,
+    /// The configured upper bound.
+    pub max_epochs: usize,
+    /// Mean training cross-entropy over the epoch.
+    pub train_loss: f64,
+    /// Accuracy on the validation split after the epoch.
+    pub val_accuracy: f64,
+    /// Best validation accuracy so far.
+    pub best_val_accuracy: f64,
+    /// Epoch that reached it.
+    pub best_epoch: usize,
+    /// Seconds this epoch took (training and validation).
+    pub epoch_secs: f64,
+    /// Training examples per second in this epoch (optimiser steps only).
+    pub examples_per_sec: f64,
+    /// Upper bound on the seconds left: mean epoch time × epochs left before `max_epochs`
+    /// (early stopping usually ends sooner).
+    pub eta_secs: f64,
+}
+
+/// What a finished training run reports (also stored in the artefact's metadata).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Backend that ran, as burn names it.
+    pub backend: String,
+    /// The seed.
+    pub seed: u64,
+    /// The learning rate used.
+    pub learning_rate: f64,
+    /// Epochs completed (including those before a resume).
+    pub epochs_run: usize,
+    /// Epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Validation accuracy of the kept weights.
+    pub best_val_accuracy: f64,
+    /// Whether patience ran out before `max_epochs`.
+    pub stopped_early: bool,
+    /// Epoch the run resumed after, if it resumed from a checkpoint.
+    pub resumed_after_epoch: Option<usize>,
+    /// Training examples.
+    pub train_examples: usize,
+    /// Validation examples.
+    pub validation_examples: usize,
+    /// Seconds spent in optimiser steps, over all epochs (including those before a resume).
+    pub train_secs: f64,
+    /// Training examples per second over all epochs.
+    pub examples_per_sec: f64,
+    /// Trainable parameters.
+    pub num_params: usize,
+    /// One entry per epoch.
+    pub history: Vec<EpochProgress>,
+}
+
+/// One training job.
+#[derive(Clone, Debug)]
+pub struct TrainJob<'a> {
+    /// Architecture and size.
+    pub config: StudentConfig,
+    /// Labels in logit order; must hold every label in `train` and `validation`.
+    pub labels: LabelVocab,
+    /// Examples to fit.
+    pub train: &'a [Example],
+    /// Examples for early stopping.
+    pub validation: &'a [Example],
+    /// Optimiser and stopping settings.
+    pub options: TrainOptions,
+    /// Where to checkpoint every epoch and resume from; `None` keeps everything in memory.
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+/// A trained student and how it got there.
+#[derive(Debug)]
+pub struct Trained<B: Backend> {
+    /// The best weights, ready to predict or to save as an artefact.
+    pub predictor: Predictor<B>,
+    /// The run's numbers.
+    pub report: TrainReport,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    fingerprint: String,
+    epoch: usize,
+    best_epoch: usize,
+    best_val_accuracy: f64,
+    epochs_since_best: usize,
+    train_secs: f64,
+    history: Vec<EpochProgress>,
+}
+
+type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+struct Encoded {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<usize>,
+}
+
+fn encode(featuriser: &Featuriser, labels: &LabelVocab, examples: &[Example]) -> Result<Encoded> {
+    let mut out = Encoded { ids: Vec::with_capacity(examples.len()), labels: Vec::with_capacity(examples.len()) };
+    for example in examples {
+        out.labels.push(labels.index_of(&example.label)?);
+        out.ids.push(featuriser.encode(&example.text));
+    }
+    Ok(out)
+}
+
+/// Argmax predictions for pre-encoded inputs, in batches.
+pub(crate) fn predict_ids<B: Backend>(
+    model: &Student<B>,
+    ids: &[Vec<u32>],
+    device: &B::Device,
+) -> Vec<(usize, f32)> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(256) {
+        let logits = model.forward(&Inputs::from_ids(chunk, 1, device));
+        let probs = burn::tensor::activation::softmax(logits, 1);
+        let [rows, cols] = probs.dims();
+        let values = probs.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        for r in 0..rows.min(values.len() / cols.max(1)) {
+            let row = &values[r * cols..(r + 1) * cols];
+            let (best, p) = row
+                .iter()
+                .copied()
+                .enumerate()
+                .fold((0, f32::MIN), |acc, (i, p)| if p > acc.1 { (i, p) } else { acc });
+            out.push((best, p));
+        }
+    }
+    out
+}
+
+fn accuracy_of<B: Backend>(model: &Student<B>, data: &Encoded, device: &B::Device) -> f64 {
+    let predicted = predict_ids(model, &data.ids, device);
+    let correct = predicted.iter().zip(&data.labels).filter(|((p, _), l)| p == *l).count();
+    correct as f64 / data.labels.len().max(1) as f64
+}
+
+/// FNV-1a over everything that must match for a checkpoint to be resumed.
+fn fingerprint(job: &TrainJob<'_>, learning_rate: f64) -> String {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        h ^= 0xFF;
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    };
+    for e in job.train.iter().chain(job.validation) {
+        feed(e.text.as_bytes());
+        feed(e.label.as_bytes());
+    }
+    let config = serde_json::to_string(&job.config).unwrap_or_default();
+    format!(
+        "config={config} labels={:?} seed={} batch={} lr={learning_rate} wd={} train={} val={} data={h:016x}",
+        job.labels.labels(),
+        job.options.seed,
+        job.options.batch_size,
+        job.options.weight_decay,
+        job.train.len(),
+        job.validation.len(),
+    )
+}
+
+fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainingError {
+    TrainingError::Record { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// Saves a record as `dir/NAME.mpk` via a temporary file and a rename.
+fn save_record<B: Backend, R: burn::record::Record<B>>(dir: &Path, name: &str, record: R) -> Result<()> {
+    // burn replaces whatever follows the last dot with its extension, so the temporary name has none.
+    let tmp = dir.join(format!("{name}-partial"));
+    Rec::new().record(record, tmp.clone()).map_err(|e| record_err(&tmp, e))?;
+    let from = dir.join(format!("{name}-partial.{}", <Rec as FileRecorder<B>>::file_extension()));
+    let to = dir.join(format!("{name}.{}", <Rec as FileRecorder<B>>::file_extension()));
+    std::fs::rename(&from, &to).map_err(|e| TrainingError::io(&to, e))
+}
+
+fn load_record<B: Backend, R: burn::record::Record<B>>(dir: &Path, name: &str, device: &B::Device) -> Result<R> {
+    let path = dir.join(name);
+    Rec::new().load(path.clone(), device).map_err(|e| record_err(&path, e))
+}
+
+/// Trains a student. `on_epoch` is called after every epoch; returning `ControlFlow::Break(())`
+/// stops the run with [`TrainingError::Cancelled`] (the last checkpoint stays, so it can resume).
+///
+/// `B` is the autodiff training backend, e.g. [`crate::backend::Training`].
+pub fn train<B: AutodiffBackend>(
+    job: &TrainJob<'_>,
+    device: &B::Device,
+    mut on_epoch: impl FnMut(&EpochProgress) -> ControlFlow<()>,
+) -> Result<Trained<B::InnerBackend>> {
+    let options = &job.options;
+    job.config.validate()?;
+    if job.train.is_empty() {
+        return Err(TrainingError::EmptyData("no training examples".into()));
+    }
+    if job.validation.is_empty() {
+        return Err(TrainingError::EmptyData("no validation examples".into()));
+    }
+    if job.labels.len() != job.config.num_labels() {
+        return Err(TrainingError::Config(format!(
+            "the config has {} labels but the label vocabulary has {}",
+            job.config.num_labels(),
+            job.labels.len()
+        )));
+    }
+    if options.batch_size == 0 || options.max_epochs == 0 {
+        return Err(TrainingError::Config("batch_size and max_epochs must be > 0".into()));
+    }
+    let learning_rate = options.learning_rate.unwrap_or_else(|| job.config.class().default_learning_rate());
+    if !(learning_rate > 0.0 && learning_rate.is_finite()) {
+        return Err(TrainingError::Config(format!("learning_rate must be > 0, got {learning_rate}")));
+    }
+
+    let featuriser = job.config.featuriser();
+    let train_data = encode(&featuriser, &job.labels, job.train)?;
+    let valid_data = encode(&featuriser, &job.labels, job.validation)?;
+    let fingerprint = fingerprint(job, learning_rate);
+
+    let mut model: Student<B> = {
+        let _rng = rng::seeded::<B>(device, options.seed);
+        job.config.init(device)
+    };
+    let mut optim = AdamWConfig::new().with_weight_decay(options.weight_decay as f32).init::<B, Student<B>>();
+    let mut best: Student<B::InnerBackend> = model.valid();
+    let mut state = CheckpointState {
+        fingerprint: fingerprint.clone(),
+        epoch: 0,
+        best_epoch: 0,
+        best_val_accuracy: f64::NEG_INFINITY,
+        epochs_since_best: 0,
+        train_secs: 0.0,
+        history: Vec::new(),
+    };
+    let mut resumed_after_epoch = None;
+
+    if let Some(dir) = &job.checkpoint_dir {
+        std::fs::create_dir_all(dir).map_err(|e| TrainingError::io(dir, e))?;
+        let state_path = dir.join("state.json");
+        if state_path.exists() {
+            let text = std::fs::read_to_string(&state_path).map_err(|e| TrainingError::io(&state_path, e))?;
+            let saved: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
+                path: dir.clone(),
+                message: format!("state.json: {e}"),
+            })?;
+            if saved.fingerprint != fingerprint {
+                return Err(TrainingError::CheckpointMismatch {
+                    path: dir.clone(),
+                    message: format!("saved {:?}, now {:?}", saved.fingerprint, fingerprint),
+                });
+            }
+            model = model.load_record(load_record::<B, _>(dir, "model", device)?);
+            optim = optim.load_record(load_record::<B, _>(dir, "optim", device)?);
+            best = best.load_record(load_record::<B::InnerBackend, _>(dir, "best", device)?);
+            resumed_after_epoch = Some(saved.epoch);
+            state = saved;
+        }
+    }
+
+    let loss_fn = CrossEntropyLossConfig::new().init::<B>(device);
+    let n = train_data.ids.len();
+    let mut stopped_early = state.epochs_since_best >= options.patience && state.epoch > 0;
+    let mut epoch_times: Vec<f64> = Vec::new();
+    while !stopped_early && state.epoch < options.max_epochs {
+        let epoch = state.epoch + 1;
+        let epoch_start = Instant::now();
+        let mut order: Vec<usize> = (0..n).collect();
+        SplitMix64::new(options.seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F)).shuffle(&mut order);
+        let _rng = job
+            .config
+            .uses_dropout()
+            .then(|| rng::seeded::<B>(device, options.seed.wrapping_add(epoch as u64)));
+
+        let mut loss_sum = 0.0;
+        for chunk in order.chunks(options.batch_size) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| train_data.ids[i].clone()).collect();
+            let targets: Vec<i32> = chunk.iter().map(|&i| train_data.labels[i] as i32).collect();
+            let inputs = Inputs::<B>::from_ids(&ids, 1, device);
+            let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [chunk.len()]), device);
+            let loss = loss_fn.forward(model.forward(&inputs), targets);
+            loss_sum += loss.clone().into_scalar().elem::<f64>() * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(learning_rate, model, grads);
+        }
+        drop(_rng);
+        let step_secs = epoch_start.elapsed().as_secs_f64();
+
+        let current = model.valid();
+        let val_accuracy = accuracy_of(&current, &valid_data, device);
+        if val_accuracy > state.best_val_accuracy {
+            state.best_val_accuracy = val_accuracy;
+            state.best_epoch = epoch;
+            state.epochs_since_best = 0;
+            best = current;
+        } else {
+            state.epochs_since_best += 1;
+        }
+        state.epoch = epoch;
+        state.train_secs += step_secs;
+        stopped_early = state.epochs_since_best >= options.patience && epoch < options.max_epochs;
+
+        if let Some(dir) = &job.checkpoint_dir {
+            save_record::<B, _>(dir, "model", model.clone().into_record())?;
+            save_record::<B, _>(dir, "optim", optim.to_record())?;
+            if state.best_epoch == epoch {
+                save_record::<B::InnerBackend, _>(dir, "best", best.clone().into_record())?;
+            }
+        }
+
+        let epoch_secs = epoch_start.elapsed().as_secs_f64();
+        epoch_times.push(epoch_secs);
+        let mean = epoch_times.iter().sum::<f64>() / epoch_times.len() as f64;
+        let progress = EpochProgress {
+            epoch,
+            max_epochs: options.max_epochs,
+            train_loss: loss_sum / n as f64,
+            val_accuracy,
+            best_val_accuracy: state.best_val_accuracy,
+            best_epoch: state.best_epoch,
+            epoch_secs,
+            examples_per_sec: n as f64 / step_secs.max(1e-9),
+            eta_secs: if stopped_early { 0.0 } else { mean * (options.max_epochs - epoch) as f64 },
+        };
+        state.history.push(progress.clone());
+        if let Some(dir) = &job.checkpoint_dir {
+            let path = dir.join("state.json");
+            let tmp = dir.join("state.json.tmp");
+            let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+            std::fs::write(&tmp, text).map_err(|e| TrainingError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| TrainingError::io(&path, e))?;
+        }
+        if on_epoch(&progress).is_break() {
+            return Err(TrainingError::Cancelled);
+        }
+    }
+
+    let num_params = best.num_params();
+    let report = TrainReport {
+        backend: B::InnerBackend::name(device),
+        seed: options.seed,
+        learning_rate,
+        epochs_run: state.epoch,
+        best_epoch: state.best_epoch,
+        best_val_accuracy: state.best_val_accuracy,
+        stopped_early,
+        resumed_after_epoch,
+        train_examples: n,
+        validation_examples: valid_data.ids.len(),
+        train_secs: state.train_secs,
+        examples_per_sec: (n * state.epoch) as f64 / state.train_secs.max(1e-9),
+        num_params,
+        history: state.history,
+    };
+    let predictor = Predictor::new(best, job.config.clone(), job.labels.clone(), Some(report.clone()), device.clone());
+    Ok(Trained { predictor, report })
+}
