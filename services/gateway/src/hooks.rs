@@ -34,6 +34,9 @@ pub struct UsageEvent {
     pub latency_ms: u64,
     /// Time to first token, for streamed attempts that produced one.
     pub ttft_ms: Option<u64>,
+    /// Time spent reasoning: from the first reasoning delta to the first answer delta (or the end),
+    /// for streamed attempts that reasoned visibly. `None` when it could not be observed.
+    pub reasoning_ms: Option<u64>,
     pub stream: bool,
 }
 

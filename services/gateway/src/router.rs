@@ -125,7 +125,7 @@ impl Router {
             };
             match result {
                 Ok(mut resp) => {
-                    plan.succeeded(a, t0, started, &resp.usage, None);
+                    plan.succeeded(a, t0, started, &resp.usage, None, None);
                     admission.settle(&resp.provider, &resp.model, &resp.usage);
                     resp.failed_attempts = std::mem::take(&mut plan.failed);
                     return Ok(resp);
@@ -182,6 +182,7 @@ impl Router {
                 };
                 let mut got_content = false;
                 let mut ttft = None;
+                let (mut reasoning_started, mut reasoning_ended) = (None::<Instant>, None::<Instant>);
                 let failure = loop {
                     let (kind, wait) = if got_content {
                         (TimeoutKind::Stall, plan.routing.stall_timeout)
@@ -205,7 +206,8 @@ impl Router {
                             }
                             let failed_attempts = std::mem::take(&mut plan.failed);
                             let (provider, model) = (a.model.provider.clone(), a.model.upstream_model.clone());
-                            plan.succeeded(a, t0, started, &usage, ttft);
+                            let reasoning = reasoning_started.map(|r| reasoning_ended.unwrap_or_else(Instant::now) - r);
+                            plan.succeeded(a, t0, started, &usage, ttft, reasoning);
                             admission.settle(&provider, &model, &usage);
                             yield Ok(StreamEvent::Finish { stop_reason, usage, failed_attempts });
                             return;
@@ -224,6 +226,11 @@ impl Router {
                             if !emitted_start {
                                 emitted_start = true;
                                 yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model.provider, &a.model.upstream_model)));
+                            }
+                            match &delta {
+                                StreamEvent::ReasoningDelta { .. } => { reasoning_started.get_or_insert_with(Instant::now); }
+                                _ if reasoning_started.is_some() && reasoning_ended.is_none() => reasoning_ended = Some(Instant::now()),
+                                _ => {}
                             }
                             match &delta {
                                 StreamEvent::TextDelta { text } => partial.push_str(text),
@@ -407,7 +414,17 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn usage_event(&self, model: &ModelConfig, outcome: &'static str, status: Option<u16>, usage: Usage, t0: Instant, ttft: Option<Duration>) {
+    #[allow(clippy::too_many_arguments)]
+    fn usage_event(
+        &self,
+        model: &ModelConfig,
+        outcome: &'static str,
+        status: Option<u16>,
+        usage: Usage,
+        t0: Instant,
+        ttft: Option<Duration>,
+        reasoning: Option<Duration>,
+    ) {
         self.router.hooks.usage.record(UsageEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             time: std::time::SystemTime::now(),
@@ -423,12 +440,21 @@ impl<'a> Plan<'a> {
             usage,
             latency_ms: t0.elapsed().as_millis() as u64,
             ttft_ms: ttft.map(|d| d.as_millis() as u64),
+            reasoning_ms: reasoning.map(|d| d.as_millis() as u64),
             stream: self.stream,
         });
     }
 
-    fn succeeded(&mut self, a: Attempt<'a>, t0: Instant, started: Instant, usage: &Usage, ttft: Option<Duration>) {
-        self.usage_event(a.model, "ok", None, *usage, t0, ttft);
+    fn succeeded(
+        &mut self,
+        a: Attempt<'a>,
+        t0: Instant,
+        started: Instant,
+        usage: &Usage,
+        ttft: Option<Duration>,
+        reasoning: Option<Duration>,
+    ) {
+        self.usage_event(a.model, "ok", None, *usage, t0, ttft, reasoning);
         let state = a.permit.record(true);
         self.set_breaker_gauge(a.model, state);
         self.record_attempt(a.model, "ok");
@@ -440,7 +466,7 @@ impl<'a> Plan<'a> {
     fn failed(&mut self, a: Attempt<'a>, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
         let disposition = err.disposition();
         let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext);
-        self.usage_event(a.model, err.label(), err.status(), Usage::default(), t0, None);
+        self.usage_event(a.model, err.label(), err.status(), Usage::default(), t0, None, None);
         let state = a.permit.record(healthy);
         self.set_breaker_gauge(a.model, state);
         self.record_attempt(a.model, err.label());

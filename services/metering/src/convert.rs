@@ -95,11 +95,14 @@ pub fn to_record(e: &pb::UsageEvent, now: i64) -> Result<Record, Invalid> {
     })
 }
 
-/// The gateway's event on the wire. The gateway does not time reasoning separately, so reasoning
-/// time is estimated as the reasoning share of the output tokens times the attempt's latency.
+/// The gateway's event on the wire. Reasoning time is what the gateway observed on a stream; where
+/// it could not (non-streamed answers, hidden reasoning), it is estimated as the reasoning share of
+/// the output tokens times the attempt's latency.
 pub fn from_gateway(e: &UsageEvent) -> pb::UsageEvent {
     let u = &e.usage;
-    let reasoning_ms = if u.output > 0 && u.reasoning > 0 {
+    let reasoning_ms = if let Some(ms) = e.reasoning_ms {
+        ms
+    } else if u.output > 0 && u.reasoning > 0 {
         (e.latency_ms as f64 * (u.reasoning.min(u.output) as f64 / u.output as f64)).round() as u64
     } else {
         0

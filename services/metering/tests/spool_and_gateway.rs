@@ -48,6 +48,7 @@ fn gateway_event(i: usize) -> UsageEvent {
             cache_write: 0,
         },
         latency_ms: 5,
+        reasoning_ms: None,
         ttft_ms: None,
         stream: false,
     }
