@@ -501,11 +501,16 @@ fn parse_response(
 pub struct Anthropic {
     cfg: ProviderConfig,
     client: reqwest::Client,
+    /// The endpoint, parsed once (reqwest would re-parse a string on every request).
+    endpoint: String,
+    url: Option<reqwest::Url>,
 }
 
 impl Anthropic {
     pub fn new(cfg: ProviderConfig, client: reqwest::Client) -> Self {
-        Anthropic { cfg, client }
+        let endpoint = format!("{}/messages", cfg.base_url);
+        let url = reqwest::Url::parse(&endpoint).ok();
+        Anthropic { cfg, client, endpoint, url }
     }
 
     /// Sends one request (through [`send_json`]); a non-2xx answer becomes `ProviderError::Status`.
@@ -516,7 +521,10 @@ impl Anthropic {
     ) -> Result<reqwest::Response, ProviderError> {
         let mut rb = self
             .client
-            .post(format!("{}/messages", self.cfg.base_url))
+            .post(match &self.url {
+                Some(u) => u.clone(),
+                None => return Err(ProviderError::Connect(format!("invalid provider URL {}", self.endpoint))),
+            })
             .json(body)
             .header(
                 "anthropic-version",

@@ -536,18 +536,26 @@ fn error_object_status(err: &Value, body: &str) -> ProviderError {
 pub struct OpenAi {
     cfg: ProviderConfig,
     client: reqwest::Client,
+    /// The endpoint, parsed once (reqwest would re-parse a string on every request).
+    endpoint: String,
+    url: Option<reqwest::Url>,
 }
 
 impl OpenAi {
     pub fn new(cfg: ProviderConfig, client: reqwest::Client) -> Self {
-        OpenAi { cfg, client }
+        let endpoint = format!("{}/chat/completions", cfg.base_url);
+        let url = reqwest::Url::parse(&endpoint).ok();
+        OpenAi { cfg, client, endpoint, url }
     }
 
     /// Sends one request (through [`send_json`]); a non-2xx answer becomes `ProviderError::Status`.
     async fn send(&self, body: &OaRequest<'_>) -> Result<reqwest::Response, ProviderError> {
         let mut rb = self
             .client
-            .post(format!("{}/chat/completions", self.cfg.base_url))
+            .post(match &self.url {
+                Some(u) => u.clone(),
+                None => return Err(ProviderError::Connect(format!("invalid provider URL {}", self.endpoint))),
+            })
             .json(body);
         if !self.cfg.api_key.is_empty() {
             rb = rb.bearer_auth(self.cfg.api_key.expose());
