@@ -74,15 +74,31 @@ impl<B: Backend> Predictor<B> {
             train,
             written_by: format!("retort-training {}", env!("CARGO_PKG_VERSION")),
         };
-        Self { model, metadata, device }
+        Self {
+            model,
+            metadata,
+            device,
+        }
     }
 
     /// The most likely label and its probability for each text, in order.
     pub fn predict(&self, texts: &[&str]) -> Vec<(String, f32)> {
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.metadata.featuriser.encode(t)).collect();
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.metadata.featuriser.encode(t))
+            .collect();
         predict_ids(&self.model, &ids, &self.device)
             .into_iter()
-            .map(|(i, p)| (self.metadata.labels.label(i).unwrap_or_default().to_string(), p))
+            .map(|(i, p)| {
+                (
+                    self.metadata
+                        .labels
+                        .label(i)
+                        .unwrap_or_default()
+                        .to_string(),
+                    p,
+                )
+            })
             .collect()
     }
 
@@ -91,11 +107,18 @@ impl<B: Backend> Predictor<B> {
         if texts.is_empty() {
             return Vec::new();
         }
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.metadata.featuriser.encode(t)).collect();
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.metadata.featuriser.encode(t))
+            .collect();
         let inputs = crate::features::Inputs::from_ids(&ids, 1, &self.device);
         let probs = burn::tensor::activation::softmax(self.model.forward(&inputs), 1);
         let [_, cols] = probs.dims();
-        let values = probs.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        let values = probs
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
         values.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
     }
 
@@ -118,8 +141,14 @@ impl<B: Backend> Predictor<B> {
     /// Returns the artefact's total size in bytes.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64> {
         let dir = dir.as_ref();
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artefact".into());
-        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "artefact".into());
+        let parent = dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         std::fs::create_dir_all(&parent).map_err(|e| TrainingError::io(&parent, e))?;
         let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
         if tmp.exists() {
@@ -141,16 +170,23 @@ impl<B: Backend> Predictor<B> {
 
     fn write_into(&self, dir: &Path) -> Result<()> {
         let meta_path = dir.join(METADATA);
-        let text = serde_json::to_string_pretty(&self.metadata).map_err(|e| TrainingError::Artefact {
-            path: dir.to_path_buf(),
-            message: format!("cannot serialise metadata: {e}"),
-        })?;
+        let text =
+            serde_json::to_string_pretty(&self.metadata).map_err(|e| TrainingError::Artefact {
+                path: dir.to_path_buf(),
+                message: format!("cannot serialise metadata: {e}"),
+            })?;
         std::fs::write(&meta_path, text).map_err(|e| TrainingError::io(&meta_path, e))?;
         let weights = dir.join(WEIGHTS);
         self.model
             .clone()
-            .save_file(weights.clone(), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-            .map_err(|e| TrainingError::Record { path: weights, message: e.to_string() })
+            .save_file(
+                weights.clone(),
+                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            )
+            .map_err(|e| TrainingError::Record {
+                path: weights,
+                message: e.to_string(),
+            })
     }
 }
 
@@ -158,7 +194,10 @@ fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).map_err(|e| TrainingError::io(dir, e))? {
         let entry = entry.map_err(|e| TrainingError::io(dir, e))?;
-        total += entry.metadata().map_err(|e| TrainingError::io(entry.path(), e))?.len();
+        total += entry
+            .metadata()
+            .map_err(|e| TrainingError::io(entry.path(), e))?
+            .len();
     }
     Ok(total)
 }
@@ -172,21 +211,27 @@ impl Artefact {
         let dir = dir.as_ref();
         let path = dir.join(METADATA);
         let text = std::fs::read_to_string(&path).map_err(|e| TrainingError::io(&path, e))?;
-        let metadata: ArtefactMetadata = serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
-            path: dir.to_path_buf(),
-            message: format!("{METADATA}: {e}"),
-        })?;
+        let metadata: ArtefactMetadata =
+            serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
+                path: dir.to_path_buf(),
+                message: format!("{METADATA}: {e}"),
+            })?;
         if metadata.format != ARTEFACT_FORMAT {
             return Err(TrainingError::Artefact {
                 path: dir.to_path_buf(),
-                message: format!("format {} is not the supported {ARTEFACT_FORMAT}", metadata.format),
+                message: format!(
+                    "format {} is not the supported {ARTEFACT_FORMAT}",
+                    metadata.format
+                ),
             });
         }
-        if metadata.featuriser != metadata.config.featuriser() || metadata.labels.len() != metadata.config.num_labels()
+        if metadata.featuriser != metadata.config.featuriser()
+            || metadata.labels.len() != metadata.config.num_labels()
         {
             return Err(TrainingError::Artefact {
                 path: dir.to_path_buf(),
-                message: "metadata is inconsistent: featuriser or labels do not match the config".into(),
+                message: "metadata is inconsistent: featuriser or labels do not match the config"
+                    .into(),
             });
         }
         metadata.config.validate()?;
@@ -205,8 +250,19 @@ impl Artefact {
         };
         let weights = dir.join(WEIGHTS);
         let model = model
-            .load_file(weights.clone(), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
-            .map_err(|e| TrainingError::Record { path: weights, message: e.to_string() })?;
-        Ok(Predictor { model, metadata, device: device.clone() })
+            .load_file(
+                weights.clone(),
+                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+                device,
+            )
+            .map_err(|e| TrainingError::Record {
+                path: weights,
+                message: e.to_string(),
+            })?;
+        Ok(Predictor {
+            model,
+            metadata,
+            device: device.clone(),
+        })
     }
 }

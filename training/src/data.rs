@@ -33,7 +33,10 @@ pub struct Example {
 impl Example {
     /// An example from borrowed parts.
     pub fn new(text: impl Into<String>, label: impl Into<String>) -> Self {
-        Self { text: text.into(), label: label.into() }
+        Self {
+            text: text.into(),
+            label: label.into(),
+        }
     }
 }
 
@@ -42,12 +45,17 @@ pub fn parse_jsonl(reader: impl BufRead) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for (index, line) in reader.lines().enumerate() {
         let line_no = index + 1;
-        let line = line.map_err(|e| TrainingError::Jsonl { line: line_no, message: e.to_string() })?;
+        let line = line.map_err(|e| TrainingError::Jsonl {
+            line: line_no,
+            message: e.to_string(),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let example: Example = serde_json::from_str(&line)
-            .map_err(|e| TrainingError::Jsonl { line: line_no, message: e.to_string() })?;
+        let example: Example = serde_json::from_str(&line).map_err(|e| TrainingError::Jsonl {
+            line: line_no,
+            message: e.to_string(),
+        })?;
         out.push(example);
     }
     Ok(out)
@@ -82,7 +90,9 @@ impl LabelVocab {
     /// The sorted distinct labels of `examples`. Errors on no examples.
     pub fn from_examples(examples: &[Example]) -> Result<Self> {
         if examples.is_empty() {
-            return Err(TrainingError::EmptyData("no examples to take labels from".into()));
+            return Err(TrainingError::EmptyData(
+                "no examples to take labels from".into(),
+            ));
         }
         let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
         labels.sort();
@@ -127,10 +137,13 @@ impl LabelVocab {
 
     /// The logit index of `label`, or an error naming the known labels.
     pub fn index_of(&self, label: &str) -> Result<usize> {
-        self.labels.iter().position(|l| l == label).ok_or_else(|| TrainingError::UnknownLabel {
-            label: label.to_string(),
-            known: self.labels.join(", "),
-        })
+        self.labels
+            .iter()
+            .position(|l| l == label)
+            .ok_or_else(|| TrainingError::UnknownLabel {
+                label: label.to_string(),
+                known: self.labels.join(", "),
+            })
     }
 }
 
@@ -182,7 +195,10 @@ pub fn split(examples: &[Example], validation_fraction: f64, seed: u64) -> Resul
     }
     Ok(Split {
         train: train.into_iter().map(|i| examples[i].clone()).collect(),
-        validation: validation.into_iter().map(|i| examples[i].clone()).collect(),
+        validation: validation
+            .into_iter()
+            .map(|i| examples[i].clone())
+            .collect(),
     })
 }
 

@@ -65,7 +65,11 @@ pub fn accuracy<S: AsRef<str>, T: AsRef<str>>(expected: &[S], predicted: &[T]) -
     if expected.is_empty() {
         return Err(TrainingError::EmptyData("nothing to compare".into()));
     }
-    let same = expected.iter().zip(predicted).filter(|(a, b)| a.as_ref() == b.as_ref()).count();
+    let same = expected
+        .iter()
+        .zip(predicted)
+        .filter(|(a, b)| a.as_ref() == b.as_ref())
+        .count();
     Ok(same as f64 / expected.len() as f64)
 }
 
@@ -76,25 +80,33 @@ pub fn agreement<S: AsRef<str>, T: AsRef<str>>(a: &[S], b: &[T]) -> Result<f64> 
 }
 
 /// Builds an [`EvalReport`] from examples and the `(label, probability)` predicted for each.
-pub fn report(examples: &[Example], predicted: &[(String, f32)], max_errors_per_class: usize) -> Result<EvalReport> {
+pub fn report(
+    examples: &[Example],
+    predicted: &[(String, f32)],
+    max_errors_per_class: usize,
+) -> Result<EvalReport> {
     let expected: Vec<&str> = examples.iter().map(|e| e.label.as_str()).collect();
     let labels: Vec<&str> = predicted.iter().map(|(l, _)| l.as_str()).collect();
     let accuracy = accuracy(&expected, &labels)?;
     let mut classes: BTreeMap<&str, ClassReport> = BTreeMap::new();
     let mut confusions: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (example, (label, probability)) in examples.iter().zip(predicted) {
-        let class = classes.entry(example.label.as_str()).or_insert_with(|| ClassReport {
-            label: example.label.clone(),
-            support: 0,
-            correct: 0,
-            accuracy: 0.0,
-            errors: Vec::new(),
-        });
+        let class = classes
+            .entry(example.label.as_str())
+            .or_insert_with(|| ClassReport {
+                label: example.label.clone(),
+                support: 0,
+                correct: 0,
+                accuracy: 0.0,
+                errors: Vec::new(),
+            });
         class.support += 1;
         if *label == example.label {
             class.correct += 1;
         } else {
-            *confusions.entry((example.label.as_str(), label.as_str())).or_default() += 1;
+            *confusions
+                .entry((example.label.as_str(), label.as_str()))
+                .or_default() += 1;
             if class.errors.len() < max_errors_per_class {
                 class.errors.push(ErrorExample {
                     text: example.text.clone(),
@@ -112,10 +124,21 @@ pub fn report(examples: &[Example], predicted: &[(String, f32)], max_errors_per_
             c
         })
         .collect();
-    let mut confusions: Vec<(String, String, usize)> =
-        confusions.into_iter().map(|((e, p), n)| (e.to_string(), p.to_string(), n)).collect();
-    confusions.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)).then_with(|| a.1.cmp(&b.1)));
-    Ok(EvalReport { n: examples.len(), accuracy, per_class, confusions })
+    let mut confusions: Vec<(String, String, usize)> = confusions
+        .into_iter()
+        .map(|((e, p), n)| (e.to_string(), p.to_string(), n))
+        .collect();
+    confusions.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then_with(|| a.0.cmp(&b.0))
+            .then_with(|| a.1.cmp(&b.1))
+    });
+    Ok(EvalReport {
+        n: examples.len(),
+        accuracy,
+        per_class,
+        confusions,
+    })
 }
 
 /// Predicts every example with `predictor` and reports accuracy and errors by class.
@@ -169,7 +192,11 @@ pub fn latency_stats(samples: &[Duration]) -> Result<LatencyStats> {
 
 /// Times single-item [`Predictor::predict`] calls in-process, one per text, after `warmup` untimed
 /// calls. This is the model's own latency: no network, no serialisation.
-pub fn measure_latency<B: Backend>(predictor: &Predictor<B>, texts: &[&str], warmup: usize) -> Result<LatencyStats> {
+pub fn measure_latency<B: Backend>(
+    predictor: &Predictor<B>,
+    texts: &[&str],
+    warmup: usize,
+) -> Result<LatencyStats> {
     if texts.is_empty() {
         return Err(TrainingError::EmptyData("no texts to time".into()));
     }
@@ -191,8 +218,16 @@ mod tests {
 
     #[test]
     fn report_counts_errors_by_class() {
-        let examples = vec![Example::new("a", "x"), Example::new("b", "x"), Example::new("c", "y")];
-        let predicted = vec![("x".to_string(), 0.9), ("y".to_string(), 0.6), ("y".to_string(), 0.8)];
+        let examples = vec![
+            Example::new("a", "x"),
+            Example::new("b", "x"),
+            Example::new("c", "y"),
+        ];
+        let predicted = vec![
+            ("x".to_string(), 0.9),
+            ("y".to_string(), 0.6),
+            ("y".to_string(), 0.8),
+        ];
         let r = report(&examples, &predicted, 5).unwrap();
         assert!((r.accuracy - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(r.per_class[0].label, "x");
@@ -206,6 +241,9 @@ mod tests {
     fn percentiles_are_nearest_rank() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
         let s = latency_stats(&samples).unwrap();
-        assert_eq!((s.p50_us, s.p95_us, s.p99_us, s.max_us), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(
+            (s.p50_us, s.p95_us, s.p99_us, s.max_us),
+            (50.0, 95.0, 99.0, 100.0)
+        );
     }
 }

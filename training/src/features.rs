@@ -93,14 +93,19 @@ impl Featuriser {
     /// Checks the sizes are usable.
     pub fn validate(&self) -> Result<()> {
         let ok = match self {
-            Self::NgramBag { buckets, max_features } => *buckets >= 2 && *max_features >= 1,
+            Self::NgramBag {
+                buckets,
+                max_features,
+            } => *buckets >= 2 && *max_features >= 1,
             Self::WordSequence { buckets, max_len } => *buckets >= 2 && *max_len >= 1,
             Self::Bytes { max_len } => *max_len >= 1,
         };
         if ok {
             Ok(())
         } else {
-            Err(TrainingError::Config(format!("featuriser sizes out of range: {self:?}")))
+            Err(TrainingError::Config(format!(
+                "featuriser sizes out of range: {self:?}"
+            )))
         }
     }
 
@@ -124,7 +129,10 @@ impl Featuriser {
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut ids = Vec::new();
         match self {
-            Self::NgramBag { buckets, max_features } => {
+            Self::NgramBag {
+                buckets,
+                max_features,
+            } => {
                 let (buckets, max) = (*buckets, *max_features);
                 let mut seen = std::collections::HashSet::new();
                 let mut prev: Option<u64> = None;
@@ -137,7 +145,10 @@ impl Featuriser {
                         ids.push(uni);
                     }
                     if let Some(p) = prev {
-                        let bi = bucket((p.wrapping_mul(FNV_PRIME) ^ h).wrapping_add(BIGRAM_SALT), buckets);
+                        let bi = bucket(
+                            (p.wrapping_mul(FNV_PRIME) ^ h).wrapping_add(BIGRAM_SALT),
+                            buckets,
+                        );
                         if ids.len() < max && seen.insert(bi) {
                             ids.push(bi);
                         }
@@ -182,7 +193,13 @@ impl<B: Backend> Inputs<B> {
     /// Pads `sequences` to the longest one (at least `min_len`) and moves them to `device`.
     pub fn from_ids(sequences: &[Vec<u32>], min_len: usize, device: &B::Device) -> Self {
         let batch = sequences.len();
-        let len = sequences.iter().map(Vec::len).max().unwrap_or(0).max(min_len).max(1);
+        let len = sequences
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(min_len)
+            .max(1);
         let mut tokens = vec![0i32; batch * len];
         let mut mask = vec![0f32; batch * len];
         for (row, seq) in sequences.iter().enumerate() {
@@ -204,7 +221,10 @@ mod tests {
 
     #[test]
     fn ngram_bag_is_deduplicated_and_in_range() {
-        let f = Featuriser::NgramBag { buckets: 1 << 10, max_features: 100 };
+        let f = Featuriser::NgramBag {
+            buckets: 1 << 10,
+            max_features: 100,
+        };
         let ids = f.encode("Free FREE free money 123 456!");
         assert!(ids.iter().all(|&i| i >= 1 && (i as usize) < 1 << 10));
         let mut sorted = ids.clone();

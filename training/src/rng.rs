@@ -14,7 +14,9 @@ static BACKEND_RNG: Mutex<()> = Mutex::new(());
 /// Holds the lock with the backend seeded to `seed` until dropped.
 pub(crate) fn seeded<B: Backend>(device: &B::Device, seed: u64) -> MutexGuard<'static, ()> {
     // A panic while holding the lock leaves nothing half-done that we rely on.
-    let guard = BACKEND_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = BACKEND_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     B::seed(device, seed);
     guard
 }

@@ -156,7 +156,10 @@ struct Encoded {
 }
 
 fn encode(featuriser: &Featuriser, labels: &LabelVocab, examples: &[Example]) -> Result<Encoded> {
-    let mut out = Encoded { ids: Vec::with_capacity(examples.len()), labels: Vec::with_capacity(examples.len()) };
+    let mut out = Encoded {
+        ids: Vec::with_capacity(examples.len()),
+        labels: Vec::with_capacity(examples.len()),
+    };
     for example in examples {
         out.labels.push(labels.index_of(&example.label)?);
         out.ids.push(featuriser.encode(&example.text));
@@ -175,14 +178,21 @@ pub(crate) fn predict_ids<B: Backend>(
         let logits = model.forward(&Inputs::from_ids(chunk, 1, device));
         let probs = burn::tensor::activation::softmax(logits, 1);
         let [rows, cols] = probs.dims();
-        let values = probs.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        let values = probs
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
         for r in 0..rows.min(values.len() / cols.max(1)) {
             let row = &values[r * cols..(r + 1) * cols];
             let (best, p) = row
                 .iter()
                 .copied()
                 .enumerate()
-                .fold((0, f32::MIN), |acc, (i, p)| if p > acc.1 { (i, p) } else { acc });
+                .fold(
+                    (0, f32::MIN),
+                    |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
+                );
             out.push((best, p));
         }
     }
@@ -191,7 +201,11 @@ pub(crate) fn predict_ids<B: Backend>(
 
 fn accuracy_of<B: Backend>(model: &Student<B>, data: &Encoded, device: &B::Device) -> f64 {
     let predicted = predict_ids(model, &data.ids, device);
-    let correct = predicted.iter().zip(&data.labels).filter(|((p, _), l)| p == *l).count();
+    let correct = predicted
+        .iter()
+        .zip(&data.labels)
+        .filter(|((p, _), l)| p == *l)
+        .count();
     correct as f64 / data.labels.len().max(1) as f64
 }
 
@@ -223,22 +237,43 @@ fn fingerprint(job: &TrainJob<'_>, learning_rate: f64) -> String {
 }
 
 fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainingError {
-    TrainingError::Record { path: path.to_path_buf(), message: e.to_string() }
+    TrainingError::Record {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// Saves a record as `dir/NAME.mpk` via a temporary file and a rename.
-fn save_record<B: Backend, R: burn::record::Record<B>>(dir: &Path, name: &str, record: R) -> Result<()> {
+fn save_record<B: Backend, R: burn::record::Record<B>>(
+    dir: &Path,
+    name: &str,
+    record: R,
+) -> Result<()> {
     // burn replaces whatever follows the last dot with its extension, so the temporary name has none.
     let tmp = dir.join(format!("{name}-partial"));
-    Rec::new().record(record, tmp.clone()).map_err(|e| record_err(&tmp, e))?;
-    let from = dir.join(format!("{name}-partial.{}", <Rec as FileRecorder<B>>::file_extension()));
-    let to = dir.join(format!("{name}.{}", <Rec as FileRecorder<B>>::file_extension()));
+    Rec::new()
+        .record(record, tmp.clone())
+        .map_err(|e| record_err(&tmp, e))?;
+    let from = dir.join(format!(
+        "{name}-partial.{}",
+        <Rec as FileRecorder<B>>::file_extension()
+    ));
+    let to = dir.join(format!(
+        "{name}.{}",
+        <Rec as FileRecorder<B>>::file_extension()
+    ));
     std::fs::rename(&from, &to).map_err(|e| TrainingError::io(&to, e))
 }
 
-fn load_record<B: Backend, R: burn::record::Record<B>>(dir: &Path, name: &str, device: &B::Device) -> Result<R> {
+fn load_record<B: Backend, R: burn::record::Record<B>>(
+    dir: &Path,
+    name: &str,
+    device: &B::Device,
+) -> Result<R> {
     let path = dir.join(name);
-    Rec::new().load(path.clone(), device).map_err(|e| record_err(&path, e))
+    Rec::new()
+        .load(path.clone(), device)
+        .map_err(|e| record_err(&path, e))
 }
 
 /// Trains a student. `on_epoch` is called after every epoch; returning `ControlFlow::Break(())`
@@ -266,11 +301,17 @@ pub fn train<B: AutodiffBackend>(
         )));
     }
     if options.batch_size == 0 || options.max_epochs == 0 {
-        return Err(TrainingError::Config("batch_size and max_epochs must be > 0".into()));
+        return Err(TrainingError::Config(
+            "batch_size and max_epochs must be > 0".into(),
+        ));
     }
-    let learning_rate = options.learning_rate.unwrap_or_else(|| job.config.class().default_learning_rate());
+    let learning_rate = options
+        .learning_rate
+        .unwrap_or_else(|| job.config.class().default_learning_rate());
     if !(learning_rate > 0.0 && learning_rate.is_finite()) {
-        return Err(TrainingError::Config(format!("learning_rate must be > 0, got {learning_rate}")));
+        return Err(TrainingError::Config(format!(
+            "learning_rate must be > 0, got {learning_rate}"
+        )));
     }
 
     let featuriser = job.config.featuriser();
@@ -282,7 +323,9 @@ pub fn train<B: AutodiffBackend>(
         let _rng = rng::seeded::<B>(device, options.seed);
         job.config.init(device)
     };
-    let mut optim = AdamWConfig::new().with_weight_decay(options.weight_decay as f32).init::<B, Student<B>>();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(options.weight_decay as f32)
+        .init::<B, Student<B>>();
     let mut best: Student<B::InnerBackend> = model.valid();
     let mut state = CheckpointState {
         fingerprint: fingerprint.clone(),
@@ -299,11 +342,13 @@ pub fn train<B: AutodiffBackend>(
         std::fs::create_dir_all(dir).map_err(|e| TrainingError::io(dir, e))?;
         let state_path = dir.join("state.json");
         if state_path.exists() {
-            let text = std::fs::read_to_string(&state_path).map_err(|e| TrainingError::io(&state_path, e))?;
-            let saved: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
-                path: dir.clone(),
-                message: format!("state.json: {e}"),
-            })?;
+            let text = std::fs::read_to_string(&state_path)
+                .map_err(|e| TrainingError::io(&state_path, e))?;
+            let saved: CheckpointState =
+                serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
+                    path: dir.clone(),
+                    message: format!("state.json: {e}"),
+                })?;
             if saved.fingerprint != fingerprint {
                 return Err(TrainingError::CheckpointMismatch {
                     path: dir.clone(),
@@ -326,7 +371,8 @@ pub fn train<B: AutodiffBackend>(
         let epoch = state.epoch + 1;
         let epoch_start = Instant::now();
         let mut order: Vec<usize> = (0..n).collect();
-        SplitMix64::new(options.seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F)).shuffle(&mut order);
+        SplitMix64::new(options.seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F))
+            .shuffle(&mut order);
         let _rng = job
             .config
             .uses_dropout()
@@ -337,7 +383,8 @@ pub fn train<B: AutodiffBackend>(
             let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| train_data.ids[i].clone()).collect();
             let targets: Vec<i32> = chunk.iter().map(|&i| train_data.labels[i] as i32).collect();
             let inputs = Inputs::<B>::from_ids(&ids, 1, device);
-            let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [chunk.len()]), device);
+            let targets =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [chunk.len()]), device);
             let loss = loss_fn.forward(model.forward(&inputs), targets);
             loss_sum += loss.clone().into_scalar().elem::<f64>() * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -380,7 +427,11 @@ pub fn train<B: AutodiffBackend>(
             best_epoch: state.best_epoch,
             epoch_secs,
             examples_per_sec: n as f64 / step_secs.max(1e-9),
-            eta_secs: if stopped_early { 0.0 } else { mean * (options.max_epochs - epoch) as f64 },
+            eta_secs: if stopped_early {
+                0.0
+            } else {
+                mean * (options.max_epochs - epoch) as f64
+            },
         };
         state.history.push(progress.clone());
         if let Some(dir) = &job.checkpoint_dir {
@@ -412,6 +463,12 @@ pub fn train<B: AutodiffBackend>(
         num_params,
         history: state.history,
     };
-    let predictor = Predictor::new(best, job.config.clone(), job.labels.clone(), Some(report.clone()), device.clone());
+    let predictor = Predictor::new(
+        best,
+        job.config.clone(),
+        job.labels.clone(),
+        Some(report.clone()),
+        device.clone(),
+    );
     Ok(Trained { predictor, report })
 }

@@ -8,7 +8,8 @@ use retort_training::backend::{self, Inference, Training};
 use retort_training::data::{self, Example, LabelVocab};
 use retort_training::model::{BagMlpConfig, ByteCnnConfig, EncoderConfig, LinearBagConfig};
 use retort_training::{
-    Artefact, StudentConfig, StudentSpec, TrainJob, TrainOptions, Trained, TrainingError, eval, train,
+    Artefact, StudentConfig, StudentSpec, TrainJob, TrainOptions, Trained, TrainingError, eval,
+    train,
 };
 
 fn fixture() -> Vec<Example> {
@@ -39,7 +40,12 @@ fn data() -> Data {
 fn small_configs() -> Vec<StudentConfig> {
     vec![
         StudentConfig::Linear(LinearBagConfig::new(2).with_buckets(1 << 12)),
-        StudentConfig::Mlp(BagMlpConfig::new(2).with_buckets(1 << 12).with_d_embed(16).with_d_hidden(16)),
+        StudentConfig::Mlp(
+            BagMlpConfig::new(2)
+                .with_buckets(1 << 12)
+                .with_d_embed(16)
+                .with_d_hidden(16),
+        ),
         StudentConfig::Cnn(
             ByteCnnConfig::new(2)
                 .with_max_len(96)
@@ -89,7 +95,11 @@ fn every_family_learns_the_fixture() {
         let class = config.class();
         let mut epochs = Vec::new();
         let trained = train::<Training>(
-            &job(config, &d, TrainOptions::new().with_max_epochs(12).with_batch_size(16)),
+            &job(
+                config,
+                &d,
+                TrainOptions::new().with_max_epochs(12).with_batch_size(16),
+            ),
             &backend::device(),
             |p| {
                 epochs.push(p.clone());
@@ -107,9 +117,17 @@ fn every_family_learns_the_fixture() {
             trained.report.examples_per_sec,
             trained.report.num_params,
         );
-        assert!(report.accuracy >= 0.85, "{class}: held-out accuracy {}", report.accuracy);
+        assert!(
+            report.accuracy >= 0.85,
+            "{class}: held-out accuracy {}",
+            report.accuracy
+        );
         assert_eq!(epochs.len(), trained.report.epochs_run);
-        assert!(epochs.iter().all(|p| p.train_loss.is_finite() && p.eta_secs >= 0.0));
+        assert!(
+            epochs
+                .iter()
+                .all(|p| p.train_loss.is_finite() && p.eta_secs >= 0.0)
+        );
         assert_eq!(report.per_class.len(), 2);
     }
 }
@@ -120,7 +138,11 @@ fn same_seed_gives_identical_predictions() {
     let options = TrainOptions::new().with_max_epochs(3).with_seed(9);
     let a = run(&job(mlp(), &d, options.clone()));
     let b = run(&job(mlp(), &d, options));
-    let c = run(&job(mlp(), &d, TrainOptions::new().with_max_epochs(3).with_seed(10)));
+    let c = run(&job(
+        mlp(),
+        &d,
+        TrainOptions::new().with_max_epochs(3).with_seed(10),
+    ));
     let t = texts(&d.test);
     assert_eq!(a.predictor.probabilities(&t), b.predictor.probabilities(&t));
     assert_eq!(a.report.history.len(), b.report.history.len());
@@ -132,7 +154,11 @@ fn resumed_training_matches_uninterrupted() {
     let d = data();
     let dir = tempfile::tempdir().unwrap();
     // Patience larger than the run so that both runs go the full four epochs.
-    let options = |epochs| TrainOptions::new().with_max_epochs(epochs).with_patience(10);
+    let options = |epochs| {
+        TrainOptions::new()
+            .with_max_epochs(epochs)
+            .with_patience(10)
+    };
     let straight = run(&job(mlp(), &d, options(4)));
 
     let mut first = job(mlp(), &d, options(2));
@@ -149,7 +175,10 @@ fn resumed_training_matches_uninterrupted() {
     assert_eq!(resumed.report.history.len(), 4);
 
     let t = texts(&d.test);
-    let (p1, p2) = (straight.predictor.probabilities(&t), resumed.predictor.probabilities(&t));
+    let (p1, p2) = (
+        straight.predictor.probabilities(&t),
+        resumed.predictor.probabilities(&t),
+    );
     for (a, b) in p1.iter().flatten().zip(p2.iter().flatten()) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
@@ -157,8 +186,12 @@ fn resumed_training_matches_uninterrupted() {
     // A checkpoint from a different job is refused rather than silently mixed in.
     let mut other = job(mlp(), &d, options(4).with_seed(1));
     other.checkpoint_dir = Some(dir.path().to_path_buf());
-    let err = train::<Training>(&other, &backend::device(), |_| ControlFlow::Continue(())).unwrap_err();
-    assert!(matches!(err, TrainingError::CheckpointMismatch { .. }), "{err}");
+    let err =
+        train::<Training>(&other, &backend::device(), |_| ControlFlow::Continue(())).unwrap_err();
+    assert!(
+        matches!(err, TrainingError::CheckpointMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -189,14 +222,19 @@ fn artefact_round_trip_gives_identical_predictions() {
         .filter(|e| e.file_name().to_string_lossy().contains("partial"))
         .collect();
     assert!(leftovers.is_empty());
-    let missing = Artefact::load::<Inference>(dir.path().join("nope"), &backend::device()).unwrap_err();
+    let missing =
+        Artefact::load::<Inference>(dir.path().join("nope"), &backend::device()).unwrap_err();
     assert!(matches!(missing, TrainingError::Io { .. }), "{missing}");
 }
 
 #[test]
 fn latency_is_measured_in_process() {
     let d = data();
-    let trained = run(&job(small_configs().swap_remove(0), &d, TrainOptions::new().with_max_epochs(1)));
+    let trained = run(&job(
+        small_configs().swap_remove(0),
+        &d,
+        TrainOptions::new().with_max_epochs(1),
+    ));
     let stats = eval::measure_latency(&trained.predictor, &texts(&d.test), 10).unwrap();
     assert_eq!(stats.n, d.test.len());
     assert!(stats.p50_us > 0.0 && stats.p50_us <= stats.p95_us && stats.p95_us <= stats.p99_us);
@@ -219,7 +257,11 @@ fn bad_input_gives_clear_errors() {
     // Malformed JSONL names its line.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.jsonl");
-    std::fs::write(&path, "{\"text\": \"ok\", \"label\": \"a\"}\n{\"text\": \"no label\"}\n").unwrap();
+    std::fs::write(
+        &path,
+        "{\"text\": \"ok\", \"label\": \"a\"}\n{\"text\": \"no label\"}\n",
+    )
+    .unwrap();
     let err = data::read_jsonl(&path).unwrap_err();
     assert!(err.to_string().starts_with("line 2:"), "{err}");
     assert!(err.to_string().contains("label"), "{err}");
@@ -227,15 +269,27 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(err, TrainingError::Jsonl { line: 1, .. }), "{err}");
 
     // Empty data.
-    assert!(matches!(data::read_jsonl(dir.path().join("missing.jsonl")), Err(TrainingError::Io { .. })));
+    assert!(matches!(
+        data::read_jsonl(dir.path().join("missing.jsonl")),
+        Err(TrainingError::Io { .. })
+    ));
     std::fs::write(dir.path().join("empty.jsonl"), "\n\n").unwrap();
     let empty = data::read_jsonl(dir.path().join("empty.jsonl")).unwrap();
-    assert!(matches!(LabelVocab::from_examples(&empty), Err(TrainingError::EmptyData(_))));
-    assert!(matches!(data::split(&empty, 0.2, 0), Err(TrainingError::EmptyData(_))));
+    assert!(matches!(
+        LabelVocab::from_examples(&empty),
+        Err(TrainingError::EmptyData(_))
+    ));
+    assert!(matches!(
+        data::split(&empty, 0.2, 0),
+        Err(TrainingError::EmptyData(_))
+    ));
     let d = data();
     let labels = d.labels.clone();
     let err = train::<Training>(
-        &TrainJob { train: &[], ..job(mlp(), &d, TrainOptions::new()) },
+        &TrainJob {
+            train: &[],
+            ..job(mlp(), &d, TrainOptions::new())
+        },
         &backend::device(),
         |_| ControlFlow::Continue(()),
     )
@@ -245,10 +299,16 @@ fn bad_input_gives_clear_errors() {
     // Unknown class, size, malformed spec.
     let err = "svm/small".parse::<StudentSpec>().unwrap_err();
     assert!(matches!(err, TrainingError::UnknownClass { .. }), "{err}");
-    assert!(err.to_string().contains("linear, mlp, cnn, transformer"), "{err}");
+    assert!(
+        err.to_string().contains("linear, mlp, cnn, transformer"),
+        "{err}"
+    );
     let err = "mlp/huge".parse::<StudentSpec>().unwrap_err();
     assert!(matches!(err, TrainingError::UnknownSize { .. }), "{err}");
-    assert!(matches!("mlp".parse::<StudentSpec>(), Err(TrainingError::BadSpec(_))));
+    assert!(matches!(
+        "mlp".parse::<StudentSpec>(),
+        Err(TrainingError::BadSpec(_))
+    ));
     for class in ["linear", "mlp", "cnn", "transformer"] {
         for size in ["tiny", "small", "base"] {
             let spec: StudentSpec = format!("{class}/{size}").parse().unwrap();
@@ -261,7 +321,10 @@ fn bad_input_gives_clear_errors() {
     // A validation label the training labels never produce.
     let odd = vec![Example::new("hello", "maybe")];
     let err = train::<Training>(
-        &TrainJob { validation: &odd, ..job(mlp(), &d, TrainOptions::new()) },
+        &TrainJob {
+            validation: &odd,
+            ..job(mlp(), &d, TrainOptions::new())
+        },
         &backend::device(),
         |_| ControlFlow::Continue(()),
     )
@@ -270,9 +333,14 @@ fn bad_input_gives_clear_errors() {
 
     // Label count mismatch and bad sizes are caught before anything is allocated.
     let three = StudentConfig::Linear(LinearBagConfig::new(3));
-    let err = train::<Training>(&TrainJob { labels, ..job(three, &d, TrainOptions::new()) }, &backend::device(), |_| {
-        ControlFlow::Continue(())
-    })
+    let err = train::<Training>(
+        &TrainJob {
+            labels,
+            ..job(three, &d, TrainOptions::new())
+        },
+        &backend::device(),
+        |_| ControlFlow::Continue(()),
+    )
     .unwrap_err();
     assert!(matches!(err, TrainingError::Config(_)), "{err}");
     let bad = StudentConfig::Cnn(ByteCnnConfig::new(2).with_kernel_sizes(vec![4]));

@@ -1,11 +1,23 @@
-//! `cargo run --release -p retort-metering-bench -- [EVENTS]`: ingest throughput (events/s) into
-//! SQLite (a temp file) and Postgres (RETORT_TEST_DATABASE_URL, a schema of its own, dropped after),
-//! through `Metering::ingest` — validation, pricing, raw insert and rollup upsert — in batches of
-//! 500 as the gateway's client sends them, with 4 concurrent streams.
+//! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]`:
+//! 1. ingest throughput (events/s) into SQLite (a temp file) and Postgres (RETORT_TEST_DATABASE_URL,
+//!    a schema of its own, dropped after), through `Metering::ingest` — validation, pricing, raw
+//!    insert and rollup upsert — in batches of 500 as the gateway's client sends them, with 4
+//!    concurrent streams;
+//! 2. dashboard query latency over QUERY_EVENTS (default 10 million; 0 skips) events in Postgres,
+//!    seeded server-side with `generate_series` into a schema of its own (dropped after), the hourly
+//!    rollup built from them with one `INSERT ... SELECT ... GROUP BY`; every query `/dashboard`
+//!    issues (default range: the last 7 days) is timed up to 50 times, p50/p95 reported.
 #![allow(clippy::print_stdout)]
 use std::{sync::Arc, time::Instant};
 
-use retort_metering::{Store, pricing::Prices, service::Metering, store::StoreOptions, time};
+use retort_metering::{
+    Store,
+    pricing::Prices,
+    query,
+    service::Metering,
+    store::{Arg, StoreOptions},
+    time,
+};
 use retort_proto::v1 as pb;
 
 const BATCH: usize = 500;
@@ -35,8 +47,8 @@ fn event(i: usize, now: i64) -> pb::UsageEvent {
     }
 }
 
-async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
-    let prices = vec![
+fn bench_prices() -> Vec<retort_pricing::Price> {
+    vec![
         retort_pricing::Price {
             model: "big".into(),
             effective_from: "2020-01-01".into(),
@@ -57,8 +69,14 @@ async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
             cache_write: None,
             tier: None,
         },
-    ];
-    let m = Arc::new(Metering::new(store.clone(), Prices::load(&store, prices).await?));
+    ]
+}
+
+async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
+    let m = Arc::new(Metering::new(
+        store.clone(),
+        Prices::load(&store, bench_prices()).await?,
+    ));
     let now = time::now_ms();
     let batches: Vec<Vec<pb::UsageEvent>> = (0..n)
         .map(|i| event(i, now))
@@ -97,14 +115,31 @@ async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(200_000);
-    let dir = std::env::temp_dir().join(format!("retort-metering-bench-{}", uuid::Uuid::new_v4().simple()));
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(200_000);
+    let qn: i64 = std::env::args()
+        .nth(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
+    let dir = std::env::temp_dir().join(format!(
+        "retort-metering-bench-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir)?;
-    let sqlite = Store::connect(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()))).await?;
+    let sqlite = Store::connect(&StoreOptions::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("bench.db").display()
+    )))
+    .await?;
     bench("sqlite", sqlite.clone(), n).await?;
     sqlite.close().await;
     let _ = std::fs::remove_dir_all(&dir);
-    let url = std::env::var("RETORT_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let url = std::env::var("RETORT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
     let schema = format!("metering_bench_{}", uuid::Uuid::new_v4().simple());
     let pg = Store::connect(&StoreOptions {
         url,
@@ -116,5 +151,216 @@ async fn main() -> anyhow::Result<()> {
     pg.drop_schema(&schema).await?;
     pg.close().await;
     r?;
+    if qn > 0 {
+        let schema = format!("metering_qbench_{}", uuid::Uuid::new_v4().simple());
+        let pg = Store::connect(&StoreOptions {
+            url: std::env::var("RETORT_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into()),
+            schema: Some(schema.clone()),
+            max_connections: 4,
+        })
+        .await?;
+        let r = queries(pg.clone(), qn).await;
+        pg.drop_schema(&schema).await?;
+        pg.close().await;
+        r?;
+    }
+    Ok(())
+}
+
+/// Events span the last 30 days; the dashboard's default range is the last 7.
+const SPAN_MS: i64 = 30 * time::DAY_MS;
+
+/// Seeds `n` events server-side: 200 users (each with a fixed team, discipline and level),
+/// sessions of 50 events each belonging to one user, 4 models (3 providers' tiers), 4 harnesses,
+/// 2 % failures, reasoning on a third of the events.
+async fn seed(store: &Store, n: i64, now: i64) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let sql = "INSERT INTO usage_events (event_id, ts_ms, request_id, user_name, team, discipline, level, session_id, harness, route, \
+        provider, model, outcome, status, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, latency_ms, \
+        ttft_ms, reasoning_ms, stream, cost_micros, price_version, tier, unpriced, unknown_user, recorded_ms) \
+        SELECT 'e' || g, $1 - (g * $2) / $3, 'r' || g, 'user' || ((g / 50) % 200), 'team' || ((g / 50) % 200 % 12), \
+        (ARRAY['backend','frontend','ml','mobile'])[(g / 50) % 200 % 4 + 1], (ARRAY['junior','mid','senior','staff'])[(g / 50) % 200 / 4 % 4 + 1], \
+        's' || (g / 50), (ARRAY['claude_code','codex','cursor','sdk'])[(g / 10000) % 4 + 1], (ARRAY['frontier','default','cheap','default'])[g % 4 + 1], \
+        (ARRAY['anthropic','anthropic','anthropic','openai'])[g % 4 + 1], (ARRAY['opus','sonnet','haiku','gpt'])[g % 4 + 1], \
+        CASE WHEN g % 50 = 0 THEN 'error' ELSE 'ok' END, CASE WHEN g % 50 = 0 THEN 500 ELSE 200 END, \
+        1000 + g % 500, 200 + g % 300, (g % 3) * 100, g % 1000, 0, 900 + g % 200, 300, (g % 3) * 400, 1, \
+        CASE WHEN g % 50 = 0 THEN 0 ELSE (1000 + g % 500) * (ARRAY[15, 3, 1, 2])[g % 4 + 1] END, 'v1', \
+        (ARRAY['premium','standard','economy','standard'])[g % 4 + 1], 0, 0, $1 \
+        FROM generate_series(1::bigint, $3) AS g";
+    store
+        .select(sql, &[Arg::I(now), Arg::I(SPAN_MS), Arg::I(n)], &[])
+        .await?;
+    let t1 = Instant::now();
+    let roll = "INSERT INTO usage_hourly (hour_ms, user_name, team, discipline, level, model, provider, harness, route, tier, requests, failed, \
+        input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, reasoning_ms, latency_ms, unpriced) \
+        SELECT ts_ms - ts_ms % 3600000, user_name, team, discipline, level, model, provider, harness, route, tier, COUNT(*), \
+        SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cache_read_tokens), \
+        SUM(cache_write_tokens), SUM(cost_micros), SUM(reasoning_ms), SUM(latency_ms), SUM(unpriced) \
+        FROM usage_events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10";
+    store.select(roll, &[], &[]).await?;
+    store.select("ANALYZE", &[], &[]).await?;
+    let rows = store
+        .select(
+            "SELECT COUNT(*) FROM usage_hourly",
+            &[],
+            &[retort_metering::store::Col::Int],
+        )
+        .await?;
+    println!(
+        "seeded {n} events in {:.1} s; hourly rollup ({} rows) in {:.1} s",
+        t1.duration_since(t0).as_secs_f64(),
+        rows[0][0].int(),
+        t1.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Times `f` up to 50 times (fewer when one run is slow: at most ~20 s per query); p50/p95 in ms.
+async fn time_query<F, Fut>(name: &str, mut f: F) -> anyhow::Result<(String, usize, f64, f64)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    f().await?; // warm-up
+    let mut ms = Vec::new();
+    let start = Instant::now();
+    while ms.len() < 50 && (ms.len() < 5 || start.elapsed().as_secs() < 20) {
+        let t = Instant::now();
+        f().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    let (p50, p95) = (pct(0.50), pct(0.95));
+    println!(
+        "query {name:<28} n={:<3} p50 {p50:>8.1} ms  p95 {p95:>8.1} ms  {}",
+        ms.len(),
+        if p95 <= 100.0 { "PASS" } else { "FAIL" }
+    );
+    Ok((name.to_string(), ms.len(), p50, p95))
+}
+
+async fn queries(store: Store, n: i64) -> anyhow::Result<()> {
+    use retort_proto::v1 as pb;
+    let now = time::now_ms();
+    seed(&store, n, now).await?;
+    let m = Arc::new(Metering::new(
+        store.clone(),
+        Prices::load(&store, bench_prices()).await?,
+    ));
+    // What /dashboard asks for with its default range (since=7d), query by query.
+    let f = pb::UsageFilter {
+        since_ms: now - 7 * time::DAY_MS,
+        ..Default::default()
+    };
+    let grouped = |g: &[&str], order: &str, limit: u32| pb::UsageQuery {
+        group_by: g.iter().map(|s| s.to_string()).collect(),
+        filter: Some(f.clone()),
+        order_by: order.into(),
+        limit,
+    };
+    let top = pb::TopRequest {
+        filter: Some(f.clone()),
+        limit: 10,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let q = grouped(&[], "", 0);
+    out.push(
+        time_query("totals (query)", || async {
+            query::grouped(&m.store, &q)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    let q = grouped(&["day"], "", 2000);
+    out.push(
+        time_query("spend by day (query)", || async {
+            query::grouped(&m.store, &q)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    let q = grouped(&["harness"], "requests", 0);
+    out.push(
+        time_query("harness share (query)", || async {
+            query::grouped(&m.store, &q)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    out.push(
+        time_query("top-users", || async {
+            query::top_users(&m.store, &m.prices, &top)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    out.push(
+        time_query("top-reasoning", || async {
+            query::top_reasoning(&m.store, &top)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    let q = grouped(&[], "", 500);
+    out.push(
+        time_query("model-mix", || async {
+            query::model_mix(&m.store, &q)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    let s = pb::SessionsRequest {
+        filter: Some(f.clone()),
+        limit: 15,
+        ..Default::default()
+    };
+    out.push(
+        time_query("sessions", || async {
+            query::sessions(&m.store, &s)
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        })
+        .await?,
+    );
+    out.push(
+        time_query("dimensions (9 queries)", || async {
+            for d in [
+                "user",
+                "team",
+                "discipline",
+                "level",
+                "model",
+                "provider",
+                "harness",
+                "route",
+                "tier",
+            ] {
+                query::grouped(&m.store, &grouped(&[d], "key", 500)).await?;
+            }
+            anyhow::Ok(())
+        })
+        .await?,
+    );
+    let worst = out.iter().map(|o| o.3).fold(0.0, f64::max);
+    println!(
+        "dashboard queries over {n} events: worst p95 {worst:.1} ms: {}",
+        if worst <= 100.0 { "PASS" } else { "FAIL" }
+    );
     Ok(())
 }

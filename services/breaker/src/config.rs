@@ -69,8 +69,13 @@ pub struct SpendConfig {
 impl SpendConfig {
     /// Loads `[spend]` (a TOML value); `REDIS_URL` in the environment overrides `redis_url`.
     pub fn from_value(v: toml::Value) -> Result<SpendConfig, Error> {
-        let raw: RawSpend = v.try_into().map_err(|e| Error::Config(format!("[spend]: {e}")))?;
-        Self::load(raw, std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()))
+        let raw: RawSpend = v
+            .try_into()
+            .map_err(|e| Error::Config(format!("[spend]: {e}")))?;
+        Self::load(
+            raw,
+            std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()),
+        )
     }
 
     pub fn load(raw: RawSpend, redis_env: Option<String>) -> Result<SpendConfig, Error> {
@@ -83,16 +88,28 @@ impl SpendConfig {
         let on_unreachable = match raw.on_unreachable.as_deref() {
             None | Some("fail_open") => Unreachable::FailOpen,
             Some("fail_closed") => Unreachable::FailClosed,
-            Some(o) => return Err(Error::Config(format!("[spend] on_unreachable must be fail_open or fail_closed, not {o:?}"))),
+            Some(o) => {
+                return Err(Error::Config(format!(
+                    "[spend] on_unreachable must be fail_open or fail_closed, not {o:?}"
+                )));
+            }
         };
         let lease_usd = raw.lease_usd.unwrap_or(0.5);
         if !(lease_usd.is_finite() && lease_usd > 0.0 && lease_usd <= 1e4) {
-            return Err(Error::Config(format!("[spend] lease_usd = {lease_usd} must be in (0, 10000]")));
+            return Err(Error::Config(format!(
+                "[spend] lease_usd = {lease_usd} must be in (0, 10000]"
+            )));
         }
-        let policies = policy::load(RawPolicyFile { policies: raw.policies, budgets: raw.budgets, webhooks: raw.webhooks })?;
+        let policies = policy::load(RawPolicyFile {
+            policies: raw.policies,
+            budgets: raw.budgets,
+            webhooks: raw.webhooks,
+        })?;
         Ok(SpendConfig {
             enabled: raw.enabled.unwrap_or(true),
-            endpoint: raw.endpoint.unwrap_or_else(|| format!("http://{grpc_addr}")),
+            endpoint: raw
+                .endpoint
+                .unwrap_or_else(|| format!("http://{grpc_addr}")),
             grpc_addr,
             redis_url: redis_env.or(raw.redis_url),
             key_prefix: raw.key_prefix.unwrap_or_else(|| "retort:breaker:".into()),

@@ -49,13 +49,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Breaker {
-    pub async fn new(store: Store, policies: Policies, public_url: String) -> Result<Arc<Breaker>, Error> {
+    pub async fn new(
+        store: Store,
+        policies: Policies,
+        public_url: String,
+    ) -> Result<Arc<Breaker>, Error> {
         let (alerts, _) = broadcast::channel(1024);
         let b = Arc::new(Breaker {
             store,
             policies: RwLock::new(Arc::new(policies)),
             alerts,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| Error::Config(e.to_string()))?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?,
             public_url: RwLock::new(public_url),
             blocked: Mutex::new(BTreeMap::new()),
             alerted: Mutex::new(HashSet::new()),
@@ -87,8 +94,16 @@ impl Breaker {
     }
 
     pub fn page_url(&self, user: &str, session: &str) -> String {
-        let base = self.public_url.read().unwrap_or_else(|p| p.into_inner()).clone();
-        format!("{base}/breaker/sessions/{}?user={}", enc(session), enc(user))
+        let base = self
+            .public_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        format!(
+            "{base}/breaker/sessions/{}?user={}",
+            enc(session),
+            enc(user)
+        )
     }
 
     pub fn blocked(&self) -> Vec<pb::BlockedSession> {
@@ -115,15 +130,28 @@ impl Breaker {
                     s.history.last().map_or("the breaker", |t| t.by.as_str())
                 )
             };
-            b.insert(s.key(), pb::BlockedSession { user: s.user.clone(), session_id: s.session_id.clone(), state: s.state.clone(), message });
+            b.insert(
+                s.key(),
+                pb::BlockedSession {
+                    user: s.user.clone(),
+                    session_id: s.session_id.clone(),
+                    state: s.state.clone(),
+                    message,
+                },
+            );
         } else {
             b.remove(&s.key());
         }
     }
 
     /// Applies usage records; with `budgets`, also settles them against the users' and teams' budgets.
-    pub async fn record(&self, usage: Vec<pb::UsageRecord>, budgets: bool) -> Result<Vec<pb::BlockedSession>, Error> {
-        let mut by_session: HashMap<(String, String), (String, Vec<pb::UsageRecord>)> = HashMap::new();
+    pub async fn record(
+        &self,
+        usage: Vec<pb::UsageRecord>,
+        budgets: bool,
+    ) -> Result<Vec<pb::BlockedSession>, Error> {
+        let mut by_session: HashMap<(String, String), (String, Vec<pb::UsageRecord>)> =
+            HashMap::new();
         let mut by_principal: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for u in usage {
             if budgets {
@@ -134,7 +162,11 @@ impl Breaker {
                 }
             }
             if !u.session_id.is_empty() {
-                by_session.entry((u.user.clone(), u.session_id.clone())).or_insert_with(|| (u.team.clone(), Vec::new())).1.push(u);
+                by_session
+                    .entry((u.user.clone(), u.session_id.clone()))
+                    .or_insert_with(|| (u.team.clone(), Vec::new()))
+                    .1
+                    .push(u);
             }
         }
         for ((user, session), (team, recs)) in by_session {
@@ -143,22 +175,40 @@ impl Breaker {
         let policies = self.policies();
         for (principal, spent) in by_principal {
             let now_s = now_ms() / 1000;
-            let slots: Vec<SlotArgs> = policies.budgets_of(&principal).map(|b| slot_args(b, now_s)).collect();
+            let slots: Vec<SlotArgs> = policies
+                .budgets_of(&principal)
+                .map(|b| slot_args(b, now_s))
+                .collect();
             self.store.settle(&slots, spent).await?;
             self.check_budgets(&policies, &principal, now_s).await?;
         }
         Ok(self.blocked())
     }
 
-    async fn check_budgets(&self, policies: &Policies, principal: &str, now_s: i64) -> Result<(), Error> {
+    async fn check_budgets(
+        &self,
+        policies: &Policies,
+        principal: &str,
+        now_s: i64,
+    ) -> Result<(), Error> {
         for b in policies.budgets_of(principal) {
             let slot = slot_args(b, now_s);
             let st = self.store.budget_status(&slot).await?;
             for (level, crossed) in [
-                ("hard", b.hard_micros.is_some_and(|h| st.used_micros >= h) || b.hard_tokens.is_some_and(|h| st.used_tokens >= h as i64)),
-                ("soft", b.soft_micros.is_some_and(|h| st.used_micros >= h) || b.soft_tokens.is_some_and(|h| st.used_tokens >= h as i64)),
+                (
+                    "hard",
+                    b.hard_micros.is_some_and(|h| st.used_micros >= h)
+                        || b.hard_tokens.is_some_and(|h| st.used_tokens >= h as i64),
+                ),
+                (
+                    "soft",
+                    b.soft_micros.is_some_and(|h| st.used_micros >= h)
+                        || b.soft_tokens.is_some_and(|h| st.used_tokens >= h as i64),
+                ),
             ] {
-                if !crossed || !lock(&self.alerted).insert(format!("{}|{}|{level}", slot.id, slot.window)) {
+                if !crossed
+                    || !lock(&self.alerted).insert(format!("{}|{}|{level}", slot.id, slot.window))
+                {
                     continue;
                 }
                 let (user, team) = match principal.split_once(':') {
@@ -172,23 +222,50 @@ impl Breaker {
                     b.window.as_str(),
                     st.used_micros as f64 / 1e6,
                     st.used_tokens,
-                    if level == "hard" { " — further requests are refused until the window moves on." } else { " — requests go on; did you mean to spend this?" }
+                    if level == "hard" {
+                        " — further requests are refused until the window moves on."
+                    } else {
+                        " — requests go on; did you mean to spend this?"
+                    }
                 );
-                self.alert(pb::Alert { kind: "budget".into(), user, team, state: level.into(), text, at_unix_ms: now_ms(), ..Default::default() });
+                self.alert(pb::Alert {
+                    kind: "budget".into(),
+                    user,
+                    team,
+                    state: level.into(),
+                    text,
+                    at_unix_ms: now_ms(),
+                    ..Default::default()
+                });
                 break;
             }
         }
         Ok(())
     }
 
-    async fn apply(&self, user: &str, team: &str, session: &str, recs: &[pb::UsageRecord]) -> Result<(), Error> {
+    async fn apply(
+        &self,
+        user: &str,
+        team: &str,
+        session: &str,
+        recs: &[pb::UsageRecord],
+    ) -> Result<(), Error> {
         let key = session_key(user, session);
         loop {
             let policies = self.policies();
             let policy = policies.for_session(user, team);
             let (mut s, version) = match self.store.get_session(&key).await? {
                 Some(x) => x,
-                None => (new_session(user, team, session, policy, recs.first().map_or_else(now_ms, |r| r.time_unix_ms)), 0),
+                None => (
+                    new_session(
+                        user,
+                        team,
+                        session,
+                        policy,
+                        recs.first().map_or_else(now_ms, |r| r.time_unix_ms),
+                    ),
+                    0,
+                ),
             };
             for r in recs {
                 s.tokens += r.tokens;
@@ -254,9 +331,16 @@ impl Breaker {
         if let Some(url) = policies.webhook(&s.team) {
             let (http, url) = (self.http.clone(), url.to_owned());
             tokio::spawn(async move {
-                match http.post(&url).json(&serde_json::json!({ "text": text })).send().await {
+                match http
+                    .post(&url)
+                    .json(&serde_json::json!({ "text": text }))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => {}
-                    Ok(r) => tracing::warn!(status = %r.status(), "breaker webhook refused the notification"),
+                    Ok(r) => {
+                        tracing::warn!(status = %r.status(), "breaker webhook refused the notification")
+                    }
                     Err(e) => tracing::warn!(error = %e, "breaker webhook unreachable"),
                 }
             });
@@ -278,16 +362,29 @@ impl Breaker {
                 .store
                 .get_session(&session_key(user, session))
                 .await?
-                .ok_or_else(|| Error::NotFound(format!("no session {session:?} of user {user:?}")));
+                .ok_or_else(|| {
+                    Error::NotFound(format!("no session {session:?} of user {user:?}"))
+                });
         }
-        let mut found: Vec<SessionRec> = self.store.list_sessions().await?.into_iter().filter(|s| s.session_id == session).collect();
+        let mut found: Vec<SessionRec> = self
+            .store
+            .list_sessions()
+            .await?
+            .into_iter()
+            .filter(|s| s.session_id == session)
+            .collect();
         match found.len() {
             0 => Err(Error::NotFound(format!("no session {session:?}"))),
             1 => {
                 let s = found.remove(0);
-                self.store.get_session(&s.key()).await?.ok_or_else(|| Error::NotFound(format!("no session {session:?}")))
+                self.store
+                    .get_session(&s.key())
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("no session {session:?}")))
             }
-            _ => Err(Error::BadRequest(format!("session id {session:?} belongs to several users; name the user"))),
+            _ => Err(Error::BadRequest(format!(
+                "session id {session:?} belongs to several users; name the user"
+            ))),
         }
     }
 
@@ -296,7 +393,11 @@ impl Breaker {
         loop {
             let (mut s, v) = self.find(session, user).await?;
             match s.state.as_str() {
-                STOPPED => return Err(Error::FailedPrecondition(format!("session {session} was stopped for good; it cannot be confirmed"))),
+                STOPPED => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "session {session} was stopped for good; it cannot be confirmed"
+                    )));
+                }
                 OK | CONFIRMED => return Ok(s),
                 _ => {}
             }
@@ -329,7 +430,9 @@ impl Breaker {
     /// Grants an allowance for one principal from all its budgets at once.
     pub async fn lease(&self, ask: &pb::LeaseAsk) -> Result<pb::LeaseGrant, Error> {
         if ask.want_micros < 0 || ask.return_micros < 0 {
-            return Err(Error::BadRequest("lease amounts must not be negative".into()));
+            return Err(Error::BadRequest(
+                "lease amounts must not be negative".into(),
+            ));
         }
         let policies = self.policies();
         let now_s = now_ms() / 1000;
@@ -338,16 +441,40 @@ impl Breaker {
         let micros_unlimited = slots.iter().all(|s| s.hard_micros.is_none());
         let tokens_unlimited = slots.iter().all(|s| s.hard_tokens.is_none());
         if slots.is_empty() {
-            return Ok(pb::LeaseGrant { principal: ask.principal.clone(), unlimited: true, micros_unlimited, tokens_unlimited, ..Default::default() });
+            return Ok(pb::LeaseGrant {
+                principal: ask.principal.clone(),
+                unlimited: true,
+                micros_unlimited,
+                tokens_unlimited,
+                ..Default::default()
+            });
         }
         let g = self
             .store
-            .lease(&slots, (ask.want_micros, ask.want_tokens as i64), (ask.return_micros, ask.return_tokens as i64))
+            .lease(
+                &slots,
+                (ask.want_micros, ask.want_tokens as i64),
+                (ask.return_micros, ask.return_tokens as i64),
+            )
             .await?;
-        let exhausted = g.unspent_micros.is_some_and(|u| u <= 0) || g.unspent_tokens.is_some_and(|u| u <= 0);
+        let exhausted =
+            g.unspent_micros.is_some_and(|u| u <= 0) || g.unspent_tokens.is_some_and(|u| u <= 0);
         let reason = if exhausted {
-            let which: Vec<String> = budgets.iter().map(|b| format!("{} {}", if b.rolling { "rolling" } else { "calendar" }, b.window.as_str())).collect();
-            format!("the hard budget of {} ({}) is spent", ask.principal, which.join(", "))
+            let which: Vec<String> = budgets
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} {}",
+                        if b.rolling { "rolling" } else { "calendar" },
+                        b.window.as_str()
+                    )
+                })
+                .collect();
+            format!(
+                "the hard budget of {} ({}) is spent",
+                ask.principal,
+                which.join(", ")
+            )
         } else {
             String::new()
         };
@@ -409,7 +536,13 @@ impl Breaker {
             history: s
                 .history
                 .iter()
-                .map(|t| pb::Transition { from: t.from.clone(), to: t.to.clone(), by: t.by.clone(), at_unix_ms: t.at_ms, reason: t.reason.clone() })
+                .map(|t| pb::Transition {
+                    from: t.from.clone(),
+                    to: t.to.clone(),
+                    by: t.by.clone(),
+                    at_unix_ms: t.at_ms,
+                    reason: t.reason.clone(),
+                })
                 .collect(),
             confirm_url: self.page_url(&s.user, &s.session_id),
         }
@@ -418,7 +551,13 @@ impl Breaker {
 
 pub fn slot_args(b: &crate::policy::Budget, now_s: i64) -> SlotArgs {
     let slot = b.slot(now_s);
-    SlotArgs { id: b.id(), window: slot.window, rolling_from: slot.rolling_from, hard_micros: b.hard_micros, hard_tokens: b.hard_tokens }
+    SlotArgs {
+        id: b.id(),
+        window: slot.window,
+        rolling_from: slot.rolling_from,
+        hard_micros: b.hard_micros,
+        hard_tokens: b.hard_tokens,
+    }
 }
 
 fn new_session(user: &str, team: &str, session: &str, p: &Policy, at: i64) -> SessionRec {
@@ -434,8 +573,19 @@ fn new_session(user: &str, team: &str, session: &str, p: &Policy, at: i64) -> Se
         started_ms: at,
         last_ms: at,
         tier: String::new(),
-        limits: LimitsRec { tokens: p.limits.tokens, cost_micros: p.limits.cost_micros, requests: p.limits.requests, duration_s: p.limits.duration_s },
-        history: vec![TransitionRec { from: String::new(), to: OK.into(), by: "gateway".into(), at_ms: at, reason: "first request".into() }],
+        limits: LimitsRec {
+            tokens: p.limits.tokens,
+            cost_micros: p.limits.cost_micros,
+            requests: p.limits.requests,
+            duration_s: p.limits.duration_s,
+        },
+        history: vec![TransitionRec {
+            from: String::new(),
+            to: OK.into(),
+            by: "gateway".into(),
+            at_ms: at,
+            reason: "first request".into(),
+        }],
     }
 }
 
@@ -447,7 +597,11 @@ pub fn crossed(s: &SessionRec, now: i64) -> Option<String> {
         return Some(format!("{} tokens ≥ {t}", s.tokens));
     }
     if let Some(c) = l.cost_micros.filter(|c| s.cost_micros >= *c) {
-        return Some(format!("${:.4} ≥ ${:.4}", s.cost_micros as f64 / 1e6, c as f64 / 1e6));
+        return Some(format!(
+            "${:.4} ≥ ${:.4}",
+            s.cost_micros as f64 / 1e6,
+            c as f64 / 1e6
+        ));
     }
     if let Some(r) = l.requests.filter(|r| s.requests >= *r) {
         return Some(format!("{} requests ≥ {r}", s.requests));
@@ -462,7 +616,11 @@ pub fn crossed(s: &SessionRec, now: i64) -> Option<String> {
 pub fn raise(s: &mut SessionRec, base: &Policy, now: i64) {
     let step = base.step;
     let dur = ((now - s.started_ms) / 1000).max(0) as u64;
-    fn up<T: Copy + PartialOrd + std::ops::Add<Output = T>>(cur: Option<T>, inc: Option<T>, used: T) -> Option<T> {
+    fn up<T: Copy + PartialOrd + std::ops::Add<Output = T>>(
+        cur: Option<T>,
+        inc: Option<T>,
+        used: T,
+    ) -> Option<T> {
         let (mut c, i) = (cur?, inc?);
         // At most a few hundred steps; a zero increment would never pass the usage.
         for _ in 0..1000 {
@@ -474,21 +632,52 @@ pub fn raise(s: &mut SessionRec, base: &Policy, now: i64) {
         Some(c)
     }
     let inc_u = |v: Option<u64>| v.map(|v| ((v as f64 * step).ceil() as u64).max(1));
-    s.limits.tokens = up(s.limits.tokens, inc_u(base.limits.tokens).or(s.limits.tokens), s.tokens);
-    s.limits.cost_micros = up(s.limits.cost_micros, base.limits.cost_micros.map(|v| ((v as f64 * step).ceil() as i64).max(1)).or(s.limits.cost_micros), s.cost_micros);
-    s.limits.requests = up(s.limits.requests, inc_u(base.limits.requests).or(s.limits.requests), s.requests);
-    s.limits.duration_s = up(s.limits.duration_s, inc_u(base.limits.duration_s).or(s.limits.duration_s), dur);
+    s.limits.tokens = up(
+        s.limits.tokens,
+        inc_u(base.limits.tokens).or(s.limits.tokens),
+        s.tokens,
+    );
+    s.limits.cost_micros = up(
+        s.limits.cost_micros,
+        base.limits
+            .cost_micros
+            .map(|v| ((v as f64 * step).ceil() as i64).max(1))
+            .or(s.limits.cost_micros),
+        s.cost_micros,
+    );
+    s.limits.requests = up(
+        s.limits.requests,
+        inc_u(base.limits.requests).or(s.limits.requests),
+        s.requests,
+    );
+    s.limits.duration_s = up(
+        s.limits.duration_s,
+        inc_u(base.limits.duration_s).or(s.limits.duration_s),
+        dur,
+    );
 }
 
 pub fn transition(s: &mut SessionRec, to: &str, by: &str, reason: &str) {
-    s.history.push(TransitionRec { from: s.state.clone(), to: to.into(), by: by.into(), at_ms: now_ms(), reason: reason.into() });
+    s.history.push(TransitionRec {
+        from: s.state.clone(),
+        to: to.into(),
+        by: by.into(),
+        at_ms: now_ms(),
+        reason: reason.into(),
+    });
     s.state = to.into();
 }
 
 /// Percent-encodes a path or query component.
 pub fn enc(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -498,11 +687,26 @@ mod tests {
     use super::*;
 
     fn rec(user: &str, session: &str, tokens: u64) -> pb::UsageRecord {
-        pb::UsageRecord { user: user.into(), team: "qa".into(), session_id: session.into(), model: "m".into(), tier: "mid".into(), tokens, cost_micros: 10, time_unix_ms: now_ms() }
+        pb::UsageRecord {
+            user: user.into(),
+            team: "qa".into(),
+            session_id: session.into(),
+            model: "m".into(),
+            tier: "mid".into(),
+            tokens,
+            cost_micros: 10,
+            time_unix_ms: now_ms(),
+        }
     }
 
     async fn breaker(policy: &str) -> Arc<Breaker> {
-        Breaker::new(Store::memory(), Policies::from_toml(policy).unwrap(), "http://x".into()).await.unwrap()
+        Breaker::new(
+            Store::memory(),
+            Policies::from_toml(policy).unwrap(),
+            "http://x".into(),
+        )
+        .await
+        .unwrap()
     }
 
     #[tokio::test]
@@ -512,7 +716,11 @@ mod tests {
         assert!(blocked.is_empty());
         let blocked = b.record(vec![rec("ann", "s1", 60)], false).await.unwrap();
         assert_eq!(blocked.len(), 1);
-        assert!(blocked[0].message.contains("retort breaker confirm s1"), "{}", blocked[0].message);
+        assert!(
+            blocked[0].message.contains("retort breaker confirm s1"),
+            "{}",
+            blocked[0].message
+        );
         let s = b.confirm("s1", "", "ann@cli").await.unwrap();
         assert_eq!(s.state, CONFIRMED);
         assert_eq!(s.limits.tokens, Some(200));
@@ -524,26 +732,44 @@ mod tests {
         let states: Vec<_> = s.history.iter().map(|t| t.to.as_str()).collect();
         assert_eq!(states, [OK, PAUSED, CONFIRMED, PAUSED, STOPPED]);
         assert_eq!(s.history.last().unwrap().by, "ann@web");
-        assert!(matches!(b.confirm("s1", "", "x").await, Err(Error::FailedPrecondition(_))));
-        assert!(matches!(b.confirm("nope", "", "x").await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            b.confirm("s1", "", "x").await,
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            b.confirm("nope", "", "x").await,
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn notify_keeps_serving_and_bad_policy_keeps_the_old_one() {
         let b = breaker("[policies.default]\nmax_requests = 2").await;
         let mut rx = b.subscribe();
-        b.record(vec![rec("bob", "s", 1), rec("bob", "s", 1)], false).await.unwrap();
+        b.record(vec![rec("bob", "s", 1), rec("bob", "s", 1)], false)
+            .await
+            .unwrap();
         assert!(b.blocked().is_empty());
         let a = rx.try_recv().unwrap();
         assert_eq!((a.kind.as_str(), a.state.as_str()), ("session", ASKED));
-        assert!(b.set_policies("[policies.default]\nmax_requests = -1").is_err());
+        assert!(
+            b.set_policies("[policies.default]\nmax_requests = -1")
+                .is_err()
+        );
         assert_eq!(b.policies().default.limits.requests, Some(2));
     }
 
     #[tokio::test]
     async fn leases_never_grant_past_the_hard_limit() {
-        let b = breaker("[[budgets]]\nscope = \"user\"\nname = \"ann\"\nwindow = \"day\"\nhard_usd = 1.0").await;
-        let ask = |want| pb::LeaseAsk { principal: "user:ann".into(), want_micros: want, ..Default::default() };
+        let b = breaker(
+            "[[budgets]]\nscope = \"user\"\nname = \"ann\"\nwindow = \"day\"\nhard_usd = 1.0",
+        )
+        .await;
+        let ask = |want| pb::LeaseAsk {
+            principal: "user:ann".into(),
+            want_micros: want,
+            ..Default::default()
+        };
         assert_eq!(b.lease(&ask(600_000)).await.unwrap().micros, 600_000);
         assert_eq!(b.lease(&ask(600_000)).await.unwrap().micros, 400_000);
         assert_eq!(b.lease(&ask(1)).await.unwrap().micros, 0);
@@ -552,6 +778,14 @@ mod tests {
         b.record(vec![r], true).await.unwrap();
         let g = b.lease(&ask(1)).await.unwrap();
         assert!(g.exhausted, "{g:?}");
-        assert!(b.lease(&pb::LeaseAsk { principal: "team:qa".into(), ..Default::default() }).await.unwrap().unlimited);
+        assert!(
+            b.lease(&pb::LeaseAsk {
+                principal: "team:qa".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .unlimited
+        );
     }
 }

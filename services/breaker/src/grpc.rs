@@ -20,29 +20,42 @@ fn by<T>(req: &Request<T>, given: &str) -> String {
     if !given.is_empty() {
         return given.to_owned();
     }
-    req.remote_addr().map_or_else(|| "grpc".into(), |a| format!("grpc {a}"))
+    req.remote_addr()
+        .map_or_else(|| "grpc".into(), |a| format!("grpc {a}"))
 }
 
 type AlertStream = Pin<Box<dyn Stream<Item = Result<pb::Alert, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::breaker_server::Breaker for BreakerService {
-    async fn report(&self, r: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+    async fn report(
+        &self,
+        r: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
         let blocked = self.breaker.record(r.into_inner().usage, false).await?;
         Ok(Response::new(pb::ReportResponse { blocked }))
     }
 
-    async fn settle(&self, r: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+    async fn settle(
+        &self,
+        r: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
         let blocked = self.breaker.record(r.into_inner().usage, true).await?;
         Ok(Response::new(pb::ReportResponse { blocked }))
     }
 
-    async fn lease(&self, r: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+    async fn lease(
+        &self,
+        r: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
         let mut grants = Vec::new();
         for ask in &r.get_ref().asks {
             grants.push(self.breaker.lease(ask).await?);
         }
-        Ok(Response::new(pb::LeaseResponse { grants, blocked: self.breaker.blocked() }))
+        Ok(Response::new(pb::LeaseResponse {
+            grants,
+            blocked: self.breaker.blocked(),
+        }))
     }
 
     type WatchStream = AlertStream;
@@ -52,7 +65,9 @@ impl pb::breaker_server::Breaker for BreakerService {
         let s = BroadcastStream::new(self.breaker.subscribe()).filter_map(move |a| match a {
             Ok(a) if user.is_empty() || a.user == user => Some(Ok(a)),
             Ok(_) => None,
-            Err(_) => Some(Err(Status::data_loss("alerts were dropped: this watcher fell behind"))),
+            Err(_) => Some(Err(Status::data_loss(
+                "alerts were dropped: this watcher fell behind",
+            ))),
         });
         let mut stopping = self.stopping.clone();
         let s = futures::StreamExt::take_until(s, async move {
@@ -61,7 +76,10 @@ impl pb::breaker_server::Breaker for BreakerService {
         Ok(Response::new(Box::pin(s)))
     }
 
-    async fn confirm(&self, r: Request<pb::SessionAction>) -> Result<Response<pb::Session>, Status> {
+    async fn confirm(
+        &self,
+        r: Request<pb::SessionAction>,
+    ) -> Result<Response<pb::Session>, Status> {
         let who = by(&r, &r.get_ref().by);
         let a = r.into_inner();
         let s = self.breaker.confirm(&a.session_id, &a.user, &who).await?;
@@ -75,26 +93,48 @@ impl pb::breaker_server::Breaker for BreakerService {
         Ok(Response::new(self.breaker.to_pb(&s)))
     }
 
-    async fn get_session(&self, r: Request<pb::GetSessionRequest>) -> Result<Response<pb::Session>, Status> {
+    async fn get_session(
+        &self,
+        r: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
         let a = r.into_inner();
         let (s, _) = self.breaker.find(&a.session_id, &a.user).await?;
         Ok(Response::new(self.breaker.to_pb(&s)))
     }
 
-    async fn list_sessions(&self, r: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
+    async fn list_sessions(
+        &self,
+        r: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let user = r.into_inner().user;
-        let mut sessions: Vec<_> = self.breaker.store.list_sessions().await.map_err(Status::from)?;
+        let mut sessions: Vec<_> = self
+            .breaker
+            .store
+            .list_sessions()
+            .await
+            .map_err(Status::from)?;
         sessions.retain(|s| user.is_empty() || s.user == user);
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_ms));
-        Ok(Response::new(pb::ListSessionsResponse { sessions: sessions.iter().map(|s| self.breaker.to_pb(s)).collect() }))
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.iter().map(|s| self.breaker.to_pb(s)).collect(),
+        }))
     }
 
-    async fn set_policies(&self, r: Request<pb::SetPoliciesRequest>) -> Result<Response<pb::SetPoliciesResponse>, Status> {
+    async fn set_policies(
+        &self,
+        r: Request<pb::SetPoliciesRequest>,
+    ) -> Result<Response<pb::SetPoliciesResponse>, Status> {
         let (policies, budgets) = self.breaker.set_policies(&r.into_inner().toml)?;
-        Ok(Response::new(pb::SetPoliciesResponse { policies: policies as u32, budgets: budgets as u32 }))
+        Ok(Response::new(pb::SetPoliciesResponse {
+            policies: policies as u32,
+            budgets: budgets as u32,
+        }))
     }
 
-    async fn get_budgets(&self, r: Request<pb::GetBudgetsRequest>) -> Result<Response<pb::GetBudgetsResponse>, Status> {
+    async fn get_budgets(
+        &self,
+        r: Request<pb::GetBudgetsRequest>,
+    ) -> Result<Response<pb::GetBudgetsResponse>, Status> {
         let budgets = self.breaker.budgets(&r.into_inner().principal).await?;
         Ok(Response::new(pb::GetBudgetsResponse { budgets }))
     }
@@ -129,14 +169,21 @@ pub async fn start(cfg: &SpendConfig) -> Result<Running, Error> {
         Some(url) => Store::redis(url, &cfg.key_prefix).await?,
         None => Store::memory(),
     };
-    let public = cfg.public_url.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let public = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let breaker = Breaker::new(store, cfg.policies.clone(), public).await?;
     serve(cfg.grpc_addr, breaker).await
 }
 
 pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, Error> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -164,10 +211,15 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         })
     };
     let (stop, mut rx) = watch::channel(false);
-    let svc = BreakerService { breaker: Arc::clone(&breaker), stopping: rx.clone() };
+    let svc = BreakerService {
+        breaker: Arc::clone(&breaker),
+        stopping: rx.clone(),
+    };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    let mut routes = builder.add_service(health_service).add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
+    let mut routes = builder
+        .add_service(health_service)
+        .add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
     match (v1, v1alpha) {
         (Ok(a), Ok(b)) => routes = routes.add_service(a).add_service(b),
         (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "breaker reflection unavailable"),
@@ -184,5 +236,10 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         }
     });
     tracing::info!(%addr, "breaker listening");
-    Ok(Running { addr, breaker, stop, task })
+    Ok(Running {
+        addr,
+        breaker,
+        stop,
+        task,
+    })
 }

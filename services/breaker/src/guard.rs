@@ -66,7 +66,9 @@ struct Account {
 
 impl Account {
     fn covers(&self, m: i64, t: i64) -> bool {
-        self.known && (self.micros_unlimited || self.micros >= m) && (self.tokens_unlimited || self.tokens >= t)
+        self.known
+            && (self.micros_unlimited || self.micros >= m)
+            && (self.tokens_unlimited || self.tokens >= t)
     }
 }
 
@@ -137,7 +139,10 @@ impl Guard {
             stop: AtomicBool::new(false),
             stats: Stats::default(),
         });
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Config(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
         let bg = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("retort-spend-guard".into())
@@ -183,8 +188,16 @@ impl Guard {
     /// The worst-case reservation of a request: (micro-dollars, tokens).
     pub fn reservation(&self, req: &SpendRequest<'_>) -> (i64, i64) {
         let day = now_ms().div_euclid(86_400_000);
-        let t = Tokens { input: req.input_tokens, output: req.max_output_tokens, ..Tokens::default() };
-        let m = self.inner.prices.max_price(&req.models, day).map_or(0, |p| cost_of(p, &t));
+        let t = Tokens {
+            input: req.input_tokens,
+            output: req.max_output_tokens,
+            ..Tokens::default()
+        };
+        let m = self
+            .inner
+            .prices
+            .max_price(&req.models, day)
+            .map_or(0, |p| cost_of(p, &t));
         (m, (req.input_tokens + req.max_output_tokens) as i64)
     }
 }
@@ -231,7 +244,13 @@ impl Admission for Admitted {
     fn settle(mut self: Box<Self>, _provider: &str, model: &str, usage: &Usage) {
         self.done = true;
         let day = now_ms().div_euclid(86_400_000);
-        let t = Tokens { input: usage.input, output: usage.output, reasoning: usage.reasoning, cache_read: usage.cache_read, cache_write: usage.cache_write };
+        let t = Tokens {
+            input: usage.input,
+            output: usage.output,
+            reasoning: usage.reasoning,
+            cache_read: usage.cache_read,
+            cache_write: usage.cache_write,
+        };
         let priced = self.inner.prices.cost(model, day, &t);
         let cost = priced.as_ref().map_or(0, |p| p.cost);
         let tokens = (usage.input + usage.output + usage.cache_read + usage.cache_write) as i64;
@@ -247,8 +266,10 @@ impl Admission for Admitted {
         };
         if let Some((rm, rt)) = self.reserved {
             let s = &self.inner.stats;
-            s.overrun_micros.fetch_add((cost - rm).max(0), Ordering::Relaxed);
-            s.overrun_tokens.fetch_add((tokens - rt).max(0), Ordering::Relaxed);
+            s.overrun_micros
+                .fetch_add((cost - rm).max(0), Ordering::Relaxed);
+            s.overrun_tokens
+                .fetch_add((tokens - rt).max(0), Ordering::Relaxed);
         }
         let mut st = self.inner.lock();
         if let Some((rm, rt)) = self.reserved {
@@ -274,7 +295,13 @@ impl Drop for Admitted {
 
 /// Blocks this thread up to `d` for a lease refresh, without starving a multi-threaded runtime.
 fn wait<'a>(inner: &'a Inner, st: MutexGuard<'a, State>, d: Duration) -> MutexGuard<'a, State> {
-    let go = || inner.cv.wait_timeout(st, d).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+    let go = || {
+        inner
+            .cv
+            .wait_timeout(st, d)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0)
+    };
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(go),
         _ => go(),
@@ -287,7 +314,10 @@ impl SpendGuard for Guard {
         let (rm, rt) = self.reservation(req);
         let user = &req.identity.user;
         let session = req.session_id.unwrap_or("");
-        let principals = [format!("user:{user}"), format!("team:{}", req.identity.team)];
+        let principals = [
+            format!("user:{user}"),
+            format!("team:{}", req.identity.team),
+        ];
         let admitted = |reserved| -> Box<dyn Admission> {
             Box::new(Admitted {
                 inner: Arc::clone(inner),
@@ -321,7 +351,10 @@ impl SpendGuard for Guard {
                 };
             }
             let now = Instant::now();
-            if principals.iter().all(|p| st.accounts.get(p).is_some_and(|a| a.covers(rm, rt))) {
+            if principals
+                .iter()
+                .all(|p| st.accounts.get(p).is_some_and(|a| a.covers(rm, rt)))
+            {
                 for p in &principals {
                     if let Some(a) = st.accounts.get_mut(p) {
                         if !a.micros_unlimited {
@@ -366,7 +399,11 @@ impl SpendGuard for Guard {
 
 async fn background(inner: Arc<Inner>) {
     let channel = match tonic::transport::Endpoint::from_shared(inner.cfg.endpoint.clone()) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(3)).tcp_nodelay(true).connect_lazy(),
+        Ok(e) => e
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect_lazy(),
         Err(e) => {
             tracing::error!(error = %e, endpoint = %inner.cfg.endpoint, "spend guard: bad breaker endpoint");
             inner.healthy.store(false, Ordering::Relaxed);
@@ -392,8 +429,12 @@ fn set_health(inner: &Inner, st: &mut State, r: Result<(), String>) {
         Err(e) => {
             if inner.healthy.swap(false, Ordering::Relaxed) {
                 match inner.cfg.on_unreachable {
-                    Unreachable::FailOpen => tracing::warn!(error = %e, "spend guard: breaker unreachable — failing OPEN: requests are admitted unmetered"),
-                    Unreachable::FailClosed => tracing::error!(error = %e, "spend guard: breaker unreachable — failing CLOSED: requests are refused"),
+                    Unreachable::FailOpen => {
+                        tracing::warn!(error = %e, "spend guard: breaker unreachable — failing OPEN: requests are admitted unmetered")
+                    }
+                    Unreachable::FailClosed => {
+                        tracing::error!(error = %e, "spend guard: breaker unreachable — failing CLOSED: requests are refused")
+                    }
                 }
             }
             st.last_error = Some(e);
@@ -403,7 +444,9 @@ fn set_health(inner: &Inner, st: &mut State, r: Result<(), String>) {
 }
 
 fn blocked_map(b: Vec<pb::BlockedSession>) -> HashMap<String, String> {
-    b.into_iter().map(|b| (format!("{}/{}", b.user, b.session_id), b.message)).collect()
+    b.into_iter()
+        .map(|b| (format!("{}/{}", b.user, b.session_id), b.message))
+        .collect()
 }
 
 async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Channel>) {
@@ -412,21 +455,44 @@ async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Cha
         let mut st = inner.lock();
         let mut asks = Vec::new();
         for (p, a) in st.accounts.iter_mut() {
-            let idle = a.last_used.is_none_or(|t| now.duration_since(t) > cfg.idle_return);
-            let low = !a.known || (!a.micros_unlimited && a.micros < cfg.lease_micros / 2) || (!a.tokens_unlimited && a.tokens < cfg.lease_tokens as i64 / 2);
-            let mut ask = pb::LeaseAsk { principal: p.clone(), ..Default::default() };
+            let idle = a
+                .last_used
+                .is_none_or(|t| now.duration_since(t) > cfg.idle_return);
+            let low = !a.known
+                || (!a.micros_unlimited && a.micros < cfg.lease_micros / 2)
+                || (!a.tokens_unlimited && a.tokens < cfg.lease_tokens as i64 / 2);
+            let mut ask = pb::LeaseAsk {
+                principal: p.clone(),
+                ..Default::default()
+            };
             if idle && a.known && !a.want {
                 // Give unused allowance back so other gateways can spend it.
-                ask.return_micros = if a.micros_unlimited { 0 } else { a.micros.max(0) };
-                ask.return_tokens = if a.tokens_unlimited { 0 } else { a.tokens.max(0) as u64 };
+                ask.return_micros = if a.micros_unlimited {
+                    0
+                } else {
+                    a.micros.max(0)
+                };
+                ask.return_tokens = if a.tokens_unlimited {
+                    0
+                } else {
+                    a.tokens.max(0) as u64
+                };
                 if ask.return_micros == 0 && ask.return_tokens == 0 {
                     continue;
                 }
                 a.micros -= ask.return_micros;
                 a.tokens -= ask.return_tokens as i64;
             } else if a.want || (low && a.exhausted.is_none()) {
-                ask.want_micros = if a.micros_unlimited && a.known { 0 } else { (cfg.lease_micros - a.micros).max(0) };
-                ask.want_tokens = if a.tokens_unlimited && a.known { 0 } else { (cfg.lease_tokens as i64 - a.tokens).max(0) as u64 };
+                ask.want_micros = if a.micros_unlimited && a.known {
+                    0
+                } else {
+                    (cfg.lease_micros - a.micros).max(0)
+                };
+                ask.want_tokens = if a.tokens_unlimited && a.known {
+                    0
+                } else {
+                    (cfg.lease_tokens as i64 - a.tokens).max(0) as u64
+                };
                 if a.known && ask.want_micros == 0 && ask.want_tokens == 0 && !a.want {
                     continue;
                 }
@@ -442,7 +508,12 @@ async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Cha
     if asks.is_empty() {
         return;
     }
-    let r = client.lease(pb::LeaseRequest { gateway_id: String::new(), asks: asks.clone() }).await;
+    let r = client
+        .lease(pb::LeaseRequest {
+            gateway_id: String::new(),
+            asks: asks.clone(),
+        })
+        .await;
     let mut st = inner.lock();
     st.refreshing = false;
     match r {
@@ -476,7 +547,12 @@ async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Cha
 async fn flush(inner: &Inner, client: &mut BreakerClient<tonic::transport::Channel>) {
     let usage = std::mem::take(&mut inner.lock().pending);
     let n = usage.len();
-    let r = client.settle(pb::ReportRequest { gateway_id: String::new(), usage: usage.clone() }).await;
+    let r = client
+        .settle(pb::ReportRequest {
+            gateway_id: String::new(),
+            usage: usage.clone(),
+        })
+        .await;
     let mut st = inner.lock();
     match r {
         Ok(resp) => {

@@ -32,7 +32,10 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot reach the breaker service: {0}")]
     Connect(String),
 }
@@ -46,7 +49,9 @@ impl From<redis::RedisError> for Error {
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::InvalidPolicy(_) | Error::BadRequest(_) | Error::Config(_) => tonic::Code::InvalidArgument,
+            Error::InvalidPolicy(_) | Error::BadRequest(_) | Error::Config(_) => {
+                tonic::Code::InvalidArgument
+            }
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::Store(_) | Error::Connect(_) | Error::Bind { .. } => tonic::Code::Unavailable,
@@ -57,5 +62,7 @@ impl From<Error> for tonic::Status {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

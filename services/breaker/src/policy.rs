@@ -116,7 +116,11 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { mode: Mode::Notify, limits: Limits::default(), step: 1.0 }
+        Policy {
+            mode: Mode::Notify,
+            limits: Limits::default(),
+            step: 1.0,
+        }
     }
 }
 
@@ -163,14 +167,22 @@ pub const ROLLING_BUCKETS: i64 = 48;
 impl Budget {
     /// Stable id of the budget (the store's key).
     pub fn id(&self) -> String {
-        format!("{}:{}:{}", self.principal, self.window.as_str(), if self.rolling { "rolling" } else { "calendar" })
+        format!(
+            "{}:{}:{}",
+            self.principal,
+            self.window.as_str(),
+            if self.rolling { "rolling" } else { "calendar" }
+        )
     }
 
     /// For a calendar window, its id at `now_s` (UTC); for a rolling one, the current bucket.
     pub fn slot(&self, now_s: i64) -> Slot {
         if self.rolling {
             let bucket_s = self.window.seconds() / ROLLING_BUCKETS;
-            return Slot { window: (now_s.div_euclid(bucket_s)).to_string(), rolling_from: Some(now_s.div_euclid(bucket_s) - ROLLING_BUCKETS + 1) };
+            return Slot {
+                window: (now_s.div_euclid(bucket_s)).to_string(),
+                rolling_from: Some(now_s.div_euclid(bucket_s) - ROLLING_BUCKETS + 1),
+            };
         }
         let day = now_s.div_euclid(86_400);
         let window = match self.window {
@@ -182,7 +194,10 @@ impl Budget {
                 format!("m{y}-{m:02}")
             }
         };
-        Slot { window, rolling_from: None }
+        Slot {
+            window,
+            rolling_from: None,
+        }
     }
 }
 
@@ -219,20 +234,29 @@ pub struct Policies {
 impl Policies {
     /// The policy of a user: theirs, else their team's, else the default.
     pub fn for_session(&self, user: &str, team: &str) -> &Policy {
-        self.users.get(user).or_else(|| self.teams.get(team)).unwrap_or(&self.default)
+        self.users
+            .get(user)
+            .or_else(|| self.teams.get(team))
+            .unwrap_or(&self.default)
     }
 
     pub fn budgets_of(&self, principal: &str) -> impl Iterator<Item = &Budget> {
-        self.budgets.iter().filter(move |b| b.principal == principal)
+        self.budgets
+            .iter()
+            .filter(move |b| b.principal == principal)
     }
 
     pub fn webhook(&self, team: &str) -> Option<&str> {
-        self.webhook_teams.get(team).or(self.webhook_default.as_ref()).map(String::as_str)
+        self.webhook_teams
+            .get(team)
+            .or(self.webhook_default.as_ref())
+            .map(String::as_str)
     }
 
     /// Parses and validates a TOML policy payload as a whole.
     pub fn from_toml(text: &str) -> Result<Policies, Error> {
-        let raw: RawPolicyFile = toml::from_str(text).map_err(|e| Error::InvalidPolicy(format!("malformed policy: {e}")))?;
+        let raw: RawPolicyFile = toml::from_str(text)
+            .map_err(|e| Error::InvalidPolicy(format!("malformed policy: {e}")))?;
         load(raw)
     }
 }
@@ -240,8 +264,12 @@ impl Policies {
 fn amount(what: &str, v: Option<f64>, max: f64) -> Result<Option<f64>, Error> {
     match v {
         None => Ok(None),
-        Some(v) if !v.is_finite() || v < 0.0 => Err(Error::InvalidPolicy(format!("{what} must be a non-negative number, not {v}"))),
-        Some(v) if v > max => Err(Error::InvalidPolicy(format!("{what} = {v} is absurd (the most allowed is {max})"))),
+        Some(v) if !v.is_finite() || v < 0.0 => Err(Error::InvalidPolicy(format!(
+            "{what} must be a non-negative number, not {v}"
+        ))),
+        Some(v) if v > max => Err(Error::InvalidPolicy(format!(
+            "{what} = {v} is absurd (the most allowed is {max})"
+        ))),
         Some(v) => Ok(Some(v)),
     }
 }
@@ -256,21 +284,36 @@ fn policy(at: &str, raw: &RawPolicy) -> Result<Policy, Error> {
         Some("pause") => Mode::Pause,
         Some("stop") => Mode::Stop,
         Some(other) => {
-            return Err(Error::InvalidPolicy(format!("{at}: unknown mode {other:?} (expected notify, pause or stop)")));
+            return Err(Error::InvalidPolicy(format!(
+                "{at}: unknown mode {other:?} (expected notify, pause or stop)"
+            )));
         }
     };
     let step = amount(&format!("{at}.step"), raw.step, MAX_STEP)?.unwrap_or(1.0);
     if step <= 0.0 {
-        return Err(Error::InvalidPolicy(format!("{at}.step must be greater than zero")));
+        return Err(Error::InvalidPolicy(format!(
+            "{at}.step must be greater than zero"
+        )));
     }
     Ok(Policy {
         mode,
         step,
         limits: Limits {
-            tokens: amount(&format!("{at}.max_tokens"), raw.max_tokens, MAX_TOKENS)?.map(|v| v as u64),
+            tokens: amount(&format!("{at}.max_tokens"), raw.max_tokens, MAX_TOKENS)?
+                .map(|v| v as u64),
             cost_micros: amount(&format!("{at}.max_cost_usd"), raw.max_cost_usd, MAX_USD)?.map(usd),
-            requests: amount(&format!("{at}.max_requests"), raw.max_requests, MAX_REQUESTS)?.map(|v| v as u64),
-            duration_s: amount(&format!("{at}.max_duration_s"), raw.max_duration_s, MAX_DURATION_S)?.map(|v| v as u64),
+            requests: amount(
+                &format!("{at}.max_requests"),
+                raw.max_requests,
+                MAX_REQUESTS,
+            )?
+            .map(|v| v as u64),
+            duration_s: amount(
+                &format!("{at}.max_duration_s"),
+                raw.max_duration_s,
+                MAX_DURATION_S,
+            )?
+            .map(|v| v as u64),
         },
     })
 }
@@ -279,26 +322,39 @@ fn url(at: &str, u: &str) -> Result<String, Error> {
     if u.starts_with("http://") || u.starts_with("https://") {
         Ok(u.to_owned())
     } else {
-        Err(Error::InvalidPolicy(format!("{at}: webhook {u:?} is not an http(s) URL")))
+        Err(Error::InvalidPolicy(format!(
+            "{at}: webhook {u:?} is not an http(s) URL"
+        )))
     }
 }
 
 /// Checks everything; the first problem refuses the whole payload.
 pub fn load(raw: RawPolicyFile) -> Result<Policies, Error> {
     let mut p = Policies {
-        default: raw.policies.default.as_ref().map(|d| policy("policies.default", d)).transpose()?.unwrap_or_default(),
+        default: raw
+            .policies
+            .default
+            .as_ref()
+            .map(|d| policy("policies.default", d))
+            .transpose()?
+            .unwrap_or_default(),
         ..Policies::default()
     };
     for (name, r) in &raw.policies.teams {
-        p.teams.insert(name.clone(), policy(&format!("policies.teams.{name}"), r)?);
+        p.teams
+            .insert(name.clone(), policy(&format!("policies.teams.{name}"), r)?);
     }
     for (name, r) in &raw.policies.users {
-        p.users.insert(name.clone(), policy(&format!("policies.users.{name}"), r)?);
+        p.users
+            .insert(name.clone(), policy(&format!("policies.users.{name}"), r)?);
     }
     for (i, b) in raw.budgets.iter().enumerate() {
         let at = format!("budgets[{i}]");
         if b.scope != "user" && b.scope != "team" {
-            return Err(Error::InvalidPolicy(format!("{at}.scope must be user or team, not {:?}", b.scope)));
+            return Err(Error::InvalidPolicy(format!(
+                "{at}.scope must be user or team, not {:?}",
+                b.scope
+            )));
         }
         if b.name.trim().is_empty() {
             return Err(Error::InvalidPolicy(format!("{at}.name is empty")));
@@ -307,7 +363,11 @@ pub fn load(raw: RawPolicyFile) -> Result<Policies, Error> {
             "day" => Window::Day,
             "week" => Window::Week,
             "month" => Window::Month,
-            w => return Err(Error::InvalidPolicy(format!("{at}.window must be day, week or month, not {w:?}"))),
+            w => {
+                return Err(Error::InvalidPolicy(format!(
+                    "{at}.window must be day, week or month, not {w:?}"
+                )));
+            }
         };
         let budget = Budget {
             principal: format!("{}:{}", b.scope, b.name),
@@ -315,30 +375,51 @@ pub fn load(raw: RawPolicyFile) -> Result<Policies, Error> {
             rolling: b.rolling,
             soft_micros: amount(&format!("{at}.soft_usd"), b.soft_usd, MAX_USD)?.map(usd),
             hard_micros: amount(&format!("{at}.hard_usd"), b.hard_usd, MAX_USD)?.map(usd),
-            soft_tokens: amount(&format!("{at}.soft_tokens"), b.soft_tokens, MAX_TOKENS)?.map(|v| v as u64),
-            hard_tokens: amount(&format!("{at}.hard_tokens"), b.hard_tokens, MAX_TOKENS)?.map(|v| v as u64),
+            soft_tokens: amount(&format!("{at}.soft_tokens"), b.soft_tokens, MAX_TOKENS)?
+                .map(|v| v as u64),
+            hard_tokens: amount(&format!("{at}.hard_tokens"), b.hard_tokens, MAX_TOKENS)?
+                .map(|v| v as u64),
         };
-        if budget.soft_micros.is_none() && budget.hard_micros.is_none() && budget.soft_tokens.is_none() && budget.hard_tokens.is_none() {
-            return Err(Error::InvalidPolicy(format!("{at} sets no limit (soft_usd, hard_usd, soft_tokens or hard_tokens)")));
+        if budget.soft_micros.is_none()
+            && budget.hard_micros.is_none()
+            && budget.soft_tokens.is_none()
+            && budget.hard_tokens.is_none()
+        {
+            return Err(Error::InvalidPolicy(format!(
+                "{at} sets no limit (soft_usd, hard_usd, soft_tokens or hard_tokens)"
+            )));
         }
         if let (Some(s), Some(h)) = (budget.soft_micros, budget.hard_micros)
             && s > h
         {
-            return Err(Error::InvalidPolicy(format!("{at}: soft_usd is above hard_usd")));
+            return Err(Error::InvalidPolicy(format!(
+                "{at}: soft_usd is above hard_usd"
+            )));
         }
         if let (Some(s), Some(h)) = (budget.soft_tokens, budget.hard_tokens)
             && s > h
         {
-            return Err(Error::InvalidPolicy(format!("{at}: soft_tokens is above hard_tokens")));
+            return Err(Error::InvalidPolicy(format!(
+                "{at}: soft_tokens is above hard_tokens"
+            )));
         }
         if p.budgets.iter().any(|o| o.id() == budget.id()) {
-            return Err(Error::InvalidPolicy(format!("{at}: a second {} budget", budget.id())));
+            return Err(Error::InvalidPolicy(format!(
+                "{at}: a second {} budget",
+                budget.id()
+            )));
         }
         p.budgets.push(budget);
     }
-    p.webhook_default = raw.webhooks.default.as_deref().map(|u| url("webhooks.default", u)).transpose()?;
+    p.webhook_default = raw
+        .webhooks
+        .default
+        .as_deref()
+        .map(|u| url("webhooks.default", u))
+        .transpose()?;
     for (team, u) in &raw.webhooks.teams {
-        p.webhook_teams.insert(team.clone(), url(&format!("webhooks.teams.{team}"), u)?);
+        p.webhook_teams
+            .insert(team.clone(), url(&format!("webhooks.teams.{team}"), u)?);
     }
     Ok(p)
 }
@@ -370,7 +451,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.default.mode, Mode::Pause);
-        assert_eq!(p.for_session("ann", "x").limits.cost_micros, Some(2_500_000));
+        assert_eq!(
+            p.for_session("ann", "x").limits.cost_micros,
+            Some(2_500_000)
+        );
         assert_eq!(p.for_session("bob", "qa").limits.tokens, Some(1000));
         assert_eq!(p.budgets[0].hard_micros, Some(100_000_000));
         assert_eq!(p.webhook("qa"), Some("http://127.0.0.1:9/hook"));
@@ -383,9 +467,18 @@ mod tests {
             ("[policies.default]\nmax_cost_usd = 1e12", "absurd"),
             ("[policies.default]\nmode = \"explode\"", "unknown mode"),
             ("[policies.default]\nmax_tokenz = 5", "malformed"),
-            ("[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"year\"\nhard_usd = 1", "window"),
-            ("[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"day\"", "no limit"),
-            ("[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"day\"\nsoft_usd = 2\nhard_usd = 1", "soft_usd"),
+            (
+                "[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"year\"\nhard_usd = 1",
+                "window",
+            ),
+            (
+                "[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"day\"",
+                "no limit",
+            ),
+            (
+                "[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"day\"\nsoft_usd = 2\nhard_usd = 1",
+                "soft_usd",
+            ),
             ("[webhooks]\ndefault = \"ftp://x\"", "http"),
             ("not toml at all [", "malformed"),
         ] {
@@ -396,13 +489,27 @@ mod tests {
 
     #[test]
     fn windows() {
-        let b = |window, rolling| Budget { principal: "user:a".into(), window, rolling, soft_micros: None, hard_micros: Some(1), soft_tokens: None, hard_tokens: None };
+        let b = |window, rolling| Budget {
+            principal: "user:a".into(),
+            window,
+            rolling,
+            soft_micros: None,
+            hard_micros: Some(1),
+            soft_tokens: None,
+            hard_tokens: None,
+        };
         // 2026-11-24 (a Tuesday) 02:00 UTC.
         let now = 20_781 * 86_400 + 7_200;
         assert_eq!(b(Window::Day, false).slot(now).window, "d20781");
         assert_eq!(b(Window::Month, false).slot(now).window, "m2026-11");
-        assert_eq!(b(Window::Week, false).slot(now).window, b(Window::Week, false).slot(now - 86_400).window);
-        assert_ne!(b(Window::Week, false).slot(now).window, b(Window::Week, false).slot(now - 2 * 86_400).window);
+        assert_eq!(
+            b(Window::Week, false).slot(now).window,
+            b(Window::Week, false).slot(now - 86_400).window
+        );
+        assert_ne!(
+            b(Window::Week, false).slot(now).window,
+            b(Window::Week, false).slot(now - 2 * 86_400).window
+        );
         let r = b(Window::Day, true).slot(now);
         assert_eq!(r.rolling_from, Some(r.window.parse::<i64>().unwrap() - 47));
     }

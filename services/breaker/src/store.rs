@@ -97,8 +97,11 @@ impl MemBudget {
         match slot.rolling_from {
             None => self.used.get(&slot.window).copied().unwrap_or_default(),
             Some(from) => {
-                self.used.retain(|b, _| b.parse::<i64>().is_ok_and(|b| b >= from));
-                self.used.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1))
+                self.used
+                    .retain(|b, _| b.parse::<i64>().is_ok_and(|b| b >= from));
+                self.used
+                    .values()
+                    .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1))
             }
         }
     }
@@ -112,7 +115,10 @@ pub struct Mem {
 
 pub enum Store {
     Memory(Mutex<Mem>),
-    Redis { conn: ConnectionManager, prefix: String },
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
 }
 
 const LEASE_LUA: &str = r#"
@@ -189,7 +195,11 @@ return 1
 "#;
 
 fn opt_i64(v: &str) -> Option<i64> {
-    if v.is_empty() { None } else { v.parse::<f64>().ok().map(|f| f as i64) }
+    if v.is_empty() {
+        None
+    } else {
+        v.parse::<f64>().ok().map(|f| f as i64)
+    }
 }
 
 impl Store {
@@ -199,9 +209,15 @@ impl Store {
 
     /// Connects to Redis; every key starts with `prefix`.
     pub async fn redis(url: &str, prefix: &str) -> Result<Store, Error> {
-        let client = redis::Client::open(url).map_err(|e| Error::Store(format!("redis URL {url:?}: {e}")))?;
-        let conn = ConnectionManager::new(client).await.map_err(|e| Error::Store(format!("cannot reach redis: {e}")))?;
-        Ok(Store::Redis { conn, prefix: prefix.to_owned() })
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Store(format!("redis URL {url:?}: {e}")))?;
+        let conn = ConnectionManager::new(client)
+            .await
+            .map_err(|e| Error::Store(format!("cannot reach redis: {e}")))?;
+        Ok(Store::Redis {
+            conn,
+            prefix: prefix.to_owned(),
+        })
     }
 
     fn mem(m: &Mutex<Mem>) -> std::sync::MutexGuard<'_, Mem> {
@@ -225,10 +241,18 @@ impl Store {
             Store::Memory(m) => Ok(Self::mem(m).sessions.get(key).cloned()),
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
-                let (v, json): (Option<u64>, Option<String>) =
-                    redis::cmd("HMGET").arg(format!("{prefix}s:{key}")).arg("v").arg("json").query_async(&mut c).await?;
+                let (v, json): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+                    .arg(format!("{prefix}s:{key}"))
+                    .arg("v")
+                    .arg("json")
+                    .query_async(&mut c)
+                    .await?;
                 match (v, json) {
-                    (Some(v), Some(j)) => Ok(Some((serde_json::from_str(&j).map_err(|e| Error::Store(format!("session {key}: {e}")))?, v))),
+                    (Some(v), Some(j)) => Ok(Some((
+                        serde_json::from_str(&j)
+                            .map_err(|e| Error::Store(format!("session {key}: {e}")))?,
+                        v,
+                    ))),
                     _ => Ok(None),
                 }
             }
@@ -266,7 +290,11 @@ impl Store {
 
     pub async fn list_sessions(&self) -> Result<Vec<SessionRec>, Error> {
         match self {
-            Store::Memory(m) => Ok(Self::mem(m).sessions.values().map(|(s, _)| s.clone()).collect()),
+            Store::Memory(m) => Ok(Self::mem(m)
+                .sessions
+                .values()
+                .map(|(s, _)| s.clone())
+                .collect()),
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
                 let keys: Vec<String> = c.smembers(format!("{prefix}sessions")).await?;
@@ -282,26 +310,39 @@ impl Store {
     }
 
     fn budget_keys(prefix: &str, id: &str) -> (String, String) {
-        (format!("{prefix}b:{id}:out"), format!("{prefix}b:{id}:used"))
+        (
+            format!("{prefix}b:{id}:out"),
+            format!("{prefix}b:{id}:used"),
+        )
     }
 
     /// Atomically gives back `ret` and grants up to `want` from every budget in `slots` at once.
-    pub async fn lease(&self, slots: &[SlotArgs], want: (i64, i64), ret: (i64, i64)) -> Result<Granted, Error> {
+    pub async fn lease(
+        &self,
+        slots: &[SlotArgs],
+        want: (i64, i64),
+        ret: (i64, i64),
+    ) -> Result<Granted, Error> {
         match self {
             Store::Memory(m) => {
                 let mut m = Self::mem(m);
-                let (mut avail_m, mut avail_t, mut un_m, mut un_t) = (None::<i64>, None::<i64>, None::<i64>, None::<i64>);
+                let (mut avail_m, mut avail_t, mut un_m, mut un_t) =
+                    (None::<i64>, None::<i64>, None::<i64>, None::<i64>);
                 for s in slots {
                     let b = m.budgets.entry(s.id.clone()).or_default();
                     b.out.0 = (b.out.0 - ret.0).max(0);
                     b.out.1 = (b.out.1 - ret.1).max(0);
                     let used = b.used_in(s);
                     if let Some(h) = s.hard_micros {
-                        avail_m = Some(avail_m.map_or(h - used.0 - b.out.0, |a| a.min(h - used.0 - b.out.0)));
+                        avail_m = Some(
+                            avail_m.map_or(h - used.0 - b.out.0, |a| a.min(h - used.0 - b.out.0)),
+                        );
                         un_m = Some(un_m.map_or(h - used.0, |a| a.min(h - used.0)));
                     }
                     if let Some(h) = s.hard_tokens.map(|h| h as i64) {
-                        avail_t = Some(avail_t.map_or(h - used.1 - b.out.1, |a| a.min(h - used.1 - b.out.1)));
+                        avail_t = Some(
+                            avail_t.map_or(h - used.1 - b.out.1, |a| a.min(h - used.1 - b.out.1)),
+                        );
                         un_t = Some(un_t.map_or(h - used.1, |a| a.min(h - used.1)));
                     }
                 }
@@ -312,7 +353,12 @@ impl Store {
                     b.out.0 += gm;
                     b.out.1 += gt;
                 }
-                Ok(Granted { micros: gm, tokens: gt, unspent_micros: un_m, unspent_tokens: un_t })
+                Ok(Granted {
+                    micros: gm,
+                    tokens: gt,
+                    unspent_micros: un_m,
+                    unspent_tokens: un_t,
+                })
             }
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
@@ -322,7 +368,11 @@ impl Store {
                     let (o, u) = Self::budget_keys(prefix, &s.id);
                     inv.key(o).key(u);
                 }
-                inv.arg(slots.len()).arg(want.0).arg(want.1).arg(ret.0).arg(ret.1);
+                inv.arg(slots.len())
+                    .arg(want.0)
+                    .arg(want.1)
+                    .arg(ret.0)
+                    .arg(ret.1);
                 for s in slots {
                     inv.arg(&s.window)
                         .arg(s.rolling_from.map(|f| f.to_string()).unwrap_or_default())
@@ -383,7 +433,12 @@ impl Store {
                 let mut m = Self::mem(m);
                 let b = m.budgets.entry(slot.id.clone()).or_default();
                 let used = b.used_in(slot);
-                Ok(BudgetStatus { used_micros: used.0, used_tokens: used.1, out_micros: b.out.0, out_tokens: b.out.1 })
+                Ok(BudgetStatus {
+                    used_micros: used.0,
+                    used_tokens: used.1,
+                    out_micros: b.out.0,
+                    out_tokens: b.out.1,
+                })
             }
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
@@ -392,7 +447,9 @@ impl Store {
                 let used: HashMap<String, i64> = c.hgetall(&u).await?;
                 let (mut um, mut ut) = (0, 0);
                 for (field, v) in used {
-                    let Some((w, kind)) = field.split_once(':') else { continue };
+                    let Some((w, kind)) = field.split_once(':') else {
+                        continue;
+                    };
                     let inside = match slot.rolling_from {
                         None => w == slot.window,
                         Some(from) => w.parse::<i64>().is_ok_and(|b| b >= from),

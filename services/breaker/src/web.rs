@@ -23,8 +23,13 @@ struct Web {
 
 /// The routes; `guard` (when this gateway has one) feeds `/breaker/health`.
 pub fn router(endpoint: &str, guard: Option<Arc<Guard>>) -> Result<Router, Error> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned()).map_err(|e| Error::Config(format!("breaker endpoint: {e}")))?.connect_lazy();
-    let web = Web { client: BreakerClient::new(channel), guard };
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| Error::Config(format!("breaker endpoint: {e}")))?
+        .connect_lazy();
+    let web = Web {
+        client: BreakerClient::new(channel),
+        guard,
+    };
     Ok(Router::new()
         .route("/breaker/sessions/{id}", get(page))
         .route("/breaker/sessions/{id}/confirm", post(confirm))
@@ -34,7 +39,10 @@ pub fn router(endpoint: &str, guard: Option<Arc<Guard>>) -> Result<Router, Error
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn failure(s: tonic::Status) -> Response {
@@ -43,12 +51,31 @@ fn failure(s: tonic::Status) -> Response {
         tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => StatusCode::BAD_REQUEST,
         _ => StatusCode::BAD_GATEWAY,
     };
-    (code, Html(format!("<!doctype html><title>Retort breaker</title><p>{}</p>", esc(s.message())))).into_response()
+    (
+        code,
+        Html(format!(
+            "<!doctype html><title>Retort breaker</title><p>{}</p>",
+            esc(s.message())
+        )),
+    )
+        .into_response()
 }
 
-async fn page(State(w): State<Web>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn page(
+    State(w): State<Web>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let user = q.get("user").cloned().unwrap_or_default();
-    let s = match w.client.clone().get_session(pb::GetSessionRequest { session_id: id.clone(), user: user.clone() }).await {
+    let s = match w
+        .client
+        .clone()
+        .get_session(pb::GetSessionRequest {
+            session_id: id.clone(),
+            user: user.clone(),
+        })
+        .await
+    {
         Ok(s) => s.into_inner(),
         Err(e) => return failure(e),
     };
@@ -56,7 +83,16 @@ async fn page(State(w): State<Web>, Path(id): Path<String>, Query(q): Query<Hash
     let history: String = s
         .history
         .iter()
-        .map(|t| format!("<li>{} → {} by {} at {} ms ({})</li>", esc(&t.from), esc(&t.to), esc(&t.by), t.at_unix_ms, esc(&t.reason)))
+        .map(|t| {
+            format!(
+                "<li>{} → {} by {} at {} ms ({})</li>",
+                esc(&t.from),
+                esc(&t.to),
+                esc(&t.by),
+                t.at_unix_ms,
+                esc(&t.reason)
+            )
+        })
         .collect();
     let action = |what: &str, label: &str| {
         format!(
@@ -68,7 +104,11 @@ async fn page(State(w): State<Web>, Path(id): Path<String>, Query(q): Query<Hash
     let buttons = if s.state == "stopped" {
         "<p>This session was stopped for good.</p>".to_owned()
     } else {
-        format!("{} {}", action("confirm", "Confirm — yes, I meant to spend this"), action("stop", "Stop this session"))
+        format!(
+            "{} {}",
+            action("confirm", "Confirm — yes, I meant to spend this"),
+            action("stop", "Stop this session")
+        )
     };
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>Retort breaker — session {id}</title>\
@@ -92,20 +132,48 @@ async fn page(State(w): State<Web>, Path(id): Path<String>, Query(q): Query<Hash
 
 async fn act(w: Web, id: String, q: HashMap<String, String>, stop: bool) -> Response {
     let user = q.get("user").cloned().unwrap_or_default();
-    let a = pb::SessionAction { session_id: id.clone(), user: user.clone(), by: format!("web ({})", if user.is_empty() { "confirm page" } else { &user }) };
+    let a = pb::SessionAction {
+        session_id: id.clone(),
+        user: user.clone(),
+        by: format!(
+            "web ({})",
+            if user.is_empty() {
+                "confirm page"
+            } else {
+                &user
+            }
+        ),
+    };
     let mut c = w.client.clone();
-    let r = if stop { c.stop(a).await } else { c.confirm(a).await };
+    let r = if stop {
+        c.stop(a).await
+    } else {
+        c.confirm(a).await
+    };
     match r {
-        Ok(_) => Redirect::to(&format!("/breaker/sessions/{}?user={}", enc(&id), enc(&user))).into_response(),
+        Ok(_) => Redirect::to(&format!(
+            "/breaker/sessions/{}?user={}",
+            enc(&id),
+            enc(&user)
+        ))
+        .into_response(),
         Err(e) => failure(e),
     }
 }
 
-async fn confirm(State(w): State<Web>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn confirm(
+    State(w): State<Web>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     act(w, id, q, false).await
 }
 
-async fn stop(State(w): State<Web>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn stop(
+    State(w): State<Web>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     act(w, id, q, true).await
 }
 
@@ -113,7 +181,11 @@ async fn health(State(w): State<Web>) -> Response {
     match &w.guard {
         Some(g) => {
             let h = g.health();
-            let code = if h.breaker_reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if h.breaker_reachable {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             (code, axum::Json(h)).into_response()
         }
         None => (StatusCode::OK, "no spend guard on this gateway").into_response(),

@@ -51,7 +51,9 @@ struct Target {
 /// `retort up`: takes `[spend]` out of the file, starts the breaker in-process on its own gRPC
 /// address and plugs a spend guard (its gRPC client) and the confirm page into the gateway.
 pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<super::Up> {
-    let Some(spend) = file.remove("spend") else { return Ok(up) };
+    let Some(spend) = file.remove("spend") else {
+        return Ok(up);
+    };
     // One `[[prices]]` list serves metering and breakers; the gateway's own config has no prices.
     let prices: Vec<retort_pricing::Price> = match file.remove("prices") {
         Some(p) => p.try_into().context("[[prices]]")?,
@@ -62,7 +64,11 @@ pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<sup
         return Ok(up);
     }
     if cfg.public_url.is_none() {
-        let http = file.get("server").and_then(|s| s.get("http_addr")).and_then(|a| a.as_str()).unwrap_or("127.0.0.1:8080");
+        let http = file
+            .get("server")
+            .and_then(|s| s.get("http_addr"))
+            .and_then(|a| a.as_str())
+            .unwrap_or("127.0.0.1:8080");
         cfg.public_url = Some(format!("http://{http}"));
     }
     let running = grpc::start(&cfg).await.context("starting the breaker")?;
@@ -70,8 +76,14 @@ pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<sup
     tracing::info!(addr = %running.addr, redis = cfg.redis_url.is_some(), "breaker: sessions and budgets guarded");
     tokio::spawn(running.wait());
     let table = retort_pricing::PriceTable::new(prices).context("[[prices]]")?;
-    let guard = std::sync::Arc::new(guard::Guard::start(guard::GuardConfig::from_spend(&cfg), table)?);
-    up.http = up.http.merge(retort_breaker::web::router(&cfg.endpoint, Some(std::sync::Arc::clone(&guard)))?);
+    let guard = std::sync::Arc::new(guard::Guard::start(
+        guard::GuardConfig::from_spend(&cfg),
+        table,
+    )?);
+    up.http = up.http.merge(retort_breaker::web::router(
+        &cfg.endpoint,
+        Some(std::sync::Arc::clone(&guard)),
+    )?);
     up.hooks.spend = guard;
     Ok(up)
 }
@@ -79,10 +91,16 @@ pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<sup
 pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
     match args.cmd {
         None => {
-            let path = args.config.context("retort breaker needs --config FILE (or a subcommand: confirm, stop, status)")?;
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let mut file: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
-            let spend = file.remove("spend").context("the configuration has no [spend] section")?;
+            let path = args.config.context(
+                "retort breaker needs --config FILE (or a subcommand: confirm, stop, status)",
+            )?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut file: toml::Table =
+                toml::from_str(&text).context("parsing the configuration")?;
+            let spend = file
+                .remove("spend")
+                .context("the configuration has no [spend] section")?;
             let running = grpc::start(&SpendConfig::from_value(spend)?).await?;
             let stop = running.stopper();
             tokio::spawn(async move {
@@ -97,9 +115,21 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
         Some(Cmd::Status { session, at }) => {
             let mut c = client(&at).await?;
             match session {
-                Some(s) => print(&c.get_session(pb::GetSessionRequest { session_id: s, user: at.user }).await?.into_inner()),
+                Some(s) => print(
+                    &c.get_session(pb::GetSessionRequest {
+                        session_id: s,
+                        user: at.user,
+                    })
+                    .await?
+                    .into_inner(),
+                ),
                 None => {
-                    for s in c.list_sessions(pb::ListSessionsRequest { user: at.user }).await?.into_inner().sessions {
+                    for s in c
+                        .list_sessions(pb::ListSessionsRequest { user: at.user })
+                        .await?
+                        .into_inner()
+                        .sessions
+                    {
                         print(&s);
                     }
                 }
@@ -110,14 +140,28 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
 }
 
 async fn client(at: &At) -> anyhow::Result<BreakerClient<tonic::transport::Channel>> {
-    BreakerClient::connect(at.endpoint.clone()).await.with_context(|| format!("connecting to the breaker at {}", at.endpoint))
+    BreakerClient::connect(at.endpoint.clone())
+        .await
+        .with_context(|| format!("connecting to the breaker at {}", at.endpoint))
 }
 
 async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
     let mut c = client(&t.at).await?;
-    let by = format!("cli ({})", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-    let a = pb::SessionAction { session_id: t.session, user: t.at.user, by };
-    let s = if stop { c.stop(a).await } else { c.confirm(a).await }.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let by = format!(
+        "cli ({})",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let a = pb::SessionAction {
+        session_id: t.session,
+        user: t.at.user,
+        by,
+    };
+    let s = if stop {
+        c.stop(a).await
+    } else {
+        c.confirm(a).await
+    }
+    .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     print(&s.into_inner());
     Ok(())
 }
@@ -141,6 +185,13 @@ fn print(s: &pb::Session) {
         s.tier
     );
     for t in &s.history {
-        println!("  {} → {} by {} at {} ({})", if t.from.is_empty() { "·" } else { &t.from }, t.to, t.by, t.at_unix_ms, t.reason);
+        println!(
+            "  {} → {} by {} at {} ({})",
+            if t.from.is_empty() { "·" } else { &t.from },
+            t.to,
+            t.by,
+            t.at_unix_ms,
+            t.reason
+        );
     }
 }

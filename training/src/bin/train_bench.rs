@@ -20,16 +20,38 @@ use retort_training::data::{Example, LabelVocab, SplitMix64};
 use retort_training::{StudentSpec, TrainJob, TrainOptions, eval, train};
 
 const SPAM: &[&str] = &[
-    "free", "win", "winner", "cash", "prize", "offer", "click", "claim", "urgent", "lottery", "bonus", "credit",
-    "discount", "guaranteed", "million", "deal", "cheap", "casino", "unsubscribe", "limited", "$$$", "!!!",
+    "free",
+    "win",
+    "winner",
+    "cash",
+    "prize",
+    "offer",
+    "click",
+    "claim",
+    "urgent",
+    "lottery",
+    "bonus",
+    "credit",
+    "discount",
+    "guaranteed",
+    "million",
+    "deal",
+    "cheap",
+    "casino",
+    "unsubscribe",
+    "limited",
+    "$$$",
+    "!!!",
 ];
 const HAM: &[&str] = &[
-    "meeting", "tomorrow", "report", "project", "lunch", "attached", "review", "agenda", "notes", "team",
-    "schedule", "draft", "budget", "minutes", "thanks", "call", "question", "update", "deadline", "office",
+    "meeting", "tomorrow", "report", "project", "lunch", "attached", "review", "agenda", "notes",
+    "team", "schedule", "draft", "budget", "minutes", "thanks", "call", "question", "update",
+    "deadline", "office",
 ];
 const SHARED: &[&str] = &[
-    "the", "a", "you", "your", "we", "our", "this", "that", "today", "now", "please", "will", "be", "is", "for",
-    "to", "and", "of", "in", "on", "with", "at", "it", "as", "from", "have", "has", "not", "are", "was",
+    "the", "a", "you", "your", "we", "our", "this", "that", "today", "now", "please", "will", "be",
+    "is", "for", "to", "and", "of", "in", "on", "with", "at", "it", "as", "from", "have", "has",
+    "not", "are", "was",
 ];
 
 fn mails(n: usize, seed: u64) -> Vec<Example> {
@@ -37,9 +59,14 @@ fn mails(n: usize, seed: u64) -> Vec<Example> {
     let mut pick = |words: &[&'static str]| words[(rng.next_u64() % words.len() as u64) as usize];
     (0..n)
         .map(|i| {
-            let (label, own) = if i % 2 == 0 { ("spam", SPAM) } else { ("ham", HAM) };
-            let words: Vec<&str> =
-                (0..120).map(|j| if j % 4 == 0 { pick(own) } else { pick(SHARED) }).collect();
+            let (label, own) = if i % 2 == 0 {
+                ("spam", SPAM)
+            } else {
+                ("ham", HAM)
+            };
+            let words: Vec<&str> = (0..120)
+                .map(|j| if j % 4 == 0 { pick(own) } else { pick(SHARED) })
+                .collect();
             Example::new(words.join(" "), label)
         })
         .collect()
@@ -96,7 +123,9 @@ fn main() -> anyhow::Result<()> {
         rows.push(bench::<Autodiff<FlexCpu>>(spec, n, &Default::default())?);
     }
     let mut md = String::new();
-    md.push_str("| backend | student | examples | train examples/s | params | predict p50 (µs) |\n");
+    md.push_str(
+        "| backend | student | examples | train examples/s | params | predict p50 (µs) |\n",
+    );
     md.push_str("|---|---|---:|---:|---:|---:|\n");
     for r in &rows {
         md.push_str(&format!(
@@ -104,10 +133,16 @@ fn main() -> anyhow::Result<()> {
             r.backend, r.spec, r.examples, r.examples_per_sec, r.params, r.p50_us
         ));
     }
-    md.push_str(&format!("\n(total bench time {:.0} s)\n", started.elapsed().as_secs_f64()));
+    md.push_str(&format!(
+        "\n(total bench time {:.0} s)\n",
+        started.elapsed().as_secs_f64()
+    ));
     std::io::stdout().lock().write_all(md.as_bytes())?;
     if let Some(path) = out {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         f.write_all(md.as_bytes())?;
     }
     Ok(())

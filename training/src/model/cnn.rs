@@ -1,7 +1,9 @@
 //! A byte-level CNN: byte embeddings, parallel 1-D convolutions, max-pool over time, a linear head.
 
 use burn::nn::conv::{Conv1d, Conv1dConfig};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, PaddingConfig1d, Relu};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, PaddingConfig1d, Relu,
+};
 use burn::prelude::*;
 
 use crate::features::{Featuriser, Inputs};
@@ -31,7 +33,9 @@ pub struct ByteCnnConfig {
 impl ByteCnnConfig {
     /// The featuriser this student reads.
     pub fn featuriser(&self) -> Featuriser {
-        Featuriser::Bytes { max_len: self.max_len }
+        Featuriser::Bytes {
+            max_len: self.max_len,
+        }
     }
 
     /// A randomly initialised model (uses the backend's RNG).
@@ -71,7 +75,10 @@ impl<B: Backend> ByteCnn<B> {
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
         let [batch, _] = inputs.tokens.dims();
         // [batch, d_embed, seq]
-        let x = self.embedding.forward(inputs.tokens.clone()).swap_dims(1, 2);
+        let x = self
+            .embedding
+            .forward(inputs.tokens.clone())
+            .swap_dims(1, 2);
         // [batch, 1, seq]: relu outputs are ≥ 0, so zeroing padded positions keeps them out of the max.
         let mask = inputs.mask.clone().unsqueeze_dim::<3>(1);
         let pooled: Vec<Tensor<B, 2>> = self
@@ -83,6 +90,7 @@ impl<B: Backend> ByteCnn<B> {
                 h.max_dim(2).reshape([batch, channels])
             })
             .collect();
-        self.output.forward(self.dropout.forward(Tensor::cat(pooled, 1)))
+        self.output
+            .forward(self.dropout.forward(Tensor::cat(pooled, 1)))
     }
 }

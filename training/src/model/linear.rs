@@ -1,8 +1,8 @@
 //! Logistic regression over hashed n-grams: an embedding bag whose width is the number of labels.
 
+use burn::module::Initializer;
 use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::module::Initializer;
 use burn::prelude::*;
 
 use super::pool_l2;
@@ -24,7 +24,10 @@ pub struct LinearBagConfig {
 impl LinearBagConfig {
     /// The featuriser this student reads.
     pub fn featuriser(&self) -> Featuriser {
-        Featuriser::NgramBag { buckets: self.buckets, max_features: self.max_features }
+        Featuriser::NgramBag {
+            buckets: self.buckets,
+            max_features: self.max_features,
+        }
     }
 
     /// A zero-initialised model.
@@ -48,7 +51,10 @@ pub struct LinearBag<B: Backend> {
 impl<B: Backend> LinearBag<B> {
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
-        let pooled = pool_l2(self.weights.forward(inputs.tokens.clone()), inputs.mask.clone());
+        let pooled = pool_l2(
+            self.weights.forward(inputs.tokens.clone()),
+            inputs.mask.clone(),
+        );
         pooled + self.bias.val().unsqueeze::<2>()
     }
 }

@@ -32,14 +32,20 @@ pub struct BagMlpConfig {
 impl BagMlpConfig {
     /// The featuriser this student reads.
     pub fn featuriser(&self) -> Featuriser {
-        Featuriser::NgramBag { buckets: self.buckets, max_features: self.max_features }
+        Featuriser::NgramBag {
+            buckets: self.buckets,
+            max_features: self.max_features,
+        }
     }
 
     /// A randomly initialised model (uses the backend's RNG).
     pub fn init<B: Backend>(&self, device: &B::Device) -> BagMlp<B> {
         BagMlp {
             embedding: EmbeddingConfig::new(self.buckets, self.d_embed)
-                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.1 })
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.1,
+                })
                 .init(device),
             hidden: LinearConfig::new(self.d_embed, self.d_hidden).init(device),
             activation: Relu::new(),
@@ -62,7 +68,10 @@ pub struct BagMlp<B: Backend> {
 impl<B: Backend> BagMlp<B> {
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
-        let pooled = pool_l2(self.embedding.forward(inputs.tokens.clone()), inputs.mask.clone());
+        let pooled = pool_l2(
+            self.embedding.forward(inputs.tokens.clone()),
+            inputs.mask.clone(),
+        );
         let hidden = self.activation.forward(self.hidden.forward(pooled));
         self.output.forward(self.dropout.forward(hidden))
     }

@@ -34,7 +34,9 @@ use crate::features::{Featuriser, Inputs};
 /// the L2-normalised bag (as in TF-IDF without the IDF) times the table.
 pub(crate) fn pool_l2<B: Backend>(embedded: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
     let [batch, _, d] = embedded.dims();
-    let summed = (embedded * mask.clone().unsqueeze_dim::<3>(2)).sum_dim(1).reshape([batch, d]);
+    let summed = (embedded * mask.clone().unsqueeze_dim::<3>(2))
+        .sum_dim(1)
+        .reshape([batch, d]);
     summed / mask.sum_dim(1).clamp_min(1.0).sqrt()
 }
 
@@ -89,10 +91,13 @@ impl FromStr for StudentClass {
     type Err = TrainingError;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| TrainingError::UnknownClass {
-            class: s.to_string(),
-            known: Self::ALL.map(Self::name).join(", "),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| TrainingError::UnknownClass {
+                class: s.to_string(),
+                known: Self::ALL.map(Self::name).join(", "),
+            })
     }
 }
 
@@ -109,7 +114,9 @@ impl FromStr for StudentSpec {
     type Err = TrainingError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let (class, size) = s.split_once('/').ok_or_else(|| TrainingError::BadSpec(s.to_string()))?;
+        let (class, size) = s
+            .split_once('/')
+            .ok_or_else(|| TrainingError::BadSpec(s.to_string()))?;
         let class: StudentClass = class.trim().parse()?;
         let size = size.trim();
         if !StudentClass::SIZES.contains(&size) {
@@ -119,7 +126,10 @@ impl FromStr for StudentSpec {
                 known: StudentClass::SIZES.join(", "),
             });
         }
-        Ok(Self { class, size: size.to_string() })
+        Ok(Self {
+            class,
+            size: size.to_string(),
+        })
     }
 }
 
@@ -139,15 +149,29 @@ impl StudentSpec {
             known: StudentClass::SIZES.join(", "),
         };
         Ok(match (self.class, self.size.as_str()) {
-            (StudentClass::Linear, "tiny") => StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 16)),
-            (StudentClass::Linear, "small") => StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 18)),
-            (StudentClass::Linear, "base") => StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 20)),
+            (StudentClass::Linear, "tiny") => {
+                StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 16))
+            }
+            (StudentClass::Linear, "small") => {
+                StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 18))
+            }
+            (StudentClass::Linear, "base") => {
+                StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 20))
+            }
             (StudentClass::Mlp, "tiny") => StudentConfig::Mlp(
-                BagMlpConfig::new(n).with_buckets(1 << 16).with_d_embed(32).with_d_hidden(32),
+                BagMlpConfig::new(n)
+                    .with_buckets(1 << 16)
+                    .with_d_embed(32)
+                    .with_d_hidden(32),
             ),
-            (StudentClass::Mlp, "small") => StudentConfig::Mlp(BagMlpConfig::new(n).with_buckets(1 << 18)),
+            (StudentClass::Mlp, "small") => {
+                StudentConfig::Mlp(BagMlpConfig::new(n).with_buckets(1 << 18))
+            }
             (StudentClass::Mlp, "base") => StudentConfig::Mlp(
-                BagMlpConfig::new(n).with_buckets(1 << 18).with_d_embed(128).with_d_hidden(128),
+                BagMlpConfig::new(n)
+                    .with_buckets(1 << 18)
+                    .with_d_embed(128)
+                    .with_d_hidden(128),
             ),
             (StudentClass::Cnn, "tiny") => StudentConfig::Cnn(
                 ByteCnnConfig::new(n)
@@ -158,7 +182,10 @@ impl StudentSpec {
             ),
             (StudentClass::Cnn, "small") => StudentConfig::Cnn(ByteCnnConfig::new(n)),
             (StudentClass::Cnn, "base") => StudentConfig::Cnn(
-                ByteCnnConfig::new(n).with_max_len(2048).with_d_embed(64).with_channels(128),
+                ByteCnnConfig::new(n)
+                    .with_max_len(2048)
+                    .with_d_embed(64)
+                    .with_channels(128),
             ),
             (StudentClass::Transformer, "tiny") => StudentConfig::Transformer(
                 EncoderConfig::new(n)
@@ -169,7 +196,9 @@ impl StudentSpec {
                     .with_n_layers(1)
                     .with_d_ff(64),
             ),
-            (StudentClass::Transformer, "small") => StudentConfig::Transformer(EncoderConfig::new(n)),
+            (StudentClass::Transformer, "small") => {
+                StudentConfig::Transformer(EncoderConfig::new(n))
+            }
             (StudentClass::Transformer, "base") => StudentConfig::Transformer(
                 EncoderConfig::new(n)
                     .with_buckets(1 << 16)
@@ -242,24 +271,34 @@ impl StudentConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainingError::Config(m));
         if self.num_labels() < 2 {
-            return bad(format!("a classifier needs at least 2 labels, got {}", self.num_labels()));
+            return bad(format!(
+                "a classifier needs at least 2 labels, got {}",
+                self.num_labels()
+            ));
         }
         self.featuriser().validate()?;
         match self {
             Self::Linear(_) => Ok(()),
-            Self::Mlp(c) if c.d_embed == 0 || c.d_hidden == 0 => bad(format!("mlp dimensions must be > 0: {c:?}")),
-            Self::Cnn(c) if c.d_embed == 0 || c.channels == 0 || c.kernel_sizes.is_empty() => {
-                bad(format!("cnn dimensions must be > 0 with at least one kernel: {c:?}"))
+            Self::Mlp(c) if c.d_embed == 0 || c.d_hidden == 0 => {
+                bad(format!("mlp dimensions must be > 0: {c:?}"))
             }
-            Self::Cnn(c) if c.kernel_sizes.iter().any(|k| k % 2 == 0) => {
-                bad(format!("cnn kernel sizes must be odd: {:?}", c.kernel_sizes))
+            Self::Cnn(c) if c.d_embed == 0 || c.channels == 0 || c.kernel_sizes.is_empty() => bad(
+                format!("cnn dimensions must be > 0 with at least one kernel: {c:?}"),
+            ),
+            Self::Cnn(c) if c.kernel_sizes.iter().any(|k| k % 2 == 0) => bad(format!(
+                "cnn kernel sizes must be odd: {:?}",
+                c.kernel_sizes
+            )),
+            Self::Transformer(c)
+                if c.d_model == 0 || c.n_heads == 0 || c.d_model % c.n_heads != 0 =>
+            {
+                bad(format!(
+                    "transformer d_model must be a positive multiple of n_heads: {c:?}"
+                ))
             }
-            Self::Transformer(c) if c.d_model == 0 || c.n_heads == 0 || c.d_model % c.n_heads != 0 => {
-                bad(format!("transformer d_model must be a positive multiple of n_heads: {c:?}"))
-            }
-            Self::Transformer(c) if c.n_layers == 0 || c.d_ff == 0 => {
-                bad(format!("transformer needs at least one layer and d_ff > 0: {c:?}"))
-            }
+            Self::Transformer(c) if c.n_layers == 0 || c.d_ff == 0 => bad(format!(
+                "transformer needs at least one layer and d_ff > 0: {c:?}"
+            )),
             _ => Ok(()),
         }
     }

@@ -1,6 +1,8 @@
 //! A small transformer encoder over hashed words with learnt positions, mean-pooled, linear head.
 
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -37,7 +39,10 @@ pub struct EncoderConfig {
 impl EncoderConfig {
     /// The featuriser this student reads.
     pub fn featuriser(&self) -> Featuriser {
-        Featuriser::WordSequence { buckets: self.buckets, max_len: self.max_len }
+        Featuriser::WordSequence {
+            buckets: self.buckets,
+            max_len: self.max_len,
+        }
     }
 
     /// A randomly initialised model (uses the backend's RNG).
@@ -45,10 +50,15 @@ impl EncoderConfig {
         Encoder {
             tokens: EmbeddingConfig::new(self.buckets, self.d_model).init(device),
             positions: EmbeddingConfig::new(self.max_len, self.d_model).init(device),
-            encoder: TransformerEncoderConfig::new(self.d_model, self.d_ff, self.n_heads, self.n_layers)
-                .with_dropout(self.dropout)
-                .with_norm_first(true)
-                .init(device),
+            encoder: TransformerEncoderConfig::new(
+                self.d_model,
+                self.d_ff,
+                self.n_heads,
+                self.n_layers,
+            )
+            .with_dropout(self.dropout)
+            .with_norm_first(true)
+            .init(device),
             output: LinearConfig::new(self.d_model, self.num_labels).init(device),
         }
     }
@@ -71,7 +81,9 @@ impl<B: Backend> Encoder<B> {
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
         let x = self.tokens.forward(inputs.tokens.clone()) + self.positions.forward(positions);
         let pad = inputs.mask.clone().equal_elem(0.0);
-        let h = self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(pad));
+        let h = self
+            .encoder
+            .forward(TransformerEncoderInput::new(x).mask_pad(pad));
         let [_, _, d] = h.dims();
         let mask = inputs.mask.clone().unsqueeze_dim::<3>(2);
         let summed = (h * mask).sum_dim(1).reshape([batch, d]);

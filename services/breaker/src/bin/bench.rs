@@ -1,2 +1,0 @@
-//! Placeholder; see below.
-fn main() {}
