@@ -9,6 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use retort_gateway::config::Config;
 
+/// Sections of the configuration file that belong to services other than the gateway.
+const OTHER_SERVICES_SECTIONS: [&str; 3] = ["metering", "spend", "prices"];
+
 const DEMO_CONFIG: &str = include_str!("../../../deploy/retort.demo.toml");
 
 #[derive(Parser)]
@@ -72,7 +75,15 @@ async fn main() -> anyhow::Result<()> {
             let cfg = Config::from_toml(&toml::to_string(&file)?)?;
             run_gateway(cfg, up, true).await
         }
-        Command::Gateway { config } => run_gateway(Config::from_file(&config)?, Up::default(), false).await,
+        Command::Gateway { config } => {
+            // One file serves every service: the gateway alone ignores the other services' sections.
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let mut file: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+            for section in OTHER_SERVICES_SECTIONS {
+                file.remove(section);
+            }
+            run_gateway(Config::from_toml(&toml::to_string(&file)?)?, Up::default(), false).await
+        }
         Command::Breaker(args) => breaker::run(args).await,
         Command::Metering(args) => metering::run(args).await,
         Command::Usage(args) => metering::usage(args).await,
