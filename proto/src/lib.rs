@@ -8,3 +8,21 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of every `retort.v1` proto, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("retort_descriptor");
+
+/// Adds server reflection for every `retort.v1` service and `grpc.health.v1` to a tonic router, in
+/// both protocol versions (grpcurl before 1.9 speaks only v1alpha). A descriptor that fails to load
+/// is logged and the server runs without reflection.
+pub fn add_reflection<L>(routes: tonic::transport::server::Router<L>) -> tonic::transport::server::Router<L> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    match (builder().build_v1(), builder().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => routes.add_service(v1).add_service(v1alpha),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "gRPC reflection is unavailable");
+            routes
+        }
+    }
+}

@@ -185,12 +185,6 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(retort_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let (v1, v1alpha) = (reflection().build_v1(), reflection().build_v1alpha());
     let name = <BreakerServer<BreakerService> as tonic::server::NamedService>::NAME;
     // Health follows the store: NOT_SERVING while Redis does not answer.
     let watcher = {
@@ -220,10 +214,7 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
     let mut routes = builder
         .add_service(health_service)
         .add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
-    match (v1, v1alpha) {
-        (Ok(a), Ok(b)) => routes = routes.add_service(a).add_service(b),
-        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "breaker reflection unavailable"),
-    }
+    routes = retort_proto::add_reflection(routes);
     let task = tokio::spawn(async move {
         let r = routes
             .serve_with_incoming_shutdown(incoming, async move {

@@ -204,14 +204,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    // Reflection in both versions: grpcurl before 1.9 speaks only v1alpha.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(retort_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1();
-    let reflection_v1alpha = reflection().build_v1alpha();
     let service_name = <MeteringServer<MeteringService> as tonic::server::NamedService>::NAME;
     // Health follows readiness: SERVING while the store answers.
     let watcher = {
@@ -235,10 +227,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20));
-    match (reflection_v1, reflection_v1alpha) {
-        (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
-        (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "gRPC reflection is unavailable"),
-    }
+    routes = retort_proto::add_reflection(routes);
     let result = routes.serve_with_incoming_shutdown(incoming, shutdown).await;
     watcher.abort();
     result
