@@ -11,12 +11,14 @@
 //! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
 //! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
 //! - [`backend`]: the one place a backend is chosen (CPU by default, CUDA with `--features cuda`).
+//! - [`engine`]: the same operations, non-generic, on that backend (compiled optimised here, for services).
 //!
 //! This crate never talks to the network or a database and never downloads anything: it trains and
 //! evaluates on data it is handed, and tokenisation is byte-level or hashed from the data itself.
 
 pub mod artefact;
 pub mod backend;
+pub mod engine;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -1,0 +1,141 @@
+//! The `[distill]` section of a Retort configuration (plus the top-level `[[prices]]`, which price
+//! the teacher's tokens in reports).
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// `[distill]`, every field optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// `false` turns the service off under `retort up`.
+    pub enabled: bool,
+    /// gRPC listener of `retort.v1.Distill`.
+    pub grpc_addr: SocketAddr,
+    /// Job folders (inputs, teacher labels, checkpoints, artefacts) live under `DATA_DIR/distill/`;
+    /// the SQLite file too, unless `database_url` says otherwise.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default `sqlite://DATA_DIR/retort-distill.db`.
+    pub database_url: Option<String>,
+    /// Postgres only: a schema to create and use.
+    pub database_schema: Option<String>,
+    /// The gateway's HTTP base URL (teacher calls, latency of deployed students).
+    pub gateway_url: String,
+    /// The gateway's gRPC endpoint (`retort.v1.Students`).
+    pub gateway_grpc: String,
+    /// API key of a gateway user for teacher calls (env `RETORT_DISTILL_GATEWAY_KEY` overrides).
+    pub gateway_key: String,
+    /// API key of a gateway admin for `Deploy` (env `RETORT_DISTILL_ADMIN_KEY`); default `gateway_key`.
+    pub admin_key: Option<String>,
+    /// The price of one CPU core for an hour, in USD: the student's cost is its measured compute
+    /// time at this price.
+    pub compute_usd_per_cpu_hour: f64,
+    /// `max_tokens` of a teacher call (labels are short).
+    pub teacher_max_tokens: u32,
+    /// Attempts per teacher call (retries on connection errors, 429 and 5xx).
+    pub teacher_attempts: u32,
+    /// Timeout of one teacher call, in ms.
+    pub teacher_timeout_ms: u64,
+    /// Jobs training at once (training uses every core).
+    pub max_parallel_training: usize,
+    /// Requests sent through the gateway to time a freshly deployed student (0 = none).
+    pub gateway_latency_samples: usize,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig {
+            enabled: true,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50054)),
+            data_dir: PathBuf::from("."),
+            database_url: None,
+            database_schema: None,
+            gateway_url: "http://127.0.0.1:8080".into(),
+            gateway_grpc: "http://127.0.0.1:50051".into(),
+            gateway_key: String::new(),
+            admin_key: None,
+            compute_usd_per_cpu_hour: 0.05,
+            teacher_max_tokens: 32,
+            teacher_attempts: 3,
+            teacher_timeout_ms: 60_000,
+            max_parallel_training: 1,
+            gateway_latency_samples: 200,
+        }
+    }
+}
+
+impl DistillConfig {
+    /// Reads `[distill]` and `[[prices]]` from a whole configuration file, leaving both in place.
+    pub fn from_table(
+        file: &toml::Table,
+    ) -> Result<(DistillConfig, Vec<retort_pricing::Price>), Error> {
+        let cfg: DistillConfig = match file.get("distill") {
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Config(format!("[distill]: {e}")))?,
+            None => DistillConfig::default(),
+        };
+        let prices = match file.get("prices") {
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Config(format!("[[prices]]: {e}")))?,
+            None => Vec::new(),
+        };
+        cfg.with_env().map(|c| (c, prices))
+    }
+
+    /// Parses a whole file (`retort distill serve --config FILE`).
+    pub fn from_toml(text: &str) -> Result<(DistillConfig, Vec<retort_pricing::Price>), Error> {
+        let file: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        Self::from_table(&file)
+    }
+
+    fn with_env(mut self) -> Result<Self, Error> {
+        if let Ok(k) = std::env::var("RETORT_DISTILL_GATEWAY_KEY")
+            && !k.is_empty()
+        {
+            self.gateway_key = k;
+        }
+        if let Ok(k) = std::env::var("RETORT_DISTILL_ADMIN_KEY")
+            && !k.is_empty()
+        {
+            self.admin_key = Some(k);
+        }
+        if !(self.compute_usd_per_cpu_hour >= 0.0 && self.compute_usd_per_cpu_hour.is_finite()) {
+            return Err(Error::Config(
+                "compute_usd_per_cpu_hour must be a non-negative number".into(),
+            ));
+        }
+        if self.teacher_attempts == 0 || self.max_parallel_training == 0 {
+            return Err(Error::Config(
+                "teacher_attempts and max_parallel_training must be at least 1".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("retort-distill.db").display()
+            )
+        })
+    }
+
+    /// The admin key for `DeployStudent`.
+    pub fn admin_key(&self) -> &str {
+        self.admin_key.as_deref().unwrap_or(&self.gateway_key)
+    }
+
+    /// Where job folders live.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.data_dir.join("distill")
+    }
+}

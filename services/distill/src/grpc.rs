@@ -1,0 +1,197 @@
+//! `retort.v1.Distill` over gRPC: thin handlers over the [`Engine`], reflection (v1 and v1alpha)
+//! and `grpc.health.v1` tied to whether the database answers.
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use retort_proto::v1::{self as pb, distill_server::DistillServer};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::{Request, Response, Status};
+
+use crate::{DistillConfig, Error, pipeline::Engine, store::Store};
+
+/// Inline data may be this large (training sets of a few hundred MB should be given as paths).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+pub struct DistillService {
+    pub engine: Arc<Engine>,
+    /// Ends `Watch` streams when the server shuts down.
+    pub stopping: watch::Receiver<bool>,
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::JobProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::distill_server::Distill for DistillService {
+    async fn submit(&self, r: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let job_id = self.engine.submit(r.into_inner()).await?;
+        Ok(Response::new(pb::SubmitResponse { job_id }))
+    }
+
+    type WatchStream = ProgressStream;
+
+    async fn watch(&self, r: Request<pb::WatchJobRequest>) -> Result<Response<ProgressStream>, Status> {
+        let id = r.into_inner().job_id;
+        let job = self.engine.job(&id).await?;
+        let rx = match self.engine.subscribe(&id) {
+            Some(rx) => rx,
+            None => {
+                // Not running here: one snapshot from the store.
+                let p = job.progress.unwrap_or_default();
+                return Ok(Response::new(Box::pin(futures::stream::iter([Ok(p)]))));
+            }
+        };
+        let s = futures::stream::unfold((rx, false, true, id), |(mut rx, ended, first, id)| async move {
+            if ended {
+                return None;
+            }
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let p = rx.borrow_and_update().to_pb(&id);
+            let end = p.done;
+            Some((Ok(p), (rx, end, false, id)))
+        });
+        let mut stopping = self.stopping.clone();
+        let s = futures::StreamExt::take_until(s, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn get(&self, r: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        Ok(Response::new(self.engine.job(&r.into_inner().job_id).await?))
+    }
+
+    async fn list(&self, r: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let limit = match r.into_inner().limit {
+            0 => 50,
+            n => i64::from(n.min(10_000)),
+        };
+        let mut jobs = Vec::new();
+        for row in self.engine.store.jobs(limit).await? {
+            jobs.push(self.engine.to_pb(row).await?);
+        }
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel(&self, r: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        Ok(Response::new(self.engine.cancel(&r.into_inner().job_id).await?))
+    }
+
+    async fn report(&self, r: Request<pb::JobReportRequest>) -> Result<Response<pb::JobReportResponse>, Status> {
+        let (json, markdown) = self.engine.report_of(&r.into_inner().job_id).await?;
+        Ok(Response::new(pb::JobReportResponse { json, markdown }))
+    }
+
+    async fn deploy(&self, r: Request<pb::DeployRequest>) -> Result<Response<pb::DeployResponse>, Status> {
+        Ok(Response::new(self.engine.deploy(r.into_inner()).await?))
+    }
+}
+
+/// A running distill service.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops serving (jobs in flight are interrupted where they stand and resume at the next start).
+    pub async fn shutdown(self) {
+        self.engine.kill();
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.engine.store.close().await;
+    }
+
+    /// Stops as a crash would: job tasks are aborted, nothing is recorded.
+    pub async fn kill(self) {
+        self.engine.kill();
+        let _ = self.stop.send(true);
+        self.task.abort();
+        let _ = self.task.await;
+        self.engine.store.close().await;
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Opens the store, resumes unfinished jobs and serves `retort.v1.Distill` on `cfg.grpc_addr`.
+pub async fn start(cfg: DistillConfig, prices: Vec<retort_pricing::Price>) -> Result<Running, Error> {
+    let engine = Engine::open(cfg, prices).await?;
+    serve(engine).await
+}
+
+/// Like [`start`] with an already opened store (tests isolate runs with it).
+pub async fn start_with_store(
+    cfg: DistillConfig,
+    prices: Vec<retort_pricing::Price>,
+    store: Store,
+) -> Result<Running, Error> {
+    serve(Engine::with_store(cfg, prices, store)?).await
+}
+
+async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
+    let addr = engine.cfg.grpc_addr;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let resumed = engine.resume_all().await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let name = <DistillServer<DistillService> as tonic::server::NamedService>::NAME;
+    // Health follows the database.
+    let watcher = {
+        let e = Arc::clone(&engine);
+        tokio::spawn(async move {
+            loop {
+                let st = match e.store.ping().await {
+                    Ok(()) => tonic_health::ServingStatus::Serving,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "distill database unreachable");
+                        tonic_health::ServingStatus::NotServing
+                    }
+                };
+                health.set_service_status("", st).await;
+                health.set_service_status(name, st).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let (stop, mut rx) = watch::channel(false);
+    let svc = DistillService {
+        engine: Arc::clone(&engine),
+        stopping: rx.clone(),
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut routes = builder.add_service(health_service).add_service(
+        DistillServer::new(svc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(64 << 20),
+    );
+    routes = retort_proto::add_reflection(routes);
+    let task = tokio::spawn(async move {
+        let r = routes
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+        watcher.abort();
+        if let Err(e) = r {
+            tracing::error!(error = %e, "distill gRPC server stopped");
+        }
+    });
+    tracing::info!(%addr, db = engine.store.kind(), resumed, "distill listening");
+    Ok(Running {
+        addr,
+        engine,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,1182 @@
+//! The job pipeline: submit-time checks, then validate → label → train → evaluate → report, each
+//! stage recorded in the store when it starts and when it finishes; a job resumes at the first stage
+//! not finished. `Deploy` runs on request once the report exists.
+//!
+//! Job folder (`DATA_DIR/distill/JOB`): `train.jsonl` and `evals.jsonl` (the submitted data, as
+//! parsed), `labelled.json` (written when the label stage ends), `checkpoint/` (while training; the
+//! trainer resumes from it), `student/` (the artefact, renamed into place only when complete).
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    ops::ControlFlow,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use retort_proto::v1 as pb;
+use retort_pricing::PriceTable;
+use retort_training::{
+    Example, LabelVocab, StudentSpec, TrainJob, TrainOptions, data::split, engine, eval,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+
+use crate::{
+    DistillConfig, Error,
+    data::{self, Item},
+    now_ms,
+    report::{self, Evaluation, LabelStats, TeacherUsage},
+    store::{CachedAnswer, JobRow, ResultRow, Store},
+    teacher::Gateway,
+};
+
+/// The stages every job runs, in order (`deploy` comes on request).
+pub const STAGES: [&str; 5] = ["validate", "label", "train", "evaluate", "report"];
+
+/// A job's request, without its data (stored as JSON with the job).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub teacher: String,
+    pub template: String,
+    pub target: String,
+    pub labels: Vec<String>,
+    pub objective: String,
+    pub max_accuracy_drop_points: f64,
+    pub max_teacher_concurrency: usize,
+    pub max_epochs: usize,
+    pub time_limit_secs: u64,
+    pub max_teacher_failure_fraction: f64,
+    pub seed: u64,
+    pub gold_evals: bool,
+    /// Where the data came from (`inline (N bytes)` or the path), for the record.
+    pub train_source: String,
+    pub evals_source: String,
+}
+
+/// A job's progress (kept in memory while it runs, stored at every stage boundary).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub state: String,
+    pub stage: String,
+    pub items_labelled: u64,
+    pub items_total: u64,
+    pub cache_hits: u64,
+    pub teacher_failures: u64,
+    pub epoch: u32,
+    pub max_epochs: u32,
+    pub loss: f64,
+    pub val_accuracy: f64,
+    pub eta_secs: f64,
+    pub message: String,
+    pub done: bool,
+    pub error: String,
+}
+
+impl Progress {
+    pub fn to_pb(&self, job_id: &str) -> pb::JobProgress {
+        pb::JobProgress {
+            job_id: job_id.into(),
+            state: self.state.clone(),
+            stage: self.stage.clone(),
+            items_labelled: self.items_labelled,
+            items_total: self.items_total,
+            cache_hits: self.cache_hits,
+            teacher_failures: self.teacher_failures,
+            epoch: self.epoch,
+            max_epochs: self.max_epochs,
+            loss: self.loss,
+            val_accuracy: self.val_accuracy,
+            eta_secs: self.eta_secs,
+            message: self.message.clone(),
+            done: self.done,
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// What the label stage leaves for the next ones.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Labelled {
+    labels: Vec<String>,
+    /// Rendered prompt → the teacher's label.
+    train: Vec<Example>,
+    /// The teacher's label of each eval (None: the call failed or named no label).
+    eval_teacher: Vec<Option<String>>,
+    stats: LabelStats,
+    usage: TeacherUsage,
+}
+
+/// A running job's controls.
+struct Live {
+    cancel: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The distill service's state, shared by the gRPC handlers and the job tasks.
+pub struct Engine {
+    pub store: Store,
+    pub cfg: DistillConfig,
+    prices: PriceTable,
+    gateway: Gateway,
+    live: Mutex<HashMap<String, Live>>,
+    progress: Mutex<HashMap<String, watch::Sender<Progress>>>,
+    training: Semaphore,
+}
+
+/// The data of a submit request, read.
+fn read_source(src: Option<&pb::DataSource>, what: &str) -> Result<(Vec<u8>, String), Error> {
+    match src.and_then(|s| s.source.as_ref()) {
+        Some(pb::data_source::Source::Inline(b)) => Ok((b.clone(), format!("inline ({} bytes)", b.len()))),
+        Some(pb::data_source::Source::Path(p)) => std::fs::read(p)
+            .map(|b| (b, p.clone()))
+            .map_err(|e| Error::InvalidArgument(format!("{what}: cannot read {p}: {e}"))),
+        None => Err(Error::InvalidArgument(format!("{what}: missing (give inline bytes or a path)"))),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::Io(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
+}
+
+fn write_items(path: &Path, items: &[Item]) -> Result<(), Error> {
+    let mut out = String::new();
+    for i in items {
+        out.push_str(&serde_json::to_string(i).unwrap_or_default());
+        out.push('\n');
+    }
+    write_atomic(path, out.as_bytes())
+}
+
+fn read_items(path: &Path, what: &str) -> Result<Vec<Item>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+    data::parse_items(&bytes, what)
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+impl Engine {
+    /// Opens the store, prepares the job folders and the gateway client.
+    pub async fn open(cfg: DistillConfig, prices: Vec<retort_pricing::Price>) -> Result<Arc<Engine>, Error> {
+        let store = Store::connect(&cfg.database_url(), cfg.database_schema.as_deref()).await?;
+        Self::with_store(cfg, prices, store)
+    }
+
+    pub fn with_store(
+        mut cfg: DistillConfig,
+        prices: Vec<retort_pricing::Price>,
+        store: Store,
+    ) -> Result<Arc<Engine>, Error> {
+        std::fs::create_dir_all(cfg.jobs_dir())
+            .map_err(|e| Error::Io(format!("creating {}: {e}", cfg.jobs_dir().display())))?;
+        // Artefact paths go to the gateway: make them absolute.
+        if let Ok(abs) = std::fs::canonicalize(&cfg.data_dir) {
+            cfg.data_dir = abs;
+        }
+        let prices = PriceTable::new(prices).map_err(|e| Error::Config(e.to_string()))?;
+        let gateway = Gateway::new(
+            &cfg.gateway_url,
+            &cfg.gateway_key,
+            cfg.teacher_max_tokens,
+            cfg.teacher_attempts,
+            Duration::from_millis(cfg.teacher_timeout_ms),
+        )?;
+        Ok(Arc::new(Engine {
+            store,
+            training: Semaphore::new(cfg.max_parallel_training),
+            cfg,
+            prices,
+            gateway,
+            live: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.cfg.jobs_dir().join(id)
+    }
+
+    /// The artefact folder of a job.
+    pub fn artefact_dir(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("student")
+    }
+
+    /// Checks a request, stores the job and starts it. Errors are `InvalidArgument` with the
+    /// payload and line named.
+    pub async fn submit(self: &Arc<Self>, r: pb::SubmitRequest) -> Result<String, Error> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        let teacher = r.teacher.trim().to_string();
+        if teacher.is_empty() {
+            return bad("teacher: missing (a model or alias of the gateway)".into());
+        }
+        if !r.prompt_template.contains("{input}") {
+            return bad("prompt_template must contain {input} (where the item's text goes)".into());
+        }
+        let target: StudentSpec = r
+            .target
+            .trim()
+            .parse()
+            .map_err(|e: retort_training::TrainingError| Error::InvalidArgument(format!("target: {e}")))?;
+        let objective = r.objective.clone().unwrap_or_default();
+        let kind = if objective.kind.is_empty() { "max_cost_savings".to_string() } else { objective.kind.clone() };
+        if kind != "max_cost_savings" {
+            return bad(format!("objective.kind {kind:?}: the only kind is max_cost_savings"));
+        }
+        let drop = if objective.max_accuracy_drop_points == 0.0 { 1.0 } else { objective.max_accuracy_drop_points };
+        if !(drop.is_finite() && (0.0..=100.0).contains(&drop)) {
+            return bad("objective.max_accuracy_drop_points must be between 0 and 100".into());
+        }
+        let limits = r.limits.clone().unwrap_or_default();
+        let failure = if limits.max_teacher_failure_fraction == 0.0 { 0.1 } else { limits.max_teacher_failure_fraction };
+        if !(0.0..=1.0).contains(&failure) {
+            return bad("limits.max_teacher_failure_fraction must be between 0 and 1".into());
+        }
+        let mut labels: Vec<String> = Vec::new();
+        for l in &r.labels {
+            let l = l.trim().to_string();
+            if l.is_empty() {
+                return bad("labels: an empty label".into());
+            }
+            if !labels.contains(&l) {
+                labels.push(l);
+            }
+        }
+        if labels.len() == 1 {
+            return bad("labels: a classifier needs at least 2 labels".into());
+        }
+        let (train_bytes, train_source) = read_source(r.train.as_ref(), "train")?;
+        let (evals_bytes, evals_source) = read_source(r.evals.as_ref(), "evals")?;
+        let train = data::parse_items(&train_bytes, "train")?;
+        let evals = data::parse_items(&evals_bytes, "evals")?;
+        let gold = data::evals_have_labels(&evals)?;
+        if gold && !labels.is_empty() {
+            let lower: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
+            if let Some((i, e)) = evals.iter().enumerate().find(|(_, e)| {
+                e.label.as_ref().is_some_and(|l| !lower.contains(&l.to_lowercase()))
+            }) {
+                return bad(format!(
+                    "evals: item {} expects {:?}, which is not one of the labels ({})",
+                    i + 1,
+                    e.label.as_deref().unwrap_or_default(),
+                    labels.join(", ")
+                ));
+            }
+        }
+        let spec = JobSpec {
+            teacher: teacher.clone(),
+            template: r.prompt_template.clone(),
+            target: target.to_string(),
+            labels,
+            objective: kind,
+            max_accuracy_drop_points: drop,
+            max_teacher_concurrency: if limits.max_teacher_concurrency == 0 { 8 } else { limits.max_teacher_concurrency as usize },
+            max_epochs: if limits.max_epochs == 0 { 20 } else { limits.max_epochs as usize },
+            time_limit_secs: limits.time_limit_secs,
+            max_teacher_failure_fraction: failure,
+            seed: if r.seed == 0 { 42 } else { r.seed },
+            gold_evals: gold,
+            train_source,
+            evals_source,
+        };
+        let id = format!("dj-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let dir = self.job_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+        write_items(&dir.join("train.jsonl"), &train)?;
+        write_items(&dir.join("evals.jsonl"), &evals)?;
+        let now = now_ms();
+        let progress = Progress {
+            state: "queued".into(),
+            stage: "validate".into(),
+            message: "queued".into(),
+            ..Progress::default()
+        };
+        self.store
+            .insert_job(&JobRow {
+                id: id.clone(),
+                teacher,
+                target: spec.target.clone(),
+                state: "queued".into(),
+                stage: "validate".into(),
+                request_json: serde_json::to_string(&spec).unwrap_or_default(),
+                progress_json: serde_json::to_string(&progress).unwrap_or_default(),
+                description: r.description.clone(),
+                created_ms: now,
+                updated_ms: now,
+                ..JobRow::default()
+            })
+            .await?;
+        self.set_progress(&id, |p| *p = progress.clone());
+        self.spawn(&id);
+        tracing::info!(job = %id, teacher = %spec.teacher, target = %spec.target, "distill job submitted");
+        Ok(id)
+    }
+
+    /// Resumes every job that was queued or running when the service last stopped.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, Error> {
+        let ids = self.store.unfinished_jobs().await?;
+        for id in &ids {
+            tracing::info!(job = %id, "resuming distill job");
+            self.spawn(id);
+        }
+        Ok(ids.len())
+    }
+
+    fn spawn(self: &Arc<Self>, id: &str) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let engine = Arc::clone(self);
+        let job = id.to_string();
+        let flag = Arc::clone(&cancel);
+        let task = tokio::spawn(async move { engine.run(&job, flag).await });
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id.to_string(), Live { cancel, task: task.abort_handle() });
+        }
+    }
+
+    /// Stops every job task at once without recording anything, as a crash would (tests use it to
+    /// check that jobs resume).
+    pub fn kill(&self) {
+        if let Ok(mut live) = self.live.lock() {
+            for (_, l) in live.drain() {
+                l.cancel.store(true, Ordering::SeqCst);
+                l.task.abort();
+            }
+        }
+    }
+
+    /// Updates (creating if needed) the in-memory progress of a job.
+    fn set_progress(&self, id: &str, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut map) = self.progress.lock() {
+            let tx = map.entry(id.to_string()).or_insert_with(|| watch::channel(Progress::default()).0);
+            tx.send_modify(f);
+        }
+    }
+
+    fn progress_now(&self, id: &str) -> Option<Progress> {
+        self.progress.lock().ok()?.get(id).map(|tx| tx.borrow().clone())
+    }
+
+    /// Follows a job's progress: `None` when it is not running in this process.
+    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<Progress>> {
+        self.progress.lock().ok()?.get(id).map(watch::Sender::subscribe)
+    }
+
+    async fn save_progress(&self, id: &str) {
+        if let Some(p) = self.progress_now(id) {
+            let _ = self.store.set_progress(id, &serde_json::to_string(&p).unwrap_or_default()).await;
+        }
+    }
+
+    /// A job as the API shows it.
+    pub async fn job(&self, id: &str) -> Result<pb::Job, Error> {
+        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        self.to_pb(row).await
+    }
+
+    pub async fn to_pb(&self, row: JobRow) -> Result<pb::Job, Error> {
+        let stages = self.store.stages(&row.id).await?;
+        let progress = self
+            .progress_now(&row.id)
+            .or_else(|| serde_json::from_str(&row.progress_json).ok())
+            .unwrap_or_default();
+        Ok(pb::Job {
+            progress: Some(progress.to_pb(&row.id)),
+            id: row.id,
+            teacher: row.teacher,
+            target: row.target,
+            state: row.state,
+            stage: row.stage,
+            error: row.error,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            stages: stages
+                .into_iter()
+                .map(|s| pb::StageInfo {
+                    name: s.name,
+                    state: s.state,
+                    started_ms: s.started_ms,
+                    finished_ms: s.finished_ms,
+                    summary: s.summary,
+                })
+                .collect(),
+            deployed_model: row.deployed_model,
+            description: row.description,
+        })
+    }
+
+    /// Cancels a queued or running job.
+    pub async fn cancel(&self, id: &str) -> Result<pb::Job, Error> {
+        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        if !matches!(row.state.as_str(), "queued" | "running") {
+            return Err(Error::FailedPrecondition(format!("job {id} is {}: nothing to cancel", row.state)));
+        }
+        let live = self.live.lock().ok().and_then(|l| l.get(id).map(|l| Arc::clone(&l.cancel)));
+        match live {
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                // The job notices at its next check (between teacher answers, after an epoch).
+                for _ in 0..600 {
+                    let state = self.store.job(id).await?.map(|r| r.state).unwrap_or_default();
+                    if !matches!(state.as_str(), "queued" | "running") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            None => {
+                self.cleanup(id);
+                self.store.set_state(id, "cancelled", &row.stage, "cancelled").await?;
+            }
+        }
+        self.job(id).await
+    }
+
+    /// Removes what a stopped job must not leave behind: a checkpoint and an artefact.
+    fn cleanup(&self, id: &str) {
+        let dir = self.job_dir(id);
+        for sub in ["checkpoint", "student"] {
+            let _ = std::fs::remove_dir_all(dir.join(sub));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains(".partial") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    fn check(&self, flag: &AtomicBool, deadline: Option<i64>, limit: u64) -> Result<(), Error> {
+        if flag.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        if deadline.is_some_and(|d| now_ms() > d) {
+            return Err(Error::TimeLimit(limit));
+        }
+        Ok(())
+    }
+
+    async fn run(self: Arc<Self>, id: &str, flag: Arc<AtomicBool>) {
+        if let Err(e) = self.run_stages(id, &flag).await {
+            let (state, msg) = match &e {
+                Error::Cancelled => ("cancelled", "cancelled".to_string()),
+                e => ("failed", e.to_string()),
+            };
+            if matches!(e, Error::Cancelled | Error::TimeLimit(_)) {
+                self.cleanup(id);
+            }
+            let stage = self.progress_now(id).map(|p| p.stage).unwrap_or_default();
+            tracing::warn!(job = %id, %stage, error = %msg, "distill job ended without a report");
+            self.set_progress(id, |p| {
+                p.state = state.into();
+                p.done = true;
+                p.error = msg.clone();
+                p.message = format!("{state}: {msg}");
+                p.eta_secs = 0.0;
+            });
+            let _ = self.store.set_state(id, state, &stage, &msg).await;
+            self.save_progress(id).await;
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(id);
+        }
+    }
+
+    async fn run_stages(self: &Arc<Self>, id: &str, flag: &Arc<AtomicBool>) -> Result<(), Error> {
+        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let spec: JobSpec = serde_json::from_str(&row.request_json)
+            .map_err(|e| Error::Store(format!("job {id}: unreadable request: {e}")))?;
+        let deadline = (spec.time_limit_secs > 0).then(|| row.created_ms + spec.time_limit_secs as i64 * 1000);
+        let done: HashSet<String> = self
+            .store
+            .stages(id)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == "done")
+            .map(|s| s.name)
+            .collect();
+        let warnings = row.error.clone();
+        if self.progress_now(id).is_none() {
+            let stored: Progress = serde_json::from_str(&row.progress_json).unwrap_or_default();
+            self.set_progress(id, |p| *p = stored);
+        }
+        for stage in STAGES {
+            if done.contains(stage) {
+                continue;
+            }
+            self.check(flag, deadline, spec.time_limit_secs)?;
+            self.store.set_state(id, "running", stage, &warnings).await?;
+            self.store.stage_started(id, stage).await?;
+            self.set_progress(id, |p| {
+                p.state = "running".into();
+                p.stage = stage.into();
+                p.message = format!("{stage}…");
+                p.eta_secs = 0.0;
+            });
+            let result = match stage {
+                "validate" => self.validate(id, &spec).await,
+                "label" => self.label(id, &spec, flag, deadline).await,
+                "train" => self.train(id, &spec, flag, deadline).await,
+                "evaluate" => self.evaluate(id, &spec).await,
+                _ => self.report(id, &spec).await,
+            };
+            match result {
+                Ok(summary) => {
+                    self.store.stage_finished(id, stage, "done", &summary).await?;
+                    self.set_progress(id, |p| p.message = format!("{stage}: {summary}"));
+                    self.save_progress(id).await;
+                }
+                Err(e) => {
+                    let state = if matches!(e, Error::Cancelled) { "cancelled" } else { "failed" };
+                    self.store.stage_finished(id, stage, state, &e.to_string()).await?;
+                    return Err(e);
+                }
+            }
+        }
+        let warnings = self.store.job(id).await?.map(|r| r.error).unwrap_or_default();
+        self.store.set_state(id, "succeeded", "report", &warnings).await?;
+        self.set_progress(id, |p| {
+            p.state = "succeeded".into();
+            p.stage = "report".into();
+            p.done = true;
+            p.eta_secs = 0.0;
+            p.message = "succeeded: the report is ready".into();
+        });
+        self.save_progress(id).await;
+        tracing::info!(job = %id, "distill job succeeded");
+        Ok(())
+    }
+
+    fn load_items(&self, id: &str) -> Result<(Vec<Item>, Vec<Item>), Error> {
+        let dir = self.job_dir(id);
+        Ok((read_items(&dir.join("train.jsonl"), "train")?, read_items(&dir.join("evals.jsonl"), "evals")?))
+    }
+
+    async fn validate(&self, id: &str, spec: &JobSpec) -> Result<String, Error> {
+        let (train, evals) = self.load_items(id)?;
+        // The gateway may still be starting (retort up): a few tries before giving up.
+        let mut models = Err(Error::Gateway("not tried".into()));
+        for attempt in 0..20 {
+            models = self.gateway.models().await;
+            if models.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250 * (attempt + 1).min(4))).await;
+        }
+        let models = models?;
+        if !models.contains(&spec.teacher) {
+            return Err(Error::Job(format!(
+                "teacher {:?} is not a model or alias of the gateway (it serves: {})",
+                spec.teacher,
+                models.join(", ")
+            )));
+        }
+        let f = data::features(&train, &evals, &spec.template);
+        Ok(format!(
+            "{} inputs, {} evals ({}), inputs {:.0} chars on average (p95 {:.0})",
+            f.n_train,
+            f.n_evals,
+            if f.gold_evals { "with expected answers" } else { "no expected answers: agreement is the measure" },
+            f.mean_input_chars,
+            f.p95_input_chars
+        ))
+    }
+
+    async fn label(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        flag: &AtomicBool,
+        deadline: Option<i64>,
+    ) -> Result<String, Error> {
+        let (train, evals) = self.load_items(id)?;
+        let prompts: Vec<String> = train.iter().chain(&evals).map(|i| data::render(&spec.template, &i.text)).collect();
+        let hashes: Vec<String> = prompts.iter().map(|p| data::prompt_hash(p)).collect();
+        let mut unique: Vec<(String, &str)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (h, p) in hashes.iter().zip(&prompts) {
+            if seen.insert(h.clone()) {
+                unique.push((h.clone(), p.as_str()));
+            }
+        }
+        let keys: Vec<String> = unique.iter().map(|(h, _)| h.clone()).collect();
+        let mut answers: HashMap<String, CachedAnswer> = self.store.cached(&spec.teacher, &keys).await?;
+        let cached = answers.len();
+        let total = unique.len() as u64;
+        self.set_progress(id, |p| {
+            p.items_total = total;
+            p.items_labelled = cached as u64;
+            p.cache_hits = cached as u64;
+            p.teacher_failures = 0;
+        });
+        let misses: Vec<(String, String)> = unique
+            .iter()
+            .filter(|(h, _)| !answers.contains_key(h))
+            .map(|(h, p)| (h.clone(), p.to_string()))
+            .collect();
+        let session = format!("distill-{id}");
+        let started = Instant::now();
+        let mut failures: Vec<String> = Vec::new();
+        let mut fresh = 0usize;
+        {
+            let gateway = &self.gateway;
+            let session = session.as_str();
+            let teacher = spec.teacher.as_str();
+            let mut calls = futures::stream::iter(misses)
+                .map(move |(h, prompt): (String, String)| async move {
+                    if flag.load(Ordering::SeqCst) {
+                        return (h, Err("cancelled".to_string()));
+                    }
+                    let r = gateway.ask(teacher, &prompt, session).await;
+                    (h, r)
+                })
+            .buffer_unordered(spec.max_teacher_concurrency.max(1));
+            let mut done = 0u64;
+            while let Some((h, r)) = calls.next().await {
+                self.check(flag, deadline, spec.time_limit_secs)?;
+                match r {
+                    Ok(a) => {
+                        let c = CachedAnswer {
+                            prompt_hash: h.clone(),
+                            answer: a.text,
+                            served_model: a.served_model,
+                            input_tokens: a.input_tokens,
+                            output_tokens: a.output_tokens,
+                            latency_ms: a.latency_ms,
+                        };
+                        self.store.cache(&spec.teacher, &c).await?;
+                        answers.insert(h, c);
+                        fresh += 1;
+                    }
+                    Err(e) => failures.push(e),
+                }
+                done += 1;
+                let left = total.saturating_sub(cached as u64 + done);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                let nfail = failures.len() as u64;
+                self.set_progress(id, |p| {
+                    p.items_labelled = cached as u64 + done - nfail;
+                    p.teacher_failures = nfail;
+                    p.eta_secs = left as f64 / rate;
+                });
+            }
+        }
+        // Labels: the given set, or the teacher's distinct answers on the training inputs.
+        let answer_of = |h: &String| answers.get(h).map(|a| a.answer.as_str());
+        let mut stats = LabelStats {
+            items: prompts.len(),
+            fresh,
+            cached,
+            failed_calls: failures.len(),
+            ..LabelStats::default()
+        };
+        let mut examples = Vec::new();
+        let mut unparseable: Vec<String> = Vec::new();
+        for (i, h) in hashes.iter().enumerate().take(train.len()) {
+            if let Some(a) = answer_of(h) {
+                match data::normalise(a, &spec.labels) {
+                    Some(l) => examples.push(Example::new(prompts[i].clone(), l)),
+                    None => unparseable.push(a.to_string()),
+                }
+            }
+        }
+        let mut eval_teacher = Vec::new();
+        for h in hashes.iter().skip(train.len()) {
+            let l = answer_of(h).and_then(|a| {
+                let n = data::normalise(a, &spec.labels);
+                if n.is_none() {
+                    unparseable.push(a.to_string());
+                }
+                n
+            });
+            eval_teacher.push(l);
+        }
+        stats.unparseable = unparseable.len();
+        stats.failure_examples = failures
+            .iter()
+            .take(3)
+            .map(|f| format!("call failed: {f}"))
+            .chain(unparseable.iter().take(3).map(|a| format!("answer named no label: {a:?}")))
+            .collect();
+        let bad = stats.failed_calls + stats.unparseable;
+        let fraction = bad as f64 / prompts.len().max(1) as f64;
+        if fraction > spec.max_teacher_failure_fraction {
+            return Err(Error::Job(format!(
+                "{bad} of {} teacher answers failed or named no label ({:.1}% > the {:.1}% allowed); first: {}",
+                prompts.len(),
+                fraction * 100.0,
+                spec.max_teacher_failure_fraction * 100.0,
+                stats.failure_examples.first().cloned().unwrap_or_default()
+            )));
+        }
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for e in &examples {
+            *counts.entry(e.label.clone()).or_default() += 1;
+        }
+        stats.label_counts = counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
+        if counts.len() < 2 {
+            return Err(Error::Job(format!(
+                "the teacher gave fewer than 2 distinct labels on the training inputs ({}): nothing to learn",
+                stats.label_counts.iter().map(|(l, n)| format!("{l} ×{n}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if spec.gold_evals {
+            let mut never: Vec<String> = evals
+                .iter()
+                .filter_map(|e| e.label.clone())
+                .filter(|l| !counts.keys().any(|k| k.eq_ignore_ascii_case(l)))
+                .collect();
+            never.sort();
+            never.dedup();
+            if !never.is_empty() {
+                return Err(Error::Job(format!(
+                    "eval labels never produced by the teacher on the training inputs: {} (the teacher's labels: {}); the student cannot learn them",
+                    never.join(", "),
+                    counts.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        if bad > 0 {
+            let warn = format!(
+                "{} teacher calls failed and {} answers named no label (of {}); those items were left out",
+                stats.failed_calls, stats.unparseable, prompts.len()
+            );
+            self.store.set_error(id, &warn).await?;
+        }
+        // Teacher usage over every answer of this job (fresh or cached).
+        let mut used: Vec<&CachedAnswer> = keys.iter().filter_map(|h| answers.get(h)).collect();
+        used.sort_by_key(|a| a.latency_ms);
+        let n = used.len().max(1) as f64;
+        let mut served: Vec<String> = used.iter().map(|a| a.served_model.clone()).collect();
+        served.sort();
+        served.dedup();
+        let usage = TeacherUsage {
+            answers: used.len(),
+            mean_input_tokens: used.iter().map(|a| a.input_tokens as f64).sum::<f64>() / n,
+            mean_output_tokens: used.iter().map(|a| a.output_tokens as f64).sum::<f64>() / n,
+            mean_latency_ms: used.iter().map(|a| a.latency_ms as f64).sum::<f64>() / n,
+            p50_latency_ms: used.get(used.len() / 2).map_or(0.0, |a| a.latency_ms as f64),
+            served_models: served,
+        };
+        let labelled = Labelled {
+            labels: counts.keys().cloned().collect(),
+            train: examples,
+            eval_teacher,
+            stats: stats.clone(),
+            usage,
+        };
+        write_atomic(
+            &self.job_dir(id).join("labelled.json"),
+            serde_json::to_string(&labelled).unwrap_or_default().as_bytes(),
+        )?;
+        Ok(format!(
+            "{} answers ({} from the teacher now, {} cached), {} failed calls, {} answers without a label; labels: {}",
+            prompts.len() - stats.failed_calls,
+            fresh,
+            cached,
+            stats.failed_calls,
+            stats.unparseable,
+            stats.label_counts.iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    fn labelled(&self, id: &str) -> Result<Labelled, Error> {
+        let path = self.job_dir(id).join("labelled.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    }
+
+    async fn train(
+        self: &Arc<Self>,
+        id: &str,
+        spec: &JobSpec,
+        flag: &Arc<AtomicBool>,
+        deadline: Option<i64>,
+    ) -> Result<String, Error> {
+        let labelled = self.labelled(id)?;
+        let target: StudentSpec = spec.target.parse()?;
+        let vocab = LabelVocab::from_labels(labelled.labels.clone())?;
+        let config = target.config(vocab.len())?;
+        let parts = split(&labelled.train, 0.15, spec.seed)
+            .map_err(|e| Error::Job(format!("cannot hold out a validation split: {e}")))?;
+        self.set_progress(id, |p| p.message = "waiting for a training slot".into());
+        let _permit = self.training.acquire().await.map_err(|_| Error::Cancelled)?;
+        self.check(flag, deadline, spec.time_limit_secs)?;
+        let dir = self.job_dir(id);
+        let engine = Arc::clone(self);
+        let job_id = id.to_string();
+        let flag = Arc::clone(flag);
+        let max_epochs = spec.max_epochs;
+        let seed = spec.seed;
+        let limit = spec.time_limit_secs;
+        let n_train = parts.train.len();
+        let task = tokio::task::spawn_blocking(move || -> Result<retort_training::TrainReport, Error> {
+            let job = TrainJob {
+                config,
+                labels: vocab,
+                train: &parts.train,
+                validation: &parts.validation,
+                options: TrainOptions::new().with_seed(seed).with_max_epochs(max_epochs),
+                checkpoint_dir: Some(dir.join("checkpoint")),
+            };
+            let checkpoint = dir.join("checkpoint");
+            std::fs::create_dir_all(&checkpoint)
+                .map_err(|e| Error::Io(format!("creating {}: {e}", checkpoint.display())))?;
+            let mut on_epoch = |p: &retort_training::EpochProgress| {
+                engine.set_progress(&job_id, |g| {
+                    g.epoch = p.epoch as u32;
+                    g.max_epochs = p.max_epochs as u32;
+                    g.loss = p.train_loss;
+                    g.val_accuracy = p.val_accuracy;
+                    g.eta_secs = p.eta_secs;
+                    g.message = format!(
+                        "epoch {}/{}: loss {:.4}, validation accuracy {:.2}%",
+                        p.epoch,
+                        p.max_epochs,
+                        p.train_loss,
+                        p.val_accuracy * 100.0
+                    );
+                });
+                if flag.load(Ordering::SeqCst) || deadline.is_some_and(|d| now_ms() > d) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            let trained = engine::train(&job, &mut on_epoch);
+            let trained = match trained {
+                Err(retort_training::TrainingError::Cancelled) if !flag.load(Ordering::SeqCst) => {
+                    return Err(Error::TimeLimit(limit));
+                }
+                r => r?,
+            };
+            if flag.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            engine::save(&trained.predictor, &dir.join("student"))?;
+            let _ = std::fs::remove_dir_all(&checkpoint);
+            Ok(trained.report)
+        });
+        let report = task.await.map_err(|e| Error::Training(format!("the training thread failed: {e}")))??;
+        Ok(format!(
+            "{} examples, {} epochs{}, best epoch {} at {:.2}% validation accuracy, {:.1} s{}",
+            n_train,
+            report.epochs_run,
+            if report.stopped_early { " (stopped early)" } else { "" },
+            report.best_epoch,
+            report.best_val_accuracy * 100.0,
+            report.train_secs,
+            report.resumed_after_epoch.map_or_else(String::new, |e| format!(", resumed after epoch {e}"))
+        ))
+    }
+
+    async fn evaluate(self: &Arc<Self>, id: &str, spec: &JobSpec) -> Result<String, Error> {
+        let labelled = self.labelled(id)?;
+        let (train, evals) = self.load_items(id)?;
+        let features = data::features(&train, &evals, &spec.template);
+        let artefact = self.artefact_dir(id);
+        let spec2 = spec.clone();
+        let eval = tokio::task::spawn_blocking(move || evaluate_blocking(&artefact, &spec2, &evals, labelled, features))
+            .await
+            .map_err(|e| Error::Training(format!("the evaluation thread failed: {e}")))??;
+        let summary = format!(
+            "student {} vs teacher {} on {} evals, agreement {:.2}%, p50 {:.0} µs",
+            eval.student_accuracy.map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
+            eval.teacher_accuracy.map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
+            eval.n_evals,
+            eval.agreement * 100.0,
+            eval.latency.p50_us
+        );
+        self.store.set_eval(id, &serde_json::to_string(&eval).unwrap_or_default()).await?;
+        Ok(summary)
+    }
+
+    fn build_report(&self, id: &str, spec: &JobSpec, eval: &Evaluation) -> report::Report {
+        report::build(
+            id,
+            eval,
+            &self.prices,
+            self.cfg.compute_usd_per_cpu_hour,
+            &spec.objective,
+            spec.max_accuracy_drop_points,
+        )
+    }
+
+    async fn report(&self, id: &str, spec: &JobSpec) -> Result<String, Error> {
+        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let eval: Evaluation = serde_json::from_str(&row.eval_json)
+            .map_err(|e| Error::Store(format!("job {id}: unreadable evaluation: {e}")))?;
+        let report = self.build_report(id, spec, &eval);
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        self.store.set_report(id, &json, &report.markdown()).await?;
+        let (class, size) = spec.target.split_once('/').unwrap_or((&spec.target, ""));
+        let f = &eval.features;
+        self.store
+            .insert_result(&ResultRow {
+                job_id: id.into(),
+                teacher: spec.teacher.clone(),
+                task_kind: f.kind.clone(),
+                n_train: f.n_train as i64,
+                n_evals: f.n_evals as i64,
+                n_labels: eval.labels.len() as i64,
+                mean_input_chars: f.mean_input_chars,
+                p95_input_chars: f.p95_input_chars,
+                gold_evals: f.gold_evals,
+                teacher_accuracy: eval.teacher_accuracy,
+                student_class: class.into(),
+                student_size: size.into(),
+                student_accuracy: eval.student_accuracy.unwrap_or(eval.agreement),
+                agreement: eval.agreement,
+                latency_p50_us: eval.latency.p50_us,
+                latency_p99_us: eval.latency.p99_us,
+                parameters: eval.parameters as i64,
+                artefact_bytes: eval.artefact_bytes as i64,
+                train_secs: eval.train_secs,
+                teacher_usd_per_1k: report.costs.teacher_usd_per_1k,
+                student_usd_per_1k: report.costs.student_usd_per_1k,
+                objective_met: report.objective.met,
+                backend: eval.backend.clone(),
+            })
+            .await?;
+        Ok(format!(
+            "objective {}; cost per 1,000 requests: teacher {}, student ${:.6}",
+            if report.objective.met { "met" } else { "not met" },
+            report.costs.teacher_usd_per_1k.map_or_else(|| "unknown".into(), |c| format!("${c:.4}")),
+            report.costs.student_usd_per_1k
+        ))
+    }
+
+    /// The stored report (JSON, Markdown).
+    pub async fn report_of(&self, id: &str) -> Result<(String, String), Error> {
+        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        if row.report_json.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "job {id} has no report yet (state {}, stage {})",
+                row.state, row.stage
+            )));
+        }
+        Ok((row.report_json, row.report_md))
+    }
+
+    /// Deploys the job's student through the gateway's `retort.v1.Students`, then times it through
+    /// the gateway and adds that to the report.
+    pub async fn deploy(&self, r: pb::DeployRequest) -> Result<pb::DeployResponse, Error> {
+        let id = r.job_id.as_str();
+        if !valid_name(&r.name) {
+            return Err(Error::InvalidArgument(format!(
+                "name {:?}: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit",
+                r.name
+            )));
+        }
+        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        if row.state != "succeeded" {
+            return Err(Error::FailedPrecondition(format!(
+                "job {id} is {} (stage {}): only a finished job can be deployed",
+                row.state, row.stage
+            )));
+        }
+        let spec: JobSpec = serde_json::from_str(&row.request_json)
+            .map_err(|e| Error::Store(format!("job {id}: unreadable request: {e}")))?;
+        let artefact = self.artefact_dir(id);
+        self.store.stage_started(id, "deploy").await?;
+        let result = self.deploy_inner(id, &r, &spec, &row, &artefact).await;
+        match &result {
+            Ok((model, summary)) => {
+                self.store.stage_finished(id, "deploy", "done", summary).await?;
+                self.store.set_deployed(id, model).await?;
+                self.store.set_state(id, "succeeded", "deploy", &row.error).await?;
+            }
+            Err(e) => self.store.stage_finished(id, "deploy", "failed", &e.to_string()).await?,
+        }
+        let (model, _) = result?;
+        Ok(pb::DeployResponse { model, job: Some(self.job(id).await?) })
+    }
+
+    async fn deploy_inner(
+        &self,
+        id: &str,
+        r: &pb::DeployRequest,
+        spec: &JobSpec,
+        row: &JobRow,
+        artefact: &Path,
+    ) -> Result<(String, String), Error> {
+        let channel = tonic::transport::Endpoint::from_shared(self.cfg.gateway_grpc.clone())
+            .map_err(|e| Error::Config(format!("gateway_grpc {:?}: {e}", self.cfg.gateway_grpc)))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| Error::Gateway(format!("connecting to {}: {e}", self.cfg.gateway_grpc)))?;
+        let mut client = pb::students_client::StudentsClient::new(channel);
+        let mut req = tonic::Request::new(pb::DeployStudentRequest {
+            name: r.name.clone(),
+            artefact_path: artefact.display().to_string(),
+            route: r.route.clone(),
+            first: r.first,
+        });
+        let auth = format!("Bearer {}", self.cfg.admin_key());
+        if let Ok(v) = auth.parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        let resp = client.deploy_student(req).await.map_err(|s| match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                Error::InvalidArgument(format!("the gateway refused the student: {}", s.message()))
+            }
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                Error::FailedPrecondition(format!("the gateway refused the admin key: {}", s.message()))
+            }
+            _ => Error::Gateway(format!("DeployStudent: {}: {}", s.code(), s.message())),
+        })?;
+        let model = resp
+            .into_inner()
+            .student
+            .map(|s| s.model)
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| format!("distilled/{}", r.name));
+        // Latency through the gateway, with eval prompts.
+        let mut summary = format!("serving as {model}{}", if r.route.is_empty() { String::new() } else { format!(" (route {})", r.route) });
+        if self.cfg.gateway_latency_samples > 0 {
+            let (_, evals) = self.load_items(id)?;
+            let prompts: Vec<String> = evals.iter().map(|e| data::render(&spec.template, &e.text)).collect();
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            for p in prompts.iter().cycle().take(self.cfg.gateway_latency_samples + 10).enumerate() {
+                match self.gateway.time_one(&model, p.1).await {
+                    Ok(d) if p.0 >= 10 => samples.push(d),
+                    Ok(_) => {}
+                    Err(e) => {
+                        errors += 1;
+                        if errors > 5 {
+                            summary.push_str(&format!("; latency through the gateway not measured: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Ok(stats) = eval::latency_stats(&samples) {
+                summary.push_str(&format!(
+                    "; through the gateway p50 {:.0} µs, p99 {:.0} µs",
+                    stats.p50_us, stats.p99_us
+                ));
+                if let Ok(mut e) = serde_json::from_str::<Evaluation>(&row.eval_json) {
+                    e.gateway_latency = Some(stats);
+                    e.deployed_model = Some(model.clone());
+                    let report = self.build_report(id, spec, &e);
+                    self.store.set_eval(id, &serde_json::to_string(&e).unwrap_or_default()).await?;
+                    self.store
+                        .set_report(id, &serde_json::to_string_pretty(&report).unwrap_or_default(), &report.markdown())
+                        .await?;
+                }
+            }
+        }
+        Ok((model, summary))
+    }
+}
+
+/// The evaluate stage's work (CPU-bound: runs on a blocking thread).
+fn evaluate_blocking(
+    artefact: &Path,
+    spec: &JobSpec,
+    evals: &[Item],
+    labelled: Labelled,
+    features: data::Features,
+) -> Result<Evaluation, Error> {
+    let predictor = engine::load(artefact)?;
+    let prompts: Vec<String> = evals.iter().map(|e| data::render(&spec.template, &e.text)).collect();
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let mut predicted = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        predicted.extend(engine::predict(&predictor, chunk));
+    }
+    let throughput = texts.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    let teacher = &labelled.eval_teacher;
+    let agree_pairs: Vec<(&str, &str)> = predicted
+        .iter()
+        .zip(teacher)
+        .filter_map(|((s, _), t)| t.as_deref().map(|t| (s.as_str(), t)))
+        .collect();
+    let agreement = if agree_pairs.is_empty() {
+        0.0
+    } else {
+        agree_pairs.iter().filter(|(s, t)| s == t).count() as f64 / agree_pairs.len() as f64
+    };
+    let (student_eval, teacher_eval, student_accuracy, teacher_accuracy) = if spec.gold_evals {
+        let gold: Vec<Example> = prompts
+            .iter()
+            .zip(evals)
+            .map(|(p, e)| Example::new(p.clone(), e.label.clone().unwrap_or_default()))
+            .collect();
+        // Compare case-insensitively: map each gold label to the teacher label it names.
+        let canon = |l: &str| {
+            labelled.labels.iter().find(|k| k.eq_ignore_ascii_case(l)).cloned().unwrap_or_else(|| l.to_string())
+        };
+        let gold: Vec<Example> = gold.into_iter().map(|e| Example::new(e.text, canon(&e.label))).collect();
+        let s = eval::report(&gold, &predicted, 5)?;
+        let t_pred: Vec<(String, f32)> = teacher
+            .iter()
+            .map(|t| (t.clone().unwrap_or_else(|| "(no answer)".into()), 1.0))
+            .collect();
+        let t = eval::report(&gold, &t_pred, 5)?;
+        let (sa, ta) = (s.accuracy, t.accuracy);
+        (s, Some(t), Some(sa), Some(ta))
+    } else {
+        let pairs: Vec<(Example, (String, f32))> = prompts
+            .iter()
+            .zip(teacher)
+            .zip(&predicted)
+            .filter_map(|((p, t), s)| t.as_ref().map(|t| (Example::new(p.clone(), t.clone()), s.clone())))
+            .collect();
+        if pairs.is_empty() {
+            return Err(Error::Job("the teacher answered none of the evals: nothing to compare with".into()));
+        }
+        let (ex, pr): (Vec<Example>, Vec<(String, f32)>) = pairs.into_iter().unzip();
+        (eval::report(&ex, &pr, 5)?, None, None, None)
+    };
+    let timed: Vec<&str> = texts.iter().copied().take(500).collect();
+    let latency = engine::measure_latency(&predictor, &timed, 20)?;
+    let artefact_bytes = std::fs::read_dir(artefact)
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    let meta = predictor.metadata();
+    let train = meta.train.clone();
+    Ok(Evaluation {
+        teacher: spec.teacher.clone(),
+        student: spec.target.clone(),
+        backend: train.as_ref().map_or_else(retort_training::backend::name, |t| t.backend.clone()),
+        labels: labelled.labels.clone(),
+        features,
+        label_stats: labelled.stats.clone(),
+        n_evals: evals.len(),
+        student_accuracy,
+        teacher_accuracy,
+        agreement,
+        agreement_n: agree_pairs.len(),
+        student_eval,
+        teacher_eval,
+        latency,
+        throughput_per_sec: throughput,
+        parameters: meta.num_params,
+        artefact_bytes,
+        epochs_run: train.as_ref().map_or(0, |t| t.epochs_run),
+        best_epoch: train.as_ref().map_or(0, |t| t.best_epoch),
+        best_val_accuracy: train.as_ref().map_or(0.0, |t| t.best_val_accuracy),
+        stopped_early: train.as_ref().is_some_and(|t| t.stopped_early),
+        train_secs: train.as_ref().map_or(0.0, |t| t.train_secs),
+        train_examples: train.as_ref().map_or(0, |t| t.train_examples),
+        validation_examples: train.as_ref().map_or(0, |t| t.validation_examples),
+        teacher_usage: labelled.usage.clone(),
+        gateway_latency: None,
+        deployed_model: None,
+    })
+}

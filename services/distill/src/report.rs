@@ -1,0 +1,360 @@
+//! The evaluation (what the evaluate stage measured) and the report built from it: accuracy,
+//! agreement, errors by class, latency, size, cost per 1,000 requests for teacher and student, the
+//! speed and cost ratios, the objective's verdict, and every assumption behind those numbers.
+use std::fmt::Write as _;
+
+use retort_pricing::{Price, PriceTable};
+use retort_training::{EvalReport, LatencyStats};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Features;
+
+/// How the teacher labelled the job's items.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelStats {
+    /// Items sent to the teacher (train + evals).
+    pub items: usize,
+    /// Answers that came from the gateway during this job.
+    pub fresh: usize,
+    /// Answers found in the cache (paid for by an earlier run).
+    pub cached: usize,
+    /// Calls that failed for good (after retries).
+    pub failed_calls: usize,
+    /// Answers that named no label of the set (or several).
+    pub unparseable: usize,
+    /// A few failure messages, for the report.
+    pub failure_examples: Vec<String>,
+    /// Training items per label (teacher's answers).
+    pub label_counts: Vec<(String, usize)>,
+}
+
+/// What the teacher's calls cost in tokens and time (over every answer of the job).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TeacherUsage {
+    pub answers: usize,
+    pub mean_input_tokens: f64,
+    pub mean_output_tokens: f64,
+    /// Through the gateway, as measured when the answer was first obtained.
+    pub mean_latency_ms: f64,
+    pub p50_latency_ms: f64,
+    /// The models that actually answered (`x-retort-model`).
+    pub served_models: Vec<String>,
+}
+
+/// The evaluate stage's measurements.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub teacher: String,
+    pub student: String,
+    pub backend: String,
+    pub labels: Vec<String>,
+    pub features: Features,
+    pub label_stats: LabelStats,
+    /// Evals scored.
+    pub n_evals: usize,
+    /// Student accuracy against the evals' expected answers (gold), when they have them.
+    pub student_accuracy: Option<f64>,
+    /// Teacher accuracy against the same expected answers (a failed teacher answer counts as wrong).
+    pub teacher_accuracy: Option<f64>,
+    /// Fraction of evals (those the teacher answered) on which student and teacher agree.
+    pub agreement: f64,
+    pub agreement_n: usize,
+    /// The student by expected class (gold, or the teacher's labels without gold), with examples.
+    pub student_eval: EvalReport,
+    /// The teacher by expected class (gold only).
+    pub teacher_eval: Option<EvalReport>,
+    /// Single-item prediction in-process (no network).
+    pub latency: LatencyStats,
+    /// Batched predictions per second in-process (batches of 256).
+    pub throughput_per_sec: f64,
+    pub parameters: usize,
+    pub artefact_bytes: u64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub stopped_early: bool,
+    pub train_secs: f64,
+    pub train_examples: usize,
+    pub validation_examples: usize,
+    pub teacher_usage: TeacherUsage,
+    /// Through the gateway once deployed (`distilled/NAME`), sequential single requests.
+    pub gateway_latency: Option<LatencyStats>,
+    pub deployed_model: Option<String>,
+}
+
+/// Cost of 1,000 requests, in USD.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Costs {
+    /// `None` when no price is known for the teacher's served model.
+    pub teacher_usd_per_1k: Option<f64>,
+    pub teacher_price: Option<String>,
+    pub student_usd_per_1k: f64,
+    pub compute_usd_per_cpu_hour: f64,
+    /// teacher ÷ student.
+    pub cost_ratio: Option<f64>,
+    /// Teacher latency through the gateway ÷ student p50 in-process.
+    pub speed_ratio: f64,
+    /// Teacher latency ÷ student p50 through the gateway, once deployed.
+    pub speed_ratio_via_gateway: Option<f64>,
+    /// USD saved per 1,000 requests by the student.
+    pub savings_usd_per_1k: Option<f64>,
+}
+
+/// The objective's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub kind: String,
+    pub max_accuracy_drop_points: f64,
+    /// What was compared, in words.
+    pub rule: String,
+    pub met: bool,
+}
+
+/// The whole report (also stored as JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub job_id: String,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+    pub costs: Costs,
+    pub objective: Verdict,
+    pub assumptions: Vec<String>,
+}
+
+/// The teacher's price: the first served model with a price, else the teacher's own name.
+fn teacher_price<'a>(table: &'a PriceTable, e: &Evaluation, day: i64) -> Option<&'a Price> {
+    e.teacher_usage
+        .served_models
+        .iter()
+        .chain(std::iter::once(&e.teacher))
+        .find_map(|m| table.lookup(m, day))
+}
+
+/// Builds the report from the evaluation.
+pub fn build(
+    job_id: &str,
+    e: &Evaluation,
+    prices: &PriceTable,
+    compute_usd_per_cpu_hour: f64,
+    objective_kind: &str,
+    max_drop_points: f64,
+) -> Report {
+    let day = crate::now_ms().div_euclid(86_400_000);
+    let price = teacher_price(prices, e, day);
+    let u = &e.teacher_usage;
+    let teacher_usd_per_1k =
+        price.map(|p| (u.mean_input_tokens * p.input + u.mean_output_tokens * p.output) / 1e6 * 1000.0);
+    let student_usd_per_1k = e.latency.mean_us / 1e6 / 3600.0 * compute_usd_per_cpu_hour * 1000.0;
+    let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
+    let costs = Costs {
+        teacher_usd_per_1k,
+        teacher_price: price.map(|p| format!("{} (${}/M input, ${}/M output)", p.version(), p.input, p.output)),
+        student_usd_per_1k,
+        compute_usd_per_cpu_hour,
+        cost_ratio: teacher_usd_per_1k.and_then(|t| ratio(t, student_usd_per_1k)),
+        speed_ratio: ratio(u.mean_latency_ms * 1000.0, e.latency.p50_us).unwrap_or(0.0),
+        speed_ratio_via_gateway: e
+            .gateway_latency
+            .as_ref()
+            .and_then(|g| ratio(u.mean_latency_ms * 1000.0, g.p50_us)),
+        savings_usd_per_1k: teacher_usd_per_1k.map(|t| t - student_usd_per_1k),
+    };
+    let drop = max_drop_points / 100.0;
+    let objective = match (e.student_accuracy, e.teacher_accuracy) {
+        (Some(s), Some(t)) => Verdict {
+            kind: objective_kind.into(),
+            max_accuracy_drop_points: max_drop_points,
+            rule: format!(
+                "student accuracy {:.2}% ≥ teacher accuracy {:.2}% − {max_drop_points} points",
+                s * 100.0,
+                t * 100.0
+            ),
+            met: s + 1e-12 >= t - drop,
+        },
+        _ => Verdict {
+            kind: objective_kind.into(),
+            max_accuracy_drop_points: max_drop_points,
+            rule: format!(
+                "agreement with the teacher {:.2}% ≥ 100% − {max_drop_points} points (the evals have no expected answers)",
+                e.agreement * 100.0
+            ),
+            met: e.agreement + 1e-12 >= 1.0 - drop,
+        },
+    };
+    let mut assumptions = vec![
+        format!(
+            "Teacher cost per request = mean tokens of its answers in this job ({:.1} input, {:.1} output over {} answers) × the price of the served model; cached-input discounts are not applied.",
+            u.mean_input_tokens, u.mean_output_tokens, u.answers
+        ),
+        match &costs.teacher_price {
+            Some(p) => format!("Teacher price: {p}, from the price table in force today."),
+            None => format!(
+                "No price is configured for the teacher ({}; served as {}): its cost is unknown.",
+                e.teacher,
+                u.served_models.join(", ")
+            ),
+        },
+        format!(
+            "Student cost per request = mean single-item in-process latency ({:.1} µs) × ${compute_usd_per_cpu_hour}/CPU-hour (configured `compute_usd_per_cpu_hour`), one core per request, no idle capacity.",
+            e.latency.mean_us
+        ),
+        format!(
+            "Teacher latency = mean end-to-end time of its calls through the gateway when first made ({:.1} ms); cached answers keep the time of their first call.",
+            u.mean_latency_ms
+        ),
+        format!(
+            "Student latency in-process: {} single predictions on backend {} after warm-up, on this machine.",
+            e.latency.n, e.backend
+        ),
+        "The student reads the rendered prompt (template + input): clients must send that same text as the last user message.".into(),
+    ];
+    if e.student_accuracy.is_none() {
+        assumptions.push("The evals have no expected answers: accuracy is agreement with the teacher.".into());
+    } else {
+        assumptions.push("A teacher call that failed, or whose answer named no label, counts as a wrong teacher answer.".into());
+    }
+    if let Some(g) = &e.gateway_latency {
+        assumptions.push(format!(
+            "Latency through the gateway: {} sequential requests to {} over HTTP on loopback.",
+            g.n,
+            e.deployed_model.as_deref().unwrap_or("the deployed student")
+        ));
+    }
+    Report {
+        job_id: job_id.into(),
+        evaluation: e.clone(),
+        costs,
+        objective,
+        assumptions,
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "—".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+fn usd(x: Option<f64>) -> String {
+    x.map_or_else(|| "unknown".into(), |v| format!("${v:.6}"))
+}
+
+fn short(s: &str, n: usize) -> String {
+    let one_line = s.replace(['\n', '\r', '|'], " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    }
+}
+
+impl Report {
+    /// The report for people.
+    pub fn markdown(&self) -> String {
+        let e = &self.evaluation;
+        let c = &self.costs;
+        let mut m = String::new();
+        let _ = writeln!(m, "# Distillation report `{}`\n", self.job_id);
+        let _ = writeln!(
+            m,
+            "Teacher `{}` → student `{}` ({} parameters, {:.1} KiB, backend `{}`), labels: {}.\n",
+            e.teacher,
+            e.student,
+            e.parameters,
+            e.artefact_bytes as f64 / 1024.0,
+            e.backend,
+            e.labels.join(", ")
+        );
+        let _ = writeln!(
+            m,
+            "**Objective** ({}): {} — **{}**.\n",
+            self.objective.kind,
+            self.objective.rule,
+            if self.objective.met { "met" } else { "not met" }
+        );
+        let _ = writeln!(m, "| | teacher | student |\n|---|---|---|");
+        let _ = writeln!(
+            m,
+            "| accuracy on {} evals | {} | {} |",
+            e.n_evals,
+            pct(e.teacher_accuracy),
+            pct(e.student_accuracy)
+        );
+        let _ = writeln!(m, "| agreement with the teacher | — | {} (on {} evals) |", pct(Some(e.agreement)), e.agreement_n);
+        let gw = e
+            .gateway_latency
+            .as_ref()
+            .map_or_else(|| "not deployed".into(), |g| format!("p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs", g.p50_us, g.p95_us, g.p99_us));
+        let _ = writeln!(
+            m,
+            "| latency in-process | — | p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs |",
+            e.latency.p50_us, e.latency.p95_us, e.latency.p99_us
+        );
+        let _ = writeln!(
+            m,
+            "| latency through the gateway | mean {:.1} ms, p50 {:.1} ms | {gw} |",
+            e.teacher_usage.mean_latency_ms, e.teacher_usage.p50_latency_ms
+        );
+        let _ = writeln!(m, "| throughput in-process | — | {:.0} predictions/s |", e.throughput_per_sec);
+        let _ = writeln!(
+            m,
+            "| cost per 1,000 requests | {} | {} |",
+            usd(c.teacher_usd_per_1k),
+            usd(Some(c.student_usd_per_1k))
+        );
+        let _ = writeln!(
+            m,
+            "\nSpeed ratio (teacher ÷ student): **{:.0}×** in-process{}. Cost ratio: **{}**. Saved per 1,000 requests: {}.\n",
+            c.speed_ratio,
+            c.speed_ratio_via_gateway.map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
+            c.cost_ratio.map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
+            usd(c.savings_usd_per_1k)
+        );
+        let s = &e.label_stats;
+        let _ = writeln!(
+            m,
+            "## Labelling\n\n{} items: {} answered now, {} from the cache, {} calls failed, {} answers named no label. Training labels: {}.\n",
+            s.items,
+            s.fresh,
+            s.cached,
+            s.failed_calls,
+            s.unparseable,
+            s.label_counts.iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(", ")
+        );
+        for f in &s.failure_examples {
+            let _ = writeln!(m, "- {}", short(f, 160));
+        }
+        let _ = writeln!(
+            m,
+            "\n## Training\n\n{} examples, {} for validation; {} epochs ({}), best epoch {} at {:.2}% validation accuracy, {:.1} s.\n",
+            e.train_examples,
+            e.validation_examples,
+            e.epochs_run,
+            if e.stopped_early { "stopped early" } else { "no early stop" },
+            e.best_epoch,
+            e.best_val_accuracy * 100.0,
+            e.train_secs
+        );
+        let _ = writeln!(
+            m,
+            "## Errors by class (student, against {})\n\n| class | support | accuracy | examples of errors |\n|---|---|---|---|",
+            if e.student_accuracy.is_some() { "the expected answers" } else { "the teacher" }
+        );
+        for cl in &e.student_eval.per_class {
+            let ex = cl
+                .errors
+                .iter()
+                .take(3)
+                .map(|x| format!("“{}” → {}", short(&x.text, 80), x.predicted))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(m, "| {} | {} | {:.2}% | {} |", cl.label, cl.support, cl.accuracy * 100.0, ex);
+        }
+        if let Some(t) = &e.teacher_eval {
+            let _ = writeln!(m, "\nTeacher by class: {}.", t.per_class.iter().map(|c| format!("{} {:.2}%", c.label, c.accuracy * 100.0)).collect::<Vec<_>>().join(", "));
+        }
+        let _ = writeln!(m, "\n## Assumptions\n");
+        for a in &self.assumptions {
+            let _ = writeln!(m, "- {a}");
+        }
+        m
+    }
+}
