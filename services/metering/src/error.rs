@@ -16,6 +16,9 @@ pub enum MeteringError {
     Config(String),
     #[error(transparent)]
     Price(#[from] retort_pricing::PriceError),
+    /// A write failed for a whole group of batches (each caller gets the same message).
+    #[error("database write: {0}")]
+    Write(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("spool {path}: {source}")]

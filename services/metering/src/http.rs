@@ -216,37 +216,8 @@ async fn dimensions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResu
         ..Default::default()
     };
     let mut out = serde_json::Map::new();
-    for d in [
-        "user",
-        "team",
-        "discipline",
-        "level",
-        "model",
-        "provider",
-        "harness",
-        "route",
-        "tier",
-    ] {
-        let r = query::grouped(
-            &m.store,
-            &pb::UsageQuery {
-                group_by: vec![d.into()],
-                filter: Some(f.clone()),
-                order_by: "key".into(),
-                limit: 500,
-            },
-        )
-        .await?;
-        out.insert(
-            d.into(),
-            Value::Array(
-                r.rows
-                    .into_iter()
-                    .filter_map(|r| r.key.into_iter().next())
-                    .map(Value::String)
-                    .collect(),
-            ),
-        );
+    for (d, vals) in query::dimensions(&m.store, &f).await? {
+        out.insert(d.into(), Value::Array(vals.into_iter().map(Value::String).collect()));
     }
     Ok(Json(Value::Object(out)))
 }

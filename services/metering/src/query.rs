@@ -34,8 +34,8 @@ fn limit(l: u32) -> i64 {
     i64::from(if l == 0 { DEFAULT_LIMIT } else { l.min(MAX_LIMIT) })
 }
 
-/// `WHERE ...` for a filter; `time_col` is `hour_ms` (rollup, whole hours) or `ts_ms` (raw).
-fn where_clause(f: &pb::UsageFilter, time_col: &str, args: &mut Vec<Arg>) -> String {
+/// `col IN (...)` conditions for the filter's dimension lists (arguments appended to `args`).
+fn dim_conditions(f: &pb::UsageFilter, args: &mut Vec<Arg>) -> Vec<String> {
     let mut conds = Vec::new();
     let lists: [(&str, &Vec<String>); 9] = [
         ("user_name", &f.users),
@@ -60,19 +60,98 @@ fn where_clause(f: &pb::UsageFilter, time_col: &str, args: &mut Vec<Arg>) -> Str
         }
         conds.push(format!("{col} IN ({})", ph.join(", ")));
     }
-    let hourly = time_col == "hour_ms";
-    if f.since_ms > 0 {
-        args.push(Arg::I(if hourly { time::hour_floor(f.since_ms) } else { f.since_ms }));
-        conds.push(format!("{time_col} >= ${}", args.len()));
-    }
-    if f.until_ms > 0 {
-        args.push(Arg::I(if hourly { time::hour_ceil(f.until_ms) } else { f.until_ms }));
-        conds.push(format!("{time_col} < ${}", args.len()));
-    }
+    conds
+}
+
+fn where_of(conds: &[String]) -> String {
     if conds.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// `WHERE ...` over raw events (`ts_ms`, to the millisecond).
+fn where_clause(f: &pb::UsageFilter, args: &mut Vec<Arg>) -> String {
+    let mut conds = dim_conditions(f, args);
+    if f.since_ms > 0 {
+        args.push(Arg::I(f.since_ms));
+        conds.push(format!("ts_ms >= ${}", args.len()));
+    }
+    if f.until_ms > 0 {
+        args.push(Arg::I(f.until_ms));
+        conds.push(format!("ts_ms < ${}", args.len()));
+    }
+    where_of(&conds)
+}
+
+/// A half-open range of bucket starts; `None` is unbounded.
+type Range = (Option<i64>, Option<i64>);
+
+/// Which rollup rows cover a filter's time range (resolved to whole hours): whole days from the
+/// daily table, the range's partial first and last days from the hourly one. `hourly_only` when
+/// the query groups by hour.
+fn split_range(f: &pb::UsageFilter, hourly_only: bool) -> (Option<Range>, Vec<Range>) {
+    let s = (f.since_ms > 0).then(|| time::hour_floor(f.since_ms));
+    let u = (f.until_ms > 0).then(|| time::hour_ceil(f.until_ms));
+    if hourly_only {
+        return (None, vec![(s, u)]);
+    }
+    let d0 = s.map(time::day_ceil);
+    let d1 = u.map(time::day_floor);
+    if let (Some(a), Some(b)) = (d0, d1)
+        && a >= b
+    {
+        return (None, vec![(s, u)]);
+    }
+    let mut hourly = Vec::new();
+    if let (Some(s), Some(d0)) = (s, d0)
+        && s < d0
+    {
+        hourly.push((Some(s), Some(d0)));
+    }
+    if let (Some(d1), Some(u)) = (d1, u)
+        && d1 < u
+    {
+        hourly.push((Some(d1), Some(u)));
+    }
+    (Some((d0, d1)), hourly)
+}
+
+/// The rollup rows for a filter: one `SELECT` (or a `UNION ALL` of the daily and hourly parts)
+/// exposing `hour_ms` (a day's start for daily rows), the dimensions and the sums.
+fn rollup_source(f: &pb::UsageFilter, hourly_only: bool, args: &mut Vec<Arg>) -> String {
+    let conds = dim_conditions(f, args);
+    let (daily, hourly) = split_range(f, hourly_only);
+    let cols = "user_name, team, discipline, level, model, provider, harness, route, tier, requests, failed, input_tokens, \
+        output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, reasoning_ms, latency_ms, unpriced";
+    let mut branches = Vec::new();
+    let mut branch = |table: &str, time_col: &str, (from, to): Range, args: &mut Vec<Arg>| {
+        let mut c = conds.clone();
+        if let Some(from) = from {
+            args.push(Arg::I(from));
+            c.push(format!("{time_col} >= ${}", args.len()));
+        }
+        if let Some(to) = to {
+            args.push(Arg::I(to));
+            c.push(format!("{time_col} < ${}", args.len()));
+        }
+        let wh = where_of(&c);
+        branches.push((table == "usage_hourly", format!("SELECT {time_col} AS hour_ms, {cols} FROM {table}{wh}"), wh));
+    };
+    if let Some(r) = daily {
+        branch("usage_daily", "day_ms", r, args);
+    }
+    for r in hourly {
+        branch("usage_hourly", "hour_ms", r, args);
+    }
+    match branches.as_slice() {
+        // Hourly alone: read the table itself (its `hour_ms` is what the grouping expressions use).
+        [(true, _, wh)] => format!("usage_hourly{wh}"),
+        _ => format!(
+            "({}) AS u",
+            branches.iter().map(|(_, sql, _)| sql.as_str()).collect::<Vec<_>>().join(" UNION ALL ")
+        ),
     }
 }
 
@@ -109,7 +188,8 @@ pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQuery
     };
     let mut args = Vec::new();
     let filter = q.filter.clone().unwrap_or_default();
-    let wh = where_clause(&filter, "hour_ms", &mut args);
+    let hourly_only = dims.iter().any(|(n, _)| *n == "hour");
+    let source = rollup_source(&filter, hourly_only, &mut args);
     let select: Vec<String> = dims.iter().map(|(_, e)| e.to_string()).collect();
     let positions: Vec<String> = (1..=dims.len()).map(|i| i.to_string()).collect();
     let order_sql = match order {
@@ -127,7 +207,7 @@ pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQuery
     };
     args.push(Arg::I(limit(q.limit)));
     let sql = format!(
-        "SELECT {sel}{SUMS} FROM usage_hourly{wh}{group} ORDER BY {order_sql}{tie} LIMIT ${n}",
+        "SELECT {sel}{SUMS} FROM {source}{group} ORDER BY {order_sql}{tie} LIMIT ${n}",
         sel = select.iter().map(|s| format!("{s}, ")).collect::<String>(),
         group = if dims.is_empty() {
             String::new()
@@ -250,58 +330,149 @@ pub async fn model_mix(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQue
     grouped(store, &q).await
 }
 
-/// Sessions (raw events that carry a session id) ranked by spend or duration.
+/// Sessions ranked by spend or duration. A session is in the answer when it was active in the
+/// time range (its first event before `until`, its last at or after `since`, and after
+/// `now - live_within` when asked). Without dimension filters its whole-session totals come from
+/// the session rollup; with them, the totals are over the session's events that match the filter
+/// (read from raw events, of the active sessions only).
 pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::SessionsResponse, MeteringError> {
+    let f = r.filter.clone().unwrap_or_default();
     let mut args = Vec::new();
-    let wh = where_clause(&r.filter.clone().unwrap_or_default(), "ts_ms", &mut args);
-    let wh = if wh.is_empty() {
-        " WHERE session_id <> ''".to_string()
-    } else {
-        format!("{wh} AND session_id <> ''")
-    };
-    let having = if r.live_within_ms > 0 {
+    let mut active = Vec::new();
+    if f.since_ms > 0 {
+        args.push(Arg::I(f.since_ms));
+        active.push(format!("last_ms >= ${}", args.len()));
+    }
+    if f.until_ms > 0 {
+        args.push(Arg::I(f.until_ms));
+        active.push(format!("first_ms < ${}", args.len()));
+    }
+    if r.live_within_ms > 0 {
         args.push(Arg::I(time::now_ms() - r.live_within_ms));
-        format!(" HAVING MAX(ts_ms) >= ${}", args.len())
-    } else {
-        String::new()
-    };
+        active.push(format!("last_ms >= ${}", args.len()));
+    }
+    let dims = dim_conditions(&f, &mut args);
     let order = match r.order_by.as_str() {
         "" | "cost" => "c_cost DESC, c_dur DESC",
         "duration" => "c_dur DESC, c_cost DESC",
         o => return Err(MeteringError::Invalid(format!("order_by {o:?}: expected cost or duration"))),
     };
-    let models = if store.is_postgres() {
-        "string_agg(DISTINCT model, ',')"
-    } else {
-        "group_concat(DISTINCT model)"
-    };
     args.push(Arg::I(limit(r.limit)));
-    let sql = format!(
-        "SELECT session_id, MIN(user_name), MIN(harness), MIN(ts_ms), MAX(ts_ms), COALESCE(CAST(SUM(cost_micros) AS BIGINT), 0) AS c_cost, \
-         COUNT(*), COALESCE(CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), 0), {models}, \
-         MAX(ts_ms) - MIN(ts_ms) AS c_dur FROM usage_events{wh} GROUP BY session_id{having} ORDER BY {order}, session_id LIMIT ${}",
-        args.len()
-    );
+    let n = args.len();
+    let from_rollup = dims.is_empty();
+    let sql = if from_rollup {
+        format!(
+            "SELECT session_id, user_name, harness, first_ms, last_ms, cost_micros AS c_cost, requests, tokens, '', \
+             last_ms - first_ms AS c_dur FROM usage_sessions{} ORDER BY {order}, session_id LIMIT ${n}",
+            where_of(&active)
+        )
+    } else {
+        let models = if store.is_postgres() {
+            "string_agg(DISTINCT model, ',')"
+        } else {
+            "group_concat(DISTINCT model)"
+        };
+        let mut conds = dims;
+        conds.push(format!(
+            "session_id IN (SELECT session_id FROM usage_sessions{})",
+            where_of(&active)
+        ));
+        format!(
+            "SELECT session_id, MIN(user_name), MIN(harness), MIN(ts_ms), MAX(ts_ms), COALESCE(CAST(SUM(cost_micros) AS BIGINT), 0) AS c_cost, \
+             COUNT(*), COALESCE(CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), 0), {models}, \
+             MAX(ts_ms) - MIN(ts_ms) AS c_dur FROM usage_events{} GROUP BY session_id ORDER BY {order}, session_id LIMIT ${n}",
+            where_of(&conds)
+        )
+    };
     use Col::{Int, Text};
     let rows = store
         .select(&sql, &args, &[Text, Text, Text, Int, Int, Int, Int, Int, Text, Int])
         .await?;
-    Ok(pb::SessionsResponse {
-        sessions: rows
-            .into_iter()
-            .map(|r| pb::SessionRow {
-                session_id: r[0].text(),
-                user: r[1].text(),
-                harness: r[2].text(),
-                first_ms: r[3].int(),
-                last_ms: r[4].int(),
-                cost_micros: r[5].int(),
-                requests: r[6].int().max(0) as u64,
-                tokens: r[7].int().max(0) as u64,
-                models: r[8].text(),
-            })
-            .collect(),
-    })
+    let mut sessions: Vec<pb::SessionRow> = rows
+        .into_iter()
+        .map(|r| pb::SessionRow {
+            session_id: r[0].text(),
+            user: r[1].text(),
+            harness: r[2].text(),
+            first_ms: r[3].int(),
+            last_ms: r[4].int(),
+            cost_micros: r[5].int(),
+            requests: r[6].int().max(0) as u64,
+            tokens: r[7].int().max(0) as u64,
+            models: r[8].text(),
+        })
+        .collect();
+    if from_rollup && !sessions.is_empty() {
+        // The rollup path: the models of the sessions shown, in one query.
+        let ids: Vec<Arg> = sessions.iter().map(|s| Arg::S(s.session_id.clone())).collect();
+        let ph: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT session_id, model FROM usage_session_models WHERE session_id IN ({})",
+            ph.join(", ")
+        );
+        let rows = store.select(&sql, &ids, &[Text, Text]).await?;
+        for s in &mut sessions {
+            let models: Vec<String> = rows.iter().filter(|r| r[0].text() == s.session_id).map(|r| r[1].text()).collect();
+            s.models = models.join(",");
+        }
+    }
+    for s in &mut sessions {
+        let mut m: Vec<&str> = s.models.split(',').filter(|m| !m.is_empty()).collect();
+        m.sort_unstable();
+        m.dedup();
+        s.models = m.join(",");
+    }
+    Ok(pb::SessionsResponse { sessions })
+}
+
+/// Most values listed for one dimension by [`dimensions`].
+pub const MAX_DIMENSION_VALUES: usize = 500;
+
+/// The values seen for each filterable dimension in the filter's time range (whole hours; other
+/// filters are ignored), in key order, at most [`MAX_DIMENSION_VALUES`] each: what the filter
+/// pickers offer. Read from the dimension rollups (whole days daily, partial days hourly).
+pub async fn dimensions(store: &Store, f: &pb::UsageFilter) -> Result<Vec<(&'static str, Vec<String>)>, MeteringError> {
+    let (daily, hourly) = split_range(f, false);
+    let mut args = Vec::new();
+    let mut branches = Vec::new();
+    let mut branch = |table: &str, time_col: &str, (from, to): Range| {
+        let mut c = Vec::new();
+        if let Some(from) = from {
+            args.push(Arg::I(from));
+            c.push(format!("{time_col} >= ${}", args.len()));
+        }
+        if let Some(to) = to {
+            args.push(Arg::I(to));
+            c.push(format!("{time_col} < ${}", args.len()));
+        }
+        branches.push(format!("SELECT dim, value FROM {table}{}", where_of(&c)));
+    };
+    if let Some(r) = daily {
+        branch("usage_dims_daily", "day_ms", r);
+    }
+    for r in hourly {
+        branch("usage_dims_hourly", "hour_ms", r);
+    }
+    // UNION (not ALL) removes the duplicates across the parts.
+    let sql = format!("{} ORDER BY 1, 2", branches.join(" UNION "));
+    let sql = if branches.len() == 1 {
+        sql.replacen("SELECT dim, value", "SELECT DISTINCT dim, value", 1)
+    } else {
+        sql
+    };
+    let rows = store.select(&sql, &args, &[Col::Text, Col::Text]).await?;
+    Ok(crate::store::DIM_NAMES
+        .iter()
+        .map(|(name, _)| {
+            let vals: Vec<String> = rows
+                .iter()
+                .filter(|r| r[0].text() == *name)
+                .map(|r| r[1].text())
+                .take(MAX_DIMENSION_VALUES)
+                .collect();
+            (*name, vals)
+        })
+        .collect())
 }
 
 /// The CSV header of the raw-event export.
@@ -324,7 +495,7 @@ pub async fn export_page(
     page: i64,
 ) -> Result<(String, Option<(i64, String)>), MeteringError> {
     let mut args = Vec::new();
-    let mut wh = where_clause(f, "ts_ms", &mut args);
+    let mut wh = where_clause(f, &mut args);
     if let Some((ts, id)) = after {
         args.push(Arg::I(ts));
         let a = args.len();

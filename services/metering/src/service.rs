@@ -66,11 +66,11 @@ impl Metering {
                 }
             }
         }
-        let inserted = self.store.insert(&records).await?;
-        let new: HashSet<&str> = inserted.iter().map(String::as_str).collect();
-        summary.recorded += inserted.len() as u64;
-        summary.duplicates += (records.len() - inserted.len()) as u64;
-        summary.unpriced += records.iter().filter(|r| r.unpriced && new.contains(r.event_id.as_str())).count() as u64;
+        let valid = records.len();
+        let new = self.store.insert(records).await?;
+        summary.recorded += new.len() as u64;
+        summary.duplicates += (valid - new.len()) as u64;
+        summary.unpriced += new.iter().filter(|r| r.unpriced).count() as u64;
         Ok(())
     }
 

@@ -1,17 +1,27 @@
-//! Storage: SQLite (the embedded default) or Postgres, chosen by URL, behind one enum. Raw events
-//! and the hourly rollup are written in one transaction per batch; only events that were not
-//! already recorded (by event id) reach the rollup, so ingest is idempotent. Queries are plain
-//! runtime SQL (no database needed at build time) that both dialects accept.
-use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
+//! Storage: SQLite (the embedded default) or Postgres, chosen by URL. Writes go through a group
+//! commit: ingest calls queue their batches to a writer task, which takes every batch waiting into
+//! one transaction — raw events (one multi-row statement per table), then the rollups (hourly,
+//! daily, sessions, dimensions) aggregated in Rust from the events newly recorded and upserted once
+//! a table. Only events that were not already recorded (by event id) reach the rollups, so ingest
+//! is idempotent. Queries are plain runtime SQL (no database needed at build time) that both
+//! dialects accept.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::{
     Connection, Row,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
     sqlite::{
         SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
         SqliteSynchronous,
     },
 };
+
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::{error::MeteringError, time};
 
@@ -35,11 +45,18 @@ impl StoreOptions {
     }
 }
 
+/// The database and the queue to its writer task(s).
 #[derive(Clone)]
-pub enum Store {
-    /// SQLite allows one writer: ingest writes are serialised through one dedicated connection
-    /// instead of bouncing off SQLITE_BUSY. Being the only writer, it keeps its page cache warm
-    /// across batches (a pooled connection must re-read the indexes another connection changed).
+pub struct Store {
+    db: Db,
+    writes: mpsc::Sender<Job>,
+}
+
+#[derive(Clone)]
+enum Db {
+    /// SQLite allows one writer: ingest writes go through one dedicated connection instead of
+    /// bouncing off SQLITE_BUSY. Being the only writer, it keeps its page cache warm across
+    /// groups (a pooled connection must re-read the pages another connection changed).
     Sqlite(SqlitePool, Arc<tokio::sync::Mutex<SqliteConnection>>),
     Postgres(PgPool),
 }
@@ -47,12 +64,26 @@ pub enum Store {
 /// Runs the same code against whichever pool the store holds (the body compiles once per backend).
 macro_rules! on_pool {
     ($store:expr, $p:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($p, _) => $body,
-            Store::Postgres($p) => $body,
+        match &$store.db {
+            Db::Sqlite($p, _) => $body,
+            Db::Postgres($p) => $body,
         }
     };
 }
+
+/// One ingest call's batch, waiting for the writer; answered with the records newly recorded.
+struct Job {
+    records: Vec<Record>,
+    done: oneshot::Sender<Result<Vec<Record>, String>>,
+}
+
+/// Batches queued for the writer before `insert` waits (backpressure).
+const QUEUE_JOBS: usize = 64;
+/// A group commit takes waiting batches until it holds this many events.
+const GROUP_MAX: usize = 20_000;
+/// Concurrent writer tasks: SQLite has one writer; Postgres takes two groups at once (each
+/// upserts in key order, so concurrent groups wait on each other's rows but never deadlock).
+const PG_WRITERS: usize = 2;
 
 /// A bind argument of a runtime query.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,8 +227,8 @@ impl Record {
     }
 }
 
-/// The rollup's key: the hour and every dimension the dashboard groups by.
-type RollKey = (i64, [String; 9]);
+
+/// The rollups' dimensions, in key order.
 const ROLL_DIMS: [&str; 9] = [
     "user_name",
     "team",
@@ -222,80 +253,397 @@ const ROLL_SUMS: [&str; 11] = [
     "latency_ms",
     "unpriced",
 ];
+/// The filterable dimensions as the query API names them, with the column each is.
+pub const DIM_NAMES: [(&str, &str); 9] = [
+    ("user", "user_name"),
+    ("team", "team"),
+    ("discipline", "discipline"),
+    ("level", "level"),
+    ("model", "model"),
+    ("provider", "provider"),
+    ("harness", "harness"),
+    ("route", "route"),
+    ("tier", "tier"),
+];
 
-fn rollup(records: &[&Record]) -> BTreeMap<RollKey, [i64; 11]> {
-    let mut m: BTreeMap<RollKey, [i64; 11]> = BTreeMap::new();
-    for r in records {
-        let key = (
-            time::hour_floor(r.ts_ms),
-            [
-                r.user.clone(),
-                r.team.clone(),
-                r.discipline.clone(),
-                r.level.clone(),
-                r.model.clone(),
-                r.provider.clone(),
-                r.harness.clone(),
-                r.route.clone(),
-                r.tier.clone(),
-            ],
-        );
-        let s = m.entry(key).or_default();
+/// A rollup key: the bucket start and every dimension the dashboard groups by.
+type RollKey<'a> = (i64, [&'a str; 9]);
+
+#[derive(Debug, Clone)]
+struct SessionSums<'a> {
+    user: &'a str,
+    harness: &'a str,
+    first: i64,
+    last: i64,
+    requests: i64,
+    cost: i64,
+    tokens: i64,
+}
+
+/// Everything one write adds to the rollups.
+#[derive(Default)]
+struct Rollups<'a> {
+    hourly: BTreeMap<RollKey<'a>, [i64; 11]>,
+    daily: BTreeMap<RollKey<'a>, [i64; 11]>,
+    sessions: BTreeMap<&'a str, SessionSums<'a>>,
+    session_models: BTreeSet<(&'a str, &'a str)>,
+    dims_hourly: BTreeSet<(i64, &'static str, &'a str)>,
+    dims_daily: BTreeSet<(i64, &'static str, &'a str)>,
+}
+
+fn rollups<'a>(records: &[&'a Record]) -> Rollups<'a> {
+    let mut r = Rollups::default();
+    for e in records {
+        let dims = [
+            e.user.as_str(),
+            &e.team,
+            &e.discipline,
+            &e.level,
+            &e.model,
+            &e.provider,
+            &e.harness,
+            &e.route,
+            &e.tier,
+        ];
         let add = [
             1,
-            i64::from(r.outcome != "ok"),
-            r.input,
-            r.output,
-            r.reasoning,
-            r.cache_read,
-            r.cache_write,
-            r.cost,
-            r.reasoning_ms,
-            r.latency_ms,
-            i64::from(r.unpriced),
+            i64::from(e.outcome != "ok"),
+            e.input,
+            e.output,
+            e.reasoning,
+            e.cache_read,
+            e.cache_write,
+            e.cost,
+            e.reasoning_ms,
+            e.latency_ms,
+            i64::from(e.unpriced),
         ];
-        for (a, b) in s.iter_mut().zip(add) {
-            *a += b;
+        let hour = time::hour_floor(e.ts_ms);
+        let day = time::day_floor(e.ts_ms);
+        for (map, t) in [(&mut r.hourly, hour), (&mut r.daily, day)] {
+            let s = map.entry((t, dims)).or_default();
+            for (a, b) in s.iter_mut().zip(add) {
+                *a += b;
+            }
+        }
+        for ((name, _), v) in DIM_NAMES.iter().zip(dims) {
+            r.dims_hourly.insert((hour, name, v));
+            r.dims_daily.insert((day, name, v));
+        }
+        if !e.session_id.is_empty() {
+            let tokens = e.input + e.output + e.cache_read + e.cache_write;
+            r.session_models.insert((&e.session_id, &e.model));
+            r.sessions
+                .entry(&e.session_id)
+                .and_modify(|s| {
+                    s.user = s.user.min(&e.user);
+                    s.harness = s.harness.min(&e.harness);
+                    s.first = s.first.min(e.ts_ms);
+                    s.last = s.last.max(e.ts_ms);
+                    s.requests += 1;
+                    s.cost += e.cost;
+                    s.tokens += tokens;
+                })
+                .or_insert(SessionSums {
+                    user: &e.user,
+                    harness: &e.harness,
+                    first: e.ts_ms,
+                    last: e.ts_ms,
+                    requests: 1,
+                    cost: e.cost,
+                    tokens,
+                });
         }
     }
-    m
+    r
 }
 
-fn upsert_tail() -> String {
-    let pk = std::iter::once("hour_ms")
-        .chain(ROLL_DIMS)
-        .collect::<Vec<_>>()
-        .join(", ");
+/// A value of a row written in one multi-row statement.
+#[derive(Clone, Copy)]
+enum V<'a> {
+    I(i64),
+    S(&'a str),
+}
+
+/// One multi-row write: `INSERT INTO table (cols) <rows> tail`.
+struct Rows<'a> {
+    table: &'static str,
+    cols: Vec<&'static str>,
+    rows: Vec<Vec<V<'a>>>,
+    tail: String,
+}
+
+fn sums_rows<'a>(table: &'static str, time_col: &'static str, m: &BTreeMap<RollKey<'a>, [i64; 11]>) -> Rows<'a> {
     let set = ROLL_SUMS
         .iter()
-        .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!(" ON CONFLICT ({pk}) DO UPDATE SET {set}")
+    Rows {
+        table,
+        cols: std::iter::once(time_col).chain(ROLL_DIMS).chain(ROLL_SUMS).collect(),
+        rows: m
+            .iter()
+            .map(|((t, d), s)| {
+                std::iter::once(V::I(*t))
+                    .chain(d.iter().map(|v| V::S(v)))
+                    .chain(s.iter().map(|v| V::I(*v)))
+                    .collect()
+            })
+            .collect(),
+        tail: format!(" ON CONFLICT ({time_col}, {}) DO UPDATE SET {set}", ROLL_DIMS.join(", ")),
+    }
 }
 
-fn event_cols() -> String {
-    EVENT_TEXT_COLS
+/// The rollup writes of one group, in a fixed table order (and key order within a table).
+fn rollup_rows<'a>(r: &'a Rollups<'a>, postgres: bool) -> Vec<Rows<'a>> {
+    let (min, max) = if postgres { ("LEAST", "GREATEST") } else { ("MIN", "MAX") };
+    let dims = |table: &'static str, time_col: &'static str, set: &'a BTreeSet<(i64, &'static str, &'a str)>| Rows {
+        table,
+        cols: vec![time_col, "dim", "value"],
+        rows: set.iter().map(|(t, d, v)| vec![V::I(*t), V::S(d), V::S(v)]).collect(),
+        tail: " ON CONFLICT DO NOTHING".into(),
+    };
+    vec![
+        sums_rows("usage_hourly", "hour_ms", &r.hourly),
+        sums_rows("usage_daily", "day_ms", &r.daily),
+        Rows {
+            table: "usage_sessions",
+            cols: vec!["session_id", "user_name", "harness", "first_ms", "last_ms", "requests", "cost_micros", "tokens"],
+            rows: r
+                .sessions
+                .iter()
+                .map(|(id, s)| {
+                    vec![
+                        V::S(id),
+                        V::S(s.user),
+                        V::S(s.harness),
+                        V::I(s.first),
+                        V::I(s.last),
+                        V::I(s.requests),
+                        V::I(s.cost),
+                        V::I(s.tokens),
+                    ]
+                })
+                .collect(),
+            tail: format!(
+                " ON CONFLICT (session_id) DO UPDATE SET user_name = {min}(usage_sessions.user_name, excluded.user_name), \
+                 harness = {min}(usage_sessions.harness, excluded.harness), first_ms = {min}(usage_sessions.first_ms, excluded.first_ms), \
+                 last_ms = {max}(usage_sessions.last_ms, excluded.last_ms), requests = usage_sessions.requests + excluded.requests, \
+                 cost_micros = usage_sessions.cost_micros + excluded.cost_micros, tokens = usage_sessions.tokens + excluded.tokens"
+            ),
+        },
+        Rows {
+            table: "usage_session_models",
+            cols: vec!["session_id", "model"],
+            rows: r.session_models.iter().map(|(s, m)| vec![V::S(s), V::S(m)]).collect(),
+            tail: " ON CONFLICT DO NOTHING".into(),
+        },
+        dims("usage_dims_hourly", "hour_ms", &r.dims_hourly),
+        dims("usage_dims_daily", "day_ms", &r.dims_daily),
+    ]
+}
+
+fn event_rows<'a>(records: &[&'a Record], recorded: i64) -> Rows<'a> {
+    Rows {
+        table: "usage_events",
+        cols: EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect(),
+        rows: records
+            .iter()
+            .map(|r| {
+                r.texts()
+                    .into_iter()
+                    .map(V::S)
+                    .chain(r.ints(recorded).into_iter().map(V::I))
+                    .collect()
+            })
+            .collect(),
+        tail: " ON CONFLICT (event_id) DO NOTHING RETURNING event_id".into(),
+    }
+}
+
+/// SQLite's limit on bound parameters a statement.
+const SQLITE_MAX_BINDS: usize = 32_766;
+
+/// Writes `w` as multi-row `VALUES` statements (as many rows a statement as the bind limit allows);
+/// returns the first column of any rows the statements return.
+async fn sqlite_write(conn: &mut SqliteConnection, w: &Rows<'_>) -> Result<Vec<String>, MeteringError> {
+    let mut out = Vec::new();
+    let width = w.cols.len();
+    let per = (SQLITE_MAX_BINDS / width).min(1000);
+    let row = format!("({})", vec!["?"; width].join(","));
+    for chunk in w.rows.chunks(per) {
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {}{}",
+            w.table,
+            w.cols.join(", "),
+            vec![row.as_str(); chunk.len()].join(","),
+            w.tail
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            for v in r {
+                q = match *v {
+                    V::I(i) => q.bind(i),
+                    V::S(s) => q.bind(s),
+                };
+            }
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `w` as one statement whatever its size: every column travels as one array, `UNNEST`ed.
+async fn pg_write(conn: &mut PgConnection, w: &Rows<'_>) -> Result<Vec<String>, MeteringError> {
+    let Some(first) = w.rows.first() else {
+        return Ok(Vec::new());
+    };
+    let mut ints: Vec<Vec<i64>> = Vec::new();
+    let mut texts: Vec<Vec<&str>> = Vec::new();
+    let mut kinds = Vec::with_capacity(first.len());
+    for v in first {
+        match v {
+            V::I(_) => {
+                kinds.push((true, ints.len()));
+                ints.push(Vec::with_capacity(w.rows.len()));
+            }
+            V::S(_) => {
+                kinds.push((false, texts.len()));
+                texts.push(Vec::with_capacity(w.rows.len()));
+            }
+        }
+    }
+    for r in &w.rows {
+        for (v, (_, k)) in r.iter().zip(&kinds) {
+            match *v {
+                V::I(i) => ints[*k].push(i),
+                V::S(s) => texts[*k].push(s),
+            }
+        }
+    }
+    let args: Vec<String> = kinds
         .iter()
-        .chain(EVENT_INT_COLS.iter())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ")
+        .enumerate()
+        .map(|(i, (int, _))| format!("${}::{}", i + 1, if *int { "bigint[]" } else { "text[]" }))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) SELECT * FROM UNNEST({}){}",
+        w.table,
+        w.cols.join(", "),
+        args.join(", "),
+        w.tail
+    );
+    let mut q = sqlx::query(&sql);
+    for (int, k) in &kinds {
+        q = if *int { q.bind(&ints[*k]) } else { q.bind(&texts[*k]) };
+    }
+    let mut out = Vec::new();
+    for row in q.fetch_all(&mut *conn).await? {
+        out.push(row.try_get::<String, _>(0)?);
+    }
+    Ok(out)
 }
 
-fn roll_cols() -> String {
-    std::iter::once("hour_ms")
-        .chain(ROLL_DIMS)
-        .chain(ROLL_SUMS)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Writes one group in one transaction: the events, then the rollups of those newly recorded.
+/// Returns the ids newly recorded.
+async fn write_group(db: &Db, records: &[&Record]) -> Result<HashSet<String>, MeteringError> {
+    let recorded = time::now_ms();
+    let events = event_rows(records, recorded);
+    macro_rules! write {
+        ($tx:expr, $f:ident, $pg:expr) => {{
+            let inserted: HashSet<String> = $f(&mut *$tx, &events).await?.into_iter().collect();
+            let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
+            let r = rollups(&new);
+            for w in rollup_rows(&r, $pg) {
+                if !w.rows.is_empty() {
+                    $f(&mut *$tx, &w).await?;
+                }
+            }
+            inserted
+        }};
+    }
+    match db {
+        Db::Sqlite(_, writer) => {
+            let mut conn = writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let inserted = write!(tx, sqlite_write, false);
+            tx.commit().await?;
+            Ok(inserted)
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            let inserted = write!(tx, pg_write, true);
+            tx.commit().await?;
+            Ok(inserted)
+        }
+    }
 }
 
-/// Rows per multi-row INSERT into SQLite (29 binds a row, under SQLite's 32,766 limit).
-const SQLITE_CHUNK: usize = 1000;
+/// The writer: takes every batch waiting (up to [`GROUP_MAX`] events) into one group commit,
+/// then answers each caller with its records newly recorded. An event id that appears twice in a
+/// group is written (and counted) once.
+async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut n = first.records.len();
+            jobs.push(first);
+            while n < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.records.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let firsts: Vec<&Record> = jobs
+            .iter()
+            .flat_map(|j| j.records.iter())
+            .filter(|r| seen.insert(r.event_id.as_str()))
+            .collect();
+        let result = write_group(&db, &firsts).await;
+        drop(firsts);
+        drop(seen);
+        match result {
+            Ok(mut inserted) => {
+                for j in jobs {
+                    // Removing the id hands each newly recorded event to the first batch that had it.
+                    let new = j.records.into_iter().filter(|r| inserted.remove(&r.event_id)).collect();
+                    let _ = j.done.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, batches = jobs.len(), "metering: group write failed");
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j.done.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn spawn_writers(db: Db, n: usize) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(QUEUE_JOBS);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..n {
+        tokio::spawn(writer(db.clone(), Arc::clone(&rx)));
+    }
+    tx
+}
 
 impl Store {
-    /// Connects, creates the Postgres schema if asked, and runs the migrations.
+    /// Connects, creates the Postgres schema if asked, runs the migrations and starts the writer.
     pub async fn connect(opts: &StoreOptions) -> Result<Store, MeteringError> {
         let url = opts.url.as_str();
         if url.starts_with("sqlite:") {
@@ -303,9 +651,9 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                // 32 MiB of page cache a connection (the default is 2 MiB: the random event-id
+                // 64 MiB of page cache a connection (the default is 2 MiB: the random event-id
                 // index alone outgrows it), and fewer, larger checkpoints.
-                .pragma("cache_size", "-32768")
+                .pragma("cache_size", "-65536")
                 .pragma("wal_autocheckpoint", "8192")
                 .pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
@@ -314,10 +662,11 @@ impl Store {
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             let writer = SqliteConnection::connect_with(&o).await?;
-            Ok(Store::Sqlite(
-                pool,
-                Arc::new(tokio::sync::Mutex::new(writer)),
-            ))
+            let db = Db::Sqlite(pool, Arc::new(Mutex::new(writer)));
+            Ok(Store {
+                writes: spawn_writers(db.clone(), 1),
+                db,
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let mut o = PgConnectOptions::from_str(url)?;
             if let Some(schema) = &opts.schema {
@@ -340,29 +689,33 @@ impl Store {
                 o = o.options([("search_path", schema.as_str())]);
             }
             let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections)
+                .max_connections(opts.max_connections.max(PG_WRITERS as u32 + 1))
                 .connect_with(o)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            Ok(Store::Postgres(pool))
+            let db = Db::Postgres(pool);
+            Ok(Store {
+                writes: spawn_writers(db.clone(), PG_WRITERS),
+                db,
+            })
         } else {
             Err(MeteringError::BadUrl(url.to_string()))
         }
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Sqlite(..) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match self.db {
+            Db::Sqlite(..) => "sqlite",
+            Db::Postgres(_) => "postgres",
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Store::Postgres(_))
+        matches!(self.db, Db::Postgres(_))
     }
 
     pub async fn close(&self) {
-        if let Store::Sqlite(_, writer) = self {
+        if let Db::Sqlite(_, writer) = &self.db {
             // Checkpoint what the writer left in the WAL; the connection itself closes on drop.
             let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&mut *writer.lock().await)
@@ -371,142 +724,19 @@ impl Store {
         on_pool!(self, p => p.close().await)
     }
 
-    /// Records the events not already known; returns the ids newly recorded. Raw rows and their
-    /// rollup increments commit together.
-    pub async fn insert(&self, records: &[Record]) -> Result<Vec<String>, MeteringError> {
+    /// Records the events not already known (by event id) with their rollup increments, in one
+    /// transaction with whatever other batches are waiting; returns the records newly recorded.
+    pub async fn insert(&self, records: Vec<Record>) -> Result<Vec<Record>, MeteringError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let recorded = time::now_ms();
-        match self {
-            Store::Sqlite(_, writer) => {
-                let mut w = writer.lock().await;
-                let mut tx = w.begin().await?;
-                let mut inserted = Vec::new();
-                for chunk in records.chunks(SQLITE_CHUNK) {
-                    let row = format!("({})", vec!["?"; 29].join(","));
-                    let sql = format!(
-                        "INSERT INTO usage_events ({}) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                        event_cols(),
-                        vec![row.as_str(); chunk.len()].join(",")
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for r in chunk {
-                        for t in r.texts() {
-                            q = q.bind(t);
-                        }
-                        for i in r.ints(recorded) {
-                            q = q.bind(i);
-                        }
-                    }
-                    for row in q.fetch_all(&mut *tx).await? {
-                        inserted.push(row.try_get::<String, _>(0)?);
-                    }
-                }
-                let set: std::collections::HashSet<&str> =
-                    inserted.iter().map(String::as_str).collect();
-                let new: Vec<&Record> = records
-                    .iter()
-                    .filter(|r| set.contains(r.event_id.as_str()))
-                    .collect();
-                let roll: Vec<_> = rollup(&new).into_iter().collect();
-                for chunk in roll.chunks(SQLITE_CHUNK) {
-                    let row = format!("({})", vec!["?"; 21].join(","));
-                    let sql = format!(
-                        "INSERT INTO usage_hourly ({}) VALUES {}{}",
-                        roll_cols(),
-                        vec![row.as_str(); chunk.len()].join(","),
-                        upsert_tail()
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for ((hour, dims), sums) in chunk {
-                        q = q.bind(*hour);
-                        for d in dims {
-                            q = q.bind(d.as_str());
-                        }
-                        for s in sums {
-                            q = q.bind(*s);
-                        }
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(inserted)
-            }
-            Store::Postgres(pool) => {
-                // One statement per table whatever the batch size: every column travels as an array.
-                let mut texts: Vec<Vec<&str>> = vec![Vec::with_capacity(records.len()); 14];
-                let mut ints: Vec<Vec<i64>> = vec![Vec::with_capacity(records.len()); 15];
-                for r in records {
-                    for (c, v) in texts.iter_mut().zip(r.texts()) {
-                        c.push(v);
-                    }
-                    for (c, v) in ints.iter_mut().zip(r.ints(recorded)) {
-                        c.push(v);
-                    }
-                }
-                let unnest = (1..=14)
-                    .map(|i| format!("${i}::text[]"))
-                    .chain((15..=29).map(|i| format!("${i}::bigint[]")));
-                let sql = format!(
-                    "INSERT INTO usage_events ({}) SELECT * FROM UNNEST({}) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                    event_cols(),
-                    unnest.collect::<Vec<_>>().join(", ")
-                );
-                let mut q = sqlx::query(&sql);
-                for c in &texts {
-                    q = q.bind(c);
-                }
-                for c in &ints {
-                    q = q.bind(c);
-                }
-                let mut tx = pool.begin().await?;
-                let mut inserted = Vec::new();
-                for row in q.fetch_all(&mut *tx).await? {
-                    inserted.push(row.try_get::<String, _>(0)?);
-                }
-                let set: std::collections::HashSet<&str> =
-                    inserted.iter().map(String::as_str).collect();
-                let new: Vec<&Record> = records
-                    .iter()
-                    .filter(|r| set.contains(r.event_id.as_str()))
-                    .collect();
-                let roll = rollup(&new);
-                if !roll.is_empty() {
-                    let mut hours = Vec::with_capacity(roll.len());
-                    let mut dims: Vec<Vec<&str>> = vec![Vec::with_capacity(roll.len()); 9];
-                    let mut sums: Vec<Vec<i64>> = vec![Vec::with_capacity(roll.len()); 11];
-                    for ((h, d), s) in &roll {
-                        hours.push(*h);
-                        for (c, v) in dims.iter_mut().zip(d) {
-                            c.push(v.as_str());
-                        }
-                        for (c, v) in sums.iter_mut().zip(s) {
-                            c.push(*v);
-                        }
-                    }
-                    let unnest = std::iter::once("$1::bigint[]".to_string())
-                        .chain((2..=10).map(|i| format!("${i}::text[]")))
-                        .chain((11..=21).map(|i| format!("${i}::bigint[]")));
-                    let sql = format!(
-                        "INSERT INTO usage_hourly ({}) SELECT * FROM UNNEST({}){}",
-                        roll_cols(),
-                        unnest.collect::<Vec<_>>().join(", "),
-                        upsert_tail()
-                    );
-                    let mut q = sqlx::query(&sql).bind(&hours);
-                    for c in &dims {
-                        q = q.bind(c);
-                    }
-                    for c in &sums {
-                        q = q.bind(c);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(inserted)
-            }
-        }
+        let (done, answer) = oneshot::channel();
+        let stopped = || MeteringError::Write("the writer has stopped".into());
+        self.writes
+            .send(Job { records, done })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(MeteringError::Write)
     }
 
     /// Runs a query with positional `$N` arguments (both dialects accept them) and reads `cols`.
@@ -600,7 +830,7 @@ impl Store {
 
     /// Drops a Postgres schema created for a test or bench run (no-op on SQLite).
     pub async fn drop_schema(&self, schema: &str) -> Result<(), MeteringError> {
-        if let Store::Postgres(p) = self
+        if let Db::Postgres(p) = &self.db
             && schema
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -13,6 +13,15 @@ pub fn hour_floor(ms: i64) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
 }
 
+pub fn day_floor(ms: i64) -> i64 {
+    ms - ms.rem_euclid(DAY_MS)
+}
+
+pub fn day_ceil(ms: i64) -> i64 {
+    let f = day_floor(ms);
+    if f == ms { f } else { f + DAY_MS }
+}
+
 pub fn hour_ceil(ms: i64) -> i64 {
     let f = hour_floor(ms);
     if f == ms { f } else { f + HOUR_MS }
