@@ -48,6 +48,17 @@ pub struct ArtefactMetadata {
     pub written_by: String,
 }
 
+/// What [`Predictor::classify`] returns for one text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Classification<'a> {
+    /// The most likely label.
+    pub label: &'a str,
+    /// Its probability.
+    pub probability: f32,
+    /// Tokens the featuriser made of the input text.
+    pub input_tokens: usize,
+}
+
 /// A student ready to predict, on backend `B`.
 #[derive(Debug)]
 pub struct Predictor<B: Backend> {
@@ -187,6 +198,39 @@ impl<B: Backend> Predictor<B> {
                 path: weights,
                 message: e.to_string(),
             })
+    }
+}
+
+/// Serving: non-generic, so callers in other crates run code compiled with this crate's optimisation.
+impl Predictor<crate::backend::Inference> {
+    /// [`Artefact::load`] onto the serving backend's default device.
+    pub fn load_for_serving(dir: impl AsRef<Path>) -> Result<Self> {
+        Artefact::load::<crate::backend::Inference>(dir, &crate::backend::device())
+    }
+
+    /// One text's most likely label, its probability, and the number of tokens the featuriser made of
+    /// the text (what a serving gateway reports as input tokens). Cheaper than [`Predictor::predict`]
+    /// for a single text: the text is featurised once and no batch is padded.
+    ///
+    /// Defined on the serving backend only, so that its burn kernels are compiled here (optimised)
+    /// rather than in the calling service's crate.
+    pub fn classify(&self, text: &str) -> Classification<'_> {
+        let ids = self.metadata.featuriser.encode(text);
+        let input_tokens = ids.len();
+        let (index, probability) = predict_ids(&self.model, std::slice::from_ref(&ids), &self.device)
+            .first()
+            .copied()
+            .unwrap_or((0, 0.0));
+        Classification {
+            label: self.metadata.labels.label(index).unwrap_or_default(),
+            probability,
+            input_tokens,
+        }
+    }
+
+    /// How many tokens the student's featuriser makes of `text` (at least 1).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.metadata.featuriser.encode(text).len()
     }
 }
 

@@ -7,7 +7,7 @@
 //! - `RETORT_PROVIDER_<NAME>_BASE_URL`, `RETORT_PROVIDER_<NAME>_API_KEY`: per provider, NAME upper-cased
 //!   with `-` as `_`.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -21,6 +21,8 @@ use crate::types::Identity;
 pub const ENV_HTTP_ADDR: &str = "RETORT_HTTP_ADDR";
 pub const ENV_GRPC_ADDR: &str = "RETORT_GRPC_ADDR";
 const ENV_PROVIDER_PREFIX: &str = "RETORT_PROVIDER_";
+/// Deployed students are served as `distilled/NAME`.
+pub const STUDENT_PREFIX: &str = "distilled/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -107,6 +109,9 @@ pub struct RawUser {
     pub key: Option<String>,
     pub key_env: Option<String>,
     pub key_file: Option<PathBuf>,
+    /// May deploy and undeploy distilled students (`retort.v1.Students`). Default false.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,14 +121,21 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic Messages (and the simulator).
     Anthropic,
+    /// Distilled students served in-process (`distilled/NAME`), deployed at runtime through
+    /// `retort.v1.Students`. At most one per gateway; needs no `base_url`.
+    Local,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub kind: ProviderKind,
-    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
-    pub base_url: String,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`. Required for every kind
+    /// but `local`.
+    pub base_url: Option<String>,
+    /// `local` only: the folder where deployed students are recorded (a registry and a copy of each
+    /// artefact), so a restarted gateway serves them again. Without it deployments last until exit.
+    pub dir: Option<PathBuf>,
     pub api_key: Option<String>,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
@@ -189,6 +201,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// API key → user.
     pub users: HashMap<String, Identity>,
+    /// API keys of the users with `admin = true`.
+    pub admin_keys: HashSet<String>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     pub aliases: BTreeMap<String, AliasConfig>,
@@ -214,6 +228,8 @@ pub struct ProviderConfig {
     pub http2: bool,
     pub connect_timeout: Duration,
     pub headers: Vec<(String, String)>,
+    /// `local` only: where deployed students are recorded.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +340,7 @@ impl Config {
         };
 
         let mut users = HashMap::new();
+        let mut admin_keys = HashSet::new();
         for u in &raw.users {
             let key = secret_from(
                 &format!("user {}", u.name),
@@ -334,6 +351,9 @@ impl Config {
             )?
             .ok_or_else(|| invalid(format!("user {}: one of key, key_env, key_file is required", u.name)))?;
             let id = Identity { user: u.name.clone(), team: u.team.clone(), discipline: u.discipline.clone(), level: u.level.clone() };
+            if u.admin {
+                admin_keys.insert(key.expose().to_owned());
+            }
             if users.insert(key.expose().to_owned(), id).is_some() {
                 return Err(invalid(format!("user {}: the same API key is given to two users", u.name)));
             }
@@ -342,10 +362,26 @@ impl Config {
         let mut providers = BTreeMap::new();
         for (name, p) in &raw.providers {
             let env_name = format!("{ENV_PROVIDER_PREFIX}{}", name.to_ascii_uppercase().replace('-', "_"));
-            let base_url = env(&format!("{env_name}_BASE_URL")).unwrap_or_else(|| p.base_url.clone());
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                return Err(invalid(format!("provider {name}: base_url must start with http:// or https://")));
-            }
+            let base_url = if p.kind == ProviderKind::Local {
+                if p.base_url.is_some() {
+                    return Err(invalid(format!("provider {name}: a local provider takes `dir`, not `base_url`")));
+                }
+                if providers.values().any(|q: &ProviderConfig| q.kind == ProviderKind::Local) {
+                    return Err(invalid(format!("provider {name}: only one provider may be of kind `local`")));
+                }
+                String::new()
+            } else {
+                if p.dir.is_some() {
+                    return Err(invalid(format!("provider {name}: `dir` is only for providers of kind `local`")));
+                }
+                let base_url = env(&format!("{env_name}_BASE_URL"))
+                    .or_else(|| p.base_url.clone())
+                    .ok_or_else(|| invalid(format!("provider {name}: base_url is required")))?;
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(invalid(format!("provider {name}: base_url must start with http:// or https://")));
+                }
+                base_url
+            };
             let api_key = match env(&format!("{env_name}_API_KEY")) {
                 Some(k) => Secret::new(k),
                 None => secret_from(
@@ -367,6 +403,7 @@ impl Config {
                     http2: p.http2,
                     connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
                     headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    dir: p.dir.clone(),
                 },
             );
         }
@@ -376,6 +413,15 @@ impl Config {
             let provider = providers
                 .get(&m.provider)
                 .ok_or_else(|| invalid(format!("model {name}: unknown provider {:?}", m.provider)))?;
+            if provider.kind == ProviderKind::Local {
+                return Err(invalid(format!(
+                    "model {name}: provider {} is local; its students are deployed with retort.v1.Students, not configured",
+                    m.provider
+                )));
+            }
+            if name.starts_with(STUDENT_PREFIX) {
+                return Err(invalid(format!("model {name}: names starting with {STUDENT_PREFIX} are kept for deployed students")));
+            }
             models.insert(
                 name.clone(),
                 ModelConfig {
@@ -396,6 +442,9 @@ impl Config {
             if models.contains_key(name) {
                 return Err(invalid(format!("alias {name}: a model has the same name")));
             }
+            if name.starts_with(STUDENT_PREFIX) {
+                return Err(invalid(format!("alias {name}: names starting with {STUDENT_PREFIX} are kept for deployed students")));
+            }
             if a.targets.is_empty() {
                 return Err(invalid(format!("alias {name}: targets must not be empty")));
             }
@@ -413,7 +462,7 @@ impl Config {
             failure_threshold: raw.breaker.failure_threshold.unwrap_or(5).max(1),
             open_for: Duration::from_millis(raw.breaker.open_ms.unwrap_or(30_000)),
         };
-        Ok(Config { server, users, providers, models, aliases, routing, breaker })
+        Ok(Config { server, users, admin_keys, providers, models, aliases, routing, breaker })
     }
 
     /// The ordered targets (model names) and routing settings for a requested model or alias.
@@ -504,6 +553,9 @@ mod tests {
             ("[routing]\nfirst_token_timeout_ms = 9000\ntotal_timeout_ms = 10", "fit inside"),
             ("[server]\nbogus = 1", "unknown field"),
             ("[[users]]\nname = \"u\"\nkey = \"a\"\nkey_env = \"B\"", "only one"),
+            ("[providers.l]\nkind = \"local\"\nbase_url = \"http://x\"", "takes `dir`"),
+            ("[providers.a]\nkind = \"local\"\n[providers.b]\nkind = \"local\"", "only one"),
+            ("[providers.o]\nkind = \"openai\"", "base_url is required"),
         ];
         for (text, want) in bad {
             let err = toml::from_str::<RawConfig>(text)

@@ -11,6 +11,7 @@ use crate::{
     auth,
     error::ApiError,
     router::Router,
+    routes::RouteKind,
     types::{ChatRequest, ChatResponse, FailedAttempt, Harness, Message, Part, RequestMeta, Role, StopReason, StreamEvent, Tool, Usage},
 };
 
@@ -77,23 +78,20 @@ impl Gateway for GatewayService {
 
     async fn list_models(&self, request: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
         auth::authenticate(&self.router.cfg, &request.metadata().clone().into_headers())?;
-        let cfg = &self.router.cfg;
-        let mut models: Vec<pb::ModelInfo> = cfg
-            .aliases
-            .values()
-            .map(|a| pb::ModelInfo {
-                id: a.name.clone(),
-                kind: "alias".into(),
-                targets: a.targets.clone(),
-                context_window: a.targets.iter().filter_map(|t| cfg.models.get(t)).map(|m| m.context_window).max().unwrap_or(0),
+        let table = self.router.routes();
+        let models = table
+            .sorted()
+            .into_iter()
+            .map(|r| pb::ModelInfo {
+                id: r.name.clone(),
+                kind: r.kind.as_str().into(),
+                targets: match r.kind {
+                    RouteKind::Alias => r.targets.iter().map(|t| t.model.name.clone()).collect(),
+                    _ => r.targets.iter().map(|t| format!("{}/{}", t.model.provider, t.model.upstream_model)).collect(),
+                },
+                context_window: r.targets.iter().map(|t| t.model.context_window).max().unwrap_or(0),
             })
             .collect();
-        models.extend(cfg.models.values().map(|m| pb::ModelInfo {
-            id: m.name.clone(),
-            kind: "model".into(),
-            targets: vec![format!("{}/{}", m.provider, m.upstream_model)],
-            context_window: m.context_window,
-        }));
         Ok(Response::new(pb::ListModelsResponse { models }))
     }
 }
@@ -289,6 +287,7 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     let mut routes = builder
         .add_service(health_service)
+        .add_service(pb::students_server::StudentsServer::new(crate::students::StudentsService::new(Arc::clone(&router))))
         .add_service(
             pb::gateway_server::GatewayServer::new(GatewayService::new(router))
                 .max_decoding_message_size(16 << 20),

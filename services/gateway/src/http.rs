@@ -280,7 +280,7 @@ async fn count_tokens(State(router): State<Arc<Router>>, req: Request) -> Respon
         return error_response::<Anthropic>(&e);
     }
     match ingress::anthropic::parse_count_tokens(&body) {
-        Ok(req) if router.cfg.resolve(&req.model).is_none() => error_response::<Anthropic>(&ApiError::ModelNotFound(
+        Ok(req) if router.resolve(&req.model).is_none() => error_response::<Anthropic>(&ApiError::ModelNotFound(
             format!("model `{}` is not served by this gateway", req.model),
         )),
         Ok(req) => axum::Json(ingress::anthropic::render_count_tokens(ingress::estimate_tokens(&req))).into_response(),
@@ -298,15 +298,21 @@ async fn list_models(State(router): State<Arc<Router>>, headers: HeaderMap) -> R
         };
     }
     let created = 1_700_000_000u64;
-    let mut data: Vec<serde_json::Value> = router
-        .cfg
-        .aliases
-        .values()
-        .map(|a| serde_json::json!({"id": a.name, "object": "model", "created": created, "owned_by": "retort", "type": "model", "display_name": a.name, "created_at": "2023-11-14T22:13:20Z", "retort": {"kind": "alias", "targets": a.targets}}))
+    let table = router.routes();
+    let data: Vec<serde_json::Value> = table
+        .sorted()
+        .into_iter()
+        .map(|r| match (r.kind, r.targets.first()) {
+            (crate::routes::RouteKind::Alias, _) | (_, None) => {
+                let targets: Vec<&str> = r.targets.iter().map(|t| t.model.name.as_str()).collect();
+                serde_json::json!({"id": r.name, "object": "model", "created": created, "owned_by": "retort", "type": "model", "display_name": r.name, "created_at": "2023-11-14T22:13:20Z", "retort": {"kind": "alias", "targets": targets}})
+            }
+            (kind, Some(t)) => {
+                let m = &t.model;
+                serde_json::json!({"id": m.name, "object": "model", "created": created, "owned_by": m.provider, "type": "model", "display_name": m.name, "created_at": "2023-11-14T22:13:20Z", "retort": {"kind": kind.as_str(), "provider": m.provider, "upstream_model": m.upstream_model, "context_window": m.context_window}})
+            }
+        })
         .collect();
-    data.extend(router.cfg.models.values().map(|m| {
-        serde_json::json!({"id": m.name, "object": "model", "created": created, "owned_by": m.provider, "type": "model", "display_name": m.name, "created_at": "2023-11-14T22:13:20Z", "retort": {"kind": "model", "provider": m.provider, "upstream_model": m.upstream_model, "context_window": m.context_window}})
-    }));
     let first = data.first().and_then(|d| d["id"].as_str()).map(str::to_owned);
     let last = data.last().and_then(|d| d["id"].as_str()).map(str::to_owned);
     axum::Json(serde_json::json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()

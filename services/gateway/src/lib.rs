@@ -10,6 +10,8 @@ pub mod auth;
 pub mod breaker;
 pub mod metrics;
 pub mod router;
+pub mod routes;
+pub mod students;
 pub mod http;
 pub mod grpc;
 

@@ -10,10 +10,14 @@ use tracing::Instrument;
 use rand::Rng;
 use tokio::time::{Instant, timeout};
 
+use arc_swap::ArcSwap;
+
 use crate::{
     breaker::{Breakers, Permit},
+    routes::{Route, RouteTable, StudentRoute, Target},
+    students::Students,
     hooks::{Hooks, SpendRequest, UsageEvent},
-    config::{Config, ModelConfig, RoutingConfig},
+    config::{Config, ModelConfig, ProviderKind, RoutingConfig},
     error::ApiError,
     ingress::estimate_tokens,
     metrics::{AttemptLabels, Metrics, RouteLabels, ServedLabels, TargetLabels},
@@ -31,15 +35,31 @@ pub struct Router {
     pub breakers: Breakers,
     pub metrics: Arc<Metrics>,
     pub hooks: Hooks,
+    /// Name → targets; swapped whole when students are deployed (see [`crate::routes`]).
+    routes: ArcSwap<RouteTable>,
+    /// Deployed students, when a `local` provider is configured.
+    pub students: Option<Students>,
 }
 
 impl Router {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, hooks: Hooks) -> Result<Router, reqwest::Error> {
-        let mut providers = HashMap::new();
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        let mut local = None;
         for (name, p) in &cfg.providers {
-            providers.insert(name.clone(), provider::build(p)?);
+            if p.kind == ProviderKind::Local {
+                let l = Arc::new(provider::local::Local::new(p));
+                providers.insert(name.clone(), Arc::clone(&l) as Arc<dyn Provider>);
+                local = Some((p.clone(), l));
+            } else {
+                providers.insert(name.clone(), provider::build(p)?);
+            }
         }
-        Ok(Self::with_providers(cfg, providers, metrics, hooks))
+        let mut router = Self::with_providers(cfg, providers, metrics, hooks);
+        if let Some((p, l)) = local {
+            router.students = Some(Students::restore(&p, l, &router.cfg));
+            router.rebuild_routes();
+        }
+        Ok(router)
     }
 
     /// A router over the given adapters (one per configured provider name).
@@ -53,7 +73,30 @@ impl Router {
         for m in cfg.models.values() {
             metrics.breaker_state.get_or_create(&TargetLabels { provider: m.provider.clone(), model: m.name.clone() }).set(0);
         }
-        Router { cfg, providers, breakers, metrics, hooks }
+        let routes = ArcSwap::from_pointee(RouteTable::build(&cfg, &breakers, &[]));
+        Router { cfg, providers, breakers, metrics, hooks, routes, students: None }
+    }
+
+    /// The route a client's model name resolves to: one lock-free load and one hash probe.
+    pub fn resolve(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes.load().get(name).cloned()
+    }
+
+    /// The whole current route table.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// Rebuilds the route table from the configuration and the deployed students, and swaps it in.
+    pub(crate) fn rebuild_routes(&self) {
+        let students: Vec<StudentRoute> = self.students.as_ref().map(Students::routes).unwrap_or_default();
+        for s in &students {
+            self.metrics
+                .breaker_state
+                .get_or_create(&TargetLabels { provider: s.target.model.provider.clone(), model: s.target.model.name.clone() })
+                .set(s.target.breaker.state().as_gauge());
+        }
+        self.routes.store(Arc::new(RouteTable::build(&self.cfg, &self.breakers, &students)));
     }
 
     /// Ready when every alias (and model) has at least one target whose breaker is not open.
@@ -71,7 +114,7 @@ impl Router {
     }
 
     fn plan<'a>(&'a self, req: &ChatRequest, meta: &'a RequestMeta) -> Result<Plan<'a>, ApiError> {
-        let (targets, routing) = self.cfg.resolve(&req.model).ok_or_else(|| {
+        let route = self.resolve(&req.model).ok_or_else(|| {
             ApiError::ModelNotFound(format!(
                 "model `{}` is not served by this gateway; GET /v1/models lists the models and aliases",
                 req.model
@@ -83,9 +126,9 @@ impl Router {
             stream: req.stream,
             route: req.model.clone(),
             estimated: estimate_tokens(req),
-            targets,
-            routing,
-            deadline: Instant::now() + routing.total_timeout,
+            targets: Arc::clone(&route.targets),
+            routing: route.routing,
+            deadline: Instant::now() + route.routing.total_timeout,
             idx: 0,
             attempt: 0,
             wait: None,
@@ -103,7 +146,7 @@ impl Router {
             identity: &plan.meta.identity,
             session_id: plan.meta.session_id.as_deref(),
             route: &plan.route,
-            models: plan.targets.iter().map(|m| m.upstream_model.as_str()).collect(),
+            models: plan.targets.iter().map(|t| t.model.upstream_model.as_str()).collect(),
             input_tokens: plan.estimated,
             max_output_tokens: u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)),
         })
@@ -118,7 +161,7 @@ impl Router {
             let a = plan.next().await?;
             let t0 = Instant::now();
             let limit = a.remaining.min(plan.routing.first_token_timeout);
-            let call = a.provider.complete(req, &a.model.upstream_model, meta).instrument(a.span(plan.attempt));
+            let call = a.provider.complete(req, &a.model().upstream_model, meta).instrument(a.span(plan.attempt));
             let result = match timeout(limit, call).await {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
@@ -168,7 +211,7 @@ impl Router {
                 let attempt_req = continuation(&req, &partial);
                 let t0 = Instant::now();
                 let limit = a.remaining.min(plan.routing.first_token_timeout);
-                let call = a.provider.stream(&attempt_req, &a.model.upstream_model, &meta).instrument(a.span(plan.attempt));
+                let call = a.provider.stream(&attempt_req, &a.model().upstream_model, &meta).instrument(a.span(plan.attempt));
                 let opened = match timeout(limit, call).await {
                     Ok(r) => r,
                     Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
@@ -202,10 +245,10 @@ impl Router {
                         }
                         StreamEvent::Finish { stop_reason, usage, .. } => {
                             if !emitted_start {
-                                yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model.provider, &a.model.upstream_model)));
+                                yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model().provider, &a.model().upstream_model)));
                             }
                             let failed_attempts = std::mem::take(&mut plan.failed);
-                            let (provider, model) = (a.model.provider.clone(), a.model.upstream_model.clone());
+                            let (provider, model) = (a.model().provider.clone(), a.model().upstream_model.clone());
                             let reasoning = reasoning_started.map(|r| reasoning_ended.unwrap_or_else(Instant::now) - r);
                             plan.succeeded(a, t0, started, &usage, ttft, reasoning);
                             admission.settle(&provider, &model, &usage);
@@ -219,13 +262,13 @@ impl Router {
                                 if !first_token_seen {
                                     first_token_seen = true;
                                     plan.router.metrics.time_to_first_token
-                                        .get_or_create(&plan.served_labels(a.model))
+                                        .get_or_create(&plan.served_labels(a.model()))
                                         .observe(started.elapsed().as_secs_f64());
                                 }
                             }
                             if !emitted_start {
                                 emitted_start = true;
-                                yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model.provider, &a.model.upstream_model)));
+                                yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model().provider, &a.model().upstream_model)));
                             }
                             match &delta {
                                 StreamEvent::ReasoningDelta { .. } => { reasoning_started.get_or_insert_with(Instant::now); }
@@ -277,16 +320,20 @@ fn synthetic_start(provider: &str, model: &str) -> StreamEvent {
 }
 
 /// One attempt the plan allows now.
-struct Attempt<'a> {
-    model: &'a ModelConfig,
+struct Attempt {
+    target: Arc<Target>,
     provider: Arc<dyn Provider>,
     permit: Permit,
     remaining: Duration,
 }
 
-impl Attempt<'_> {
+impl Attempt {
+    fn model(&self) -> &ModelConfig {
+        &self.target.model
+    }
+
     fn span(&self, n: u32) -> tracing::Span {
-        tracing::debug_span!("attempt", provider = %self.model.provider, target = %self.model.name, n)
+        tracing::debug_span!("attempt", provider = %self.model().provider, target = %self.model().name, n)
     }
 }
 
@@ -297,7 +344,7 @@ struct Plan<'a> {
     stream: bool,
     route: String,
     estimated: u64,
-    targets: Vec<&'a ModelConfig>,
+    targets: Arc<[Arc<Target>]>,
     routing: RoutingConfig,
     deadline: Instant,
     idx: usize,
@@ -313,11 +360,12 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    async fn next(&mut self) -> Result<Attempt<'a>, ApiError> {
+    async fn next(&mut self) -> Result<Attempt, ApiError> {
         loop {
-            let Some(&model) = self.targets.get(self.idx) else {
+            let Some(target) = self.targets.get(self.idx).cloned() else {
                 return Err(self.exhausted());
             };
+            let model = &target.model;
             if self.attempt > self.routing.max_retries_per_target {
                 self.advance();
                 continue;
@@ -333,11 +381,7 @@ impl<'a> Plan<'a> {
                 }
                 tokio::time::sleep(w).await;
             }
-            let Some(breaker) = self.router.breakers.get(&model.name) else {
-                self.advance();
-                continue;
-            };
-            let Some(permit) = breaker.try_acquire() else {
+            let Some(permit) = target.breaker.try_acquire() else {
                 self.skipped.push(format!("{}: circuit breaker open", model.name));
                 self.record_attempt(model, "breaker_open");
                 self.advance();
@@ -352,7 +396,7 @@ impl<'a> Plan<'a> {
                 continue;
             };
             self.attempt += 1;
-            return Ok(Attempt { model, provider, permit, remaining });
+            return Ok(Attempt { target, provider, permit, remaining });
         }
     }
 
@@ -366,7 +410,7 @@ impl<'a> Plan<'a> {
         }
         // Skip targets the prompt clearly does not fit, unless no target would be left to try.
         if u64::from(model.context_window) < self.estimated
-            && self.targets[self.idx..].iter().any(|t| u64::from(t.context_window) >= self.estimated)
+            && self.targets[self.idx..].iter().any(|t| u64::from(t.model.context_window) >= self.estimated)
         {
             return Some(format!("prompt (~{} tokens) exceeds its context window {}", self.estimated, model.context_window));
         }
@@ -447,46 +491,48 @@ impl<'a> Plan<'a> {
 
     fn succeeded(
         &mut self,
-        a: Attempt<'a>,
+        a: Attempt,
         t0: Instant,
         started: Instant,
         usage: &Usage,
         ttft: Option<Duration>,
         reasoning: Option<Duration>,
     ) {
-        self.usage_event(a.model, "ok", None, *usage, t0, ttft, reasoning);
+        let model = &a.target.model;
+        self.usage_event(model, "ok", None, *usage, t0, ttft, reasoning);
         let state = a.permit.record(true);
-        self.set_breaker_gauge(a.model, state);
-        self.record_attempt(a.model, "ok");
-        self.router.metrics.request_duration.get_or_create(&self.served_labels(a.model)).observe(started.elapsed().as_secs_f64());
-        tracing::debug!(route = %self.route, target = %a.model.name, ms = t0.elapsed().as_millis() as u64, "attempt succeeded");
+        self.set_breaker_gauge(model, state);
+        self.record_attempt(model, "ok");
+        self.router.metrics.request_duration.get_or_create(&self.served_labels(model)).observe(started.elapsed().as_secs_f64());
+        tracing::debug!(route = %self.route, target = %model.name, ms = t0.elapsed().as_millis() as u64, "attempt succeeded");
     }
 
     /// Records a failed attempt and decides what comes next; `Err` is the caller's answer.
-    fn failed(&mut self, a: Attempt<'a>, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
+    fn failed(&mut self, a: Attempt, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
         let disposition = err.disposition();
         let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext);
-        self.usage_event(a.model, err.label(), err.status(), Usage::default(), t0, None, None);
+        let model = &a.target.model;
+        self.usage_event(model, err.label(), err.status(), Usage::default(), t0, None, None);
         let state = a.permit.record(healthy);
-        self.set_breaker_gauge(a.model, state);
-        self.record_attempt(a.model, err.label());
-        tracing::warn!(route = %self.route, target = %a.model.name, attempt = self.attempt, error = %err, "attempt failed");
+        self.set_breaker_gauge(model, state);
+        self.record_attempt(model, err.label());
+        tracing::warn!(route = %self.route, target = %model.name, attempt = self.attempt, error = %err, "attempt failed");
         self.failed.push(FailedAttempt {
-            provider: a.model.provider.clone(),
-            model: a.model.upstream_model.clone(),
+            provider: model.provider.clone(),
+            model: model.upstream_model.clone(),
             error: err.to_string(),
             status: err.status(),
             duration_ms: t0.elapsed().as_millis() as u64,
         });
         match disposition {
-            Disposition::Fatal => return Err(fatal_error(&a.model.provider, err)),
+            Disposition::Fatal => return Err(fatal_error(&model.provider, err)),
             Disposition::Retry => match err.retry_after() {
                 Some(ra) if ra > self.routing.max_retry_after => self.advance(),
                 ra => self.wait = Some(self.backoff().max(ra.unwrap_or_default())),
             },
             Disposition::NextTarget => self.advance(),
             Disposition::LargerContext => {
-                self.min_context = Some(self.min_context.unwrap_or(0).max(a.model.context_window));
+                self.min_context = Some(self.min_context.unwrap_or(0).max(model.context_window));
                 self.advance();
             }
         }

@@ -466,6 +466,7 @@ fn adapter(base_url: String) -> Anthropic {
         http2: false,
         connect_timeout: Duration::from_secs(2),
         headers: vec![],
+        dir: None,
     };
     Anthropic::new(cfg, reqwest::Client::new())
 }

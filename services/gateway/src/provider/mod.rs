@@ -2,6 +2,7 @@
 //! is one adapter plus one line in [`build`]; nothing else in the gateway knows a provider's wire format.
 pub mod anthropic;
 mod common;
+pub mod local;
 pub mod openai;
 #[cfg(test)]
 mod test_support;
@@ -247,10 +248,10 @@ pub fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, reqwest::Err
 
 /// Builds the adapter for one configured provider.
 pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, reqwest::Error> {
-    let client = http_client(cfg)?;
     Ok(match cfg.kind {
-        ProviderKind::Openai => Arc::new(openai::OpenAi::new(cfg.clone(), client)),
-        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(cfg.clone(), client)),
+        ProviderKind::Openai => Arc::new(openai::OpenAi::new(cfg.clone(), http_client(cfg)?)),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(cfg.clone(), http_client(cfg)?)),
+        ProviderKind::Local => Arc::new(local::Local::new(cfg)),
     })
 }
 

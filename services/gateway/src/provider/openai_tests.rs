@@ -578,6 +578,7 @@ fn adapter(base_url: String, key: &str) -> OpenAi {
         http2: false,
         connect_timeout: Duration::from_secs(2),
         headers: vec![("x-extra".into(), "yes".into())],
+        dir: None,
     };
     OpenAi::new(cfg, reqwest::Client::new())
 }

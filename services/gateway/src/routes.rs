@@ -1,0 +1,117 @@
+//! The route table: every name a client may call (alias or model) → its ordered targets. Built from
+//! the configuration at start-up and rebuilt whole when students are deployed or undeployed, then
+//! swapped in atomically ([`arc_swap::ArcSwap`]): a request resolves its route with one lock-free
+//! load and one hash probe, and keeps the table it started with until it ends.
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    breaker::{Breaker, Breakers},
+    config::{Config, ModelConfig, RoutingConfig},
+};
+
+/// One target: a model and the circuit breaker it shares with every route that names it.
+#[derive(Debug)]
+pub struct Target {
+    pub model: ModelConfig,
+    pub breaker: Arc<Breaker>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    Alias,
+    Model,
+    Student,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Alias => "alias",
+            RouteKind::Model => "model",
+            RouteKind::Student => "student",
+        }
+    }
+}
+
+/// What a requested name resolves to.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub kind: RouteKind,
+    pub targets: Arc<[Arc<Target>]>,
+    pub routing: RoutingConfig,
+}
+
+/// A deployed student as the table sees it.
+#[derive(Debug, Clone)]
+pub struct StudentRoute {
+    pub target: Arc<Target>,
+    /// The alias it was added to, and whether first.
+    pub alias: Option<(String, bool)>,
+}
+
+/// Every routable name.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: HashMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The configuration's models and aliases, plus `students` (in deploy order: a later student put
+    /// first on an alias goes before an earlier one).
+    pub fn build(cfg: &Config, breakers: &Breakers, students: &[StudentRoute]) -> RouteTable {
+        let mut targets: HashMap<&str, Arc<Target>> = HashMap::new();
+        for m in cfg.models.values() {
+            if let Some(b) = breakers.get(&m.name) {
+                targets.insert(&m.name, Arc::new(Target { model: m.clone(), breaker: Arc::clone(b) }));
+            }
+        }
+        let mut routes = HashMap::new();
+        let mut alias_targets: HashMap<&str, Vec<Arc<Target>>> = cfg
+            .aliases
+            .values()
+            .map(|a| (a.name.as_str(), a.targets.iter().filter_map(|t| targets.get(t.as_str()).cloned()).collect()))
+            .collect();
+        for s in students {
+            if let Some((alias, first)) = &s.alias
+                && let Some(list) = alias_targets.get_mut(alias.as_str())
+            {
+                if *first {
+                    list.insert(0, Arc::clone(&s.target));
+                } else {
+                    list.push(Arc::clone(&s.target));
+                }
+            }
+        }
+        for a in cfg.aliases.values() {
+            let list = alias_targets.remove(a.name.as_str()).unwrap_or_default();
+            routes.insert(
+                a.name.clone(),
+                Arc::new(Route { name: a.name.clone(), kind: RouteKind::Alias, targets: list.into(), routing: a.routing }),
+            );
+        }
+        for (name, t) in targets {
+            routes.insert(
+                name.to_owned(),
+                Arc::new(Route { name: name.to_owned(), kind: RouteKind::Model, targets: Arc::new([t]) as Arc<[_]>, routing: cfg.routing }),
+            );
+        }
+        for s in students {
+            let name = s.target.model.name.clone();
+            let targets: Arc<[Arc<Target>]> = Arc::new([Arc::clone(&s.target)]);
+            routes.insert(name.clone(), Arc::new(Route { name, kind: RouteKind::Student, targets, routing: cfg.routing }));
+        }
+        RouteTable { routes }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.get(name)
+    }
+
+    /// Every route, aliases first, then models, then students, each sorted by name.
+    pub fn sorted(&self) -> Vec<&Arc<Route>> {
+        let mut v: Vec<&Arc<Route>> = self.routes.values().collect();
+        v.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        v
+    }
+}
