@@ -223,8 +223,8 @@ async fn two_replicas_share_one_budget_under_1000_concurrent_requests() {
     );
     eprintln!(
         "{:?} {:?} first refusal: {:?}",
-        ga.health(),
-        gb.health(),
+        ga.status(),
+        gb.status(),
         refused.first()
     );
     assert!(
@@ -265,7 +265,7 @@ async fn webhook() -> (String, Arc<Mutex<Vec<(Instant, Value)>>>) {
 
 async fn until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(3) {
+    while t0.elapsed() < Duration::from_secs(10) {
         if f().await {
             return;
         }
@@ -458,6 +458,7 @@ fn usage(session: &str, tokens: u64) -> pb::UsageRecord {
         tokens,
         cost_micros: 100,
         time_unix_ms: retort_breaker::now_ms(),
+        requests: 1,
     }
 }
 
@@ -662,5 +663,104 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.policies, 1);
+    breaker.shutdown().await;
+}
+
+/// An address nothing listens on (yet).
+async fn free_addr() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn readyz(http: &reqwest::Client, gw: &Running) -> (u16, String) {
+    let r = http
+        .get(format!("http://{}/readyz", gw.http_addr))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn grpc_health(gw: &Running) -> String {
+    let addr = gw.grpc_addr.to_string();
+    let run = retort_e2e::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
+    assert!(run.success(), "{}", run.report());
+    run.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_breaker_shows_in_readyz_and_grpc_health_by_policy() {
+    let sim = sim(0).await;
+    let http = reqwest::Client::new();
+    let dead = free_addr().await;
+    let endpoint = format!("http://{dead}");
+
+    // Fail closed: not ready, NOT_SERVING, requests refused.
+    let closed = spend("on_unreachable = \"fail_closed\"\nflush_ms = 20\n");
+    let (gw, _guard) = gateway(&sim, &endpoint, &closed).await;
+    until("/readyz to fail closed", async || {
+        readyz(&http, &gw).await.0 == 503
+    })
+    .await;
+    let (_, body) = readyz(&http, &gw).await;
+    assert!(
+        body.contains("failing closed") && body.contains(&endpoint),
+        "{body}"
+    );
+    until("gRPC health to say NOT_SERVING", async || {
+        grpc_health(&gw).await.contains("NOT_SERVING")
+    })
+    .await;
+    let (s, body) = chat(&http, &gw, Some("h1"), 8).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fail closed"),
+        "{body}"
+    );
+    gw.shutdown().await;
+
+    // Fail open: ready with a warning, SERVING, requests served.
+    let open = spend("on_unreachable = \"fail_open\"\nflush_ms = 20\n");
+    let (gw, guard) = gateway(&sim, &endpoint, &open).await;
+    until("/readyz to warn", async || {
+        readyz(&http, &gw).await.1.contains("warning")
+    })
+    .await;
+    let (code, body) = readyz(&http, &gw).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("ready") && body.contains("failing open") && body.contains(&endpoint),
+        "{body}"
+    );
+    assert!(
+        !grpc_health(&gw).await.contains("NOT_SERVING"),
+        "fail open must stay SERVING"
+    );
+    assert_eq!(chat(&http, &gw, Some("h2"), 8).await.0, 200);
+    assert!(guard.status().failed_open >= 1);
+
+    // The breaker comes up where the guard looks: the warning goes away.
+    let cfg = spend("");
+    let breaker = grpc::serve(
+        dead,
+        retort_breaker::core::Breaker::new(
+            retort_breaker::store::Store::memory(),
+            cfg.policies.clone(),
+            "http://127.0.0.1".into(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    until("/readyz to recover", async || {
+        readyz(&http, &gw).await == (200, "ready".into())
+    })
+    .await;
+    assert!(grpc_health(&gw).await.contains("SERVING"));
+    gw.shutdown().await;
     breaker.shutdown().await;
 }

@@ -183,26 +183,46 @@ async fn main() {
     );
     load(&http, off.http_addr, conc, Duration::from_secs(1), false).await;
     load(&http, on.http_addr, conc, Duration::from_secs(1), true).await;
-    let (mut offs, mut ons) = (Vec::new(), Vec::new());
-    for round in 0..3 {
-        let a = load(&http, off.http_addr, conc, secs, false).await;
-        let b = load(&http, on.http_addr, conc, secs, true).await;
+    // Side by side, alternating which goes first (off-on, on-off, ...), so that load from other
+    // processes on the machine falls on both alike; the ratio of each pair, then their median.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let (mut offs, mut ons, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = load(&http, off.http_addr, conc, secs, false).await;
+            (a, load(&http, on.http_addr, conc, secs, true).await)
+        } else {
+            let b = load(&http, on.http_addr, conc, secs, true).await;
+            (load(&http, off.http_addr, conc, secs, false).await, b)
+        };
         println!(
-            "round {round}: off {:.0} req/s ({} ok, {} failed) · on {:.0} req/s ({} ok, {} failed)",
-            a.0, a.1, a.2, b.0, b.1, b.2
+            "round {round}: off {:.0} req/s ({} ok, {} failed) · on {:.0} req/s ({} ok, {} failed) · on/off {:.3}",
+            a.0,
+            a.1,
+            a.2,
+            b.0,
+            b.1,
+            b.2,
+            b.0 / a.0
         );
         offs.push(a.0);
         ons.push(b.0);
+        ratios.push(b.0 / a.0);
     }
     let (o, n2) = (
-        offs.iter().sum::<f64>() / 3.0,
-        ons.iter().sum::<f64>() / 3.0,
+        offs.iter().sum::<f64>() / rounds as f64,
+        ons.iter().sum::<f64>() / rounds as f64,
     );
+    ratios.sort_by(f64::total_cmp);
+    let median = (ratios[(rounds - 1) / 2] + ratios[rounds / 2]) / 2.0;
     println!(
-        "throughput ({conc} connections, zero-delay simulator): off {o:.0} req/s, on {n2:.0} req/s, on/off {:.3}",
+        "throughput ({conc} connections, zero-delay simulator, {rounds} rounds of {secs:?}): off {o:.0} req/s, on {n2:.0} req/s, on/off {:.3} (mean of rounds), {median:.3} (median of pairs)",
         n2 / o
     );
-    let h = guard.health();
+    let h = guard.status();
     println!("guard: {h:?}");
     off.shutdown().await;
     on.shutdown().await;

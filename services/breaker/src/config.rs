@@ -34,6 +34,9 @@ pub struct RawSpend {
     pub lease_wait_ms: Option<u64>,
     /// How often a gateway reports usage and refreshes leases (default 50 ms).
     pub flush_ms: Option<u64>,
+    /// A gateway's leases lapse this long after it last renewed them (default 30 s; gateways renew
+    /// every third of it), so a gateway that dies holding one does not hold the allowance for ever.
+    pub lease_ttl_ms: Option<u64>,
     #[serde(default)]
     pub policies: RawPolicies,
     #[serde(default)]
@@ -63,6 +66,7 @@ pub struct SpendConfig {
     pub lease_tokens: u64,
     pub lease_wait_ms: u64,
     pub flush_ms: u64,
+    pub lease_ttl_ms: u64,
     pub policies: Policies,
 }
 
@@ -100,6 +104,18 @@ impl SpendConfig {
                 "[spend] lease_usd = {lease_usd} must be in (0, 10000]"
             )));
         }
+        let lease_ttl_ms = raw.lease_ttl_ms.unwrap_or(30_000);
+        if !(1_000..=3_600_000).contains(&lease_ttl_ms) {
+            return Err(Error::Config(format!(
+                "[spend] lease_ttl_ms = {lease_ttl_ms} must be between 1000 (1 s) and 3600000 (1 h)"
+            )));
+        }
+        let flush_ms = raw.flush_ms.unwrap_or(50).max(1);
+        if flush_ms * 3 > lease_ttl_ms {
+            return Err(Error::Config(format!(
+                "[spend] flush_ms = {flush_ms} must be under a third of lease_ttl_ms = {lease_ttl_ms} (leases are renewed on flushes)"
+            )));
+        }
         let policies = policy::load(RawPolicyFile {
             policies: raw.policies,
             budgets: raw.budgets,
@@ -118,7 +134,8 @@ impl SpendConfig {
             lease_micros: (lease_usd * 1e6) as i64,
             lease_tokens: raw.lease_tokens.unwrap_or(200_000).max(1),
             lease_wait_ms: raw.lease_wait_ms.unwrap_or(25),
-            flush_ms: raw.flush_ms.unwrap_or(50).max(1),
+            flush_ms,
+            lease_ttl_ms,
             policies,
         })
     }

@@ -2,8 +2,11 @@
 //! `ok → asked → (confirmed | paused → confirmed | stopped)`, budget leases and settlement, and
 //! the questions to users (alerts on `Watch`, Slack-compatible webhooks).
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex, RwLock},
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
@@ -13,7 +16,9 @@ use tokio::sync::broadcast;
 use crate::{
     Error, now_ms,
     policy::{Mode, Policies, Policy},
-    store::{LimitsRec, SessionRec, SlotArgs, Store, TransitionRec, session_key},
+    store::{
+        BlockedRec, Holder, LimitsRec, SessionRec, SlotArgs, Store, TransitionRec, session_key,
+    },
 };
 
 pub const OK: &str = "ok";
@@ -22,7 +27,12 @@ pub const PAUSED: &str = "paused";
 pub const CONFIRMED: &str = "confirmed";
 pub const STOPPED: &str = "stopped";
 
-fn tier_rank(t: &str) -> u8 {
+/// Alerts already sent are remembered this long (longer than the longest budget window).
+const ALERT_MEMORY_MS: i64 = 32 * 86_400_000;
+/// A settled batch id is remembered this long (a retry comes within seconds).
+const BATCH_MEMORY_MS: i64 = 86_400_000;
+
+pub fn tier_rank(t: &str) -> u8 {
     match t {
         "frontier" => 3,
         "mid" => 2,
@@ -38,14 +48,8 @@ pub struct Breaker {
     http: reqwest::Client,
     /// Base of the confirm page links.
     public_url: RwLock<String>,
-    /// Paused and stopped sessions, by key (rebuilt from the store at start).
-    blocked: Mutex<BTreeMap<String, pb::BlockedSession>>,
-    /// Budget windows already alerted (`id|window|soft`).
-    alerted: Mutex<HashSet<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// How long a gateway's lease lasts without renewal.
+    lease_ttl_ms: AtomicI64,
 }
 
 impl Breaker {
@@ -64,13 +68,27 @@ impl Breaker {
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?,
             public_url: RwLock::new(public_url),
-            blocked: Mutex::new(BTreeMap::new()),
-            alerted: Mutex::new(HashSet::new()),
+            lease_ttl_ms: AtomicI64::new(30_000),
         });
-        for s in b.store.list_sessions().await? {
-            b.track_blocked(&s);
-        }
+        b.store.ping().await?;
         Ok(b)
+    }
+
+    pub fn set_lease_ttl_ms(&self, ms: u64) {
+        self.lease_ttl_ms
+            .store(ms.clamp(1_000, 3_600_000) as i64, Ordering::Relaxed);
+    }
+
+    pub fn lease_ttl_ms(&self) -> i64 {
+        self.lease_ttl_ms.load(Ordering::Relaxed)
+    }
+
+    fn holder<'a>(&self, gateway: &'a str) -> Holder<'a> {
+        Holder {
+            gateway,
+            now_ms: now_ms(),
+            ttl_ms: self.lease_ttl_ms(),
+        }
     }
 
     pub fn policies(&self) -> Arc<Policies> {
@@ -106,12 +124,24 @@ impl Breaker {
         )
     }
 
-    pub fn blocked(&self) -> Vec<pb::BlockedSession> {
-        lock(&self.blocked).values().cloned().collect()
+    /// Paused and stopped sessions, from the store: every replica sees a pause at once.
+    pub async fn blocked(&self) -> Result<Vec<pb::BlockedSession>, Error> {
+        Ok(self
+            .store
+            .blocked()
+            .await?
+            .into_iter()
+            .map(|b| pb::BlockedSession {
+                user: b.user,
+                session_id: b.session_id,
+                state: b.state,
+                message: b.message,
+            })
+            .collect())
     }
 
-    fn track_blocked(&self, s: &SessionRec) {
-        let mut b = lock(&self.blocked);
+    /// What the gateways tell callers of `s`, if it is paused or stopped.
+    fn blocked_rec(&self, s: &SessionRec) -> Option<BlockedRec> {
         if s.state == PAUSED || s.state == STOPPED {
             let message = if s.state == PAUSED {
                 format!(
@@ -130,35 +160,70 @@ impl Breaker {
                     s.history.last().map_or("the breaker", |t| t.by.as_str())
                 )
             };
-            b.insert(
-                s.key(),
-                pb::BlockedSession {
-                    user: s.user.clone(),
-                    session_id: s.session_id.clone(),
-                    state: s.state.clone(),
-                    message,
-                },
-            );
+            Some(BlockedRec {
+                user: s.user.clone(),
+                session_id: s.session_id.clone(),
+                state: s.state.clone(),
+                message,
+            })
         } else {
-            b.remove(&s.key());
+            None
         }
     }
 
-    /// Applies usage records; with `budgets`, also settles them against the users' and teams' budgets.
+    /// Writes a session and its place in the blocked set in one step.
+    async fn put(&self, version: u64, s: &SessionRec) -> Result<bool, Error> {
+        self.store
+            .put_session(version, s, self.blocked_rec(s).as_ref())
+            .await
+    }
+
+    /// Applies usage records; with `budgets`, also settles them against the users' and teams'
+    /// budgets, from `gateway`'s leases. A non-empty `batch` id is applied once: a retry of a batch
+    /// already applied changes nothing.
     pub async fn record(
         &self,
         usage: Vec<pb::UsageRecord>,
         budgets: bool,
+        gateway: &str,
+        batch: &str,
     ) -> Result<Vec<pb::BlockedSession>, Error> {
+        if batch.is_empty() || usage.is_empty() {
+            self.apply_usage(usage, budgets, gateway).await?;
+        } else {
+            let claim = format!("batch:{gateway}/{batch}");
+            if self.store.claim(&claim, now_ms(), BATCH_MEMORY_MS).await? {
+                if let Err(e) = self.apply_usage(usage, budgets, gateway).await {
+                    // Not applied (or not all of it): let the retry apply it.
+                    if let Err(r) = self.store.release(&claim).await {
+                        tracing::warn!(error = %r, batch = %claim, "cannot release a failed batch");
+                    }
+                    return Err(e);
+                }
+            } else {
+                tracing::debug!(batch = %claim, "batch already applied; ignoring the retry");
+            }
+        }
+        self.blocked().await
+    }
+
+    async fn apply_usage(
+        &self,
+        usage: Vec<pb::UsageRecord>,
+        budgets: bool,
+        gateway: &str,
+    ) -> Result<(), Error> {
         let mut by_session: HashMap<(String, String), (String, Vec<pb::UsageRecord>)> =
             HashMap::new();
-        let mut by_principal: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        // principal → (spent micros, tokens, a team to ask).
+        let mut by_principal: BTreeMap<String, (i64, i64, String)> = BTreeMap::new();
         for u in usage {
             if budgets {
                 for p in [format!("user:{}", u.user), format!("team:{}", u.team)] {
                     let e = by_principal.entry(p).or_default();
                     e.0 += u.cost_micros;
                     e.1 += u.tokens as i64;
+                    e.2.clone_from(&u.team);
                 }
             }
             if !u.session_id.is_empty() {
@@ -173,27 +238,32 @@ impl Breaker {
             self.apply(&user, &team, &session, &recs).await?;
         }
         let policies = self.policies();
-        for (principal, spent) in by_principal {
-            let now_s = now_ms() / 1000;
+        for (principal, (m, t, team)) in by_principal {
+            let holder = self.holder(gateway);
+            let now_s = holder.now_ms / 1000;
             let slots: Vec<SlotArgs> = policies
                 .budgets_of(&principal)
                 .map(|b| slot_args(b, now_s))
                 .collect();
-            self.store.settle(&slots, spent).await?;
-            self.check_budgets(&policies, &principal, now_s).await?;
+            self.store.settle(&slots, &holder, (m, t)).await?;
+            self.check_budgets(&policies, &principal, &team, holder.now_ms)
+                .await?;
         }
-        Ok(self.blocked())
+        Ok(())
     }
 
+    /// Asks (soft limit) or tells (hard limit) once per budget window, like a session question:
+    /// an alert on `Watch` and the team's webhook.
     async fn check_budgets(
         &self,
         policies: &Policies,
         principal: &str,
-        now_s: i64,
+        team_of_user: &str,
+        now: i64,
     ) -> Result<(), Error> {
         for b in policies.budgets_of(principal) {
-            let slot = slot_args(b, now_s);
-            let st = self.store.budget_status(&slot).await?;
+            let slot = slot_args(b, now / 1000);
+            let st = self.store.budget_status(&slot, now).await?;
             for (level, crossed) in [
                 (
                     "hard",
@@ -206,13 +276,23 @@ impl Breaker {
                         || b.soft_tokens.is_some_and(|h| st.used_tokens >= h as i64),
                 ),
             ] {
-                if !crossed
-                    || !lock(&self.alerted).insert(format!("{}|{}|{level}", slot.id, slot.window))
-                {
+                if !crossed {
                     continue;
                 }
+                // Once per window and level, whichever replica sees it first.
+                if !self
+                    .store
+                    .claim(
+                        &format!("alert:{}|{}|{level}", slot.id, slot.window),
+                        now,
+                        ALERT_MEMORY_MS,
+                    )
+                    .await?
+                {
+                    break;
+                }
                 let (user, team) = match principal.split_once(':') {
-                    Some(("user", u)) => (u.to_owned(), String::new()),
+                    Some(("user", u)) => (u.to_owned(), team_of_user.to_owned()),
                     Some((_, t)) => (String::new(), t.to_owned()),
                     None => (String::new(), String::new()),
                 };
@@ -228,6 +308,9 @@ impl Breaker {
                         " — requests go on; did you mean to spend this?"
                     }
                 );
+                if let Some(url) = policies.webhook(&team) {
+                    self.webhook(url, &text);
+                }
                 self.alert(pb::Alert {
                     kind: "budget".into(),
                     user,
@@ -270,7 +353,7 @@ impl Breaker {
             for r in recs {
                 s.tokens += r.tokens;
                 s.cost_micros += r.cost_micros;
-                s.requests += 1;
+                s.requests += r.requests.max(1);
                 s.last_ms = s.last_ms.max(r.time_unix_ms);
                 if tier_rank(&r.tier) > tier_rank(&s.tier) {
                     s.tier = r.tier.clone();
@@ -289,8 +372,7 @@ impl Breaker {
                 transition(&mut s, to, "breaker", &reason);
                 alert = Some(reason);
             }
-            if self.store.put_session(version, &s).await? {
-                self.track_blocked(&s);
+            if self.put(version, &s).await? {
                 if let Some(reason) = alert {
                     self.ask(&s, &reason, &policies);
                 }
@@ -329,22 +411,23 @@ impl Breaker {
             at_unix_ms: now_ms(),
         });
         if let Some(url) = policies.webhook(&s.team) {
-            let (http, url) = (self.http.clone(), url.to_owned());
-            tokio::spawn(async move {
-                match http
-                    .post(&url)
-                    .json(&serde_json::json!({ "text": text }))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => {
-                        tracing::warn!(status = %r.status(), "breaker webhook refused the notification")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "breaker webhook unreachable"),
-                }
-            });
+            self.webhook(url, &text);
         }
+    }
+
+    /// Posts a Slack-compatible notification in the background.
+    fn webhook(&self, url: &str, text: &str) {
+        let (http, url) = (self.http.clone(), url.to_owned());
+        let body = serde_json::json!({ "text": text });
+        tokio::spawn(async move {
+            match http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(status = %r.status(), "breaker webhook refused the notification")
+                }
+                Err(e) => tracing::warn!(error = %e, "breaker webhook unreachable"),
+            }
+        });
     }
 
     fn alert(&self, a: pb::Alert) {
@@ -405,8 +488,7 @@ impl Breaker {
             let base = policies.for_session(&s.user, &s.team).clone();
             raise(&mut s, &base, now_ms());
             transition(&mut s, CONFIRMED, by, "confirmed");
-            if self.store.put_session(v, &s).await? {
-                self.track_blocked(&s);
+            if self.put(v, &s).await? {
                 return Ok(s);
             }
         }
@@ -420,22 +502,23 @@ impl Breaker {
                 return Ok(s);
             }
             transition(&mut s, STOPPED, by, "stopped");
-            if self.store.put_session(v, &s).await? {
-                self.track_blocked(&s);
+            if self.put(v, &s).await? {
                 return Ok(s);
             }
         }
     }
 
-    /// Grants an allowance for one principal from all its budgets at once.
-    pub async fn lease(&self, ask: &pb::LeaseAsk) -> Result<pb::LeaseGrant, Error> {
+    /// Grants an allowance for one principal from all its budgets at once, to `gateway`'s lease
+    /// (which this renews).
+    pub async fn lease(&self, ask: &pb::LeaseAsk, gateway: &str) -> Result<pb::LeaseGrant, Error> {
         if ask.want_micros < 0 || ask.return_micros < 0 {
             return Err(Error::BadRequest(
                 "lease amounts must not be negative".into(),
             ));
         }
         let policies = self.policies();
-        let now_s = now_ms() / 1000;
+        let holder = self.holder(gateway);
+        let now_s = holder.now_ms / 1000;
         let budgets: Vec<_> = policies.budgets_of(&ask.principal).collect();
         let slots: Vec<SlotArgs> = budgets.iter().map(|b| slot_args(b, now_s)).collect();
         let micros_unlimited = slots.iter().all(|s| s.hard_micros.is_none());
@@ -453,6 +536,7 @@ impl Breaker {
             .store
             .lease(
                 &slots,
+                &holder,
                 (ask.want_micros, ask.want_tokens as i64),
                 (ask.return_micros, ask.return_tokens as i64),
             )
@@ -492,11 +576,11 @@ impl Breaker {
 
     pub async fn budgets(&self, principal: &str) -> Result<Vec<pb::Budget>, Error> {
         let policies = self.policies();
-        let now_s = now_ms() / 1000;
+        let now = now_ms();
         let mut out = Vec::new();
         for b in policies.budgets_of(principal) {
-            let slot = slot_args(b, now_s);
-            let st = self.store.budget_status(&slot).await?;
+            let slot = slot_args(b, now / 1000);
+            let st = self.store.budget_status(&slot, now).await?;
             out.push(pb::Budget {
                 id: slot.id,
                 window: slot.window,
@@ -532,6 +616,7 @@ impl Breaker {
                 cost_micros: s.limits.cost_micros.unwrap_or(0),
                 requests: s.limits.requests.unwrap_or(0),
                 duration_s: s.limits.duration_s.unwrap_or(0),
+                tier: s.limits.tier.clone().unwrap_or_default(),
             }),
             history: s
                 .history
@@ -578,6 +663,7 @@ fn new_session(user: &str, team: &str, session: &str, p: &Policy, at: i64) -> Se
             cost_micros: p.limits.cost_micros,
             requests: p.limits.requests,
             duration_s: p.limits.duration_s,
+            tier: p.limits.tier.clone(),
         },
         history: vec![TransitionRec {
             from: String::new(),
@@ -608,6 +694,13 @@ pub fn crossed(s: &SessionRec, now: i64) -> Option<String> {
     }
     if let Some(d) = l.duration_s.filter(|d| dur >= *d) {
         return Some(format!("running {dur} s ≥ {d} s"));
+    }
+    if let Some(t) = l
+        .tier
+        .as_deref()
+        .filter(|t| tier_rank(&s.tier) > tier_rank(t))
+    {
+        return Some(format!("model tier {} above {t}", s.tier));
     }
     None
 }
@@ -655,6 +748,12 @@ pub fn raise(s: &mut SessionRec, base: &Policy, now: i64) {
         inc_u(base.limits.duration_s).or(s.limits.duration_s),
         dur,
     );
+    // A tier has no step: confirming accepts the tier the session reached.
+    if let Some(t) = &s.limits.tier
+        && tier_rank(&s.tier) > tier_rank(t)
+    {
+        s.limits.tier = Some(s.tier.clone());
+    }
 }
 
 pub fn transition(s: &mut SessionRec, to: &str, by: &str, reason: &str) {
@@ -696,6 +795,7 @@ mod tests {
             tokens,
             cost_micros: 10,
             time_unix_ms: now_ms(),
+            requests: 1,
         }
     }
 
@@ -712,9 +812,15 @@ mod tests {
     #[tokio::test]
     async fn pause_confirm_raises_threshold_and_stop_is_final() {
         let b = breaker("[policies.default]\nmode = \"pause\"\nmax_tokens = 100\nstep = 1").await;
-        let blocked = b.record(vec![rec("ann", "s1", 60)], false).await.unwrap();
+        let blocked = b
+            .record(vec![rec("ann", "s1", 60)], false, "", "")
+            .await
+            .unwrap();
         assert!(blocked.is_empty());
-        let blocked = b.record(vec![rec("ann", "s1", 60)], false).await.unwrap();
+        let blocked = b
+            .record(vec![rec("ann", "s1", 60)], false, "", "")
+            .await
+            .unwrap();
         assert_eq!(blocked.len(), 1);
         assert!(
             blocked[0].message.contains("retort breaker confirm s1"),
@@ -724,8 +830,10 @@ mod tests {
         let s = b.confirm("s1", "", "ann@cli").await.unwrap();
         assert_eq!(s.state, CONFIRMED);
         assert_eq!(s.limits.tokens, Some(200));
-        assert!(b.blocked().is_empty());
-        b.record(vec![rec("ann", "s1", 100)], false).await.unwrap();
+        assert!(b.blocked().await.unwrap().is_empty());
+        b.record(vec![rec("ann", "s1", 100)], false, "", "")
+            .await
+            .unwrap();
         assert_eq!(b.find("s1", "ann").await.unwrap().0.state, PAUSED);
         let s = b.stop("s1", "ann", "ann@web").await.unwrap();
         assert_eq!(s.state, STOPPED);
@@ -746,10 +854,10 @@ mod tests {
     async fn notify_keeps_serving_and_bad_policy_keeps_the_old_one() {
         let b = breaker("[policies.default]\nmax_requests = 2").await;
         let mut rx = b.subscribe();
-        b.record(vec![rec("bob", "s", 1), rec("bob", "s", 1)], false)
+        b.record(vec![rec("bob", "s", 1), rec("bob", "s", 1)], false, "", "")
             .await
             .unwrap();
-        assert!(b.blocked().is_empty());
+        assert!(b.blocked().await.unwrap().is_empty());
         let a = rx.try_recv().unwrap();
         assert_eq!((a.kind.as_str(), a.state.as_str()), ("session", ASKED));
         assert!(
@@ -770,19 +878,22 @@ mod tests {
             want_micros: want,
             ..Default::default()
         };
-        assert_eq!(b.lease(&ask(600_000)).await.unwrap().micros, 600_000);
-        assert_eq!(b.lease(&ask(600_000)).await.unwrap().micros, 400_000);
-        assert_eq!(b.lease(&ask(1)).await.unwrap().micros, 0);
+        assert_eq!(b.lease(&ask(600_000), "gw").await.unwrap().micros, 600_000);
+        assert_eq!(b.lease(&ask(600_000), "gw").await.unwrap().micros, 400_000);
+        assert_eq!(b.lease(&ask(1), "gw").await.unwrap().micros, 0);
         let mut r = rec("ann", "", 5);
         r.cost_micros = 1_000_000;
-        b.record(vec![r], true).await.unwrap();
-        let g = b.lease(&ask(1)).await.unwrap();
+        b.record(vec![r], true, "gw", "").await.unwrap();
+        let g = b.lease(&ask(1), "gw").await.unwrap();
         assert!(g.exhausted, "{g:?}");
         assert!(
-            b.lease(&pb::LeaseAsk {
-                principal: "team:qa".into(),
-                ..Default::default()
-            })
+            b.lease(
+                &pb::LeaseAsk {
+                    principal: "team:qa".into(),
+                    ..Default::default()
+                },
+                "gw"
+            )
             .await
             .unwrap()
             .unlimited

@@ -32,7 +32,11 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let blocked = self.breaker.record(r.into_inner().usage, false).await?;
+        let r = r.into_inner();
+        let blocked = self
+            .breaker
+            .record(r.usage, false, &r.gateway_id, &r.batch_id)
+            .await?;
         Ok(Response::new(pb::ReportResponse { blocked }))
     }
 
@@ -40,7 +44,11 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let blocked = self.breaker.record(r.into_inner().usage, true).await?;
+        let r = r.into_inner();
+        let blocked = self
+            .breaker
+            .record(r.usage, true, &r.gateway_id, &r.batch_id)
+            .await?;
         Ok(Response::new(pb::ReportResponse { blocked }))
     }
 
@@ -48,13 +56,15 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = r.into_inner();
         let mut grants = Vec::new();
-        for ask in &r.get_ref().asks {
-            grants.push(self.breaker.lease(ask).await?);
+        for ask in &r.asks {
+            grants.push(self.breaker.lease(ask, &r.gateway_id).await?);
         }
         Ok(Response::new(pb::LeaseResponse {
             grants,
-            blocked: self.breaker.blocked(),
+            blocked: self.breaker.blocked().await?,
+            lease_ttl_ms: self.breaker.lease_ttl_ms(),
         }))
     }
 
@@ -174,6 +184,7 @@ pub async fn start(cfg: &SpendConfig) -> Result<Running, Error> {
         .clone()
         .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let breaker = Breaker::new(store, cfg.policies.clone(), public).await?;
+    breaker.set_lease_ttl_ms(cfg.lease_ttl_ms);
     serve(cfg.grpc_addr, breaker).await
 }
 

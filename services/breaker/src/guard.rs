@@ -1,11 +1,17 @@
-//! The gateway side: a [`SpendGuard`] that admits each request from local leases (a mutex and a
-//! few integers, no I/O) and a background thread that reports settled usage, refreshes leases
-//! ahead of exhaustion, returns idle allowance and learns which sessions are paused or stopped.
+//! The gateway side: a [`SpendGuard`] that admits each request from local leases and a background
+//! thread that reports settled usage, refreshes and renews leases, returns idle allowance and
+//! learns which sessions are paused or stopped.
+//!
+//! Hot path (`admit` + `settle`): one mutex, a few hash lookups by borrowed `&str`, integer
+//! arithmetic; no I/O and, once a user and session have been seen, no allocation but the `Box` the
+//! gateway's [`Admission`] trait asks for. Usage is summed per session and model between flushes.
 //!
 //! Bound: the breaker grants a principal at most `hard − spent − outstanding`, and a request is
 //! admitted only when its worst-case cost is covered by the local lease, so spend exceeds a hard
 //! budget only by what admitted requests used beyond their worst case (input-token estimates),
-//! plus whatever was admitted while failing open.
+//! plus whatever was admitted while failing open. Leases lapse on the breaker `lease_ttl_ms` after
+//! their last renewal; this guard renews them well before and stops spending a lease it could not
+//! renew in time, so a lapsed lease is never spent twice.
 use std::{
     collections::HashMap,
     sync::{
@@ -17,7 +23,7 @@ use std::{
 
 use retort_gateway::{
     error::ApiError,
-    hooks::{Admission, SpendGuard, SpendRequest},
+    hooks::{Admission, GuardHealth, SpendGuard, SpendRequest},
     types::Usage,
 };
 use retort_pricing::{PriceTable, Tokens, cost_of};
@@ -36,6 +42,8 @@ pub struct GuardConfig {
     pub flush: Duration,
     /// Leases unused this long are given back.
     pub idle_return: Duration,
+    /// How long a lease lasts without renewal until the breaker says otherwise (`lease_ttl_ms`).
+    pub lease_ttl: Duration,
 }
 
 impl GuardConfig {
@@ -48,12 +56,15 @@ impl GuardConfig {
             lease_wait: Duration::from_millis(c.lease_wait_ms),
             flush: Duration::from_millis(c.flush_ms),
             idle_return: Duration::from_secs(2),
+            lease_ttl: Duration::from_millis(c.lease_ttl_ms),
         }
     }
 }
 
+/// The local allowance of one principal (`user:NAME`, `team:NAME`).
 #[derive(Default)]
 struct Account {
+    principal: String,
     known: bool,
     micros_unlimited: bool,
     tokens_unlimited: bool,
@@ -62,6 +73,10 @@ struct Account {
     exhausted: Option<String>,
     want: bool,
     last_used: Option<Instant>,
+    /// When the breaker last granted or renewed this lease (taken before the call was sent).
+    renewed: Option<Instant>,
+    /// Bumped when a lapsed lease is voided: reservations made before do not credit it back.
+    epoch: u32,
 }
 
 impl Account {
@@ -70,15 +85,183 @@ impl Account {
             && (self.micros_unlimited || self.micros >= m)
             && (self.tokens_unlimited || self.tokens >= t)
     }
+
+    fn unlimited(&self) -> bool {
+        self.micros_unlimited && self.tokens_unlimited
+    }
 }
 
-#[derive(Default)]
+/// Usage of one session and model since the last flush.
+struct ModelUse {
+    model: String,
+    tier: String,
+    tokens: u64,
+    cost: i64,
+    requests: u64,
+    last_ms: i64,
+}
+
+/// A (user, session) this gateway serves; the empty session carries session-less usage.
+struct Sess {
+    user: String,
+    team: String,
+    session: String,
+    uses: Vec<ModelUse>,
+    /// Admitted and not yet settled or dropped: the slot must not be reused meanwhile.
+    inflight: u32,
+    last_used: Instant,
+    /// False once forgotten (its slot is on the free list).
+    live: bool,
+}
+
+struct UserEntry {
+    team: String,
+    /// Indices into `State::accounts`: the user's and the team's.
+    accounts: [usize; 2],
+    sessions: HashMap<String, usize>,
+}
+
+/// A batch sent to `Settle` and not yet acknowledged: retried as is, under the same id.
+struct Batch {
+    id: String,
+    usage: Vec<pb::UsageRecord>,
+}
+
 struct State {
-    accounts: HashMap<String, Account>,
-    blocked: HashMap<String, String>,
-    pending: Vec<pb::UsageRecord>,
-    refreshing: bool,
+    accounts: Vec<Account>,
+    account_ix: HashMap<String, usize>,
+    users: HashMap<String, UserEntry>,
+    sessions: Vec<Sess>,
+    free: Vec<usize>,
+    /// Paused and stopped sessions: user → session → what the caller is told.
+    blocked: HashMap<String, HashMap<String, String>>,
+    batch: Option<Batch>,
+    batches: u64,
+    ttl: Duration,
     last_error: Option<String>,
+}
+
+impl State {
+    fn account(&mut self, principal: String) -> usize {
+        if let Some(&i) = self.account_ix.get(&principal) {
+            return i;
+        }
+        let i = self.accounts.len();
+        self.accounts.push(Account {
+            principal: principal.clone(),
+            ..Account::default()
+        });
+        self.account_ix.insert(principal, i);
+        i
+    }
+
+    /// The user's and team's accounts (allocates only the first time a user is seen).
+    fn accounts_of(&mut self, user: &str, team: &str) -> [usize; 2] {
+        if let Some(u) = self.users.get(user)
+            && u.team == team
+        {
+            return u.accounts;
+        }
+        let accounts = [
+            self.account(format!("user:{user}")),
+            self.account(format!("team:{team}")),
+        ];
+        match self.users.get_mut(user) {
+            Some(u) => {
+                u.team = team.to_owned();
+                u.accounts = accounts;
+            }
+            None => {
+                self.users.insert(
+                    user.to_owned(),
+                    UserEntry {
+                        team: team.to_owned(),
+                        accounts,
+                        sessions: HashMap::new(),
+                    },
+                );
+            }
+        }
+        accounts
+    }
+
+    /// The session's slot, marked in flight (allocates only the first time a session is seen).
+    fn enter_session(&mut self, user: &str, session: &str, now: Instant) -> usize {
+        let found = self
+            .users
+            .get(user)
+            .and_then(|u| u.sessions.get(session).copied());
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let team = self
+                    .users
+                    .get(user)
+                    .map(|u| u.team.clone())
+                    .unwrap_or_default();
+                let s = Sess {
+                    user: user.to_owned(),
+                    team,
+                    session: session.to_owned(),
+                    uses: Vec::new(),
+                    inflight: 0,
+                    last_used: now,
+                    live: true,
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.sessions[i] = s;
+                        i
+                    }
+                    None => {
+                        self.sessions.push(s);
+                        self.sessions.len() - 1
+                    }
+                };
+                if let Some(u) = self.users.get_mut(user) {
+                    u.sessions.insert(session.to_owned(), i);
+                }
+                i
+            }
+        };
+        let s = &mut self.sessions[i];
+        s.inflight += 1;
+        s.last_used = now;
+        i
+    }
+
+    /// Takes the usage summed since the last flush; forgets sessions idle for `idle`.
+    fn drain_usage(&mut self, now: Instant, idle: Duration) -> Vec<pb::UsageRecord> {
+        let mut out = Vec::new();
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            for u in &mut s.uses {
+                if u.requests == 0 {
+                    continue;
+                }
+                out.push(pb::UsageRecord {
+                    user: s.user.clone(),
+                    team: s.team.clone(),
+                    session_id: s.session.clone(),
+                    model: u.model.clone(),
+                    tier: u.tier.clone(),
+                    tokens: u.tokens,
+                    cost_micros: u.cost,
+                    time_unix_ms: u.last_ms,
+                    requests: u.requests,
+                });
+                (u.tokens, u.cost, u.requests) = (0, 0, 0);
+            }
+            if s.live && s.inflight == 0 && now.duration_since(s.last_used) > idle {
+                if let Some(u) = self.users.get_mut(&s.user) {
+                    u.sessions.remove(&s.session);
+                }
+                s.live = false;
+                s.uses.clear();
+                self.free.push(i);
+            }
+        }
+        out
+    }
 }
 
 /// Counters the health page and the bench read.
@@ -90,10 +273,13 @@ pub struct Stats {
     /// Σ max(0, real − reserved) over settled requests: the only way spend passes a hard budget.
     pub overrun_micros: AtomicI64,
     pub overrun_tokens: AtomicI64,
+    /// Leases voided because they could not be renewed before they lapsed.
+    pub lapsed: AtomicU64,
 }
 
 struct Inner {
     cfg: GuardConfig,
+    gateway_id: String,
     prices: PriceTable,
     state: Mutex<State>,
     cv: Condvar,
@@ -116,7 +302,8 @@ pub struct Guard {
 
 /// What `/breaker/health` shows.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct GuardHealth {
+pub struct GuardStatus {
+    pub gateway_id: String,
     pub breaker_reachable: bool,
     pub on_unreachable: &'static str,
     pub last_error: Option<String>,
@@ -124,15 +311,32 @@ pub struct GuardHealth {
     pub refused: u64,
     pub failed_open: u64,
     pub overrun_micros: i64,
+    pub lapsed_leases: u64,
 }
+
+/// Sessions idle this long (nothing in flight, nothing to report) are forgotten by the guard.
+const SESSION_IDLE: Duration = Duration::from_secs(600);
 
 impl Guard {
     /// Starts the background thread (its own small runtime, so waiting admissions never starve it).
     pub fn start(cfg: GuardConfig, prices: PriceTable) -> Result<Guard, Error> {
+        let ttl = cfg.lease_ttl.max(Duration::from_secs(1));
         let inner = Arc::new(Inner {
             cfg,
+            gateway_id: uuid::Uuid::new_v4().to_string(),
             prices,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                accounts: Vec::new(),
+                account_ix: HashMap::new(),
+                users: HashMap::new(),
+                sessions: Vec::new(),
+                free: Vec::new(),
+                blocked: HashMap::new(),
+                batch: None,
+                batches: 0,
+                ttl,
+                last_error: None,
+            }),
             cv: Condvar::new(),
             wake: tokio::sync::Notify::new(),
             healthy: AtomicBool::new(true),
@@ -151,9 +355,15 @@ impl Guard {
         Ok(Guard { inner })
     }
 
-    pub fn health(&self) -> GuardHealth {
+    /// This gateway's id towards the breaker (its leases are held under it).
+    pub fn gateway_id(&self) -> &str {
+        &self.inner.gateway_id
+    }
+
+    pub fn status(&self) -> GuardStatus {
         let s = &self.inner.stats;
-        GuardHealth {
+        GuardStatus {
+            gateway_id: self.inner.gateway_id.clone(),
             breaker_reachable: self.inner.healthy.load(Ordering::Relaxed),
             on_unreachable: match self.inner.cfg.on_unreachable {
                 Unreachable::FailOpen => "fail_open",
@@ -164,6 +374,7 @@ impl Guard {
             refused: s.refused.load(Ordering::Relaxed),
             failed_open: s.failed_open.load(Ordering::Relaxed),
             overrun_micros: s.overrun_micros.load(Ordering::Relaxed),
+            lapsed_leases: s.lapsed.load(Ordering::Relaxed),
         }
     }
 
@@ -173,10 +384,17 @@ impl Guard {
 
     /// Sends pending usage now and waits until it was accepted (tests and shutdown).
     pub async fn flush(&self) {
+        let pending = |st: &State| {
+            st.batch.is_some()
+                || st
+                    .sessions
+                    .iter()
+                    .any(|s| s.uses.iter().any(|u| u.requests > 0))
+        };
         for _ in 0..200 {
-            if self.inner.lock().pending.is_empty() {
+            if !pending(&self.inner.lock()) {
                 tokio::time::sleep(self.inner.cfg.flush * 2).await;
-                if self.inner.lock().pending.is_empty() {
+                if !pending(&self.inner.lock()) {
                     return;
                 }
             }
@@ -211,22 +429,24 @@ impl Drop for Guard {
 
 struct Admitted {
     inner: Arc<Inner>,
-    principals: [String; 2],
+    accounts: [usize; 2],
+    epochs: [u32; 2],
+    session: usize,
     /// None: admitted while failing open (nothing debited).
     reserved: Option<(i64, i64)>,
-    user: String,
-    team: String,
-    session: String,
     done: bool,
 }
 
 impl Admitted {
+    /// Gives `m` and `t` back to the accounts the reservation came from (unless voided since).
     fn credit(&self, st: &mut State, m: i64, t: i64) {
         if self.reserved.is_none() {
             return;
         }
-        for p in &self.principals {
-            if let Some(a) = st.accounts.get_mut(p) {
+        for (&i, &epoch) in self.accounts.iter().zip(&self.epochs) {
+            if let Some(a) = st.accounts.get_mut(i)
+                && a.epoch == epoch
+            {
                 if !a.micros_unlimited {
                     a.micros += m;
                 }
@@ -238,12 +458,18 @@ impl Admitted {
         // Requests waiting for allowance may fit now.
         self.inner.cv.notify_all();
     }
+
+    fn leave(&self, st: &mut State) {
+        if let Some(s) = st.sessions.get_mut(self.session) {
+            s.inflight = s.inflight.saturating_sub(1);
+        }
+    }
 }
 
 impl Admission for Admitted {
     fn settle(mut self: Box<Self>, _provider: &str, model: &str, usage: &Usage) {
         self.done = true;
-        let day = now_ms().div_euclid(86_400_000);
+        let now = now_ms();
         let t = Tokens {
             input: usage.input,
             output: usage.output,
@@ -251,19 +477,9 @@ impl Admission for Admitted {
             cache_read: usage.cache_read,
             cache_write: usage.cache_write,
         };
-        let priced = self.inner.prices.cost(model, day, &t);
-        let cost = priced.as_ref().map_or(0, |p| p.cost);
+        let price = self.inner.prices.lookup(model, now.div_euclid(86_400_000));
+        let cost = price.map_or(0, |p| cost_of(p, &t));
         let tokens = (usage.input + usage.output + usage.cache_read + usage.cache_write) as i64;
-        let rec = pb::UsageRecord {
-            user: self.user.clone(),
-            team: self.team.clone(),
-            session_id: self.session.clone(),
-            model: model.to_owned(),
-            tier: priced.map(|p| p.tier).unwrap_or_default(),
-            tokens: tokens as u64,
-            cost_micros: cost,
-            time_unix_ms: now_ms(),
-        };
         if let Some((rm, rt)) = self.reserved {
             let s = &self.inner.stats;
             s.overrun_micros
@@ -275,21 +491,40 @@ impl Admission for Admitted {
         if let Some((rm, rt)) = self.reserved {
             self.credit(&mut st, rm - cost, rt - tokens);
         }
-        if st.pending.len() < 100_000 {
-            st.pending.push(rec);
+        self.leave(&mut st);
+        let Some(s) = st.sessions.get_mut(self.session) else {
+            return;
+        };
+        match s.uses.iter_mut().find(|u| u.model == model) {
+            Some(u) => {
+                u.tokens += tokens as u64;
+                u.cost += cost;
+                u.requests += 1;
+                u.last_ms = now;
+            }
+            None => s.uses.push(ModelUse {
+                model: model.to_owned(),
+                tier: price.map(|p| p.tier()).unwrap_or_default(),
+                tokens: tokens as u64,
+                cost,
+                requests: 1,
+                last_ms: now,
+            }),
         }
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if !self.done
-            && let Some((m, t)) = self.reserved
-        {
-            let inner = Arc::clone(&self.inner);
-            let mut st = inner.lock();
+        if self.done {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let mut st = inner.lock();
+        if let Some((m, t)) = self.reserved {
             self.credit(&mut st, m, t);
         }
+        self.leave(&mut st);
     }
 }
 
@@ -312,37 +547,35 @@ impl SpendGuard for Guard {
     fn admit(&self, req: &SpendRequest<'_>) -> Result<Box<dyn Admission>, ApiError> {
         let inner = &self.inner;
         let (rm, rt) = self.reservation(req);
-        let user = &req.identity.user;
+        let user = req.identity.user.as_str();
         let session = req.session_id.unwrap_or("");
-        let principals = [
-            format!("user:{user}"),
-            format!("team:{}", req.identity.team),
-        ];
-        let admitted = |reserved| -> Box<dyn Admission> {
-            Box::new(Admitted {
-                inner: Arc::clone(inner),
-                principals: principals.clone(),
-                reserved,
-                user: user.clone(),
-                team: req.identity.team.clone(),
-                session: session.to_owned(),
-                done: false,
-            })
-        };
-        let deadline = Instant::now() + inner.cfg.lease_wait;
+        let start = Instant::now();
+        let deadline = start + inner.cfg.lease_wait;
         let mut st = inner.lock();
         if !session.is_empty()
-            && let Some(msg) = st.blocked.get(&format!("{user}/{session}"))
+            && let Some(msg) = st.blocked.get(user).and_then(|s| s.get(session))
         {
             inner.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::PaymentRequired(msg.clone()));
         }
+        let accounts = st.accounts_of(user, &req.identity.team);
+        let admitted = |st: &mut State, reserved| -> Box<dyn Admission> {
+            let epochs = accounts.map(|i| st.accounts.get(i).map_or(0, |a| a.epoch));
+            Box::new(Admitted {
+                inner: Arc::clone(inner),
+                accounts,
+                epochs,
+                session: st.enter_session(user, session, start),
+                reserved,
+                done: false,
+            })
+        };
         loop {
             if !inner.healthy.load(Ordering::Relaxed) {
                 return match inner.cfg.on_unreachable {
                     Unreachable::FailOpen => {
                         inner.stats.failed_open.fetch_add(1, Ordering::Relaxed);
-                        Ok(admitted(None))
+                        Ok(admitted(&mut st, None))
                     }
                     Unreachable::FailClosed => {
                         inner.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -351,28 +584,24 @@ impl SpendGuard for Guard {
                 };
             }
             let now = Instant::now();
-            if principals
-                .iter()
-                .all(|p| st.accounts.get(p).is_some_and(|a| a.covers(rm, rt)))
-            {
-                for p in &principals {
-                    if let Some(a) = st.accounts.get_mut(p) {
-                        if !a.micros_unlimited {
-                            a.micros -= rm;
-                        }
-                        if !a.tokens_unlimited {
-                            a.tokens -= rt;
-                        }
-                        a.last_used = Some(now);
+            if accounts.iter().all(|&i| st.accounts[i].covers(rm, rt)) {
+                for &i in &accounts {
+                    let a = &mut st.accounts[i];
+                    if !a.micros_unlimited {
+                        a.micros -= rm;
                     }
+                    if !a.tokens_unlimited {
+                        a.tokens -= rt;
+                    }
+                    a.last_used = Some(now);
                 }
                 inner.stats.admitted.fetch_add(1, Ordering::Relaxed);
-                return Ok(admitted(Some((rm, rt))));
+                return Ok(admitted(&mut st, Some((rm, rt))));
             }
             // A lease is short: refuse at once if its budget is spent, else wait briefly for a refresh.
             let mut spent = None;
-            for p in &principals {
-                let a = st.accounts.entry(p.clone()).or_default();
+            for &i in &accounts {
+                let a = &mut st.accounts[i];
                 if a.covers(rm, rt) {
                     continue;
                 }
@@ -395,6 +624,25 @@ impl SpendGuard for Guard {
             )));
         }
     }
+
+    fn health(&self) -> GuardHealth {
+        if self.inner.healthy.load(Ordering::Relaxed) {
+            return GuardHealth::Ok;
+        }
+        let why = format!(
+            "the breaker at {} is unreachable: {}",
+            self.inner.cfg.endpoint,
+            self.inner
+                .lock()
+                .last_error
+                .as_deref()
+                .unwrap_or("no answer")
+        );
+        match self.inner.cfg.on_unreachable {
+            Unreachable::FailOpen => GuardHealth::FailingOpen(why),
+            Unreachable::FailClosed => GuardHealth::FailingClosed(why),
+        }
+    }
 }
 
 async fn background(inner: Arc<Inner>) {
@@ -406,6 +654,7 @@ async fn background(inner: Arc<Inner>) {
             .connect_lazy(),
         Err(e) => {
             tracing::error!(error = %e, endpoint = %inner.cfg.endpoint, "spend guard: bad breaker endpoint");
+            inner.lock().last_error = Some(format!("bad breaker endpoint: {e}"));
             inner.healthy.store(false, Ordering::Relaxed);
             return;
         }
@@ -443,90 +692,114 @@ fn set_health(inner: &Inner, st: &mut State, r: Result<(), String>) {
     inner.cv.notify_all();
 }
 
-fn blocked_map(b: Vec<pb::BlockedSession>) -> HashMap<String, String> {
-    b.into_iter()
-        .map(|b| (format!("{}/{}", b.user, b.session_id), b.message))
-        .collect()
+fn blocked_map(b: Vec<pb::BlockedSession>) -> HashMap<String, HashMap<String, String>> {
+    let mut m: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for b in b {
+        m.entry(b.user).or_default().insert(b.session_id, b.message);
+    }
+    m
+}
+
+/// What to ask the breaker for one account, if anything; voids a lease that lapsed unrenewed.
+fn ask_for(inner: &Inner, a: &mut Account, now: Instant, ttl: Duration) -> Option<pb::LeaseAsk> {
+    let cfg = &inner.cfg;
+    if a.known && !a.unlimited() && a.renewed.is_some_and(|r| now.duration_since(r) >= ttl) {
+        // The breaker has let this lease go: spending it now could spend it twice.
+        tracing::warn!(principal = %a.principal, "spend guard: lease lapsed before it could be renewed; voiding it");
+        inner.stats.lapsed.fetch_add(1, Ordering::Relaxed);
+        (a.known, a.micros, a.tokens, a.renewed) = (false, 0, 0, None);
+        a.epoch = a.epoch.wrapping_add(1);
+    }
+    let idle = a
+        .last_used
+        .is_none_or(|t| now.duration_since(t) > cfg.idle_return);
+    // Requests admitted earlier may still hold part of the lease even when nothing is left here.
+    let renew =
+        a.known && !a.unlimited() && a.renewed.is_some_and(|r| now.duration_since(r) >= ttl / 3);
+    let low = !a.known
+        || (!a.micros_unlimited && a.micros < cfg.lease_micros / 2)
+        || (!a.tokens_unlimited && a.tokens < cfg.lease_tokens as i64 / 2);
+    let mut ask = pb::LeaseAsk {
+        principal: a.principal.clone(),
+        ..Default::default()
+    };
+    if idle && a.known && !a.want {
+        // Give unused allowance back so other gateways can spend it.
+        ask.return_micros = if a.micros_unlimited {
+            0
+        } else {
+            a.micros.max(0)
+        };
+        ask.return_tokens = if a.tokens_unlimited {
+            0
+        } else {
+            a.tokens.max(0) as u64
+        };
+        if ask.return_micros == 0 && ask.return_tokens == 0 && !renew {
+            return None;
+        }
+        a.micros -= ask.return_micros;
+        a.tokens -= ask.return_tokens as i64;
+    } else if a.want || (low && a.exhausted.is_none()) {
+        ask.want_micros = if a.micros_unlimited && a.known {
+            0
+        } else {
+            (cfg.lease_micros - a.micros).max(0)
+        };
+        ask.want_tokens = if a.tokens_unlimited && a.known {
+            0
+        } else {
+            (cfg.lease_tokens as i64 - a.tokens).max(0) as u64
+        };
+        if a.known && ask.want_micros == 0 && ask.want_tokens == 0 && !a.want {
+            return None;
+        }
+    } else if !renew {
+        return None;
+    }
+    // Otherwise: nothing asked, nothing returned — a renewal of a lease still in use.
+    a.want = false;
+    Some(ask)
 }
 
 async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Channel>) {
-    let (cfg, now) = (&inner.cfg, Instant::now());
+    let now = Instant::now();
     let asks: Vec<pb::LeaseAsk> = {
         let mut st = inner.lock();
-        let mut asks = Vec::new();
-        for (p, a) in st.accounts.iter_mut() {
-            let idle = a
-                .last_used
-                .is_none_or(|t| now.duration_since(t) > cfg.idle_return);
-            let low = !a.known
-                || (!a.micros_unlimited && a.micros < cfg.lease_micros / 2)
-                || (!a.tokens_unlimited && a.tokens < cfg.lease_tokens as i64 / 2);
-            let mut ask = pb::LeaseAsk {
-                principal: p.clone(),
-                ..Default::default()
-            };
-            if idle && a.known && !a.want {
-                // Give unused allowance back so other gateways can spend it.
-                ask.return_micros = if a.micros_unlimited {
-                    0
-                } else {
-                    a.micros.max(0)
-                };
-                ask.return_tokens = if a.tokens_unlimited {
-                    0
-                } else {
-                    a.tokens.max(0) as u64
-                };
-                if ask.return_micros == 0 && ask.return_tokens == 0 {
-                    continue;
-                }
-                a.micros -= ask.return_micros;
-                a.tokens -= ask.return_tokens as i64;
-            } else if a.want || (low && a.exhausted.is_none()) {
-                ask.want_micros = if a.micros_unlimited && a.known {
-                    0
-                } else {
-                    (cfg.lease_micros - a.micros).max(0)
-                };
-                ask.want_tokens = if a.tokens_unlimited && a.known {
-                    0
-                } else {
-                    (cfg.lease_tokens as i64 - a.tokens).max(0) as u64
-                };
-                if a.known && ask.want_micros == 0 && ask.want_tokens == 0 && !a.want {
-                    continue;
-                }
-            } else {
-                continue;
-            }
-            a.want = false;
-            asks.push(ask);
-        }
-        st.refreshing = !asks.is_empty();
-        asks
+        let ttl = st.ttl;
+        st.accounts
+            .iter_mut()
+            .filter_map(|a| ask_for(inner, a, now, ttl))
+            .collect()
     };
     if asks.is_empty() {
         return;
     }
     let r = client
         .lease(pb::LeaseRequest {
-            gateway_id: String::new(),
+            gateway_id: inner.gateway_id.clone(),
             asks: asks.clone(),
         })
         .await;
     let mut st = inner.lock();
-    st.refreshing = false;
     match r {
         Ok(resp) => {
             let resp = resp.into_inner();
+            if resp.lease_ttl_ms > 0 {
+                st.ttl = Duration::from_millis(resp.lease_ttl_ms.max(1000) as u64);
+            }
             for g in resp.grants {
-                let a = st.accounts.entry(g.principal.clone()).or_default();
+                let Some(&i) = st.account_ix.get(&g.principal) else {
+                    continue;
+                };
+                let a = &mut st.accounts[i];
                 a.known = true;
                 a.micros_unlimited = g.unlimited || g.micros_unlimited;
                 a.tokens_unlimited = g.unlimited || g.tokens_unlimited;
                 a.micros += g.micros;
                 a.tokens += g.tokens as i64;
                 a.exhausted = g.exhausted.then_some(g.reason);
+                a.renewed = Some(now);
             }
             st.blocked = blocked_map(resp.blocked);
             set_health(inner, &mut st, Ok(()));
@@ -534,7 +807,8 @@ async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Cha
         Err(e) => {
             // The returns did not arrive: keep them.
             for ask in asks {
-                if let Some(a) = st.accounts.get_mut(&ask.principal) {
+                if let Some(&i) = st.account_ix.get(&ask.principal) {
+                    let a = &mut st.accounts[i];
                     a.micros += ask.return_micros;
                     a.tokens += ask.return_tokens as i64;
                 }
@@ -545,26 +819,37 @@ async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Cha
 }
 
 async fn flush(inner: &Inner, client: &mut BreakerClient<tonic::transport::Channel>) {
-    let usage = std::mem::take(&mut inner.lock().pending);
-    let n = usage.len();
+    let (batch_id, usage) = {
+        let mut st = inner.lock();
+        if st.batch.is_none() {
+            let usage = st.drain_usage(Instant::now(), SESSION_IDLE);
+            if !usage.is_empty() {
+                st.batches += 1;
+                let id = format!("{}-{}", inner.gateway_id, st.batches);
+                st.batch = Some(Batch { id, usage });
+            }
+        }
+        st.batch
+            .as_ref()
+            .map_or_else(Default::default, |b| (b.id.clone(), b.usage.clone()))
+    };
     let r = client
         .settle(pb::ReportRequest {
-            gateway_id: String::new(),
-            usage: usage.clone(),
+            gateway_id: inner.gateway_id.clone(),
+            usage,
+            batch_id: batch_id.clone(),
         })
         .await;
     let mut st = inner.lock();
     match r {
         Ok(resp) => {
+            if st.batch.as_ref().is_some_and(|b| b.id == batch_id) {
+                st.batch = None;
+            }
             st.blocked = blocked_map(resp.into_inner().blocked);
             set_health(inner, &mut st, Ok(()));
         }
-        Err(e) => {
-            if n > 0 && st.pending.len() + n <= 100_000 {
-                let newer = std::mem::replace(&mut st.pending, usage);
-                st.pending.extend(newer);
-            }
-            set_health(inner, &mut st, Err(format!("settle: {}", e.message())));
-        }
+        // The batch stays and goes again, under the same id, until the breaker takes it.
+        Err(e) => set_health(inner, &mut st, Err(format!("settle: {}", e.message()))),
     }
 }

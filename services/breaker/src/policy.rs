@@ -44,6 +44,8 @@ pub struct RawPolicy {
     pub max_cost_usd: Option<f64>,
     pub max_requests: Option<f64>,
     pub max_duration_s: Option<f64>,
+    /// The highest model tier (`small`, `mid`, `frontier`) a session uses without asking.
+    pub max_tier: Option<String>,
     /// Confirming raises each threshold by `step` times its configured value (default 1: doubles).
     pub step: Option<f64>,
 }
@@ -99,13 +101,18 @@ pub struct RawPolicyFile {
 }
 
 /// Thresholds of a session; `None`: no limit on that measure.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
     pub tokens: Option<u64>,
     pub cost_micros: Option<i64>,
     pub requests: Option<u64>,
     pub duration_s: Option<u64>,
+    /// The highest model tier used without asking.
+    pub tier: Option<String>,
 }
+
+/// Model tiers, lowest first (the price table's labels).
+pub const TIERS: [&str; 3] = ["small", "mid", "frontier"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -289,6 +296,16 @@ fn policy(at: &str, raw: &RawPolicy) -> Result<Policy, Error> {
             )));
         }
     };
+    let tier = match raw.max_tier.as_deref() {
+        None => None,
+        Some(t) if TIERS.contains(&t) => Some(t.to_owned()),
+        Some(t) => {
+            return Err(Error::InvalidPolicy(format!(
+                "{at}.max_tier must be one of {} (lowest first), not {t:?}",
+                TIERS.join(", ")
+            )));
+        }
+    };
     let step = amount(&format!("{at}.step"), raw.step, MAX_STEP)?.unwrap_or(1.0);
     if step <= 0.0 {
         return Err(Error::InvalidPolicy(format!(
@@ -314,6 +331,7 @@ fn policy(at: &str, raw: &RawPolicy) -> Result<Policy, Error> {
                 MAX_DURATION_S,
             )?
             .map(|v| v as u64),
+            tier,
         },
     })
 }
@@ -439,6 +457,7 @@ mod tests {
             [policies.users.ann]
             mode = "stop"
             max_cost_usd = 2.5
+            max_tier = "mid"
             [[budgets]]
             scope = "team"
             name = "qa"
@@ -456,6 +475,11 @@ mod tests {
             Some(2_500_000)
         );
         assert_eq!(p.for_session("bob", "qa").limits.tokens, Some(1000));
+        assert_eq!(
+            p.for_session("ann", "x").limits.tier.as_deref(),
+            Some("mid")
+        );
+        assert_eq!(p.for_session("bob", "qa").limits.tier, None);
         assert_eq!(p.budgets[0].hard_micros, Some(100_000_000));
         assert_eq!(p.webhook("qa"), Some("http://127.0.0.1:9/hook"));
     }
@@ -466,6 +490,10 @@ mod tests {
             ("[policies.default]\nmax_tokens = -5", "non-negative"),
             ("[policies.default]\nmax_cost_usd = 1e12", "absurd"),
             ("[policies.default]\nmode = \"explode\"", "unknown mode"),
+            (
+                "[policies.default]\nmax_tier = \"huge\"",
+                "max_tier must be one of small, mid, frontier",
+            ),
             ("[policies.default]\nmax_tokenz = 5", "malformed"),
             (
                 "[[budgets]]\nscope = \"user\"\nname = \"a\"\nwindow = \"year\"\nhard_usd = 1",

@@ -2,7 +2,7 @@
 //! budget update is one Lua script, so several gateways and breaker restarts share one state.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
+    sync::{LazyLock, Mutex},
 };
 
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
@@ -21,12 +21,15 @@ pub struct TransitionRec {
 }
 
 /// A session's thresholds (`None`: no limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LimitsRec {
     pub tokens: Option<u64>,
     pub cost_micros: Option<i64>,
     pub requests: Option<u64>,
     pub duration_s: Option<u64>,
+    /// The highest model tier used without asking (`small`, `mid`, `frontier`).
+    #[serde(default)]
+    pub tier: Option<String>,
 }
 
 /// Everything the breaker knows about one session.
@@ -77,6 +80,25 @@ pub struct Granted {
     pub unspent_tokens: Option<i64>,
 }
 
+/// A session the gateways must refuse (paused or stopped), kept beside the sessions so that every
+/// breaker replica sees a pause at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockedRec {
+    pub user: String,
+    pub session_id: String,
+    pub state: String,
+    pub message: String,
+}
+
+/// Where a lease call or settlement comes from, and when: leases are held per gateway and lapse
+/// `ttl_ms` after the gateway last renewed them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holder<'a> {
+    pub gateway: &'a str,
+    pub now_ms: i64,
+    pub ttl_ms: i64,
+}
+
 /// Spent (in the current window) and outstanding (leased, not yet settled or returned) amounts.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct BudgetStatus {
@@ -88,11 +110,27 @@ pub struct BudgetStatus {
 
 #[derive(Default)]
 struct MemBudget {
-    out: (i64, i64),
+    /// Outstanding per gateway: (micros, tokens, lapses at ms).
+    out: HashMap<String, (i64, i64, i64)>,
     used: BTreeMap<String, (i64, i64)>,
 }
 
 impl MemBudget {
+    /// Drops lapsed leases; (others' outstanding, this gateway's).
+    fn outstanding(&mut self, h: &Holder<'_>) -> ((i64, i64), (i64, i64)) {
+        self.out.retain(|_, v| v.2 >= h.now_ms);
+        let mut others = (0, 0);
+        let mut own = (0, 0);
+        for (g, v) in &self.out {
+            if g == h.gateway {
+                own = (v.0, v.1);
+            } else {
+                others = (others.0 + v.0, others.1 + v.1);
+            }
+        }
+        (others, own)
+    }
+
     fn used_in(&mut self, slot: &SlotArgs) -> (i64, i64) {
         match slot.rolling_from {
             None => self.used.get(&slot.window).copied().unwrap_or_default(),
@@ -110,7 +148,10 @@ impl MemBudget {
 #[derive(Default)]
 pub struct Mem {
     sessions: HashMap<String, (SessionRec, u64)>,
+    blocked: BTreeMap<String, BlockedRec>,
     budgets: HashMap<String, MemBudget>,
+    /// Claims (settled batches, sent alerts): id → expires at (ms).
+    batches: HashMap<String, i64>,
 }
 
 pub enum Store {
@@ -121,10 +162,41 @@ pub enum Store {
     },
 }
 
+/// Outstanding amounts per gateway (`GW|m`, `GW|t`, `GW|x` = lapses at ms) in one hash per budget.
+const OUTSTANDING_LUA: &str = r#"
+local function outstanding(k, gw, now)
+  local all = redis.call('HGETALL', k)
+  local rows = {}
+  for i = 1, #all, 2 do
+    local f = all[i]
+    local p = string.find(f, '|[^|]*$')
+    if p then
+      local g, kind = string.sub(f, 1, p - 1), string.sub(f, p + 1)
+      rows[g] = rows[g] or {m = 0, t = 0, x = 0}
+      rows[g][kind] = tonumber(all[i + 1]) or 0
+    else
+      redis.call('HDEL', k, f)
+    end
+  end
+  local tm, tt, om, ot = 0, 0, 0, 0
+  for g, r in pairs(rows) do
+    if r.x < now then
+      redis.call('HDEL', k, g .. '|m', g .. '|t', g .. '|x')
+    elseif g == gw then
+      om, ot = r.m, r.t
+    else
+      tm, tt = tm + r.m, tt + r.t
+    end
+  end
+  return tm, tt, om, ot
+end
+"#;
+
 const LEASE_LUA: &str = r#"
 local n = tonumber(ARGV[1])
 local want_m, want_t = tonumber(ARGV[2]), tonumber(ARGV[3])
 local ret_m, ret_t = tonumber(ARGV[4]), tonumber(ARGV[5])
+local gw, now, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local function used(k, win, from)
   if from == '' then
     return tonumber(redis.call('HGET', k, win .. ':m') or '0'), tonumber(redis.call('HGET', k, win .. ':t') or '0')
@@ -142,13 +214,14 @@ local function used(k, win, from)
   return m, t
 end
 local avail_m, avail_t, unspent_m, unspent_t = nil, nil, nil, nil
+local own_m, own_t = {}, {}
 for i = 1, n do
   local ok, uk = KEYS[2 * i - 1], KEYS[2 * i]
-  local base = 5 + (i - 1) * 4
-  local om = tonumber(redis.call('HINCRBY', ok, 'm', 0 - ret_m))
-  local ot = tonumber(redis.call('HINCRBY', ok, 't', 0 - ret_t))
-  if om < 0 then redis.call('HSET', ok, 'm', 0); om = 0 end
-  if ot < 0 then redis.call('HSET', ok, 't', 0); ot = 0 end
+  local base = 8 + (i - 1) * 4
+  local tm, tt, om, ot = outstanding(ok, gw, now)
+  om, ot = math.max(0, om - ret_m), math.max(0, ot - ret_t)
+  own_m[i], own_t[i] = om, ot
+  om, ot = om + tm, ot + tt
   local um, ut = used(uk, ARGV[base + 1], ARGV[base + 2])
   if ARGV[base + 3] ~= '' then
     local h = tonumber(ARGV[base + 3])
@@ -165,20 +238,27 @@ local gm, gt = 0, 0
 if avail_m ~= nil then gm = math.max(0, math.min(want_m, avail_m)) end
 if avail_t ~= nil then gt = math.max(0, math.min(want_t, avail_t)) end
 for i = 1, n do
-  redis.call('HINCRBY', KEYS[2 * i - 1], 'm', gm)
-  redis.call('HINCRBY', KEYS[2 * i - 1], 't', gt)
+  local ok = KEYS[2 * i - 1]
+  redis.call('HSET', ok, gw .. '|m', string.format('%d', own_m[i] + gm), gw .. '|t', string.format('%d', own_t[i] + gt), gw .. '|x', string.format('%d', now + ttl))
+  redis.call('PEXPIRE', ok, 2 * ttl)
 end
-local function opt(v) if v == nil then return '' end return tostring(v) end
-return {tostring(gm), tostring(gt), opt(unspent_m), opt(unspent_t)}
+local function opt(v) if v == nil then return '' end return string.format('%d', v) end
+return {string.format('%d', gm), string.format('%d', gt), opt(unspent_m), opt(unspent_t)}
 "#;
 
 const SETTLE_LUA: &str = r#"
 local n = tonumber(ARGV[1])
 local m, t = tonumber(ARGV[2]), tonumber(ARGV[3])
+local gw, now, ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 for i = 1, n do
-  local ok, uk, win = KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 + i]
-  if tonumber(redis.call('HINCRBY', ok, 'm', 0 - m)) < 0 then redis.call('HSET', ok, 'm', 0) end
-  if tonumber(redis.call('HINCRBY', ok, 't', 0 - t)) < 0 then redis.call('HSET', ok, 't', 0) end
+  local ok, uk, win = KEYS[2 * i - 1], KEYS[2 * i], ARGV[6 + i]
+  local x = tonumber(redis.call('HGET', ok, gw .. '|x') or '0')
+  if x >= now then
+    local om = tonumber(redis.call('HGET', ok, gw .. '|m') or '0') - m
+    local ot = tonumber(redis.call('HGET', ok, gw .. '|t') or '0') - t
+    redis.call('HSET', ok, gw .. '|m', string.format('%d', math.max(0, om)), gw .. '|t', string.format('%d', math.max(0, ot)), gw .. '|x', string.format('%d', now + ttl))
+    redis.call('PEXPIRE', ok, 2 * ttl)
+  end
   redis.call('HINCRBY', uk, win .. ':m', m)
   redis.call('HINCRBY', uk, win .. ':t', t)
   redis.call('EXPIRE', uk, 3456000)
@@ -186,13 +266,20 @@ end
 return 1
 "#;
 
+/// Writes a session if its version is unchanged, and keeps the blocked set beside it.
 const CAS_LUA: &str = r#"
 local v = redis.call('HGET', KEYS[1], 'v') or '0'
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', tostring(tonumber(v) + 1), 'json', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+if ARGV[4] == '' then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
 return 1
 "#;
+
+static LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{OUTSTANDING_LUA}{LEASE_LUA}")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
+static CAS: LazyLock<Script> = LazyLock::new(|| Script::new(CAS_LUA));
 
 fn opt_i64(v: &str) -> Option<i64> {
     if v.is_empty() {
@@ -260,7 +347,13 @@ impl Store {
     }
 
     /// Writes `s` if the stored version is still `version` (0: absent); false if someone else won.
-    pub async fn put_session(&self, version: u64, s: &SessionRec) -> Result<bool, Error> {
+    /// In the same step the session joins (`Some`) or leaves (`None`) the blocked set.
+    pub async fn put_session(
+        &self,
+        version: u64,
+        s: &SessionRec,
+        blocked: Option<&BlockedRec>,
+    ) -> Result<bool, Error> {
         let key = s.key();
         match self {
             Store::Memory(m) => {
@@ -269,21 +362,94 @@ impl Store {
                 if cur != version {
                     return Ok(false);
                 }
+                match blocked {
+                    Some(b) => m.blocked.insert(key.clone(), b.clone()),
+                    None => m.blocked.remove(&key),
+                };
                 m.sessions.insert(key, (s.clone(), version + 1));
                 Ok(true)
             }
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
                 let json = serde_json::to_string(s).map_err(|e| Error::Store(e.to_string()))?;
-                let ok: i64 = Script::new(CAS_LUA)
+                let blocked = match blocked {
+                    Some(b) => serde_json::to_string(b).map_err(|e| Error::Store(e.to_string()))?,
+                    None => String::new(),
+                };
+                let ok: i64 = CAS
                     .key(format!("{prefix}s:{key}"))
                     .key(format!("{prefix}sessions"))
+                    .key(format!("{prefix}blocked"))
                     .arg(version.to_string())
                     .arg(json)
                     .arg(&key)
+                    .arg(blocked)
                     .invoke_async(&mut c)
                     .await?;
                 Ok(ok == 1)
+            }
+        }
+    }
+
+    /// Every paused or stopped session, as the gateways must know them.
+    pub async fn blocked(&self) -> Result<Vec<BlockedRec>, Error> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).blocked.values().cloned().collect()),
+            Store::Redis { conn, prefix } => {
+                let mut c = conn.clone();
+                let all: BTreeMap<String, String> = c.hgetall(format!("{prefix}blocked")).await?;
+                all.into_iter()
+                    .map(|(k, j)| {
+                        serde_json::from_str(&j)
+                            .map_err(|e| Error::Store(format!("blocked session {k}: {e}")))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Claims `id` (a settlement batch, an alert) for `for_ms`; false if it was claimed before and
+    /// has not expired: a retried batch is applied once, an alert sent once by all replicas.
+    pub async fn claim(&self, id: &str, now_ms: i64, for_ms: i64) -> Result<bool, Error> {
+        match self {
+            Store::Memory(m) => {
+                let mut m = Self::mem(m);
+                if m.batches.len() > 100_000 {
+                    m.batches.retain(|_, until| *until > now_ms);
+                }
+                if m.batches.get(id).is_some_and(|until| *until > now_ms) {
+                    return Ok(false);
+                }
+                m.batches.insert(id.to_owned(), now_ms + for_ms);
+                Ok(true)
+            }
+            Store::Redis { conn, prefix } => {
+                let mut c = conn.clone();
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(format!("{prefix}claim:{id}"))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(for_ms.max(1))
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+
+    /// Forgets a claim whose work could not be done (a batch that failed half way), so that a
+    /// retry does it.
+    pub async fn release(&self, id: &str) -> Result<(), Error> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).batches.remove(id);
+                Ok(())
+            }
+            Store::Redis { conn, prefix } => {
+                let mut c = conn.clone();
+                let _: i64 = c.del(format!("{prefix}claim:{id}")).await?;
+                Ok(())
             }
         }
     }
@@ -316,10 +482,12 @@ impl Store {
         )
     }
 
-    /// Atomically gives back `ret` and grants up to `want` from every budget in `slots` at once.
+    /// Atomically gives back `ret` and grants up to `want` from every budget in `slots` at once,
+    /// to the holder's lease, which it renews; lapsed leases of any gateway are dropped first.
     pub async fn lease(
         &self,
         slots: &[SlotArgs],
+        holder: &Holder<'_>,
         want: (i64, i64),
         ret: (i64, i64),
     ) -> Result<Granted, Error> {
@@ -328,30 +496,33 @@ impl Store {
                 let mut m = Self::mem(m);
                 let (mut avail_m, mut avail_t, mut un_m, mut un_t) =
                     (None::<i64>, None::<i64>, None::<i64>, None::<i64>);
+                let mut own = Vec::with_capacity(slots.len());
                 for s in slots {
                     let b = m.budgets.entry(s.id.clone()).or_default();
-                    b.out.0 = (b.out.0 - ret.0).max(0);
-                    b.out.1 = (b.out.1 - ret.1).max(0);
+                    let (others, mine) = b.outstanding(holder);
+                    let mine = ((mine.0 - ret.0).max(0), (mine.1 - ret.1).max(0));
+                    own.push(mine);
+                    let out = (others.0 + mine.0, others.1 + mine.1);
                     let used = b.used_in(s);
                     if let Some(h) = s.hard_micros {
-                        avail_m = Some(
-                            avail_m.map_or(h - used.0 - b.out.0, |a| a.min(h - used.0 - b.out.0)),
-                        );
+                        avail_m =
+                            Some(avail_m.map_or(h - used.0 - out.0, |a| a.min(h - used.0 - out.0)));
                         un_m = Some(un_m.map_or(h - used.0, |a| a.min(h - used.0)));
                     }
                     if let Some(h) = s.hard_tokens.map(|h| h as i64) {
-                        avail_t = Some(
-                            avail_t.map_or(h - used.1 - b.out.1, |a| a.min(h - used.1 - b.out.1)),
-                        );
+                        avail_t =
+                            Some(avail_t.map_or(h - used.1 - out.1, |a| a.min(h - used.1 - out.1)));
                         un_t = Some(un_t.map_or(h - used.1, |a| a.min(h - used.1)));
                     }
                 }
                 let gm = avail_m.map_or(0, |a| want.0.min(a).max(0));
                 let gt = avail_t.map_or(0, |a| want.1.min(a).max(0));
-                for s in slots {
+                for (s, mine) in slots.iter().zip(own) {
                     let b = m.budgets.entry(s.id.clone()).or_default();
-                    b.out.0 += gm;
-                    b.out.1 += gt;
+                    b.out.insert(
+                        holder.gateway.to_owned(),
+                        (mine.0 + gm, mine.1 + gt, holder.now_ms + holder.ttl_ms),
+                    );
                 }
                 Ok(Granted {
                     micros: gm,
@@ -362,8 +533,7 @@ impl Store {
             }
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
-                let script = Script::new(LEASE_LUA);
-                let mut inv = script.prepare_invoke();
+                let mut inv = LEASE.prepare_invoke();
                 for s in slots {
                     let (o, u) = Self::budget_keys(prefix, &s.id);
                     inv.key(o).key(u);
@@ -372,7 +542,10 @@ impl Store {
                     .arg(want.0)
                     .arg(want.1)
                     .arg(ret.0)
-                    .arg(ret.1);
+                    .arg(ret.1)
+                    .arg(holder.gateway)
+                    .arg(holder.now_ms)
+                    .arg(holder.ttl_ms);
                 for s in slots {
                     inv.arg(&s.window)
                         .arg(s.rolling_from.map(|f| f.to_string()).unwrap_or_default())
@@ -391,8 +564,14 @@ impl Store {
         }
     }
 
-    /// Real spend: moves `spent` from outstanding to used in every budget of `slots`.
-    pub async fn settle(&self, slots: &[SlotArgs], spent: (i64, i64)) -> Result<(), Error> {
+    /// Real spend: moves `spent` from the holder's lease (renewing it) to used in every budget of
+    /// `slots`.
+    pub async fn settle(
+        &self,
+        slots: &[SlotArgs],
+        holder: &Holder<'_>,
+        spent: (i64, i64),
+    ) -> Result<(), Error> {
         if slots.is_empty() {
             return Ok(());
         }
@@ -401,8 +580,15 @@ impl Store {
                 let mut m = Self::mem(m);
                 for s in slots {
                     let b = m.budgets.entry(s.id.clone()).or_default();
-                    b.out.0 = (b.out.0 - spent.0).max(0);
-                    b.out.1 = (b.out.1 - spent.1).max(0);
+                    if let Some(o) = b.out.get_mut(holder.gateway)
+                        && o.2 >= holder.now_ms
+                    {
+                        *o = (
+                            (o.0 - spent.0).max(0),
+                            (o.1 - spent.1).max(0),
+                            holder.now_ms + holder.ttl_ms,
+                        );
+                    }
                     let u = b.used.entry(s.window.clone()).or_default();
                     u.0 += spent.0;
                     u.1 += spent.1;
@@ -411,13 +597,17 @@ impl Store {
             }
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
-                let script = Script::new(SETTLE_LUA);
-                let mut inv = script.prepare_invoke();
+                let mut inv = SETTLE.prepare_invoke();
                 for s in slots {
                     let (o, u) = Self::budget_keys(prefix, &s.id);
                     inv.key(o).key(u);
                 }
-                inv.arg(slots.len()).arg(spent.0).arg(spent.1);
+                inv.arg(slots.len())
+                    .arg(spent.0)
+                    .arg(spent.1)
+                    .arg(holder.gateway)
+                    .arg(holder.now_ms)
+                    .arg(holder.ttl_ms);
                 for s in slots {
                     inv.arg(&s.window);
                 }
@@ -427,17 +617,24 @@ impl Store {
         }
     }
 
-    pub async fn budget_status(&self, slot: &SlotArgs) -> Result<BudgetStatus, Error> {
+    /// Spent in the current window, and outstanding in leases that have not lapsed at `now_ms`.
+    pub async fn budget_status(&self, slot: &SlotArgs, now_ms: i64) -> Result<BudgetStatus, Error> {
         match self {
             Store::Memory(m) => {
                 let mut m = Self::mem(m);
                 let b = m.budgets.entry(slot.id.clone()).or_default();
                 let used = b.used_in(slot);
+                let (out, _) = b.outstanding(&Holder {
+                    gateway: "",
+                    now_ms,
+                    ttl_ms: 0,
+                });
+                let own = b.out.get("").map_or((0, 0), |o| (o.0, o.1));
                 Ok(BudgetStatus {
                     used_micros: used.0,
                     used_tokens: used.1,
-                    out_micros: b.out.0,
-                    out_tokens: b.out.1,
+                    out_micros: out.0 + own.0,
+                    out_tokens: out.1 + own.1,
                 })
             }
             Store::Redis { conn, prefix } => {
@@ -458,11 +655,24 @@ impl Store {
                         if kind == "m" { um += v } else { ut += v }
                     }
                 }
+                // Per gateway: `GW|m`, `GW|t`, `GW|x` (lapses at).
+                let (mut om, mut ot) = (0, 0);
+                for (field, v) in &out {
+                    let Some((g, kind)) = field.rsplit_once('|') else {
+                        continue;
+                    };
+                    let live = out.get(&format!("{g}|x")).is_some_and(|x| *x >= now_ms);
+                    match kind {
+                        "m" if live => om += v,
+                        "t" if live => ot += v,
+                        _ => {}
+                    }
+                }
                 Ok(BudgetStatus {
                     used_micros: um,
                     used_tokens: ut,
-                    out_micros: out.get("m").copied().unwrap_or(0),
-                    out_tokens: out.get("t").copied().unwrap_or(0),
+                    out_micros: om,
+                    out_tokens: ot,
                 })
             }
         }

@@ -180,7 +180,7 @@ async fn stop(
 async fn health(State(w): State<Web>) -> Response {
     match &w.guard {
         Some(g) => {
-            let h = g.health();
+            let h = g.status();
             let code = if h.breaker_reachable {
                 StatusCode::OK
             } else {

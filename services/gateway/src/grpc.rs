@@ -266,12 +266,14 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let service_name = <pb::gateway_server::GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
-    // Health follows readiness: SERVING while every route has a usable target.
+    // Health follows readiness: SERVING while every route has a usable target and spend checks
+    // are not failing closed.
     let watcher = {
         let router = Arc::clone(&router);
         tokio::spawn(async move {
             loop {
-                let status = if router.readiness().is_ok() {
+                let closed = matches!(router.hooks.spend.health(), crate::hooks::GuardHealth::FailingClosed(_));
+                let status = if router.readiness().is_ok() && !closed {
                     tonic_health::ServingStatus::Serving
                 } else {
                     tonic_health::ServingStatus::NotServing

@@ -75,6 +75,26 @@ pub trait SpendGuard: Send + Sync {
     /// Admits the request (reserving its worst case) or refuses it with the error the caller sees,
     /// typically [`ApiError::PaymentRequired`] while a session is paused or a hard budget is spent.
     fn admit(&self, req: &SpendRequest<'_>) -> Result<Box<dyn Admission>, ApiError>;
+
+    /// What the gateway's health output (`/readyz`, gRPC health) says about spend checks. Cheap:
+    /// read from local state, never a network call.
+    fn health(&self) -> GuardHealth {
+        GuardHealth::Ok
+    }
+}
+
+/// The spend guard's part of the gateway's readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum GuardHealth {
+    /// No guard, or its breaker answers.
+    #[default]
+    Ok,
+    /// The breaker is unreachable and the policy is to fail open: requests are served unmetered.
+    /// The gateway stays ready and shows this warning.
+    FailingOpen(String),
+    /// The breaker is unreachable and the policy is to fail closed: every request is refused, so
+    /// the gateway is not ready.
+    FailingClosed(String),
 }
 
 /// Admits everything (breakers off).

@@ -327,9 +327,16 @@ async fn metrics(State(router): State<Arc<Router>>) -> Response {
 }
 
 async fn readyz(State(router): State<Arc<Router>>) -> Response {
-    match router.readiness() {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    use crate::hooks::GuardHealth;
+    match (router.readiness(), router.hooks.spend.health()) {
+        (Err(why), _) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        (Ok(()), GuardHealth::FailingClosed(why)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("spend checks failing closed: {why}")).into_response()
+        }
+        (Ok(()), GuardHealth::FailingOpen(why)) => {
+            (StatusCode::OK, format!("ready\nwarning: spend checks failing open (requests unmetered): {why}")).into_response()
+        }
+        (Ok(()), GuardHealth::Ok) => (StatusCode::OK, "ready").into_response(),
     }
 }
 
