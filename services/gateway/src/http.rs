@@ -31,7 +31,8 @@ trait Wire: Send + Sync + 'static {
     fn parse(body: &[u8]) -> Result<Self::Parsed, ApiError>;
     fn request(p: &Self::Parsed) -> &ChatRequest;
     fn session_hint(p: &Self::Parsed) -> Option<String>;
-    fn render(resp: &ChatResponse) -> serde_json::Value;
+    /// The whole answer's JSON body.
+    fn render(resp: &ChatResponse) -> Vec<u8>;
     fn encoder(p: &Self::Parsed) -> Self::Encoder;
     fn encode(enc: &mut Self::Encoder, ev: &StreamEvent) -> Vec<SseEvent>;
     fn encode_error(enc: &mut Self::Encoder, err: &ApiError) -> Vec<SseEvent>;
@@ -39,7 +40,7 @@ trait Wire: Send + Sync + 'static {
 }
 
 macro_rules! wire {
-    ($ty:ident, $m:ident, $name:literal, $error_body:ident) => {
+    ($ty:ident, $m:ident, $name:literal, $error_body:ident, $render:ident) => {
         struct $ty;
         impl Wire for $ty {
             const NAME: &'static str = $name;
@@ -54,8 +55,9 @@ macro_rules! wire {
             fn session_hint(p: &Self::Parsed) -> Option<String> {
                 p.session_hint.clone()
             }
-            fn render(resp: &ChatResponse) -> serde_json::Value {
-                ingress::$m::render(resp)
+            fn render(resp: &ChatResponse) -> Vec<u8> {
+                // Serialising these types cannot fail (string keys, no non-finite floats).
+                serde_json::to_vec(&ingress::$m::$render(resp)).unwrap_or_default()
             }
             fn encoder(p: &Self::Parsed) -> Self::Encoder {
                 ingress::$m::StreamEncoder::new(p)
@@ -73,9 +75,9 @@ macro_rules! wire {
     };
 }
 
-wire!(OpenAiChat, openai_chat, "openai_chat", openai_body);
-wire!(Responses, responses, "openai_responses", openai_body);
-wire!(Anthropic, anthropic, "anthropic", anthropic_body);
+wire!(OpenAiChat, openai_chat, "openai_chat", openai_body, completion);
+wire!(Responses, responses, "openai_responses", openai_body, render);
+wire!(Anthropic, anthropic, "anthropic", anthropic_body, render);
 
 /// Builds the HTTP application.
 pub fn app(router: Arc<Router>) -> AxumRouter {
@@ -119,17 +121,16 @@ async fn read_body(router: &Router, req: Request) -> Result<(HeaderMap, Bytes), 
     Ok((parts.headers, bytes))
 }
 
-fn request_meta(router: &Router, headers: &HeaderMap, hint: Option<String>) -> Result<RequestMeta, ApiError> {
-    let identity = auth::authenticate(&router.cfg, headers)?;
+fn request_meta(identity: crate::types::Identity, headers: &HeaderMap, hint: Option<String>) -> RequestMeta {
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(RequestMeta {
+    RequestMeta {
         request_id: header_str("x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         identity,
         session_id: auth::session_id(headers, hint),
         harness: auth::harness(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())),
         anthropic_version: header_str("anthropic-version"),
         anthropic_beta: header_str("anthropic-beta"),
-    })
+    }
 }
 
 fn count(router: &Router, ingress: &'static str, route: &str, outcome: &'static str) {
@@ -142,10 +143,13 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
         Err(e) => return error_response::<W>(&e),
     };
     // Authenticate before parsing, so an unknown caller learns nothing about the body's validity.
-    if let Err(e) = auth::authenticate(&router.cfg, &headers) {
-        count(&router, W::NAME, "", "unauthorized");
-        return error_response::<W>(&e);
-    }
+    let identity = match auth::authenticate(&router.cfg, &headers) {
+        Ok(identity) => identity,
+        Err(e) => {
+            count(&router, W::NAME, "", "unauthorized");
+            return error_response::<W>(&e);
+        }
+    };
     let parsed = match W::parse(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -153,10 +157,7 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
             return error_response::<W>(&e);
         }
     };
-    let meta = match request_meta(&router, &headers, W::session_hint(&parsed)) {
-        Ok(m) => m,
-        Err(e) => return error_response::<W>(&e),
-    };
+    let meta = request_meta(identity, &headers, W::session_hint(&parsed));
     let span = tracing::debug_span!("request", ingress = W::NAME, route = %W::request(&parsed).model, user = %meta.identity.user, session = ?meta.session_id, harness = meta.harness.as_str(), id = %meta.request_id);
     if W::request(&parsed).stream {
         stream_response::<W>(router, parsed, meta).instrument(span).await
@@ -165,7 +166,8 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
         match router.complete(W::request(&parsed), &meta).instrument(span).await {
             Ok(resp) => {
                 count(&router, W::NAME, &route, "ok");
-                let mut r = axum::Json(W::render(&resp)).into_response();
+                let mut r = Response::new(Body::from(W::render(&resp)));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 served_headers(r.headers_mut(), &resp.provider, &resp.model, resp.failed_attempts.len());
                 r
             }

@@ -25,7 +25,7 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot build the HTTP client of a provider: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] provider::client::ClientError),
 }
 
 /// A running gateway (HTTP and gRPC). Dropping it does not stop it; call [`Running::shutdown`].

@@ -42,7 +42,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, hooks: Hooks) -> Result<Router, reqwest::Error> {
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, hooks: Hooks) -> Result<Router, crate::provider::client::ClientError> {
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         let mut local = None;
         for (name, p) in &cfg.providers {

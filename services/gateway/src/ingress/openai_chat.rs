@@ -290,18 +290,89 @@ fn finish_reason(stop: StopReason) -> &'static str {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    let prompt = u.input + u.cache_read + u.cache_write;
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": u.output,
-        "total_tokens": prompt + u.output,
-        "prompt_tokens_details": {"cached_tokens": u.cache_read},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
-    })
+    serde_json::to_value(OaUsage::new(u)).unwrap_or(Value::Null)
 }
 
-/// Renders a whole answer as a `chat.completion` object.
-pub fn render(resp: &ChatResponse) -> Value {
+#[derive(serde::Serialize)]
+struct OaUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+}
+
+#[derive(serde::Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl OaUsage {
+    fn new(u: &Usage) -> Self {
+        let prompt = u.input + u.cache_read + u.cache_write;
+        OaUsage {
+            prompt_tokens: prompt,
+            completion_tokens: u.output,
+            total_tokens: prompt + u.output,
+            prompt_tokens_details: CachedTokens { cached_tokens: u.cache_read },
+            completion_tokens_details: ReasoningTokens { reasoning_tokens: u.reasoning },
+        }
+    }
+}
+
+/// A whole answer as a `chat.completion` object, serialised straight from the borrowed answer (no
+/// intermediate `Value`: this is on every non-streaming request's path).
+#[derive(serde::Serialize)]
+pub struct Completion<'a> {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    usage: OaUsage,
+    retort: wire::Served<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: AssistantMessage<'a>,
+    finish_reason: &'static str,
+    logprobs: Option<()>,
+}
+
+#[derive(serde::Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OaToolCall<'a>>,
+    refusal: Option<()>,
+}
+
+#[derive(serde::Serialize)]
+struct OaToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OaFunction<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct OaFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// The `chat.completion` object of a whole answer.
+pub fn completion(resp: &ChatResponse) -> Completion<'_> {
     let text = resp.text();
     let reasoning: String = resp
         .content
@@ -311,55 +382,43 @@ pub fn render(resp: &ChatResponse) -> Value {
             _ => None,
         })
         .collect();
-    let tool_calls: Vec<Value> = resp
+    let tool_calls = resp
         .content
         .iter()
         .filter_map(|p| match p {
-            Part::ToolCall {
+            Part::ToolCall { id, name, arguments } => Some(OaToolCall {
                 id,
-                name,
-                arguments,
-            } => Some(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": arguments},
-            })),
+                kind: "function",
+                function: OaFunction { name, arguments },
+            }),
             _ => None,
         })
         .collect();
-
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert(
-        "content".into(),
-        if text.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        },
-    );
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(reasoning));
-    }
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
-    message.insert("refusal".into(), Value::Null);
-
-    json!({
-        "id": wire::prefixed_id("chatcmpl-", &resp.id),
-        "object": "chat.completion",
-        "created": wire::unix_now(),
-        "model": resp.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": finish_reason(resp.stop_reason),
-            "logprobs": null,
+    Completion {
+        id: wire::prefixed_id("chatcmpl-", &resp.id),
+        object: "chat.completion",
+        created: wire::unix_now(),
+        model: &resp.model,
+        choices: [Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: (!text.is_empty()).then_some(text),
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls,
+                refusal: None,
+            },
+            finish_reason: finish_reason(resp.stop_reason),
+            logprobs: None,
         }],
-        "usage": usage_json(&resp.usage),
-        "retort": wire::retort(&resp.provider, &resp.model, &resp.failed_attempts),
-    })
+        usage: OaUsage::new(&resp.usage),
+        retort: wire::served(&resp.provider, &resp.model, &resp.failed_attempts),
+    }
+}
+
+/// Renders a whole answer as a `chat.completion` object.
+pub fn render(resp: &ChatResponse) -> Value {
+    serde_json::to_value(completion(resp)).unwrap_or(Value::Null)
 }
 
 /// Encodes a stream of [`StreamEvent`]s as `chat.completion.chunk` events.

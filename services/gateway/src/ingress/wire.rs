@@ -348,18 +348,18 @@ pub fn prefixed_id(prefix: &str, id: &str) -> String {
 }
 
 /// The `retort` extension object naming who served the answer.
+#[derive(serde::Serialize)]
+pub struct Served<'a> {
+    provider: &'a str,
+    model: &'a str,
+    failed_attempts: &'a [FailedAttempt],
+}
+
+pub fn served<'a>(provider: &'a str, model: &'a str, failed: &'a [FailedAttempt]) -> Served<'a> {
+    Served { provider, model, failed_attempts: failed }
+}
+
+/// [`Served`] as a JSON value.
 pub fn retort(provider: &str, model: &str, failed: &[FailedAttempt]) -> Value {
-    let failed: Vec<Value> = failed
-        .iter()
-        .map(|f| {
-            json!({
-                "provider": f.provider,
-                "model": f.model,
-                "error": f.error,
-                "status": f.status,
-                "duration_ms": f.duration_ms,
-            })
-        })
-        .collect();
-    json!({"provider": provider, "model": model, "failed_attempts": failed})
+    serde_json::to_value(served(provider, model, failed)).unwrap_or(Value::Null)
 }

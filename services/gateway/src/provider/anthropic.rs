@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::{
     EventStream, Provider, ProviderError, classify_status,
-    common::{MAX_ERROR_MESSAGE, send_json, truncate_chars},
+    client::{Endpoint, HttpClient, body_stream, read_body},
+    common::{MAX_ERROR_MESSAGE, MAX_RESPONSE_BODY, truncate_chars},
 };
 use crate::{
     config::ProviderConfig,
@@ -500,49 +501,37 @@ fn parse_response(
 
 pub struct Anthropic {
     cfg: ProviderConfig,
-    client: reqwest::Client,
-    /// The endpoint, parsed once (reqwest would re-parse a string on every request).
-    endpoint: String,
-    url: Option<reqwest::Url>,
+    client: HttpClient,
+    /// The endpoint, parsed once.
+    endpoint: Endpoint,
 }
 
 impl Anthropic {
-    pub fn new(cfg: ProviderConfig, client: reqwest::Client) -> Self {
-        let endpoint = format!("{}/messages", cfg.base_url);
-        let url = reqwest::Url::parse(&endpoint).ok();
-        Anthropic { cfg, client, endpoint, url }
+    pub fn new(cfg: ProviderConfig, client: HttpClient) -> Self {
+        let endpoint = Endpoint::new(format!("{}/messages", cfg.base_url));
+        Anthropic { cfg, client, endpoint }
     }
 
-    /// Sends one request (through [`send_json`]); a non-2xx answer becomes `ProviderError::Status`.
+    /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
     async fn send(
         &self,
         body: &AnRequest<'_>,
         meta: &RequestMeta,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut rb = self
-            .client
-            .post(match &self.url {
-                Some(u) => u.clone(),
-                None => return Err(ProviderError::Connect(format!("invalid provider URL {}", self.endpoint))),
-            })
-            .json(body)
-            .header(
-                "anthropic-version",
-                meta.anthropic_version
-                    .as_deref()
-                    .unwrap_or(DEFAULT_ANTHROPIC_VERSION),
-            );
+    ) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
+        let json = serde_json::to_vec(body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
+        let invalid = |what: &str| ProviderError::Connect(format!("the {what} is not a valid header value"));
+        let mut headers = http::HeaderMap::new();
+        let version = meta.anthropic_version.as_deref().unwrap_or(DEFAULT_ANTHROPIC_VERSION);
+        headers.insert("anthropic-version", http::HeaderValue::from_str(version).map_err(|_| invalid("anthropic-version"))?);
         if !self.cfg.api_key.is_empty() {
-            let mut key = http::HeaderValue::from_str(self.cfg.api_key.expose()).map_err(|_| {
-                ProviderError::Connect("the API key is not a valid header value".into())
-            })?;
+            let mut key = http::HeaderValue::from_str(self.cfg.api_key.expose()).map_err(|_| invalid("API key"))?;
             key.set_sensitive(true);
-            rb = rb.header("x-api-key", key);
+            headers.insert("x-api-key", key);
         }
         if let Some(beta) = &meta.anthropic_beta {
-            rb = rb.header("anthropic-beta", beta.as_str());
+            headers.insert("anthropic-beta", http::HeaderValue::from_str(beta).map_err(|_| invalid("anthropic-beta"))?);
         }
-        send_json(rb, body.stream, &self.cfg.headers).await
+        self.client.post_json(&self.endpoint, json, body.stream, headers, &self.cfg.headers).await
     }
 }
 
@@ -559,10 +548,7 @@ impl Provider for Anthropic {
         meta: &RequestMeta,
     ) -> Result<ChatResponse, ProviderError> {
         let resp = self.send(&to_wire(req, model, false), meta).await?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ProviderError::from_reqwest(&e))?;
+        let body = read_body(resp, MAX_RESPONSE_BODY).await?;
         parse_response(&body, &self.cfg.name, model)
     }
 
@@ -574,7 +560,7 @@ impl Provider for Anthropic {
     ) -> Result<EventStream, ProviderError> {
         let resp = self.send(&to_wire(req, model, true), meta).await?;
         Ok(parse_stream(
-            resp.bytes_stream(),
+            body_stream(resp),
             self.cfg.name.clone(),
             model.to_owned(),
         ))

@@ -468,7 +468,8 @@ fn adapter(base_url: String) -> Anthropic {
         headers: vec![],
         dir: None,
     };
-    Anthropic::new(cfg, reqwest::Client::new())
+    let client = crate::provider::client::HttpClient::new(&cfg).expect("client");
+    Anthropic::new(cfg, client)
 }
 
 #[tokio::test]

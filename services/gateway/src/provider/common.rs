@@ -15,6 +15,8 @@ use crate::types::StreamEvent;
 pub(crate) const FINISH_GRACE: Duration = Duration::from_millis(500);
 /// Largest error body read from an upstream.
 pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest whole (non-streamed) answer read from an upstream.
+pub(crate) const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 /// Longest error message passed on.
 pub(crate) const MAX_ERROR_MESSAGE: usize = 500;
 
@@ -43,22 +45,26 @@ pub(crate) fn error_message(body: &str) -> String {
 }
 
 /// Reads at most `cap` bytes of a response body; a body that breaks off yields what was read.
-pub(crate) async fn read_capped(mut resp: reqwest::Response, cap: usize) -> String {
+pub(crate) async fn read_capped(resp: http::Response<hyper::body::Incoming>, cap: usize) -> String {
+    use http_body_util::BodyExt;
+    let mut body = resp.into_body();
     let mut buf = Vec::new();
     while buf.len() < cap {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(cap - buf.len());
-                buf.extend_from_slice(&chunk[..take]);
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(chunk) = frame.into_data() {
+                    let take = chunk.len().min(cap - buf.len());
+                    buf.extend_from_slice(&chunk[..take]);
+                }
             }
-            Ok(None) | Err(_) => break,
+            Some(Err(_)) | None => break,
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// The error for a non-2xx response: status, classification, message and `Retry-After`.
-pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
+pub(crate) async fn status_error(resp: http::Response<hyper::body::Incoming>) -> ProviderError {
     let status = resp.status().as_u16();
     let retry_after = parse_retry_after(resp.headers());
     let body = read_capped(resp, MAX_ERROR_BODY).await;
@@ -97,30 +103,6 @@ pub(crate) fn sse_error<E: std::error::Error>(e: &EventStreamError<E>) -> String
         EventStreamError::Utf8(e) => format!("invalid UTF-8 in event stream: {e}"),
         EventStreamError::Parser(e) => format!("invalid event stream: {e}"),
     }
-}
-
-/// Sends a request the adapter has built (URL, JSON body, auth and protocol headers): adds `Accept:
-/// text/event-stream` when `stream`, then the configured extra `headers`. A transport error or a
-/// non-2xx answer becomes the matching [`ProviderError`].
-pub(crate) async fn send_json(
-    mut rb: reqwest::RequestBuilder,
-    stream: bool,
-    headers: &[(String, String)],
-) -> Result<reqwest::Response, ProviderError> {
-    if stream {
-        rb = rb.header(http::header::ACCEPT, "text/event-stream");
-    }
-    for (k, v) in headers {
-        rb = rb.header(k.as_str(), v.as_str());
-    }
-    let resp = rb
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_reqwest(&e))?;
-    if !resp.status().is_success() {
-        return Err(status_error(resp).await);
-    }
-    Ok(resp)
 }
 
 /// One item of a provider's event stream.

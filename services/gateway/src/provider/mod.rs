@@ -1,6 +1,7 @@
 //! Provider adapters: one file per upstream API, all behind the [`Provider`] trait. Adding a provider
 //! is one adapter plus one line in [`build`]; nothing else in the gateway knows a provider's wire format.
 pub mod anthropic;
+pub mod client;
 mod common;
 pub mod local;
 pub mod openai;
@@ -11,7 +12,6 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 
-use self::common::error_chain;
 use crate::{
     config::{ProviderConfig, ProviderKind},
     types::{ChatRequest, ChatResponse, RequestMeta, StreamEvent},
@@ -151,19 +151,6 @@ impl ProviderError {
             },
         }
     }
-
-    /// Classifies a transport error from reqwest.
-    pub fn from_reqwest(e: &reqwest::Error) -> ProviderError {
-        if e.is_timeout() && e.is_connect() {
-            ProviderError::Timeout(TimeoutKind::Connect)
-        } else if e.is_connect() {
-            ProviderError::Connect(error_chain(e))
-        } else if e.is_body() || e.is_decode() {
-            ProviderError::StreamCut(error_chain(e))
-        } else {
-            ProviderError::Connect(error_chain(e))
-        }
-    }
 }
 
 /// Classifies an upstream error status and body (both OpenAI and Anthropic shapes), shared by adapters.
@@ -233,24 +220,11 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Builds the HTTP client of one provider: pooled, TCP_NODELAY, HTTP/2 when configured.
-pub fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, reqwest::Error> {
-    let mut b = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(cfg.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024);
-    if cfg.http2 {
-        b = b.http2_prior_knowledge().http2_adaptive_window(true);
-    }
-    b.build()
-}
-
 /// Builds the adapter for one configured provider.
-pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, reqwest::Error> {
+pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, client::ClientError> {
     Ok(match cfg.kind {
-        ProviderKind::Openai => Arc::new(openai::OpenAi::new(cfg.clone(), http_client(cfg)?)),
-        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(cfg.clone(), http_client(cfg)?)),
+        ProviderKind::Openai => Arc::new(openai::OpenAi::new(cfg.clone(), client::HttpClient::new(cfg)?)),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(cfg.clone(), client::HttpClient::new(cfg)?)),
         ProviderKind::Local => Arc::new(local::Local::new(cfg)),
     })
 }

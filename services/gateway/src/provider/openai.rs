@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::{
     EventStream, Provider, ProviderError, classify_status,
-    common::{MAX_ERROR_MESSAGE, send_json, truncate_chars},
+    client::{Endpoint, HttpClient, body_stream, read_body},
+    common::{MAX_ERROR_MESSAGE, MAX_RESPONSE_BODY, truncate_chars},
 };
 use crate::{
     config::ProviderConfig,
@@ -535,32 +536,28 @@ fn error_object_status(err: &Value, body: &str) -> ProviderError {
 
 pub struct OpenAi {
     cfg: ProviderConfig,
-    client: reqwest::Client,
-    /// The endpoint, parsed once (reqwest would re-parse a string on every request).
-    endpoint: String,
-    url: Option<reqwest::Url>,
+    client: HttpClient,
+    /// The endpoint, parsed once.
+    endpoint: Endpoint,
 }
 
 impl OpenAi {
-    pub fn new(cfg: ProviderConfig, client: reqwest::Client) -> Self {
-        let endpoint = format!("{}/chat/completions", cfg.base_url);
-        let url = reqwest::Url::parse(&endpoint).ok();
-        OpenAi { cfg, client, endpoint, url }
+    pub fn new(cfg: ProviderConfig, client: HttpClient) -> Self {
+        let endpoint = Endpoint::new(format!("{}/chat/completions", cfg.base_url));
+        OpenAi { cfg, client, endpoint }
     }
 
-    /// Sends one request (through [`send_json`]); a non-2xx answer becomes `ProviderError::Status`.
-    async fn send(&self, body: &OaRequest<'_>) -> Result<reqwest::Response, ProviderError> {
-        let mut rb = self
-            .client
-            .post(match &self.url {
-                Some(u) => u.clone(),
-                None => return Err(ProviderError::Connect(format!("invalid provider URL {}", self.endpoint))),
-            })
-            .json(body);
+    /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
+    async fn send(&self, body: &OaRequest<'_>) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
+        let json = serde_json::to_vec(body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
+        let mut headers = http::HeaderMap::new();
         if !self.cfg.api_key.is_empty() {
-            rb = rb.bearer_auth(self.cfg.api_key.expose());
+            let mut auth = http::HeaderValue::from_str(&format!("Bearer {}", self.cfg.api_key.expose()))
+                .map_err(|_| ProviderError::Connect("the API key is not a valid header value".into()))?;
+            auth.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, auth);
         }
-        send_json(rb, body.stream, &self.cfg.headers).await
+        self.client.post_json(&self.endpoint, json, body.stream, headers, &self.cfg.headers).await
     }
 }
 
@@ -577,10 +574,7 @@ impl Provider for OpenAi {
         _meta: &RequestMeta,
     ) -> Result<ChatResponse, ProviderError> {
         let resp = self.send(&to_wire(req, model, false)).await?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ProviderError::from_reqwest(&e))?;
+        let body = read_body(resp, MAX_RESPONSE_BODY).await?;
         parse_response(&body, &self.cfg.name, model)
     }
 
@@ -592,7 +586,7 @@ impl Provider for OpenAi {
     ) -> Result<EventStream, ProviderError> {
         let resp = self.send(&to_wire(req, model, true)).await?;
         Ok(parse_stream(
-            resp.bytes_stream(),
+            body_stream(resp),
             self.cfg.name.clone(),
             model.to_owned(),
         ))

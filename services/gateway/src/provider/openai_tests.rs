@@ -580,7 +580,8 @@ fn adapter(base_url: String, key: &str) -> OpenAi {
         headers: vec![("x-extra".into(), "yes".into())],
         dir: None,
     };
-    OpenAi::new(cfg, reqwest::Client::new())
+    let client = crate::provider::client::HttpClient::new(&cfg).expect("client");
+    OpenAi::new(cfg, client)
 }
 
 #[tokio::test]
