@@ -12,6 +12,11 @@ use retort_gateway::config::Config;
 /// Sections of the configuration file that belong to services other than the gateway.
 const OTHER_SERVICES_SECTIONS: [&str; 3] = ["metering", "spend", "prices"];
 
+/// mimalloc: the gateway allocates a few dozen small objects per request; glibc malloc/free were a
+/// quarter of its instructions (callgrind, bench scenario a), mimalloc a fraction of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEMO_CONFIG: &str = include_str!("../../../deploy/retort.demo.toml");
 
 #[derive(Parser)]
