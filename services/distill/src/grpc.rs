@@ -31,8 +31,16 @@ impl pb::distill_server::Distill for DistillService {
 
     async fn watch(&self, r: Request<pb::WatchJobRequest>) -> Result<Response<ProgressStream>, Status> {
         let id = r.into_inner().job_id;
-        let job = self.engine.job(&id).await?;
-        let rx = match self.engine.subscribe(&id) {
+        let row = self
+            .engine
+            .store
+            .job(&id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let unfinished = matches!(row.state.as_str(), "queued" | "running");
+        let stored = row.progress_json.clone();
+        let job = self.engine.to_pb(row).await?;
+        let rx = match self.engine.subscribe(&id, unfinished, &stored) {
             Some(rx) => rx,
             None => {
                 // Not running here: one snapshot from the store.

@@ -366,9 +366,21 @@ impl Engine {
         self.progress.lock().ok()?.get(id).map(|tx| tx.borrow().clone())
     }
 
-    /// Follows a job's progress: `None` when it is not running in this process.
-    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<Progress>> {
-        self.progress.lock().ok()?.get(id).map(watch::Sender::subscribe)
+    /// Follows a job's progress. `stored` seeds it for a job that is queued or running but has not
+    /// reported yet (just resumed); `None` when the job is not running in this process.
+    pub fn subscribe(&self, id: &str, unfinished: bool, stored: &str) -> Option<watch::Receiver<Progress>> {
+        let mut map = self.progress.lock().ok()?;
+        if let Some(tx) = map.get(id) {
+            return Some(tx.subscribe());
+        }
+        if !unfinished {
+            return None;
+        }
+        let seed: Progress = serde_json::from_str(stored).unwrap_or_default();
+        let tx = watch::channel(seed).0;
+        let rx = tx.subscribe();
+        map.insert(id.to_string(), tx);
+        Some(rx)
     }
 
     async fn save_progress(&self, id: &str) {
@@ -478,6 +490,8 @@ impl Engine {
             }
             let stage = self.progress_now(id).map(|p| p.stage).unwrap_or_default();
             tracing::warn!(job = %id, %stage, error = %msg, "distill job ended without a report");
+            // The store first: whoever sees `done` on the stream must find the final state.
+            let _ = self.store.set_state(id, state, &stage, &msg).await;
             self.set_progress(id, |p| {
                 p.state = state.into();
                 p.done = true;
@@ -485,7 +499,6 @@ impl Engine {
                 p.message = format!("{state}: {msg}");
                 p.eta_secs = 0.0;
             });
-            let _ = self.store.set_state(id, state, &stage, &msg).await;
             self.save_progress(id).await;
         }
         if let Ok(mut live) = self.live.lock() {
@@ -516,6 +529,8 @@ impl Engine {
                 continue;
             }
             self.check(flag, deadline, spec.time_limit_secs)?;
+            // Keep the warnings an earlier stage recorded (teacher failures).
+            let warnings = self.store.job(id).await?.map(|r| r.error).unwrap_or(warnings.clone());
             self.store.set_state(id, "running", stage, &warnings).await?;
             self.store.stage_started(id, stage).await?;
             self.set_progress(id, |p| {
