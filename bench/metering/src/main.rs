@@ -1,12 +1,15 @@
-//! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]`:
+//! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]` (`STREAMS=N` sets the
+//! concurrent ingest streams, default 4):
 //! 1. ingest throughput (events/s) into SQLite (a temp file) and Postgres (RETORT_TEST_DATABASE_URL,
 //!    a schema of its own, dropped after), through `Metering::ingest` — validation, pricing, raw
-//!    insert and rollup upsert — in batches of 500 as the gateway's client sends them, with 4
-//!    concurrent streams;
+//!    insert and every rollup (hourly, daily, sessions, dimensions) — in batches of 500 as the
+//!    gateway's client sends them, from concurrent streams (the store's group commit takes the
+//!    batches waiting into one transaction);
 //! 2. dashboard query latency over QUERY_EVENTS (default 10 million; 0 skips) events in Postgres,
-//!    seeded server-side with `generate_series` into a schema of its own (dropped after), the hourly
-//!    rollup built from them with one `INSERT ... SELECT ... GROUP BY`; every query `/dashboard`
-//!    issues (default range: the last 7 days) is timed up to 50 times, p50/p95 reported.
+//!    seeded server-side with `generate_series` into a schema of its own (dropped after; indexes
+//!    built after the load), the rollups built from them in SQL with the same aggregates ingest
+//!    maintains; every query `/dashboard` issues (default range: the last 7 days) is timed up to
+//!    50 times, p50/p95 reported, plus a few filtered variants.
 #![allow(clippy::print_stdout)]
 use std::{sync::Arc, time::Instant};
 
@@ -15,19 +18,38 @@ use retort_metering::{
     pricing::Prices,
     query,
     service::Metering,
-    store::{Arg, StoreOptions},
+    store::StoreOptions,
     time,
 };
 use retort_proto::v1 as pb;
 
 const BATCH: usize = 500;
-const STREAMS: usize = 4;
 
-fn event(i: usize, now: i64) -> pb::UsageEvent {
+fn streams() -> usize {
+    std::env::var("STREAMS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(4)
+}
+
+/// How ingested events' times are spread: `live` (the default) — in arrival order over the last
+/// hour, as gateways send them; `week` — each batch of 500 spans ~8 hours of a week (i % 10,000
+/// minutes ago), so nearly every event lands in a rollup row of its own (the worst case for rollup
+/// maintenance; the only spread before the group commit).
+fn week_spread() -> bool {
+    std::env::var("SPREAD").is_ok_and(|s| s == "week")
+}
+
+fn event(i: usize, n: usize, now: i64, week: bool) -> pb::UsageEvent {
     let users = 200;
     pb::UsageEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
-        time_ms: now - (i as i64 % 10_000) * 60_000,
+        time_ms: if week {
+            now - (i as i64 % 10_000) * 60_000
+        } else {
+            now - time::HOUR_MS + (i as i64 * time::HOUR_MS) / n.max(1) as i64
+        },
         request_id: format!("r{i}"),
         user: format!("user{}", i % users),
         team: format!("team{}", i % 12),
@@ -79,15 +101,16 @@ async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
     ));
     let now = time::now_ms();
     let batches: Vec<Vec<pb::UsageEvent>> = (0..n)
-        .map(|i| event(i, now))
+        .map(|i| event(i, n, now, week_spread()))
         .collect::<Vec<_>>()
         .chunks(BATCH)
         .map(|c| c.to_vec())
         .collect();
-    let per = batches.len().div_ceil(STREAMS);
+    let streams = streams();
+    let per = batches.len().div_ceil(streams);
     let mut groups: Vec<Vec<Vec<pb::UsageEvent>>> = Vec::new();
     let mut it = batches.into_iter();
-    for _ in 0..STREAMS {
+    for _ in 0..streams {
         groups.push(it.by_ref().take(per).collect());
     }
     let t0 = Instant::now();
@@ -109,7 +132,10 @@ async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
     let secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(recorded as usize == n, "{name}: recorded {recorded} of {n}");
     let rate = n as f64 / secs;
-    println!("{name}: {n} events in {secs:.2} s = {rate:.0} events/s");
+    println!(
+        "{name}: {n} events in {secs:.2} s = {rate:.0} events/s ({streams} streams of {BATCH}-event batches, {} spread)",
+        if week_spread() { "week" } else { "live" }
+    );
     Ok(rate)
 }
 
@@ -153,14 +179,15 @@ async fn main() -> anyhow::Result<()> {
     r?;
     if qn > 0 {
         let schema = format!("metering_qbench_{}", uuid::Uuid::new_v4().simple());
+        let url = std::env::var("RETORT_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
         let pg = Store::connect(&StoreOptions {
-            url: std::env::var("RETORT_TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into()),
+            url: url.clone(),
             schema: Some(schema.clone()),
             max_connections: 4,
         })
         .await?;
-        let r = queries(pg.clone(), qn).await;
+        let r = queries(pg.clone(), &url, &schema, qn).await;
         pg.drop_schema(&schema).await?;
         pg.close().await;
         r?;
@@ -173,9 +200,18 @@ const SPAN_MS: i64 = 30 * time::DAY_MS;
 
 /// Seeds `n` events server-side: 200 users (each with a fixed team, discipline and level),
 /// sessions of 50 events each belonging to one user, 4 models (3 providers' tiers), 4 harnesses,
-/// 2 % failures, reasoning on a third of the events.
-async fn seed(store: &Store, n: i64, now: i64) -> anyhow::Result<()> {
+/// 2 % failures, reasoning on a third of the events. The raw table's indexes are dropped for the
+/// load and rebuilt after it; the rollups are then built in SQL with the aggregates ingest keeps.
+async fn seed(url: &str, schema: &str, n: i64, now: i64) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Executor};
     let t0 = Instant::now();
+    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let mut c = opts.options([("search_path", schema)]).connect().await?;
+    c.execute(
+        "SET work_mem = '256MB'; SET maintenance_work_mem = '512MB'; SET synchronous_commit = off; \
+         ALTER TABLE usage_events DROP CONSTRAINT usage_events_pkey; DROP INDEX usage_events_ts; DROP INDEX usage_events_session",
+    )
+    .await?;
     let sql = "INSERT INTO usage_events (event_id, ts_ms, request_id, user_name, team, discipline, level, session_id, harness, route, \
         provider, model, outcome, status, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, latency_ms, \
         ttft_ms, reasoning_ms, stream, cost_micros, price_version, tier, unpriced, unknown_user, recorded_ms) \
@@ -188,30 +224,62 @@ async fn seed(store: &Store, n: i64, now: i64) -> anyhow::Result<()> {
         CASE WHEN g % 50 = 0 THEN 0 ELSE (1000 + g % 500) * (ARRAY[15, 3, 1, 2])[g % 4 + 1] END, 'v1', \
         (ARRAY['premium','standard','economy','standard'])[g % 4 + 1], 0, 0, $1 \
         FROM generate_series(1::bigint, $3) AS g";
-    store
-        .select(sql, &[Arg::I(now), Arg::I(SPAN_MS), Arg::I(n)], &[])
+    sqlx::query(sql)
+        .bind(now)
+        .bind(SPAN_MS)
+        .bind(n)
+        .execute(&mut c)
         .await?;
     let t1 = Instant::now();
-    let roll = "INSERT INTO usage_hourly (hour_ms, user_name, team, discipline, level, model, provider, harness, route, tier, requests, failed, \
-        input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, reasoning_ms, latency_ms, unpriced) \
-        SELECT ts_ms - ts_ms % 3600000, user_name, team, discipline, level, model, provider, harness, route, tier, COUNT(*), \
-        SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cache_read_tokens), \
-        SUM(cache_write_tokens), SUM(cost_micros), SUM(reasoning_ms), SUM(latency_ms), SUM(unpriced) \
-        FROM usage_events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10";
-    store.select(roll, &[], &[]).await?;
-    store.select("ANALYZE", &[], &[]).await?;
-    let rows = store
-        .select(
-            "SELECT COUNT(*) FROM usage_hourly",
-            &[],
-            &[retort_metering::store::Col::Int],
+    c.execute(
+        "ALTER TABLE usage_events ADD PRIMARY KEY (event_id); CREATE INDEX usage_events_ts ON usage_events (ts_ms); \
+         CREATE INDEX usage_events_session ON usage_events (session_id, ts_ms)",
+    )
+    .await?;
+    let t2 = Instant::now();
+    let sums = "SUM(requests), SUM(failed), SUM(input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cache_read_tokens), \
+        SUM(cache_write_tokens), SUM(cost_micros), SUM(reasoning_ms), SUM(latency_ms), SUM(unpriced)";
+    let dims = ["user_name", "team", "discipline", "level", "model", "provider", "harness", "route", "tier"];
+    let names = ["user", "team", "discipline", "level", "model", "provider", "harness", "route", "tier"];
+    let dims_sql = dims
+        .iter()
+        .zip(names)
+        .map(|(d, n)| format!("SELECT DISTINCT hour_ms, '{n}', {d} FROM usage_hourly"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    c.execute(
+        format!(
+            "INSERT INTO usage_hourly SELECT ts_ms - ts_ms % 3600000, user_name, team, discipline, level, model, provider, harness, route, tier, \
+             COUNT(*), SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), SUM(reasoning_tokens), \
+             SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_micros), SUM(reasoning_ms), SUM(latency_ms), SUM(unpriced) \
+             FROM usage_events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10; \
+             INSERT INTO usage_daily SELECT hour_ms - hour_ms % 86400000, user_name, team, discipline, level, model, provider, harness, route, tier, \
+             {sums} FROM usage_hourly GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10; \
+             INSERT INTO usage_dims_hourly {dims_sql}; \
+             INSERT INTO usage_dims_daily SELECT DISTINCT hour_ms - hour_ms % 86400000, dim, value FROM usage_dims_hourly; \
+             CREATE TEMP TABLE seed_sm AS SELECT session_id, model, MIN(user_name) AS u, MIN(harness) AS h, MIN(ts_ms) AS f, MAX(ts_ms) AS l, \
+             COUNT(*) AS n, SUM(cost_micros) AS c, SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS t \
+             FROM usage_events WHERE session_id <> '' GROUP BY 1, 2; \
+             INSERT INTO usage_sessions SELECT session_id, MIN(u), MIN(h), MIN(f), MAX(l), SUM(n), SUM(c), SUM(t) FROM seed_sm GROUP BY 1; \
+             INSERT INTO usage_session_models SELECT session_id, model FROM seed_sm; \
+             DROP TABLE seed_sm; ANALYZE"
         )
-        .await?;
+        .as_str(),
+    )
+    .await?;
+    let mut rows = Vec::new();
+    for t in ["usage_hourly", "usage_daily", "usage_sessions", "usage_dims_hourly"] {
+        let sql = format!("SELECT COUNT(*) FROM {t}");
+        let k: i64 = sqlx::query_scalar(&sql).fetch_one(&mut c).await?;
+        rows.push(format!("{t} {k}"));
+    }
     println!(
-        "seeded {n} events in {:.1} s; hourly rollup ({} rows) in {:.1} s",
+        "seeded {n} events in {:.1} s (load {:.1} s, indexes {:.1} s, rollups {:.1} s); rows: {}",
+        t0.elapsed().as_secs_f64(),
         t1.duration_since(t0).as_secs_f64(),
-        rows[0][0].int(),
-        t1.elapsed().as_secs_f64()
+        t2.duration_since(t1).as_secs_f64(),
+        t2.elapsed().as_secs_f64(),
+        rows.join(", ")
     );
     Ok(())
 }
@@ -241,10 +309,10 @@ where
     Ok((name.to_string(), ms.len(), p50, p95))
 }
 
-async fn queries(store: Store, n: i64) -> anyhow::Result<()> {
+async fn queries(store: Store, url: &str, schema: &str, n: i64) -> anyhow::Result<()> {
     use retort_proto::v1 as pb;
     let now = time::now_ms();
-    seed(&store, n, now).await?;
+    seed(url, schema, n, now).await?;
     let m = Arc::new(Metering::new(
         store.clone(),
         Prices::load(&store, bench_prices()).await?,
@@ -339,28 +407,67 @@ async fn queries(store: Store, n: i64) -> anyhow::Result<()> {
         .await?,
     );
     out.push(
-        time_query("dimensions (9 queries)", || async {
-            for d in [
-                "user",
-                "team",
-                "discipline",
-                "level",
-                "model",
-                "provider",
-                "harness",
-                "route",
-                "tier",
-            ] {
-                query::grouped(&m.store, &grouped(&[d], "key", 500)).await?;
-            }
-            anyhow::Ok(())
+        time_query("dimensions", || async {
+            query::dimensions(&m.store, &f)
+                .await
+                .map(drop)
+                .map_err(Into::into)
         })
         .await?,
     );
     let worst = out.iter().map(|o| o.3).fold(0.0, f64::max);
     println!(
-        "dashboard queries over {n} events: worst p95 {worst:.1} ms: {}",
+        "dashboard queries (default view) over {n} events: worst p95 {worst:.1} ms: {}",
         if worst <= 100.0 { "PASS" } else { "FAIL" }
     );
+    // Beyond the default view: what a chosen filter or a short range asks.
+    let team = pb::UsageFilter {
+        teams: vec!["team3".into()],
+        ..f.clone()
+    };
+    let q = pb::UsageQuery {
+        group_by: vec!["discipline".into(), "level".into(), "model".into()],
+        filter: Some(team.clone()),
+        limit: 500,
+        ..Default::default()
+    };
+    time_query("model-mix, team filter", || async {
+        query::model_mix(&m.store, &q)
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    })
+    .await?;
+    let q = pb::UsageQuery {
+        group_by: vec!["hour".into()],
+        filter: Some(pb::UsageFilter {
+            since_ms: now - time::DAY_MS,
+            ..Default::default()
+        }),
+        limit: 2000,
+        ..Default::default()
+    };
+    time_query("spend by hour, last 24 h", || async {
+        query::grouped(&m.store, &q)
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    })
+    .await?;
+    let s = pb::SessionsRequest {
+        filter: Some(pb::UsageFilter {
+            users: vec!["user7".into()],
+            ..f.clone()
+        }),
+        limit: 15,
+        ..Default::default()
+    };
+    time_query("sessions, user filter", || async {
+        query::sessions(&m.store, &s)
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    })
+    .await?;
     Ok(())
 }

@@ -209,7 +209,8 @@ impl Worker {
         self.deliver(batch).await;
     }
 
-    async fn send(&mut self, events: Vec<pb::UsageEvent>) -> Result<pb::IngestSummary, String> {
+    /// Sends `events` (copied into the request; the caller keeps them to spool if this fails).
+    async fn send(&mut self, events: &[pb::UsageEvent]) -> Result<pb::IngestSummary, String> {
         let batches: Vec<pb::UsageBatch> = events
             .chunks(self.s.batch_size)
             .map(|c| pb::UsageBatch { events: c.to_vec() })
@@ -239,7 +240,7 @@ impl Worker {
         let events = std::mem::take(batch);
         if self.down_until.is_none() {
             let n = events.len() as u64;
-            match self.send(events.clone()).await {
+            match self.send(&events).await {
                 Ok(summary) => {
                     self.stats.delivered.fetch_add(n, Ordering::Relaxed);
                     self.accepted(&summary);
@@ -285,7 +286,7 @@ impl Worker {
                 }
             };
             let n = events.len() as u64;
-            match self.send(events).await {
+            match self.send(&events).await {
                 Ok(summary) => {
                     self.stats.delivered.fetch_add(n, Ordering::Relaxed);
                     self.stats.replayed.fetch_add(n, Ordering::Relaxed);

@@ -264,43 +264,56 @@ pub fn dim_names() -> String {
     DIMENSIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
-/// Users by spend on one price tier: the one asked for, or the most expensive tier with usage.
+/// Users by spend on one price tier: the one asked for, or the most expensive tier with spend in
+/// the range (tiers are tried from the most expensive: usually one query).
 pub async fn top_users(store: &Store, prices: &Prices, r: &pb::TopRequest) -> Result<pb::UsageQueryResponse, MeteringError> {
     let filter = r.filter.clone().unwrap_or_default();
-    let tier = if r.tier.is_empty() {
-        let tiers = grouped(
-            store,
-            &pb::UsageQuery {
-                group_by: vec!["tier".into()],
-                filter: Some(filter.clone()),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let used: Vec<&str> = tiers.rows.iter().filter(|r| r.cost_micros > 0).map(|r| r.key[0].as_str()).collect();
-        prices
-            .tiers_by_price()
-            .into_iter()
-            .find(|t| used.contains(&t.as_str()))
-            .or_else(|| used.first().map(|s| s.to_string()))
-            .unwrap_or_default()
-    } else {
-        r.tier.clone()
-    };
-    let mut f = filter;
-    if !tier.is_empty() {
-        f.tiers = vec![tier.clone()];
-    }
-    let mut resp = grouped(
-        store,
-        &pb::UsageQuery {
+    let users_on = |tier: &str| {
+        let mut f = filter.clone();
+        if !tier.is_empty() {
+            f.tiers = vec![tier.to_string()];
+        }
+        pb::UsageQuery {
             group_by: vec!["user".into()],
             filter: Some(f),
             order_by: "cost".into(),
             limit: r.limit,
+        }
+    };
+    if !r.tier.is_empty() {
+        let mut resp = grouped(store, &users_on(&r.tier)).await?;
+        resp.tier = r.tier.clone();
+        return Ok(resp);
+    }
+    let allowed = |t: &str| filter.tiers.iter().all(|x| x.is_empty()) || filter.tiers.iter().any(|x| x == t);
+    for tier in prices.tiers_by_price() {
+        if !allowed(&tier) {
+            continue;
+        }
+        let mut resp = grouped(store, &users_on(&tier)).await?;
+        // Users are ranked by cost: the tier had spend in the range when the first one has.
+        if resp.rows.first().is_some_and(|u| u.cost_micros > 0) {
+            resp.tier = tier;
+            return Ok(resp);
+        }
+    }
+    // No priced tier has spend here: the first tier with any (one no longer in the price table).
+    let tiers = grouped(
+        store,
+        &pb::UsageQuery {
+            group_by: vec!["tier".into()],
+            filter: Some(filter.clone()),
+            ..Default::default()
         },
     )
     .await?;
+    let tier = tiers
+        .rows
+        .iter()
+        .find(|r| r.cost_micros > 0)
+        .map(|r| r.key[0].clone())
+        .unwrap_or_default();
+    let mut resp = grouped(store, &users_on(&tier)).await?;
     resp.tier = tier;
     Ok(resp)
 }

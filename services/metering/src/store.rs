@@ -71,6 +71,14 @@ macro_rules! on_pool {
     };
 }
 
+/// Insert-only rollup rows (dimension values by hour and day, a session's models) known to be in
+/// the database already: written and committed by this process. The writer leaves them out of
+/// later groups; the set is cleared when it grows past [`KNOWN_MAX`]. (Rows are never deleted, so
+/// a stale entry cannot hide a missing row; another process writing the same database only makes
+/// this process write a row twice, which `ON CONFLICT DO NOTHING` absorbs.)
+type Known = Arc<std::sync::Mutex<HashSet<(String, i64, String, String)>>>;
+const KNOWN_MAX: usize = 200_000;
+
 /// One ingest call's batch, waiting for the writer; answered with the records newly recorded.
 struct Job {
     records: Vec<Record>,
@@ -395,6 +403,23 @@ fn sums_rows<'a>(table: &'static str, time_col: &'static str, m: &BTreeMap<RollK
     }
 }
 
+/// Drops the insert-only rows already known to be stored; returns the keys of those left.
+fn forget_known(r: &mut Rollups<'_>, known: &Known) -> Vec<(String, i64, String, String)> {
+    let Ok(k) = known.lock() else {
+        return Vec::new();
+    };
+    let key = |t: &str, a: i64, b: &str, c: &str| (t.to_string(), a, b.to_string(), c.to_string());
+    r.dims_hourly.retain(|(h, d, v)| !k.contains(&key("h", *h, d, v)));
+    r.dims_daily.retain(|(h, d, v)| !k.contains(&key("d", *h, d, v)));
+    r.session_models.retain(|(s, m)| !k.contains(&key("s", 0, s, m)));
+    r.dims_hourly
+        .iter()
+        .map(|(h, d, v)| key("h", *h, d, v))
+        .chain(r.dims_daily.iter().map(|(h, d, v)| key("d", *h, d, v)))
+        .chain(r.session_models.iter().map(|(s, m)| key("s", 0, s, m)))
+        .collect()
+}
+
 /// The rollup writes of one group, in a fixed table order (and key order within a table).
 fn rollup_rows<'a>(r: &'a Rollups<'a>, postgres: bool) -> Vec<Rows<'a>> {
     let (min, max) = if postgres { ("LEAST", "GREATEST") } else { ("MIN", "MAX") };
@@ -549,43 +574,56 @@ async fn pg_write(conn: &mut PgConnection, w: &Rows<'_>) -> Result<Vec<String>, 
 
 /// Writes one group in one transaction: the events, then the rollups of those newly recorded.
 /// Returns the ids newly recorded.
-async fn write_group(db: &Db, records: &[&Record]) -> Result<HashSet<String>, MeteringError> {
+async fn write_group(db: &Db, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
     let recorded = time::now_ms();
     let events = event_rows(records, recorded);
     macro_rules! write {
         ($tx:expr, $f:ident, $pg:expr) => {{
             let inserted: HashSet<String> = $f(&mut *$tx, &events).await?.into_iter().collect();
             let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
-            let r = rollups(&new);
+            let mut r = rollups(&new);
+            let fresh = forget_known(&mut r, known);
             for w in rollup_rows(&r, $pg) {
                 if !w.rows.is_empty() {
                     $f(&mut *$tx, &w).await?;
                 }
             }
-            inserted
+            (inserted, fresh)
         }};
     }
     match db {
         Db::Sqlite(_, writer) => {
             let mut conn = writer.lock().await;
             let mut tx = conn.begin().await?;
-            let inserted = write!(tx, sqlite_write, false);
+            let (inserted, fresh) = write!(tx, sqlite_write, false);
             tx.commit().await?;
+            remember(known, fresh);
             Ok(inserted)
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            let inserted = write!(tx, pg_write, true);
+            let (inserted, fresh) = write!(tx, pg_write, true);
             tx.commit().await?;
+            remember(known, fresh);
             Ok(inserted)
         }
+    }
+}
+
+/// Adds committed insert-only rows to `known`.
+fn remember(known: &Known, fresh: Vec<(String, i64, String, String)>) {
+    if let Ok(mut k) = known.lock() {
+        if k.len() + fresh.len() > KNOWN_MAX {
+            k.clear();
+        }
+        k.extend(fresh);
     }
 }
 
 /// The writer: takes every batch waiting (up to [`GROUP_MAX`] events) into one group commit,
 /// then answers each caller with its records newly recorded. An event id that appears twice in a
 /// group is written (and counted) once.
-async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>, known: Known) {
     loop {
         let mut jobs = Vec::new();
         {
@@ -611,7 +649,7 @@ async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             .flat_map(|j| j.records.iter())
             .filter(|r| seen.insert(r.event_id.as_str()))
             .collect();
-        let result = write_group(&db, &firsts).await;
+        let result = write_group(&db, &firsts, &known).await;
         drop(firsts);
         drop(seen);
         match result {
@@ -636,8 +674,9 @@ async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 fn spawn_writers(db: Db, n: usize) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let rx = Arc::new(Mutex::new(rx));
+    let known = Known::default();
     for _ in 0..n {
-        tokio::spawn(writer(db.clone(), Arc::clone(&rx)));
+        tokio::spawn(writer(db.clone(), Arc::clone(&rx), Arc::clone(&known)));
     }
     tx
 }
