@@ -65,6 +65,62 @@ pub struct Predictor<B: Backend> {
     model: Student<B>,
     metadata: ArtefactMetadata,
     device: B::Device,
+    /// The linear student's weights as plain floats: single predictions without tensors.
+    dense: Option<DenseLinear>,
+}
+
+/// A linear student, outside burn: `logits = Σ w[id] / √n + b` over the text's n-gram ids, exactly
+/// what [`crate::model::LinearBag::forward`] computes, without allocating tensors.
+struct DenseLinear {
+    labels: usize,
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl std::fmt::Debug for DenseLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DenseLinear {{ rows: {}, labels: {} }}", self.weights.len() / self.labels.max(1), self.labels)
+    }
+}
+
+impl DenseLinear {
+    fn of<B: Backend>(model: &Student<B>) -> Option<DenseLinear> {
+        let Student::Linear(m) = model else { return None };
+        let (weights, bias) = m.to_dense();
+        let labels = bias.len();
+        (labels > 0 && !weights.is_empty() && weights.len() % labels == 0).then_some(DenseLinear { labels, weights, bias })
+    }
+
+    /// The best label's index and probability, or `None` if an id is out of range.
+    fn best(&self, ids: &[u32]) -> Option<(usize, f32)> {
+        let l = self.labels;
+        let mut logits = [0f32; 8];
+        let mut heap = Vec::new();
+        let logits: &mut [f32] = if l <= 8 {
+            &mut logits[..l]
+        } else {
+            heap.resize(l, 0.0);
+            &mut heap
+        };
+        for &id in ids {
+            let row = self.weights.get(id as usize * l..(id as usize + 1) * l)?;
+            for (acc, w) in logits.iter_mut().zip(row) {
+                *acc += w;
+            }
+        }
+        let scale = (ids.len().max(1) as f32).sqrt();
+        for (acc, b) in logits.iter_mut().zip(&self.bias) {
+            *acc = *acc / scale + b;
+        }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = logits.iter().map(|x| (x - max).exp()).sum();
+        let (best, top) = logits
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |acc, (i, x)| if x > acc.1 { (i, x) } else { acc });
+        Some((best, (top - max).exp() / total))
+    }
 }
 
 impl<B: Backend> Predictor<B> {
@@ -85,10 +141,12 @@ impl<B: Backend> Predictor<B> {
             train,
             written_by: format!("retort-training {}", env!("CARGO_PKG_VERSION")),
         };
+        let dense = DenseLinear::of(&model);
         Self {
             model,
             metadata,
             device,
+            dense,
         }
     }
 
@@ -213,14 +271,18 @@ impl Predictor<crate::backend::Inference> {
     /// for a single text: the text is featurised once and no batch is padded.
     ///
     /// Defined on the serving backend only, so that its burn kernels are compiled here (optimised)
-    /// rather than in the calling service's crate.
+    /// rather than in the calling service's crate. A linear student answers from plain floats
+    /// (no tensors are allocated); the others run their burn forward pass on a batch of one.
     pub fn classify(&self, text: &str) -> Classification<'_> {
         let ids = self.metadata.featuriser.encode(text);
         let input_tokens = ids.len();
-        let (index, probability) = predict_ids(&self.model, std::slice::from_ref(&ids), &self.device)
-            .first()
-            .copied()
-            .unwrap_or((0, 0.0));
+        let fast = self.dense.as_ref().and_then(|d| d.best(&ids));
+        let (index, probability) = fast.unwrap_or_else(|| {
+            predict_ids(&self.model, std::slice::from_ref(&ids), &self.device)
+                .first()
+                .copied()
+                .unwrap_or((0, 0.0))
+        });
         Classification {
             label: self.metadata.labels.label(index).unwrap_or_default(),
             probability,
@@ -303,10 +365,12 @@ impl Artefact {
                 path: weights,
                 message: e.to_string(),
             })?;
+        let dense = DenseLinear::of(&model);
         Ok(Predictor {
             model,
             metadata,
             device: device.clone(),
+            dense,
         })
     }
 }
