@@ -474,6 +474,7 @@ async fn restarting_the_breaker_loses_nothing_with_redis() {
     let mut c = client(first.addr).await;
     c.settle(pb::ReportRequest {
         gateway_id: String::new(),
+        batch_id: String::new(),
         usage: vec![usage("r1", 150), usage("r2", 10)],
     })
     .await
@@ -541,6 +542,7 @@ async fn grpcurl_confirms_and_stops_through_reflection() {
         .await
         .settle(pb::ReportRequest {
             gateway_id: String::new(),
+            batch_id: String::new(),
             usage: vec![usage("g1", 50)],
         })
         .await
@@ -622,6 +624,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     // The previous policy stays in force: a new session gets its 1000-token threshold.
     c.settle(pb::ReportRequest {
         gateway_id: String::new(),
+        batch_id: String::new(),
         usage: vec![usage("b1", 1)],
     })
     .await

@@ -32,7 +32,9 @@ pub struct RawSpend {
     pub lease_tokens: Option<u64>,
     /// How long a request may wait for an in-flight lease refresh (default 25 ms).
     pub lease_wait_ms: Option<u64>,
-    /// How often a gateway reports usage and refreshes leases (default 50 ms).
+    /// How often a gateway settles usage, refreshes leases and learns paused sessions (default
+    /// 200 ms; a request short of allowance wakes a refresh at once). Each flush costs the breaker
+    /// one read and one write per active session, whatever the request rate.
     pub flush_ms: Option<u64>,
     /// A gateway's leases lapse this long after it last renewed them (default 30 s; gateways renew
     /// every third of it), so a gateway that dies holding one does not hold the allowance for ever.
@@ -110,7 +112,7 @@ impl SpendConfig {
                 "[spend] lease_ttl_ms = {lease_ttl_ms} must be between 1000 (1 s) and 3600000 (1 h)"
             )));
         }
-        let flush_ms = raw.flush_ms.unwrap_or(50).max(1);
+        let flush_ms = raw.flush_ms.unwrap_or(200).max(1);
         if flush_ms * 3 > lease_ttl_ms {
             return Err(Error::Config(format!(
                 "[spend] flush_ms = {flush_ms} must be under a third of lease_ttl_ms = {lease_ttl_ms} (leases are renewed on flushes)"

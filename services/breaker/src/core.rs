@@ -29,8 +29,9 @@ pub const STOPPED: &str = "stopped";
 
 /// Alerts already sent are remembered this long (longer than the longest budget window).
 const ALERT_MEMORY_MS: i64 = 32 * 86_400_000;
-/// A settled batch id is remembered this long (a retry comes within seconds).
-const BATCH_MEMORY_MS: i64 = 86_400_000;
+/// A settled batch id is remembered this long: a gateway retries a batch within seconds, until the
+/// breaker takes it (one small Redis key per batch, so not much longer).
+const BATCH_MEMORY_MS: i64 = 600_000;
 
 pub fn tier_rank(t: &str) -> u8 {
     match t {

@@ -137,6 +137,8 @@ struct State {
     blocked: HashMap<String, HashMap<String, String>>,
     batch: Option<Batch>,
     batches: u64,
+    /// Admissions waiting for allowance (only then does a settlement wake anyone: a syscall).
+    waiters: usize,
     ttl: Duration,
     last_error: Option<String>,
 }
@@ -334,6 +336,7 @@ impl Guard {
                 blocked: HashMap::new(),
                 batch: None,
                 batches: 0,
+                waiters: 0,
                 ttl,
                 last_error: None,
             }),
@@ -456,7 +459,9 @@ impl Admitted {
             }
         }
         // Requests waiting for allowance may fit now.
-        self.inner.cv.notify_all();
+        if st.waiters > 0 {
+            self.inner.cv.notify_all();
+        }
     }
 
     fn leave(&self, st: &mut State) {
@@ -529,7 +534,8 @@ impl Drop for Admitted {
 }
 
 /// Blocks this thread up to `d` for a lease refresh, without starving a multi-threaded runtime.
-fn wait<'a>(inner: &'a Inner, st: MutexGuard<'a, State>, d: Duration) -> MutexGuard<'a, State> {
+fn wait<'a>(inner: &'a Inner, mut st: MutexGuard<'a, State>, d: Duration) -> MutexGuard<'a, State> {
+    st.waiters += 1;
     let go = || {
         inner
             .cv
@@ -537,10 +543,12 @@ fn wait<'a>(inner: &'a Inner, st: MutexGuard<'a, State>, d: Duration) -> MutexGu
             .map(|(g, _)| g)
             .unwrap_or_else(|p| p.into_inner().0)
     };
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+    let mut st = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(go),
         _ => go(),
-    }
+    };
+    st.waiters -= 1;
+    st
 }
 
 impl SpendGuard for Guard {
