@@ -90,8 +90,7 @@ impl DistillConfig {
 
     /// Parses a whole file (`retort distill serve --config FILE`).
     pub fn from_toml(text: &str) -> Result<(DistillConfig, Vec<retort_pricing::Price>), Error> {
-        let file: toml::Table =
-            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let file: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         Self::from_table(&file)
     }
 

@@ -24,7 +24,8 @@ pub struct Item {
 
 /// Parses JSONL items. `what` names the payload in errors (`train`, `evals`).
 pub fn parse_items(bytes: &[u8], what: &str) -> Result<Vec<Item>, Error> {
-    let bad = |line: usize, msg: String| Error::InvalidArgument(format!("{what}, line {line}: {msg}"));
+    let bad =
+        |line: usize, msg: String| Error::InvalidArgument(format!("{what}, line {line}: {msg}"));
     let mut out = Vec::new();
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = i + 1;
@@ -33,9 +34,13 @@ pub fn parse_items(bytes: &[u8], what: &str) -> Result<Vec<Item>, Error> {
         if text.is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(text).map_err(|e| bad(line, format!("malformed JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| bad(line, format!("malformed JSON: {e}")))?;
         let Value::Object(obj) = v else {
-            return Err(bad(line, "expected a JSON object like {\"text\": \"...\"}".into()));
+            return Err(bad(
+                line,
+                "expected a JSON object like {\"text\": \"...\"}".into(),
+            ));
         };
         let input = match obj.get("text").or_else(|| obj.get("input")) {
             Some(Value::String(s)) => s.clone(),
@@ -54,7 +59,9 @@ pub fn parse_items(bytes: &[u8], what: &str) -> Result<Vec<Item>, Error> {
         out.push(Item { text: input, label });
     }
     if out.is_empty() {
-        return Err(Error::InvalidArgument(format!("{what}: no examples (empty data)")));
+        return Err(Error::InvalidArgument(format!(
+            "{what}: no examples (empty data)"
+        )));
     }
     Ok(out)
 }
@@ -62,7 +69,11 @@ pub fn parse_items(bytes: &[u8], what: &str) -> Result<Vec<Item>, Error> {
 /// Checks that evals carry expected answers on every line or on none; returns whether they do.
 pub fn evals_have_labels(evals: &[Item]) -> Result<bool, Error> {
     let first = evals.first().is_some_and(|e| e.label.is_some());
-    if let Some((i, _)) = evals.iter().enumerate().find(|(_, e)| e.label.is_some() != first) {
+    if let Some((i, _)) = evals
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.label.is_some() != first)
+    {
         return Err(Error::InvalidArgument(format!(
             "evals: item {} {} an expected \"label\" but item 1 {}: give one on every line or on none",
             i + 1,
@@ -130,7 +141,11 @@ pub struct Features {
 }
 
 pub fn features(train: &[Item], evals: &[Item], template: &str) -> Features {
-    let mut lens: Vec<usize> = train.iter().chain(evals).map(|i| i.text.chars().count()).collect();
+    let mut lens: Vec<usize> = train
+        .iter()
+        .chain(evals)
+        .map(|i| i.text.chars().count())
+        .collect();
     lens.sort_unstable();
     let n = lens.len().max(1);
     let mean = lens.iter().sum::<usize>() as f64 / n as f64;
@@ -151,6 +166,7 @@ pub fn features(train: &[Item], evals: &[Item], template: &str) -> Features {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -159,16 +175,29 @@ mod tests {
         let e = parse_items(b"{\"text\":\"a\"}\n\n{\"text\": 3}\n", "train").unwrap_err();
         assert_eq!(e.to_string(), "train, line 3: \"text\" must be a string");
         let e = parse_items(b"{\"text\":\"a\"}\nnot json\n", "evals").unwrap_err();
-        assert!(e.to_string().starts_with("evals, line 2: malformed JSON"), "{e}");
+        assert!(
+            e.to_string().starts_with("evals, line 2: malformed JSON"),
+            "{e}"
+        );
         let e = parse_items(b"\n  \n", "train").unwrap_err();
         assert_eq!(e.to_string(), "train: no examples (empty data)");
         let items = parse_items(b"{\"input\":\"a\",\"label\":\"x\",\"id\":1}\n", "evals").unwrap();
-        assert_eq!(items, vec![Item { text: "a".into(), label: Some("x".into()) }]);
+        assert_eq!(
+            items,
+            vec![Item {
+                text: "a".into(),
+                label: Some("x".into())
+            }]
+        );
     }
 
     #[test]
     fn mixed_eval_labels_are_refused() {
-        let items = parse_items(b"{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\"}\n", "evals").unwrap();
+        let items = parse_items(
+            b"{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\"}\n",
+            "evals",
+        )
+        .unwrap();
         let e = evals_have_labels(&items).unwrap_err();
         assert!(e.to_string().contains("item 2 lacks"), "{e}");
     }
@@ -177,8 +206,14 @@ mod tests {
     fn answers_normalise_to_labels() {
         let labels = vec!["spam".to_string(), "ham".to_string()];
         assert_eq!(normalise("Spam.", &labels).as_deref(), Some("spam"));
-        assert_eq!(normalise(" \"HAM\"\nbecause...", &labels).as_deref(), Some("ham"));
-        assert_eq!(normalise("It is spam, clearly", &labels).as_deref(), Some("spam"));
+        assert_eq!(
+            normalise(" \"HAM\"\nbecause...", &labels).as_deref(),
+            Some("ham")
+        );
+        assert_eq!(
+            normalise("It is spam, clearly", &labels).as_deref(),
+            Some("spam")
+        );
         assert_eq!(normalise("spam or ham", &labels), None);
         assert_eq!(normalise("unknown", &labels), None);
         assert_eq!(normalise("  Positive! ", &[]).as_deref(), Some("positive"));

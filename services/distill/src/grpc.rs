@@ -22,14 +22,20 @@ type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::JobProgress, Status>>
 
 #[tonic::async_trait]
 impl pb::distill_server::Distill for DistillService {
-    async fn submit(&self, r: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        r: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
         let job_id = self.engine.submit(r.into_inner()).await?;
         Ok(Response::new(pb::SubmitResponse { job_id }))
     }
 
     type WatchStream = ProgressStream;
 
-    async fn watch(&self, r: Request<pb::WatchJobRequest>) -> Result<Response<ProgressStream>, Status> {
+    async fn watch(
+        &self,
+        r: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
         let id = r.into_inner().job_id;
         let row = self
             .engine
@@ -48,17 +54,20 @@ impl pb::distill_server::Distill for DistillService {
                 return Ok(Response::new(Box::pin(futures::stream::iter([Ok(p)]))));
             }
         };
-        let s = futures::stream::unfold((rx, false, true, id), |(mut rx, ended, first, id)| async move {
-            if ended {
-                return None;
-            }
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let p = rx.borrow_and_update().to_pb(&id);
-            let end = p.done;
-            Some((Ok(p), (rx, end, false, id)))
-        });
+        let s = futures::stream::unfold(
+            (rx, false, true, id),
+            |(mut rx, ended, first, id)| async move {
+                if ended {
+                    return None;
+                }
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                let p = rx.borrow_and_update().to_pb(&id);
+                let end = p.done;
+                Some((Ok(p), (rx, end, false, id)))
+            },
+        );
         let mut stopping = self.stopping.clone();
         let s = futures::StreamExt::take_until(s, async move {
             let _ = stopping.wait_for(|s| *s).await;
@@ -67,10 +76,15 @@ impl pb::distill_server::Distill for DistillService {
     }
 
     async fn get(&self, r: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.engine.job(&r.into_inner().job_id).await?))
+        Ok(Response::new(
+            self.engine.job(&r.into_inner().job_id).await?,
+        ))
     }
 
-    async fn list(&self, r: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list(
+        &self,
+        r: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let limit = match r.into_inner().limit {
             0 => 50,
             n => i64::from(n.min(10_000)),
@@ -83,15 +97,23 @@ impl pb::distill_server::Distill for DistillService {
     }
 
     async fn cancel(&self, r: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.engine.cancel(&r.into_inner().job_id).await?))
+        Ok(Response::new(
+            self.engine.cancel(&r.into_inner().job_id).await?,
+        ))
     }
 
-    async fn report(&self, r: Request<pb::JobReportRequest>) -> Result<Response<pb::JobReportResponse>, Status> {
+    async fn report(
+        &self,
+        r: Request<pb::JobReportRequest>,
+    ) -> Result<Response<pb::JobReportResponse>, Status> {
         let (json, markdown) = self.engine.report_of(&r.into_inner().job_id).await?;
         Ok(Response::new(pb::JobReportResponse { json, markdown }))
     }
 
-    async fn deploy(&self, r: Request<pb::DeployRequest>) -> Result<Response<pb::DeployResponse>, Status> {
+    async fn deploy(
+        &self,
+        r: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
         Ok(Response::new(self.engine.deploy(r.into_inner()).await?))
     }
 }
@@ -132,7 +154,10 @@ impl Running {
 }
 
 /// Opens the store, resumes unfinished jobs and serves `retort.v1.Distill` on `cfg.grpc_addr`.
-pub async fn start(cfg: DistillConfig, prices: Vec<retort_pricing::Price>) -> Result<Running, Error> {
+pub async fn start(
+    cfg: DistillConfig,
+    prices: Vec<retort_pricing::Price>,
+) -> Result<Running, Error> {
     let engine = Engine::open(cfg, prices).await?;
     serve(engine).await
 }
@@ -148,8 +173,12 @@ pub async fn start_with_store(
 
 async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
     let addr = engine.cfg.grpc_addr;
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
     let resumed = engine.resume_all().await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     let name = <DistillServer<DistillService> as tonic::server::NamedService>::NAME;

@@ -6,31 +6,34 @@
 //! parsed), `labelled.json` (written when the label stage ends), `checkpoint/` (while training; the
 //! trainer resumes from it), `student/` (the artefact, renamed into place only when complete).
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     ops::ControlFlow,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use futures::StreamExt;
-use retort_proto::v1 as pb;
 use retort_pricing::PriceTable;
+use retort_proto::v1 as pb;
 use retort_training::{
-    Example, LabelVocab, StudentSpec, TrainJob, TrainOptions, data::split, engine, eval,
+    Example, LabelVocab, StudentSpec, TrainJob, TrainOptions, data::split, engine,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
+
+mod deploy;
+mod evaluate;
+mod label;
 
 use crate::{
     DistillConfig, Error,
     data::{self, Item},
     now_ms,
     report::{self, Evaluation, LabelStats, TeacherUsage},
-    store::{CachedAnswer, JobRow, ResultRow, Store},
+    store::{JobRow, ResultRow, Store},
     teacher::Gateway,
 };
 
@@ -130,17 +133,22 @@ pub struct Engine {
 /// The data of a submit request, read.
 fn read_source(src: Option<&pb::DataSource>, what: &str) -> Result<(Vec<u8>, String), Error> {
     match src.and_then(|s| s.source.as_ref()) {
-        Some(pb::data_source::Source::Inline(b)) => Ok((b.clone(), format!("inline ({} bytes)", b.len()))),
+        Some(pb::data_source::Source::Inline(b)) => {
+            Ok((b.clone(), format!("inline ({} bytes)", b.len())))
+        }
         Some(pb::data_source::Source::Path(p)) => std::fs::read(p)
             .map(|b| (b, p.clone()))
             .map_err(|e| Error::InvalidArgument(format!("{what}: cannot read {p}: {e}"))),
-        None => Err(Error::InvalidArgument(format!("{what}: missing (give inline bytes or a path)"))),
+        None => Err(Error::InvalidArgument(format!(
+            "{what}: missing (give inline bytes or a path)"
+        ))),
     }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Io(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::write(&tmp, bytes)
+        .map_err(|e| Error::Io(format!("writing {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
 }
 
@@ -154,7 +162,8 @@ fn write_items(path: &Path, items: &[Item]) -> Result<(), Error> {
 }
 
 fn read_items(path: &Path, what: &str) -> Result<Vec<Item>, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
     data::parse_items(&bytes, what)
 }
 
@@ -163,12 +172,16 @@ fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 impl Engine {
     /// Opens the store, prepares the job folders and the gateway client.
-    pub async fn open(cfg: DistillConfig, prices: Vec<retort_pricing::Price>) -> Result<Arc<Engine>, Error> {
+    pub async fn open(
+        cfg: DistillConfig,
+        prices: Vec<retort_pricing::Price>,
+    ) -> Result<Arc<Engine>, Error> {
         let store = Store::connect(&cfg.database_url(), cfg.database_schema.as_deref()).await?;
         Self::with_store(cfg, prices, store)
     }
@@ -223,22 +236,38 @@ impl Engine {
         if !r.prompt_template.contains("{input}") {
             return bad("prompt_template must contain {input} (where the item's text goes)".into());
         }
-        let target: StudentSpec = r
-            .target
-            .trim()
-            .parse()
-            .map_err(|e: retort_training::TrainingError| Error::InvalidArgument(format!("target: {e}")))?;
+        let target: StudentSpec =
+            r.target
+                .trim()
+                .parse()
+                .map_err(|e: retort_training::TrainingError| {
+                    Error::InvalidArgument(format!("target: {e}"))
+                })?;
         let objective = r.objective.clone().unwrap_or_default();
-        let kind = if objective.kind.is_empty() { "max_cost_savings".to_string() } else { objective.kind.clone() };
+        let kind = if objective.kind.is_empty() {
+            "max_cost_savings".to_string()
+        } else {
+            objective.kind.clone()
+        };
         if kind != "max_cost_savings" {
-            return bad(format!("objective.kind {kind:?}: the only kind is max_cost_savings"));
+            return bad(format!(
+                "objective.kind {kind:?}: the only kind is max_cost_savings"
+            ));
         }
-        let drop = if objective.max_accuracy_drop_points == 0.0 { 1.0 } else { objective.max_accuracy_drop_points };
+        let drop = if objective.max_accuracy_drop_points == 0.0 {
+            1.0
+        } else {
+            objective.max_accuracy_drop_points
+        };
         if !(drop.is_finite() && (0.0..=100.0).contains(&drop)) {
             return bad("objective.max_accuracy_drop_points must be between 0 and 100".into());
         }
-        let limits = r.limits.clone().unwrap_or_default();
-        let failure = if limits.max_teacher_failure_fraction == 0.0 { 0.1 } else { limits.max_teacher_failure_fraction };
+        let limits = r.limits.unwrap_or_default();
+        let failure = if limits.max_teacher_failure_fraction == 0.0 {
+            0.1
+        } else {
+            limits.max_teacher_failure_fraction
+        };
         if !(0.0..=1.0).contains(&failure) {
             return bad("limits.max_teacher_failure_fraction must be between 0 and 1".into());
         }
@@ -263,7 +292,9 @@ impl Engine {
         if gold && !labels.is_empty() {
             let lower: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
             if let Some((i, e)) = evals.iter().enumerate().find(|(_, e)| {
-                e.label.as_ref().is_some_and(|l| !lower.contains(&l.to_lowercase()))
+                e.label
+                    .as_ref()
+                    .is_some_and(|l| !lower.contains(&l.to_lowercase()))
             }) {
                 return bad(format!(
                     "evals: item {} expects {:?}, which is not one of the labels ({})",
@@ -280,8 +311,16 @@ impl Engine {
             labels,
             objective: kind,
             max_accuracy_drop_points: drop,
-            max_teacher_concurrency: if limits.max_teacher_concurrency == 0 { 8 } else { limits.max_teacher_concurrency as usize },
-            max_epochs: if limits.max_epochs == 0 { 20 } else { limits.max_epochs as usize },
+            max_teacher_concurrency: if limits.max_teacher_concurrency == 0 {
+                8
+            } else {
+                limits.max_teacher_concurrency as usize
+            },
+            max_epochs: if limits.max_epochs == 0 {
+                20
+            } else {
+                limits.max_epochs as usize
+            },
             time_limit_secs: limits.time_limit_secs,
             max_teacher_failure_fraction: failure,
             seed: if r.seed == 0 { 42 } else { r.seed },
@@ -291,7 +330,8 @@ impl Engine {
         };
         let id = format!("dj-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let dir = self.job_dir(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
         write_items(&dir.join("train.jsonl"), &train)?;
         write_items(&dir.join("evals.jsonl"), &evals)?;
         let now = now_ms();
@@ -339,7 +379,13 @@ impl Engine {
         let flag = Arc::clone(&cancel);
         let task = tokio::spawn(async move { engine.run(&job, flag).await });
         if let Ok(mut live) = self.live.lock() {
-            live.insert(id.to_string(), Live { cancel, task: task.abort_handle() });
+            live.insert(
+                id.to_string(),
+                Live {
+                    cancel,
+                    task: task.abort_handle(),
+                },
+            );
         }
     }
 
@@ -357,18 +403,29 @@ impl Engine {
     /// Updates (creating if needed) the in-memory progress of a job.
     fn set_progress(&self, id: &str, f: impl FnOnce(&mut Progress)) {
         if let Ok(mut map) = self.progress.lock() {
-            let tx = map.entry(id.to_string()).or_insert_with(|| watch::channel(Progress::default()).0);
+            let tx = map
+                .entry(id.to_string())
+                .or_insert_with(|| watch::channel(Progress::default()).0);
             tx.send_modify(f);
         }
     }
 
     fn progress_now(&self, id: &str) -> Option<Progress> {
-        self.progress.lock().ok()?.get(id).map(|tx| tx.borrow().clone())
+        self.progress
+            .lock()
+            .ok()?
+            .get(id)
+            .map(|tx| tx.borrow().clone())
     }
 
     /// Follows a job's progress. `stored` seeds it for a job that is queued or running but has not
     /// reported yet (just resumed); `None` when the job is not running in this process.
-    pub fn subscribe(&self, id: &str, unfinished: bool, stored: &str) -> Option<watch::Receiver<Progress>> {
+    pub fn subscribe(
+        &self,
+        id: &str,
+        unfinished: bool,
+        stored: &str,
+    ) -> Option<watch::Receiver<Progress>> {
         let mut map = self.progress.lock().ok()?;
         if let Some(tx) = map.get(id) {
             return Some(tx.subscribe());
@@ -385,13 +442,20 @@ impl Engine {
 
     async fn save_progress(&self, id: &str) {
         if let Some(p) = self.progress_now(id) {
-            let _ = self.store.set_progress(id, &serde_json::to_string(&p).unwrap_or_default()).await;
+            let _ = self
+                .store
+                .set_progress(id, &serde_json::to_string(&p).unwrap_or_default())
+                .await;
         }
     }
 
     /// A job as the API shows it.
     pub async fn job(&self, id: &str) -> Result<pb::Job, Error> {
-        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let row = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
         self.to_pb(row).await
     }
 
@@ -428,17 +492,33 @@ impl Engine {
 
     /// Cancels a queued or running job.
     pub async fn cancel(&self, id: &str) -> Result<pb::Job, Error> {
-        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let row = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
         if !matches!(row.state.as_str(), "queued" | "running") {
-            return Err(Error::FailedPrecondition(format!("job {id} is {}: nothing to cancel", row.state)));
+            return Err(Error::FailedPrecondition(format!(
+                "job {id} is {}: nothing to cancel",
+                row.state
+            )));
         }
-        let live = self.live.lock().ok().and_then(|l| l.get(id).map(|l| Arc::clone(&l.cancel)));
+        let live = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|l| l.get(id).map(|l| Arc::clone(&l.cancel)));
         match live {
             Some(flag) => {
                 flag.store(true, Ordering::SeqCst);
                 // The job notices at its next check (between teacher answers, after an epoch).
                 for _ in 0..600 {
-                    let state = self.store.job(id).await?.map(|r| r.state).unwrap_or_default();
+                    let state = self
+                        .store
+                        .job(id)
+                        .await?
+                        .map(|r| r.state)
+                        .unwrap_or_default();
                     if !matches!(state.as_str(), "queued" | "running") {
                         break;
                     }
@@ -447,7 +527,9 @@ impl Engine {
             }
             None => {
                 self.cleanup(id);
-                self.store.set_state(id, "cancelled", &row.stage, "cancelled").await?;
+                self.store
+                    .set_state(id, "cancelled", &row.stage, "cancelled")
+                    .await?;
             }
         }
         self.job(id).await
@@ -507,10 +589,15 @@ impl Engine {
     }
 
     async fn run_stages(self: &Arc<Self>, id: &str, flag: &Arc<AtomicBool>) -> Result<(), Error> {
-        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let row = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
         let spec: JobSpec = serde_json::from_str(&row.request_json)
             .map_err(|e| Error::Store(format!("job {id}: unreadable request: {e}")))?;
-        let deadline = (spec.time_limit_secs > 0).then(|| row.created_ms + spec.time_limit_secs as i64 * 1000);
+        let deadline =
+            (spec.time_limit_secs > 0).then(|| row.created_ms + spec.time_limit_secs as i64 * 1000);
         let done: HashSet<String> = self
             .store
             .stages(id)
@@ -530,8 +617,15 @@ impl Engine {
             }
             self.check(flag, deadline, spec.time_limit_secs)?;
             // Keep the warnings an earlier stage recorded (teacher failures).
-            let warnings = self.store.job(id).await?.map(|r| r.error).unwrap_or(warnings.clone());
-            self.store.set_state(id, "running", stage, &warnings).await?;
+            let warnings = self
+                .store
+                .job(id)
+                .await?
+                .map(|r| r.error)
+                .unwrap_or(warnings.clone());
+            self.store
+                .set_state(id, "running", stage, &warnings)
+                .await?;
             self.store.stage_started(id, stage).await?;
             self.set_progress(id, |p| {
                 p.state = "running".into();
@@ -548,19 +642,34 @@ impl Engine {
             };
             match result {
                 Ok(summary) => {
-                    self.store.stage_finished(id, stage, "done", &summary).await?;
+                    self.store
+                        .stage_finished(id, stage, "done", &summary)
+                        .await?;
                     self.set_progress(id, |p| p.message = format!("{stage}: {summary}"));
                     self.save_progress(id).await;
                 }
                 Err(e) => {
-                    let state = if matches!(e, Error::Cancelled) { "cancelled" } else { "failed" };
-                    self.store.stage_finished(id, stage, state, &e.to_string()).await?;
+                    let state = if matches!(e, Error::Cancelled) {
+                        "cancelled"
+                    } else {
+                        "failed"
+                    };
+                    self.store
+                        .stage_finished(id, stage, state, &e.to_string())
+                        .await?;
                     return Err(e);
                 }
             }
         }
-        let warnings = self.store.job(id).await?.map(|r| r.error).unwrap_or_default();
-        self.store.set_state(id, "succeeded", "report", &warnings).await?;
+        let warnings = self
+            .store
+            .job(id)
+            .await?
+            .map(|r| r.error)
+            .unwrap_or_default();
+        self.store
+            .set_state(id, "succeeded", "report", &warnings)
+            .await?;
         self.set_progress(id, |p| {
             p.state = "succeeded".into();
             p.stage = "report".into();
@@ -575,7 +684,10 @@ impl Engine {
 
     fn load_items(&self, id: &str) -> Result<(Vec<Item>, Vec<Item>), Error> {
         let dir = self.job_dir(id);
-        Ok((read_items(&dir.join("train.jsonl"), "train")?, read_items(&dir.join("evals.jsonl"), "evals")?))
+        Ok((
+            read_items(&dir.join("train.jsonl"), "train")?,
+            read_items(&dir.join("evals.jsonl"), "evals")?,
+        ))
     }
 
     async fn validate(&self, id: &str, spec: &JobSpec) -> Result<String, Error> {
@@ -602,213 +714,20 @@ impl Engine {
             "{} inputs, {} evals ({}), inputs {:.0} chars on average (p95 {:.0})",
             f.n_train,
             f.n_evals,
-            if f.gold_evals { "with expected answers" } else { "no expected answers: agreement is the measure" },
+            if f.gold_evals {
+                "with expected answers"
+            } else {
+                "no expected answers: agreement is the measure"
+            },
             f.mean_input_chars,
             f.p95_input_chars
         ))
     }
 
-    async fn label(
-        &self,
-        id: &str,
-        spec: &JobSpec,
-        flag: &AtomicBool,
-        deadline: Option<i64>,
-    ) -> Result<String, Error> {
-        let (train, evals) = self.load_items(id)?;
-        let prompts: Vec<String> = train.iter().chain(&evals).map(|i| data::render(&spec.template, &i.text)).collect();
-        let hashes: Vec<String> = prompts.iter().map(|p| data::prompt_hash(p)).collect();
-        let mut unique: Vec<(String, &str)> = Vec::new();
-        let mut seen = HashSet::new();
-        for (h, p) in hashes.iter().zip(&prompts) {
-            if seen.insert(h.clone()) {
-                unique.push((h.clone(), p.as_str()));
-            }
-        }
-        let keys: Vec<String> = unique.iter().map(|(h, _)| h.clone()).collect();
-        let mut answers: HashMap<String, CachedAnswer> = self.store.cached(&spec.teacher, &keys).await?;
-        let cached = answers.len();
-        let total = unique.len() as u64;
-        self.set_progress(id, |p| {
-            p.items_total = total;
-            p.items_labelled = cached as u64;
-            p.cache_hits = cached as u64;
-            p.teacher_failures = 0;
-        });
-        let misses: Vec<(String, String)> = unique
-            .iter()
-            .filter(|(h, _)| !answers.contains_key(h))
-            .map(|(h, p)| (h.clone(), p.to_string()))
-            .collect();
-        let session = format!("distill-{id}");
-        let started = Instant::now();
-        let mut failures: Vec<String> = Vec::new();
-        let mut fresh = 0usize;
-        {
-            let gateway = &self.gateway;
-            let session = session.as_str();
-            let teacher = spec.teacher.as_str();
-            let mut calls = futures::stream::iter(misses)
-                .map(move |(h, prompt): (String, String)| async move {
-                    if flag.load(Ordering::SeqCst) {
-                        return (h, Err("cancelled".to_string()));
-                    }
-                    let r = gateway.ask(teacher, &prompt, session).await;
-                    (h, r)
-                })
-            .buffer_unordered(spec.max_teacher_concurrency.max(1));
-            let mut done = 0u64;
-            while let Some((h, r)) = calls.next().await {
-                self.check(flag, deadline, spec.time_limit_secs)?;
-                match r {
-                    Ok(a) => {
-                        let c = CachedAnswer {
-                            prompt_hash: h.clone(),
-                            answer: a.text,
-                            served_model: a.served_model,
-                            input_tokens: a.input_tokens,
-                            output_tokens: a.output_tokens,
-                            latency_ms: a.latency_ms,
-                        };
-                        self.store.cache(&spec.teacher, &c).await?;
-                        answers.insert(h, c);
-                        fresh += 1;
-                    }
-                    Err(e) => failures.push(e),
-                }
-                done += 1;
-                let left = total.saturating_sub(cached as u64 + done);
-                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                let nfail = failures.len() as u64;
-                self.set_progress(id, |p| {
-                    p.items_labelled = cached as u64 + done - nfail;
-                    p.teacher_failures = nfail;
-                    p.eta_secs = left as f64 / rate;
-                });
-            }
-        }
-        // Labels: the given set, or the teacher's distinct answers on the training inputs.
-        let answer_of = |h: &String| answers.get(h).map(|a| a.answer.as_str());
-        let mut stats = LabelStats {
-            items: prompts.len(),
-            fresh,
-            cached,
-            failed_calls: failures.len(),
-            ..LabelStats::default()
-        };
-        let mut examples = Vec::new();
-        let mut unparseable: Vec<String> = Vec::new();
-        for (i, h) in hashes.iter().enumerate().take(train.len()) {
-            if let Some(a) = answer_of(h) {
-                match data::normalise(a, &spec.labels) {
-                    Some(l) => examples.push(Example::new(prompts[i].clone(), l)),
-                    None => unparseable.push(a.to_string()),
-                }
-            }
-        }
-        let mut eval_teacher = Vec::new();
-        for h in hashes.iter().skip(train.len()) {
-            let l = answer_of(h).and_then(|a| {
-                let n = data::normalise(a, &spec.labels);
-                if n.is_none() {
-                    unparseable.push(a.to_string());
-                }
-                n
-            });
-            eval_teacher.push(l);
-        }
-        stats.unparseable = unparseable.len();
-        stats.failure_examples = failures
-            .iter()
-            .take(3)
-            .map(|f| format!("call failed: {f}"))
-            .chain(unparseable.iter().take(3).map(|a| format!("answer named no label: {a:?}")))
-            .collect();
-        let bad = stats.failed_calls + stats.unparseable;
-        let fraction = bad as f64 / prompts.len().max(1) as f64;
-        if fraction > spec.max_teacher_failure_fraction {
-            return Err(Error::Job(format!(
-                "{bad} of {} teacher answers failed or named no label ({:.1}% > the {:.1}% allowed); first: {}",
-                prompts.len(),
-                fraction * 100.0,
-                spec.max_teacher_failure_fraction * 100.0,
-                stats.failure_examples.first().cloned().unwrap_or_default()
-            )));
-        }
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &examples {
-            *counts.entry(e.label.clone()).or_default() += 1;
-        }
-        stats.label_counts = counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
-        if counts.len() < 2 {
-            return Err(Error::Job(format!(
-                "the teacher gave fewer than 2 distinct labels on the training inputs ({}): nothing to learn",
-                stats.label_counts.iter().map(|(l, n)| format!("{l} ×{n}")).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        if spec.gold_evals {
-            let mut never: Vec<String> = evals
-                .iter()
-                .filter_map(|e| e.label.clone())
-                .filter(|l| !counts.keys().any(|k| k.eq_ignore_ascii_case(l)))
-                .collect();
-            never.sort();
-            never.dedup();
-            if !never.is_empty() {
-                return Err(Error::Job(format!(
-                    "eval labels never produced by the teacher on the training inputs: {} (the teacher's labels: {}); the student cannot learn them",
-                    never.join(", "),
-                    counts.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-        }
-        if bad > 0 {
-            let warn = format!(
-                "{} teacher calls failed and {} answers named no label (of {}); those items were left out",
-                stats.failed_calls, stats.unparseable, prompts.len()
-            );
-            self.store.set_error(id, &warn).await?;
-        }
-        // Teacher usage over every answer of this job (fresh or cached).
-        let mut used: Vec<&CachedAnswer> = keys.iter().filter_map(|h| answers.get(h)).collect();
-        used.sort_by_key(|a| a.latency_ms);
-        let n = used.len().max(1) as f64;
-        let mut served: Vec<String> = used.iter().map(|a| a.served_model.clone()).collect();
-        served.sort();
-        served.dedup();
-        let usage = TeacherUsage {
-            answers: used.len(),
-            mean_input_tokens: used.iter().map(|a| a.input_tokens as f64).sum::<f64>() / n,
-            mean_output_tokens: used.iter().map(|a| a.output_tokens as f64).sum::<f64>() / n,
-            mean_latency_ms: used.iter().map(|a| a.latency_ms as f64).sum::<f64>() / n,
-            p50_latency_ms: used.get(used.len() / 2).map_or(0.0, |a| a.latency_ms as f64),
-            served_models: served,
-        };
-        let labelled = Labelled {
-            labels: counts.keys().cloned().collect(),
-            train: examples,
-            eval_teacher,
-            stats: stats.clone(),
-            usage,
-        };
-        write_atomic(
-            &self.job_dir(id).join("labelled.json"),
-            serde_json::to_string(&labelled).unwrap_or_default().as_bytes(),
-        )?;
-        Ok(format!(
-            "{} answers ({} from the teacher now, {} cached), {} failed calls, {} answers without a label; labels: {}",
-            prompts.len() - stats.failed_calls,
-            fresh,
-            cached,
-            stats.failed_calls,
-            stats.unparseable,
-            stats.label_counts.iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(", ")
-        ))
-    }
-
     fn labelled(&self, id: &str) -> Result<Labelled, Error> {
         let path = self.job_dir(id).join("labelled.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
         serde_json::from_str(&text).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
     }
 
@@ -826,7 +745,11 @@ impl Engine {
         let parts = split(&labelled.train, 0.15, spec.seed)
             .map_err(|e| Error::Job(format!("cannot hold out a validation split: {e}")))?;
         self.set_progress(id, |p| p.message = "waiting for a training slot".into());
-        let _permit = self.training.acquire().await.map_err(|_| Error::Cancelled)?;
+        let _permit = self
+            .training
+            .acquire()
+            .await
+            .map_err(|_| Error::Cancelled)?;
         self.check(flag, deadline, spec.time_limit_secs)?;
         let dir = self.job_dir(id);
         let engine = Arc::clone(self);
@@ -836,63 +759,76 @@ impl Engine {
         let seed = spec.seed;
         let limit = spec.time_limit_secs;
         let n_train = parts.train.len();
-        let task = tokio::task::spawn_blocking(move || -> Result<retort_training::TrainReport, Error> {
-            let job = TrainJob {
-                config,
-                labels: vocab,
-                train: &parts.train,
-                validation: &parts.validation,
-                options: TrainOptions::new().with_seed(seed).with_max_epochs(max_epochs),
-                checkpoint_dir: Some(dir.join("checkpoint")),
-            };
-            let checkpoint = dir.join("checkpoint");
-            std::fs::create_dir_all(&checkpoint)
-                .map_err(|e| Error::Io(format!("creating {}: {e}", checkpoint.display())))?;
-            let mut on_epoch = |p: &retort_training::EpochProgress| {
-                engine.set_progress(&job_id, |g| {
-                    g.epoch = p.epoch as u32;
-                    g.max_epochs = p.max_epochs as u32;
-                    g.loss = p.train_loss;
-                    g.val_accuracy = p.val_accuracy;
-                    g.eta_secs = p.eta_secs;
-                    g.message = format!(
-                        "epoch {}/{}: loss {:.4}, validation accuracy {:.2}%",
-                        p.epoch,
-                        p.max_epochs,
-                        p.train_loss,
-                        p.val_accuracy * 100.0
-                    );
-                });
-                if flag.load(Ordering::SeqCst) || deadline.is_some_and(|d| now_ms() > d) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+        let task =
+            tokio::task::spawn_blocking(move || -> Result<retort_training::TrainReport, Error> {
+                let job = TrainJob {
+                    config,
+                    labels: vocab,
+                    train: &parts.train,
+                    validation: &parts.validation,
+                    options: TrainOptions::new()
+                        .with_seed(seed)
+                        .with_max_epochs(max_epochs),
+                    checkpoint_dir: Some(dir.join("checkpoint")),
+                };
+                let checkpoint = dir.join("checkpoint");
+                std::fs::create_dir_all(&checkpoint)
+                    .map_err(|e| Error::Io(format!("creating {}: {e}", checkpoint.display())))?;
+                let mut on_epoch = |p: &retort_training::EpochProgress| {
+                    engine.set_progress(&job_id, |g| {
+                        g.epoch = p.epoch as u32;
+                        g.max_epochs = p.max_epochs as u32;
+                        g.loss = p.train_loss;
+                        g.val_accuracy = p.val_accuracy;
+                        g.eta_secs = p.eta_secs;
+                        g.message = format!(
+                            "epoch {}/{}: loss {:.4}, validation accuracy {:.2}%",
+                            p.epoch,
+                            p.max_epochs,
+                            p.train_loss,
+                            p.val_accuracy * 100.0
+                        );
+                    });
+                    if flag.load(Ordering::SeqCst) || deadline.is_some_and(|d| now_ms() > d) {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                };
+                let trained = engine::train(&job, &mut on_epoch);
+                let trained = match trained {
+                    Err(retort_training::TrainingError::Cancelled)
+                        if !flag.load(Ordering::SeqCst) =>
+                    {
+                        return Err(Error::TimeLimit(limit));
+                    }
+                    r => r?,
+                };
+                if flag.load(Ordering::SeqCst) {
+                    return Err(Error::Cancelled);
                 }
-            };
-            let trained = engine::train(&job, &mut on_epoch);
-            let trained = match trained {
-                Err(retort_training::TrainingError::Cancelled) if !flag.load(Ordering::SeqCst) => {
-                    return Err(Error::TimeLimit(limit));
-                }
-                r => r?,
-            };
-            if flag.load(Ordering::SeqCst) {
-                return Err(Error::Cancelled);
-            }
-            engine::save(&trained.predictor, &dir.join("student"))?;
-            let _ = std::fs::remove_dir_all(&checkpoint);
-            Ok(trained.report)
-        });
-        let report = task.await.map_err(|e| Error::Training(format!("the training thread failed: {e}")))??;
+                engine::save(&trained.predictor, &dir.join("student"))?;
+                let _ = std::fs::remove_dir_all(&checkpoint);
+                Ok(trained.report)
+            });
+        let report = task
+            .await
+            .map_err(|e| Error::Training(format!("the training thread failed: {e}")))??;
         Ok(format!(
             "{} examples, {} epochs{}, best epoch {} at {:.2}% validation accuracy, {:.1} s{}",
             n_train,
             report.epochs_run,
-            if report.stopped_early { " (stopped early)" } else { "" },
+            if report.stopped_early {
+                " (stopped early)"
+            } else {
+                ""
+            },
             report.best_epoch,
             report.best_val_accuracy * 100.0,
             report.train_secs,
-            report.resumed_after_epoch.map_or_else(String::new, |e| format!(", resumed after epoch {e}"))
+            report
+                .resumed_after_epoch
+                .map_or_else(String::new, |e| format!(", resumed after epoch {e}"))
         ))
     }
 
@@ -902,18 +838,24 @@ impl Engine {
         let features = data::features(&train, &evals, &spec.template);
         let artefact = self.artefact_dir(id);
         let spec2 = spec.clone();
-        let eval = tokio::task::spawn_blocking(move || evaluate_blocking(&artefact, &spec2, &evals, labelled, features))
-            .await
-            .map_err(|e| Error::Training(format!("the evaluation thread failed: {e}")))??;
+        let eval = tokio::task::spawn_blocking(move || {
+            evaluate::evaluate_blocking(&artefact, &spec2, &evals, labelled, features)
+        })
+        .await
+        .map_err(|e| Error::Training(format!("the evaluation thread failed: {e}")))??;
         let summary = format!(
             "student {} vs teacher {} on {} evals, agreement {:.2}%, p50 {:.0} µs",
-            eval.student_accuracy.map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
-            eval.teacher_accuracy.map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
+            eval.student_accuracy
+                .map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
+            eval.teacher_accuracy
+                .map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
             eval.n_evals,
             eval.agreement * 100.0,
             eval.latency.p50_us
         );
-        self.store.set_eval(id, &serde_json::to_string(&eval).unwrap_or_default()).await?;
+        self.store
+            .set_eval(id, &serde_json::to_string(&eval).unwrap_or_default())
+            .await?;
         Ok(summary)
     }
 
@@ -929,7 +871,11 @@ impl Engine {
     }
 
     async fn report(&self, id: &str, spec: &JobSpec) -> Result<String, Error> {
-        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let row = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
         let eval: Evaluation = serde_json::from_str(&row.eval_json)
             .map_err(|e| Error::Store(format!("job {id}: unreadable evaluation: {e}")))?;
         let report = self.build_report(id, spec, &eval);
@@ -966,15 +912,26 @@ impl Engine {
             .await?;
         Ok(format!(
             "objective {}; cost per 1,000 requests: teacher {}, student ${:.6}",
-            if report.objective.met { "met" } else { "not met" },
-            report.costs.teacher_usd_per_1k.map_or_else(|| "unknown".into(), |c| format!("${c:.4}")),
+            if report.objective.met {
+                "met"
+            } else {
+                "not met"
+            },
+            report
+                .costs
+                .teacher_usd_per_1k
+                .map_or_else(|| "unknown".into(), |c| format!("${c:.4}")),
             report.costs.student_usd_per_1k
         ))
     }
 
     /// The stored report (JSON, Markdown).
     pub async fn report_of(&self, id: &str) -> Result<(String, String), Error> {
-        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        let row = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
         if row.report_json.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "job {id} has no report yet (state {}, stage {})",
@@ -983,215 +940,4 @@ impl Engine {
         }
         Ok((row.report_json, row.report_md))
     }
-
-    /// Deploys the job's student through the gateway's `retort.v1.Students`, then times it through
-    /// the gateway and adds that to the report.
-    pub async fn deploy(&self, r: pb::DeployRequest) -> Result<pb::DeployResponse, Error> {
-        let id = r.job_id.as_str();
-        if !valid_name(&r.name) {
-            return Err(Error::InvalidArgument(format!(
-                "name {:?}: 1 to 63 of a-z, 0-9, _ and -, starting with a letter or digit",
-                r.name
-            )));
-        }
-        let row = self.store.job(id).await?.ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
-        if row.state != "succeeded" {
-            return Err(Error::FailedPrecondition(format!(
-                "job {id} is {} (stage {}): only a finished job can be deployed",
-                row.state, row.stage
-            )));
-        }
-        let spec: JobSpec = serde_json::from_str(&row.request_json)
-            .map_err(|e| Error::Store(format!("job {id}: unreadable request: {e}")))?;
-        let artefact = self.artefact_dir(id);
-        self.store.stage_started(id, "deploy").await?;
-        let result = self.deploy_inner(id, &r, &spec, &row, &artefact).await;
-        match &result {
-            Ok((model, summary)) => {
-                self.store.stage_finished(id, "deploy", "done", summary).await?;
-                self.store.set_deployed(id, model).await?;
-                self.store.set_state(id, "succeeded", "deploy", &row.error).await?;
-            }
-            Err(e) => self.store.stage_finished(id, "deploy", "failed", &e.to_string()).await?,
-        }
-        let (model, _) = result?;
-        Ok(pb::DeployResponse { model, job: Some(self.job(id).await?) })
-    }
-
-    async fn deploy_inner(
-        &self,
-        id: &str,
-        r: &pb::DeployRequest,
-        spec: &JobSpec,
-        row: &JobRow,
-        artefact: &Path,
-    ) -> Result<(String, String), Error> {
-        let channel = tonic::transport::Endpoint::from_shared(self.cfg.gateway_grpc.clone())
-            .map_err(|e| Error::Config(format!("gateway_grpc {:?}: {e}", self.cfg.gateway_grpc)))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| Error::Gateway(format!("connecting to {}: {e}", self.cfg.gateway_grpc)))?;
-        let mut client = pb::students_client::StudentsClient::new(channel);
-        let mut req = tonic::Request::new(pb::DeployStudentRequest {
-            name: r.name.clone(),
-            artefact_path: artefact.display().to_string(),
-            route: r.route.clone(),
-            first: r.first,
-        });
-        let auth = format!("Bearer {}", self.cfg.admin_key());
-        if let Ok(v) = auth.parse() {
-            req.metadata_mut().insert("authorization", v);
-        }
-        let resp = client.deploy_student(req).await.map_err(|s| match s.code() {
-            tonic::Code::InvalidArgument | tonic::Code::NotFound => {
-                Error::InvalidArgument(format!("the gateway refused the student: {}", s.message()))
-            }
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
-                Error::FailedPrecondition(format!("the gateway refused the admin key: {}", s.message()))
-            }
-            _ => Error::Gateway(format!("DeployStudent: {}: {}", s.code(), s.message())),
-        })?;
-        let model = resp
-            .into_inner()
-            .student
-            .map(|s| s.model)
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| format!("distilled/{}", r.name));
-        // Latency through the gateway, with eval prompts.
-        let mut summary = format!("serving as {model}{}", if r.route.is_empty() { String::new() } else { format!(" (route {})", r.route) });
-        if self.cfg.gateway_latency_samples > 0 {
-            let (_, evals) = self.load_items(id)?;
-            let prompts: Vec<String> = evals.iter().map(|e| data::render(&spec.template, &e.text)).collect();
-            let mut samples = Vec::new();
-            let mut errors = 0;
-            for p in prompts.iter().cycle().take(self.cfg.gateway_latency_samples + 10).enumerate() {
-                match self.gateway.time_one(&model, p.1).await {
-                    Ok(d) if p.0 >= 10 => samples.push(d),
-                    Ok(_) => {}
-                    Err(e) => {
-                        errors += 1;
-                        if errors > 5 {
-                            summary.push_str(&format!("; latency through the gateway not measured: {e}"));
-                            break;
-                        }
-                    }
-                }
-            }
-            if let Ok(stats) = eval::latency_stats(&samples) {
-                summary.push_str(&format!(
-                    "; through the gateway p50 {:.0} µs, p99 {:.0} µs",
-                    stats.p50_us, stats.p99_us
-                ));
-                if let Ok(mut e) = serde_json::from_str::<Evaluation>(&row.eval_json) {
-                    e.gateway_latency = Some(stats);
-                    e.deployed_model = Some(model.clone());
-                    let report = self.build_report(id, spec, &e);
-                    self.store.set_eval(id, &serde_json::to_string(&e).unwrap_or_default()).await?;
-                    self.store
-                        .set_report(id, &serde_json::to_string_pretty(&report).unwrap_or_default(), &report.markdown())
-                        .await?;
-                }
-            }
-        }
-        Ok((model, summary))
-    }
-}
-
-/// The evaluate stage's work (CPU-bound: runs on a blocking thread).
-fn evaluate_blocking(
-    artefact: &Path,
-    spec: &JobSpec,
-    evals: &[Item],
-    labelled: Labelled,
-    features: data::Features,
-) -> Result<Evaluation, Error> {
-    let predictor = engine::load(artefact)?;
-    let prompts: Vec<String> = evals.iter().map(|e| data::render(&spec.template, &e.text)).collect();
-    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let start = Instant::now();
-    let mut predicted = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(256) {
-        predicted.extend(engine::predict(&predictor, chunk));
-    }
-    let throughput = texts.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let teacher = &labelled.eval_teacher;
-    let agree_pairs: Vec<(&str, &str)> = predicted
-        .iter()
-        .zip(teacher)
-        .filter_map(|((s, _), t)| t.as_deref().map(|t| (s.as_str(), t)))
-        .collect();
-    let agreement = if agree_pairs.is_empty() {
-        0.0
-    } else {
-        agree_pairs.iter().filter(|(s, t)| s == t).count() as f64 / agree_pairs.len() as f64
-    };
-    let (student_eval, teacher_eval, student_accuracy, teacher_accuracy) = if spec.gold_evals {
-        let gold: Vec<Example> = prompts
-            .iter()
-            .zip(evals)
-            .map(|(p, e)| Example::new(p.clone(), e.label.clone().unwrap_or_default()))
-            .collect();
-        // Compare case-insensitively: map each gold label to the teacher label it names.
-        let canon = |l: &str| {
-            labelled.labels.iter().find(|k| k.eq_ignore_ascii_case(l)).cloned().unwrap_or_else(|| l.to_string())
-        };
-        let gold: Vec<Example> = gold.into_iter().map(|e| Example::new(e.text, canon(&e.label))).collect();
-        let s = eval::report(&gold, &predicted, 5)?;
-        let t_pred: Vec<(String, f32)> = teacher
-            .iter()
-            .map(|t| (t.clone().unwrap_or_else(|| "(no answer)".into()), 1.0))
-            .collect();
-        let t = eval::report(&gold, &t_pred, 5)?;
-        let (sa, ta) = (s.accuracy, t.accuracy);
-        (s, Some(t), Some(sa), Some(ta))
-    } else {
-        let pairs: Vec<(Example, (String, f32))> = prompts
-            .iter()
-            .zip(teacher)
-            .zip(&predicted)
-            .filter_map(|((p, t), s)| t.as_ref().map(|t| (Example::new(p.clone(), t.clone()), s.clone())))
-            .collect();
-        if pairs.is_empty() {
-            return Err(Error::Job("the teacher answered none of the evals: nothing to compare with".into()));
-        }
-        let (ex, pr): (Vec<Example>, Vec<(String, f32)>) = pairs.into_iter().unzip();
-        (eval::report(&ex, &pr, 5)?, None, None, None)
-    };
-    let timed: Vec<&str> = texts.iter().copied().take(500).collect();
-    let latency = engine::measure_latency(&predictor, &timed, 20)?;
-    let artefact_bytes = std::fs::read_dir(artefact)
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0);
-    let meta = predictor.metadata();
-    let train = meta.train.clone();
-    Ok(Evaluation {
-        teacher: spec.teacher.clone(),
-        student: spec.target.clone(),
-        backend: train.as_ref().map_or_else(retort_training::backend::name, |t| t.backend.clone()),
-        labels: labelled.labels.clone(),
-        features,
-        label_stats: labelled.stats.clone(),
-        n_evals: evals.len(),
-        student_accuracy,
-        teacher_accuracy,
-        agreement,
-        agreement_n: agree_pairs.len(),
-        student_eval,
-        teacher_eval,
-        latency,
-        throughput_per_sec: throughput,
-        parameters: meta.num_params,
-        artefact_bytes,
-        epochs_run: train.as_ref().map_or(0, |t| t.epochs_run),
-        best_epoch: train.as_ref().map_or(0, |t| t.best_epoch),
-        best_val_accuracy: train.as_ref().map_or(0.0, |t| t.best_val_accuracy),
-        stopped_early: train.as_ref().is_some_and(|t| t.stopped_early),
-        train_secs: train.as_ref().map_or(0.0, |t| t.train_secs),
-        train_examples: train.as_ref().map_or(0, |t| t.train_examples),
-        validation_examples: train.as_ref().map_or(0, |t| t.validation_examples),
-        teacher_usage: labelled.usage.clone(),
-        gateway_latency: None,
-        deployed_model: None,
-    })
 }

@@ -142,13 +142,20 @@ pub fn build(
     let day = crate::now_ms().div_euclid(86_400_000);
     let price = teacher_price(prices, e, day);
     let u = &e.teacher_usage;
-    let teacher_usd_per_1k =
-        price.map(|p| (u.mean_input_tokens * p.input + u.mean_output_tokens * p.output) / 1e6 * 1000.0);
+    let teacher_usd_per_1k = price
+        .map(|p| (u.mean_input_tokens * p.input + u.mean_output_tokens * p.output) / 1e6 * 1000.0);
     let student_usd_per_1k = e.latency.mean_us / 1e6 / 3600.0 * compute_usd_per_cpu_hour * 1000.0;
     let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
     let costs = Costs {
         teacher_usd_per_1k,
-        teacher_price: price.map(|p| format!("{} (${}/M input, ${}/M output)", p.version(), p.input, p.output)),
+        teacher_price: price.map(|p| {
+            format!(
+                "{} (${}/M input, ${}/M output)",
+                p.version(),
+                p.input,
+                p.output
+            )
+        }),
         student_usd_per_1k,
         compute_usd_per_cpu_hour,
         cost_ratio: teacher_usd_per_1k.and_then(|t| ratio(t, student_usd_per_1k)),
@@ -209,7 +216,9 @@ pub fn build(
         "The student reads the rendered prompt (template + input): clients must send that same text as the last user message.".into(),
     ];
     if e.student_accuracy.is_none() {
-        assumptions.push("The evals have no expected answers: accuracy is agreement with the teacher.".into());
+        assumptions.push(
+            "The evals have no expected answers: accuracy is agreement with the teacher.".into(),
+        );
     } else {
         assumptions.push("A teacher call that failed, or whose answer named no label, counts as a wrong teacher answer.".into());
     }
@@ -217,7 +226,9 @@ pub fn build(
         assumptions.push(format!(
             "Latency through the gateway: {} sequential requests to {} over HTTP on loopback.",
             g.n,
-            e.deployed_model.as_deref().unwrap_or("the deployed student")
+            e.deployed_model
+                .as_deref()
+                .unwrap_or("the deployed student")
         ));
     }
     Report {
@@ -278,11 +289,21 @@ impl Report {
             pct(e.teacher_accuracy),
             pct(e.student_accuracy)
         );
-        let _ = writeln!(m, "| agreement with the teacher | — | {} (on {} evals) |", pct(Some(e.agreement)), e.agreement_n);
-        let gw = e
-            .gateway_latency
-            .as_ref()
-            .map_or_else(|| "not deployed".into(), |g| format!("p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs", g.p50_us, g.p95_us, g.p99_us));
+        let _ = writeln!(
+            m,
+            "| agreement with the teacher | — | {} (on {} evals) |",
+            pct(Some(e.agreement)),
+            e.agreement_n
+        );
+        let gw = e.gateway_latency.as_ref().map_or_else(
+            || "not deployed".into(),
+            |g| {
+                format!(
+                    "p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs",
+                    g.p50_us, g.p95_us, g.p99_us
+                )
+            },
+        );
         let _ = writeln!(
             m,
             "| latency in-process | — | p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs |",
@@ -293,7 +314,11 @@ impl Report {
             "| latency through the gateway | mean {:.1} ms, p50 {:.1} ms | {gw} |",
             e.teacher_usage.mean_latency_ms, e.teacher_usage.p50_latency_ms
         );
-        let _ = writeln!(m, "| throughput in-process | — | {:.0} predictions/s |", e.throughput_per_sec);
+        let _ = writeln!(
+            m,
+            "| throughput in-process | — | {:.0} predictions/s |",
+            e.throughput_per_sec
+        );
         let _ = writeln!(
             m,
             "| cost per 1,000 requests | {} | {} |",
@@ -304,8 +329,10 @@ impl Report {
             m,
             "\nSpeed ratio (teacher ÷ student): **{:.0}×** in-process{}. Cost ratio: **{}**. Saved per 1,000 requests: {}.\n",
             c.speed_ratio,
-            c.speed_ratio_via_gateway.map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
-            c.cost_ratio.map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
+            c.speed_ratio_via_gateway
+                .map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
+            c.cost_ratio
+                .map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
             usd(c.savings_usd_per_1k)
         );
         let s = &e.label_stats;
@@ -317,7 +344,11 @@ impl Report {
             s.cached,
             s.failed_calls,
             s.unparseable,
-            s.label_counts.iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(", ")
+            s.label_counts
+                .iter()
+                .map(|(l, n)| format!("{l} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for f in &s.failure_examples {
             let _ = writeln!(m, "- {}", short(f, 160));
@@ -328,7 +359,11 @@ impl Report {
             e.train_examples,
             e.validation_examples,
             e.epochs_run,
-            if e.stopped_early { "stopped early" } else { "no early stop" },
+            if e.stopped_early {
+                "stopped early"
+            } else {
+                "no early stop"
+            },
             e.best_epoch,
             e.best_val_accuracy * 100.0,
             e.train_secs
@@ -336,7 +371,11 @@ impl Report {
         let _ = writeln!(
             m,
             "## Errors by class (student, against {})\n\n| class | support | accuracy | examples of errors |\n|---|---|---|---|",
-            if e.student_accuracy.is_some() { "the expected answers" } else { "the teacher" }
+            if e.student_accuracy.is_some() {
+                "the expected answers"
+            } else {
+                "the teacher"
+            }
         );
         for cl in &e.student_eval.per_class {
             let ex = cl
@@ -346,10 +385,25 @@ impl Report {
                 .map(|x| format!("“{}” → {}", short(&x.text, 80), x.predicted))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let _ = writeln!(m, "| {} | {} | {:.2}% | {} |", cl.label, cl.support, cl.accuracy * 100.0, ex);
+            let _ = writeln!(
+                m,
+                "| {} | {} | {:.2}% | {} |",
+                cl.label,
+                cl.support,
+                cl.accuracy * 100.0,
+                ex
+            );
         }
         if let Some(t) = &e.teacher_eval {
-            let _ = writeln!(m, "\nTeacher by class: {}.", t.per_class.iter().map(|c| format!("{} {:.2}%", c.label, c.accuracy * 100.0)).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                m,
+                "\nTeacher by class: {}.",
+                t.per_class
+                    .iter()
+                    .map(|c| format!("{} {:.2}%", c.label, c.accuracy * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         let _ = writeln!(m, "\n## Assumptions\n");
         for a in &self.assumptions {

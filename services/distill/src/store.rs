@@ -166,7 +166,10 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let mut o = PgConnectOptions::from_str(url)?;
             if let Some(schema) = schema {
-                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if !schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     return Err(Error::Config(format!(
                         "schema name {schema:?}: letters, digits and _ only"
                     )));
@@ -241,11 +244,25 @@ impl Store {
     pub async fn insert_job(&self, j: &JobRow) -> Result<(), Error> {
         execute!(
             self,
-            &format!("INSERT INTO distill_jobs ({JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &format!(
+                "INSERT INTO distill_jobs ({JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
             [
-                &j.id, &j.teacher, &j.target, &j.state, &j.stage, &j.error, &j.request_json,
-                &j.progress_json, &j.eval_json, &j.report_json, &j.report_md, &j.deployed_model,
-                &j.description, j.created_ms, j.updated_ms,
+                &j.id,
+                &j.teacher,
+                &j.target,
+                &j.state,
+                &j.stage,
+                &j.error,
+                &j.request_json,
+                &j.progress_json,
+                &j.eval_json,
+                &j.report_json,
+                &j.report_md,
+                &j.deployed_model,
+                &j.description,
+                j.created_ms,
+                j.updated_ms,
             ]
         );
         Ok(())
@@ -434,8 +451,14 @@ impl Store {
             self,
             "INSERT INTO teacher_cache (teacher, prompt_hash, answer, served_model, input_tokens, output_tokens, latency_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (teacher, prompt_hash) DO NOTHING",
             [
-                teacher, &a.prompt_hash, &a.answer, &a.served_model, a.input_tokens,
-                a.output_tokens, a.latency_ms, now_ms(),
+                teacher,
+                &a.prompt_hash,
+                &a.answer,
+                &a.served_model,
+                a.input_tokens,
+                a.output_tokens,
+                a.latency_ms,
+                now_ms(),
             ]
         );
         Ok(())
@@ -443,16 +466,39 @@ impl Store {
 
     /// Records a finished run (replacing an earlier row of the same job).
     pub async fn insert_result(&self, r: &ResultRow) -> Result<(), Error> {
-        execute!(self, "DELETE FROM distill_results WHERE job_id = ?", [&r.job_id]);
+        execute!(
+            self,
+            "DELETE FROM distill_results WHERE job_id = ?",
+            [&r.job_id]
+        );
         execute!(
             self,
             "INSERT INTO distill_results (job_id, created_ms, teacher, task_kind, n_train, n_evals, n_labels, mean_input_chars, p95_input_chars, gold_evals, teacher_accuracy, student_class, student_size, student_accuracy, agreement, latency_p50_us, latency_p99_us, parameters, artefact_bytes, train_secs, teacher_usd_per_1k, student_usd_per_1k, objective_met, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                &r.job_id, now_ms(), &r.teacher, &r.task_kind, r.n_train, r.n_evals, r.n_labels,
-                r.mean_input_chars, r.p95_input_chars, i64::from(r.gold_evals), r.teacher_accuracy,
-                &r.student_class, &r.student_size, r.student_accuracy, r.agreement,
-                r.latency_p50_us, r.latency_p99_us, r.parameters, r.artefact_bytes, r.train_secs,
-                r.teacher_usd_per_1k, r.student_usd_per_1k, i64::from(r.objective_met), &r.backend,
+                &r.job_id,
+                now_ms(),
+                &r.teacher,
+                &r.task_kind,
+                r.n_train,
+                r.n_evals,
+                r.n_labels,
+                r.mean_input_chars,
+                r.p95_input_chars,
+                i64::from(r.gold_evals),
+                r.teacher_accuracy,
+                &r.student_class,
+                &r.student_size,
+                r.student_accuracy,
+                r.agreement,
+                r.latency_p50_us,
+                r.latency_p99_us,
+                r.parameters,
+                r.artefact_bytes,
+                r.train_secs,
+                r.teacher_usd_per_1k,
+                r.student_usd_per_1k,
+                i64::from(r.objective_met),
+                &r.backend,
             ]
         );
         Ok(())

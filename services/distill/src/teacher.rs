@@ -71,11 +71,18 @@ impl Gateway {
             .await
             .map_err(|e| Error::Gateway(format!("GET /v1/models: {e}")))?;
         if !status.is_success() {
-            return Err(Error::Gateway(format!("GET /v1/models: {status}: {}", error_text(&body))));
+            return Err(Error::Gateway(format!(
+                "GET /v1/models: {status}: {}",
+                error_text(&body)
+            )));
         }
         Ok(body["data"]
             .as_array()
-            .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["id"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -126,7 +133,10 @@ impl Gateway {
         if !session.is_empty() {
             req = req.header("x-retort-session", session);
         }
-        let r = req.send().await.map_err(|e| CallError::Retry(format!("gateway unreachable: {e}")))?;
+        let r = req
+            .send()
+            .await
+            .map_err(|e| CallError::Retry(format!("gateway unreachable: {e}")))?;
         let status = r.status();
         let served = r
             .headers()
@@ -140,11 +150,13 @@ impl Gateway {
             .map_err(|e| CallError::Retry(format!("reading the gateway's answer: {e}")))?;
         if !status.is_success() {
             let msg = format!("{status}: {}", error_text(&body));
-            return Err(if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
-                CallError::Retry(msg)
-            } else {
-                CallError::Fatal(msg)
-            });
+            return Err(
+                if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
+                    CallError::Retry(msg)
+                } else {
+                    CallError::Fatal(msg)
+                },
+            );
         }
         let text = body["choices"][0]["message"]["content"]
             .as_str()

@@ -11,7 +11,9 @@ pub const DEFAULT_PG: &str = "postgres://postgres:postgres@127.0.0.1:5432/test";
 pub const TEMPLATE: &str = "Is this email spam or ham? Answer with one word.\n\n{input}";
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -19,7 +21,10 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("retort-distill-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    let d = std::env::temp_dir().join(format!(
+        "retort-distill-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -76,7 +81,12 @@ pub struct TeacherSpec {
 
 impl Default for TeacherSpec {
     fn default() -> Self {
-        TeacherSpec { error_rate: 0.0, unknown: 0, latency_ms: 0, error_once: false }
+        TeacherSpec {
+            error_rate: 0.0,
+            unknown: 0,
+            latency_ms: 0,
+            error_once: false,
+        }
     }
 }
 
@@ -112,9 +122,15 @@ impl World {
             answers.display(),
             teacher.error_rate,
             teacher.latency_ms,
-            if teacher.error_once { "fault = \"error_once\"" } else { "" }
+            if teacher.error_once {
+                "fault = \"error_once\""
+            } else {
+                ""
+            }
         );
-        let sim = retort_sim::spawn(retort_sim::SimConfig::from_toml(&sim_cfg).unwrap()).await.unwrap();
+        let sim = retort_sim::spawn(retort_sim::SimConfig::from_toml(&sim_cfg).unwrap())
+            .await
+            .unwrap();
         let gw_cfg = retort_gateway::config::Config::from_toml(&format!(
             r#"
             [server]
@@ -156,7 +172,13 @@ impl World {
             ..DistillConfig::default()
         };
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        World { sim, gateway, dir, db, cfg }
+        World {
+            sim,
+            gateway,
+            dir,
+            db,
+            cfg,
+        }
     }
 
     pub fn prices() -> Vec<retort_pricing::Price> {
@@ -174,18 +196,26 @@ impl World {
 
     /// Starts (or restarts) the distill service on the world's database and data folder.
     pub async fn distill(&self) -> Running {
-        retort_distill::grpc::start_with_store(self.cfg.clone(), Self::prices(), self.db.store().await)
-            .await
-            .unwrap()
+        retort_distill::grpc::start_with_store(
+            self.cfg.clone(),
+            Self::prices(),
+            self.db.store().await,
+        )
+        .await
+        .unwrap()
     }
 }
 
 pub async fn client(r: &Running) -> DistillClient<Channel> {
-    DistillClient::connect(format!("http://{}", r.addr)).await.unwrap()
+    DistillClient::connect(format!("http://{}", r.addr))
+        .await
+        .unwrap()
 }
 
 pub fn inline(bytes: Vec<u8>) -> Option<pb::DataSource> {
-    Some(pb::DataSource { source: Some(pb::data_source::Source::Inline(bytes)) })
+    Some(pb::DataSource {
+        source: Some(pb::data_source::Source::Inline(bytes)),
+    })
 }
 
 /// The spam task, labels given, linear/tiny.
@@ -197,14 +227,22 @@ pub fn spam_request() -> pb::SubmitRequest {
         prompt_template: TEMPLATE.into(),
         target: "linear/tiny".into(),
         labels: vec!["spam".into(), "ham".into()],
-        limits: Some(pb::ResourceLimits { max_teacher_concurrency: 4, max_epochs: 8, ..Default::default() }),
+        limits: Some(pb::ResourceLimits {
+            max_teacher_concurrency: 4,
+            max_epochs: 8,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
 /// Watches a job to its end; returns every progress message seen.
 pub async fn watch_to_end(c: &mut DistillClient<Channel>, id: &str) -> Vec<pb::JobProgress> {
-    let mut s = c.watch(pb::WatchJobRequest { job_id: id.into() }).await.unwrap().into_inner();
+    let mut s = c
+        .watch(pb::WatchJobRequest { job_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(120), s.message()).await {
@@ -224,7 +262,10 @@ pub async fn watch_to_end(c: &mut DistillClient<Channel>, id: &str) -> Vec<pb::J
 }
 
 pub async fn get(c: &mut DistillClient<Channel>, id: &str) -> pb::Job {
-    c.get(pb::GetJobRequest { job_id: id.into() }).await.unwrap().into_inner()
+    c.get(pb::GetJobRequest { job_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Distinct rendered prompts of the spam task (what the teacher is asked).

@@ -1,0 +1,134 @@
+//! The evaluate stage's measurements: student and teacher on the same evals, agreement, latency,
+//! throughput, size.
+use std::path::Path;
+use std::time::Instant;
+
+use retort_training::{Example, engine, eval};
+
+use super::{JobSpec, Labelled};
+use crate::{
+    Error,
+    data::{self, Item},
+    report::Evaluation,
+};
+
+/// The evaluate stage's work (CPU-bound: runs on a blocking thread).
+pub(super) fn evaluate_blocking(
+    artefact: &Path,
+    spec: &JobSpec,
+    evals: &[Item],
+    labelled: Labelled,
+    features: data::Features,
+) -> Result<Evaluation, Error> {
+    let predictor = engine::load(artefact)?;
+    let prompts: Vec<String> = evals
+        .iter()
+        .map(|e| data::render(&spec.template, &e.text))
+        .collect();
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let mut predicted = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        predicted.extend(engine::predict(&predictor, chunk));
+    }
+    let throughput = texts.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    let teacher = &labelled.eval_teacher;
+    let agree_pairs: Vec<(&str, &str)> = predicted
+        .iter()
+        .zip(teacher)
+        .filter_map(|((s, _), t)| t.as_deref().map(|t| (s.as_str(), t)))
+        .collect();
+    let agreement = if agree_pairs.is_empty() {
+        0.0
+    } else {
+        agree_pairs.iter().filter(|(s, t)| s == t).count() as f64 / agree_pairs.len() as f64
+    };
+    let (student_eval, teacher_eval, student_accuracy, teacher_accuracy) = if spec.gold_evals {
+        let gold: Vec<Example> = prompts
+            .iter()
+            .zip(evals)
+            .map(|(p, e)| Example::new(p.clone(), e.label.clone().unwrap_or_default()))
+            .collect();
+        // Compare case-insensitively: map each gold label to the teacher label it names.
+        let canon = |l: &str| {
+            labelled
+                .labels
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(l))
+                .cloned()
+                .unwrap_or_else(|| l.to_string())
+        };
+        let gold: Vec<Example> = gold
+            .into_iter()
+            .map(|e| Example::new(e.text, canon(&e.label)))
+            .collect();
+        let s = eval::report(&gold, &predicted, 5)?;
+        let t_pred: Vec<(String, f32)> = teacher
+            .iter()
+            .map(|t| (t.clone().unwrap_or_else(|| "(no answer)".into()), 1.0))
+            .collect();
+        let t = eval::report(&gold, &t_pred, 5)?;
+        let (sa, ta) = (s.accuracy, t.accuracy);
+        (s, Some(t), Some(sa), Some(ta))
+    } else {
+        let pairs: Vec<(Example, (String, f32))> = prompts
+            .iter()
+            .zip(teacher)
+            .zip(&predicted)
+            .filter_map(|((p, t), s)| {
+                t.as_ref()
+                    .map(|t| (Example::new(p.clone(), t.clone()), s.clone()))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Err(Error::Job(
+                "the teacher answered none of the evals: nothing to compare with".into(),
+            ));
+        }
+        let (ex, pr): (Vec<Example>, Vec<(String, f32)>) = pairs.into_iter().unzip();
+        (eval::report(&ex, &pr, 5)?, None, None, None)
+    };
+    let timed: Vec<&str> = texts.iter().copied().take(500).collect();
+    let latency = engine::measure_latency(&predictor, &timed, 20)?;
+    let artefact_bytes = std::fs::read_dir(artefact)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let meta = predictor.metadata();
+    let train = meta.train.clone();
+    Ok(Evaluation {
+        teacher: spec.teacher.clone(),
+        student: spec.target.clone(),
+        backend: train
+            .as_ref()
+            .map_or_else(retort_training::backend::name, |t| t.backend.clone()),
+        labels: labelled.labels.clone(),
+        features,
+        label_stats: labelled.stats.clone(),
+        n_evals: evals.len(),
+        student_accuracy,
+        teacher_accuracy,
+        agreement,
+        agreement_n: agree_pairs.len(),
+        student_eval,
+        teacher_eval,
+        latency,
+        throughput_per_sec: throughput,
+        parameters: meta.num_params,
+        artefact_bytes,
+        epochs_run: train.as_ref().map_or(0, |t| t.epochs_run),
+        best_epoch: train.as_ref().map_or(0, |t| t.best_epoch),
+        best_val_accuracy: train.as_ref().map_or(0.0, |t| t.best_val_accuracy),
+        stopped_early: train.as_ref().is_some_and(|t| t.stopped_early),
+        train_secs: train.as_ref().map_or(0.0, |t| t.train_secs),
+        train_examples: train.as_ref().map_or(0, |t| t.train_examples),
+        validation_examples: train.as_ref().map_or(0, |t| t.validation_examples),
+        teacher_usage: labelled.usage.clone(),
+        gateway_latency: None,
+        deployed_model: None,
+    })
+}
