@@ -180,7 +180,7 @@ impl SseDecoder {
         self.buf.extend_from_slice(chunk);
         let mut start = 0;
         let mut stopped = false;
-        while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf[start..]) {
             let end = start + nl;
             let mut line = &self.buf[start..end];
             start = end + 1;
@@ -199,7 +199,7 @@ impl SseDecoder {
                 }
                 continue;
             }
-            let (field, value) = match line.iter().position(|&b| b == b':') {
+            let (field, value) = match memchr::memchr(b':', line) {
                 Some(0) => continue,
                 Some(i) => (&line[..i], line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..])),
                 None => (line, &b""[..]),
