@@ -911,7 +911,7 @@ impl Engine {
             })
             .await?;
         Ok(format!(
-            "objective {}; cost per 1,000 requests: teacher {}, student ${:.6}",
+            "objective {}; cost per 1,000 requests: teacher {}, student ${:.3e}",
             if report.objective.met {
                 "met"
             } else {

@@ -245,7 +245,11 @@ fn pct(x: Option<f64>) -> String {
 }
 
 fn usd(x: Option<f64>) -> String {
-    x.map_or_else(|| "unknown".into(), |v| format!("${v:.6}"))
+    match x {
+        None => "unknown".into(),
+        Some(v) if v != 0.0 && v.abs() < 0.001 => format!("${v:.3e}"),
+        Some(v) => format!("${v:.6}"),
+    }
 }
 
 fn short(s: &str, n: usize) -> String {
