@@ -168,7 +168,7 @@ async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)]
 fn print(s: &pb::Session) {
-    let th = s.thresholds.unwrap_or_default();
+    let th = s.thresholds.clone().unwrap_or_default();
     println!(
         "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {}",
         s.session_id,
