@@ -131,6 +131,7 @@ struct StudentRun {
     accuracy: f64,
     agreement: f64,
     train_secs: f64,
+    examples_per_sec: f64,
     epochs: usize,
     params: usize,
     size_bytes: u64,
@@ -169,6 +170,7 @@ fn train_student(spec: &str, train: &[Example], validation: &[Example], eval: &[
         accuracy: accuracy(&pred, eval),
         agreement: pred.iter().zip(teacher_eval).filter(|(a, b)| a == b).count() as f64 / eval.len().max(1) as f64,
         train_secs,
+        examples_per_sec: trained.report.examples_per_sec,
         epochs: trained.report.epochs_run,
         params: trained.report.num_params,
         size_bytes,
@@ -374,13 +376,13 @@ async fn main() -> anyhow::Result<()> {
         cores,
         a.latency_requests
     );
-    let _ = writeln!(md, "| teacher error rate | teacher acc. (gold) | baseline acc. | student | student acc. | agreement w/ teacher | train s | epochs | params | artefact | in-process p50/p99 µs |");
-    let _ = writeln!(md, "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "| teacher error rate | teacher acc. (gold) | baseline acc. | student | student acc. | agreement w/ teacher | train s | train ex/s | epochs | params | artefact | in-process p50/p99 µs |");
+    let _ = writeln!(md, "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &results {
         for (i, s) in r.students.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "| {:.2} | {:.2} % | {:.2} % | {}{} | {:.2} % | {:.2} % | {:.1} | {} | {} | {:.1} MB | {:.0} / {:.0} |",
+                "| {:.2} | {:.2} % | {:.2} % | {}{} | {:.2} % | {:.2} % | {:.1} | {:.0} | {} | {} | {:.1} MB | {:.0} / {:.0} |",
                 r.error_rate,
                 r.teacher_accuracy * 100.0,
                 r.baseline["accuracy"].as_f64().unwrap_or(0.0) * 100.0,
@@ -389,6 +391,7 @@ async fn main() -> anyhow::Result<()> {
                 s.accuracy * 100.0,
                 s.agreement * 100.0,
                 s.train_secs,
+                s.examples_per_sec,
                 s.epochs,
                 s.params,
                 s.size_bytes as f64 / 1e6,
