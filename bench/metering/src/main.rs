@@ -69,28 +69,26 @@ fn event(i: usize, n: usize, now: i64, week: bool) -> pb::UsageEvent {
     }
 }
 
+/// The ingest events' models ("big", "small") and the seeded ones ("opus", "sonnet", "haiku",
+/// "gpt", in the tiers the seed records).
 fn bench_prices() -> Vec<retort_pricing::Price> {
+    let p = |model: &str, input: f64, output: f64, tier: Option<&str>| retort_pricing::Price {
+        model: model.into(),
+        effective_from: "2020-01-01".into(),
+        input,
+        output,
+        reasoning: None,
+        cache_read: None,
+        cache_write: None,
+        tier: tier.map(Into::into),
+    };
     vec![
-        retort_pricing::Price {
-            model: "big".into(),
-            effective_from: "2020-01-01".into(),
-            input: 3.0,
-            output: 15.0,
-            reasoning: None,
-            cache_read: None,
-            cache_write: None,
-            tier: None,
-        },
-        retort_pricing::Price {
-            model: "small".into(),
-            effective_from: "2020-01-01".into(),
-            input: 0.1,
-            output: 0.4,
-            reasoning: None,
-            cache_read: None,
-            cache_write: None,
-            tier: None,
-        },
+        p("big", 3.0, 15.0, None),
+        p("small", 0.1, 0.4, None),
+        p("opus", 15.0, 75.0, Some("premium")),
+        p("sonnet", 3.0, 15.0, Some("standard")),
+        p("haiku", 1.0, 5.0, Some("economy")),
+        p("gpt", 2.0, 8.0, Some("standard")),
     ]
 }
 

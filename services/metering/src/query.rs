@@ -286,8 +286,15 @@ pub async fn top_users(store: &Store, prices: &Prices, r: &pb::TopRequest) -> Re
         return Ok(resp);
     }
     let allowed = |t: &str| filter.tiers.iter().all(|x| x.is_empty()) || filter.tiers.iter().any(|x| x == t);
+    // Only tiers seen in the range are tried (the dimension rollup answers that cheaply).
+    let seen: Vec<String> = dimensions(store, &filter)
+        .await?
+        .into_iter()
+        .find(|(d, _)| *d == "tier")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
     for tier in prices.tiers_by_price() {
-        if !allowed(&tier) {
+        if !allowed(&tier) || !seen.contains(&tier) {
             continue;
         }
         let mut resp = grouped(store, &users_on(&tier)).await?;
