@@ -254,3 +254,98 @@ async fn a_soft_budget_limit_asks_on_the_webhook_and_watch_once_for_all_replicas
         .unwrap();
     assert!(watch2.try_recv().is_err(), "asked twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_stops_spending_a_lease_it_could_not_renew_and_leases_again() {
+    use retort_breaker::guard::{Guard, GuardConfig};
+    use retort_gateway::{
+        hooks::{GuardHealth, SpendGuard, SpendRequest},
+        types::{Identity, Usage},
+    };
+    let b = breaker(&prefix("guard-lapse"), BUDGET).await;
+    b.set_lease_ttl_ms(1_000);
+    let first = retort_breaker::grpc::serve("127.0.0.1:0".parse().unwrap(), b.clone())
+        .await
+        .unwrap();
+    let addr = first.addr;
+    let prices: toml::Table = toml::from_str(
+        "[[prices]]\nmodel = \"m\"\neffective_from = \"2025-01-01\"\ninput = 1.0\noutput = 2.0\n",
+    )
+    .unwrap();
+    let prices =
+        retort_pricing::PriceTable::new(prices["prices"].clone().try_into().unwrap()).unwrap();
+    let guard = Guard::start(
+        GuardConfig {
+            endpoint: format!("http://{addr}"),
+            on_unreachable: retort_breaker::config::Unreachable::FailClosed,
+            lease_micros: 100_000,
+            lease_tokens: 1_000_000,
+            lease_wait: Duration::from_millis(2_000),
+            flush: Duration::from_millis(50),
+            idle_return: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(1),
+        },
+        prices,
+    )
+    .unwrap();
+    let id = Identity {
+        user: "ann".into(),
+        team: "qa".into(),
+        discipline: String::new(),
+        level: String::new(),
+    };
+    let req = SpendRequest {
+        identity: &id,
+        session_id: Some("g1"),
+        route: "m",
+        models: vec!["m"],
+        input_tokens: 10,
+        max_output_tokens: 10,
+    };
+    let used = Usage {
+        input: 10,
+        output: 5,
+        ..Usage::default()
+    };
+    guard.admit(&req).unwrap().settle("p", "m", &used);
+    guard.flush().await;
+    // Leased 100,000 µ$; settled 20 of it.
+    assert_eq!(
+        b.budgets("user:ann").await.unwrap()[0].outstanding_micros,
+        99_980
+    );
+    // The breaker goes away for longer than the lease's TTL: the guard voids its lease.
+    first.shutdown().await;
+    let t0 = Instant::now();
+    while guard
+        .stats()
+        .lapsed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(guard.health(), GuardHealth::FailingClosed(_)));
+    assert!(guard.admit(&req).is_err());
+    // The breaker is back (same Redis state): the guard leases afresh and admits again.
+    let second = retort_breaker::grpc::serve(addr, b.clone()).await.unwrap();
+    let t0 = Instant::now();
+    while guard.health() != GuardHealth::Ok {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the guard never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    guard.admit(&req).unwrap().settle("p", "m", &used);
+    guard.flush().await;
+    let st = &b.budgets("user:ann").await.unwrap()[0];
+    // Two requests spent 20 µ$ each; only the new lease is outstanding (the old one lapsed).
+    assert_eq!(st.used_micros, 40);
+    assert!(st.outstanding_micros <= 100_000, "{st:?}");
+    second.shutdown().await;
+}
