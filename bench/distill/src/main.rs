@@ -337,8 +337,8 @@ fn teacher_prices(path: &Path, model: &str) -> anyhow::Result<(f64, f64, String)
     let prices = t.get("prices").and_then(|p| p.as_array()).context("no [[prices]] in the price file")?;
     let p = prices
         .iter()
-        .filter(|p| p.get("model").and_then(|m| m.as_str()) == Some(model))
-        .last()
+        .rev()
+        .find(|p| p.get("model").and_then(|m| m.as_str()) == Some(model))
         .with_context(|| format!("{model} has no price in {}", path.display()))?;
     let f = |k: &str| p.get(k).and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64))).unwrap_or(0.0);
     let from = p.get("effective_from").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
