@@ -170,7 +170,7 @@ async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
 fn print(s: &pb::Session) {
     let th = s.thresholds.clone().unwrap_or_default();
     println!(
-        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {}",
+        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {} / {}",
         s.session_id,
         s.user,
         s.team,
@@ -182,7 +182,8 @@ fn print(s: &pb::Session) {
         th.cost_micros as f64 / 1e6,
         s.requests,
         th.requests,
-        s.tier
+        s.tier,
+        if th.tier.is_empty() { "any" } else { th.tier.as_str() }
     );
     for t in &s.history {
         println!(
