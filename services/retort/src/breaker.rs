@@ -183,7 +183,11 @@ fn print(s: &pb::Session) {
         s.requests,
         th.requests,
         s.tier,
-        if th.tier.is_empty() { "any" } else { th.tier.as_str() }
+        if th.tier.is_empty() {
+            "any"
+        } else {
+            th.tier.as_str()
+        }
     );
     for t in &s.history {
         println!(
