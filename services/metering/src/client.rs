@@ -216,7 +216,7 @@ impl Worker {
             .map(|c| pb::UsageBatch { events: c.to_vec() })
             .collect();
         // A replayed file may hold many batches: each gets the send timeout.
-        let limit = self.s.send_timeout * (batches.len().max(1).min(10_000) as u32);
+        let limit = self.s.send_timeout * (batches.len().clamp(1, 10_000) as u32);
         let call = self.client.ingest(futures::stream::iter(batches));
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(r)) => Ok(r.into_inner()),

@@ -55,7 +55,7 @@ impl From<MeteringError> for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-fn get_all<'a>(p: &'a [(String, String)], name: &str) -> Vec<String> {
+fn get_all(p: &[(String, String)], name: &str) -> Vec<String> {
     p.iter()
         .filter(|(k, _)| k == name)
         .flat_map(|(_, v)| v.split(','))

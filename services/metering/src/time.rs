@@ -89,6 +89,7 @@ pub fn parse_time(s: &str, now: i64) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
