@@ -294,17 +294,21 @@ async fn a_long_session_is_asked_paused_confirmed_and_stopped() {
         .into_inner();
     let http = reqwest::Client::new();
     // Run the session until the gateway answers 402.
+    // Paced like a real session: the pause reaches the gateway with the next settlement flush
+    // (`flush_ms`, 200 ms), so an unpaced loop could finish any number of requests before it.
+    let started = Instant::now();
     let mut last_ok = Instant::now();
     let mut n = 0;
     let body = loop {
         let (s, body) = chat(&http, &gw, Some("long-1"), 32).await;
         n += 1;
-        assert!(n < 200, "the session never paused");
+        assert!(started.elapsed() < Duration::from_secs(15), "the session never paused ({n} requests)");
         if s == 402 {
             break body;
         }
         assert_eq!(s, 200, "{body}");
         last_ok = Instant::now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let msg = body["error"]["message"].as_str().unwrap();
     assert_eq!(body["error"]["type"], "insufficient_quota");
