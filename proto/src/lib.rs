@@ -26,3 +26,34 @@ pub fn add_reflection<L>(routes: tonic::transport::server::Router<L>) -> tonic::
         }
     }
 }
+
+/// `grpc.health.v1` for one service (and the server as a whole, `""`), following a readiness check
+/// polled every `every`: true → SERVING, false → NOT_SERVING. Returns the health service to add to
+/// the server and the polling task, to abort when the server stops. The check logs its own failures.
+pub fn health_following<F, Fut>(
+    service: &'static str,
+    every: std::time::Duration,
+    check: F,
+) -> (
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let watcher = tokio::spawn(async move {
+        loop {
+            let status = if check().await {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(service, status).await;
+            tokio::time::sleep(every).await;
+        }
+    });
+    (health_service, watcher)
+}

@@ -195,26 +195,21 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
-    let (health, health_service) = tonic_health::server::health_reporter();
     let name = <BreakerServer<BreakerService> as tonic::server::NamedService>::NAME;
     // Health follows the store: NOT_SERVING while Redis does not answer.
-    let watcher = {
+    let (health_service, watcher) = retort_proto::health_following(name, Duration::from_millis(500), {
         let b = Arc::clone(&breaker);
-        tokio::spawn(async move {
-            loop {
-                let st = match b.store.ping().await {
-                    Ok(()) => tonic_health::ServingStatus::Serving,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "breaker state store unreachable");
-                        tonic_health::ServingStatus::NotServing
-                    }
-                };
-                health.set_service_status("", st).await;
-                health.set_service_status(name, st).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        move || {
+            let b = Arc::clone(&b);
+            async move {
+                b.store
+                    .ping()
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "breaker state store unreachable"))
+                    .is_ok()
             }
-        })
-    };
+        }
+    });
     let (stop, mut rx) = watch::channel(false);
     let svc = BreakerService {
         breaker: Arc::clone(&breaker),

@@ -180,26 +180,21 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     let resumed = engine.resume_all().await?;
-    let (health, health_service) = tonic_health::server::health_reporter();
     let name = <DistillServer<DistillService> as tonic::server::NamedService>::NAME;
     // Health follows the database.
-    let watcher = {
+    let (health_service, watcher) = retort_proto::health_following(name, Duration::from_secs(1), {
         let e = Arc::clone(&engine);
-        tokio::spawn(async move {
-            loop {
-                let st = match e.store.ping().await {
-                    Ok(()) => tonic_health::ServingStatus::Serving,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "distill database unreachable");
-                        tonic_health::ServingStatus::NotServing
-                    }
-                };
-                health.set_service_status("", st).await;
-                health.set_service_status(name, st).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        move || {
+            let e = Arc::clone(&e);
+            async move {
+                e.store
+                    .ping()
+                    .await
+                    .map_err(|err| tracing::warn!(error = %err, "distill database unreachable"))
+                    .is_ok()
             }
-        })
-    };
+        }
+    });
     let (stop, mut rx) = watch::channel(false);
     let svc = DistillService {
         engine: Arc::clone(&engine),

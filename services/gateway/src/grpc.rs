@@ -264,26 +264,17 @@ pub async fn serve(
     router: Arc<Router>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
     let service_name = <pb::gateway_server::GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
     // Health follows readiness: SERVING while every route has a usable target and spend checks
     // are not failing closed.
-    let watcher = {
+    let (health_service, watcher) = retort_proto::health_following(service_name, Duration::from_millis(500), {
         let router = Arc::clone(&router);
-        tokio::spawn(async move {
-            loop {
-                let closed = matches!(router.hooks.spend.health(), crate::hooks::GuardHealth::FailingClosed(_));
-                let status = if router.readiness().is_ok() && !closed {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                health.set_service_status("", status).await;
-                health.set_service_status(service_name, status).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+        move || {
+            let closed = matches!(router.hooks.spend.health(), crate::hooks::GuardHealth::FailingClosed(_));
+            let ready = router.readiness().is_ok() && !closed;
+            async move { ready }
+        }
+    });
     // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);

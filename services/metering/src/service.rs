@@ -203,25 +203,15 @@ pub async fn serve(
     metering: Arc<Metering>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
     let service_name = <MeteringServer<MeteringService> as tonic::server::NamedService>::NAME;
     // Health follows readiness: SERVING while the store answers.
-    let watcher = {
+    let (health_service, watcher) = retort_proto::health_following(service_name, Duration::from_secs(2), {
         let m = Arc::clone(&metering);
-        tokio::spawn(async move {
-            loop {
-                let ok = m.store.select("SELECT 1", &[], &[crate::store::Col::Int]).await.is_ok();
-                let status = if ok {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                health.set_service_status("", status).await;
-                health.set_service_status(service_name, status).await;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        })
-    };
+        move || {
+            let m = Arc::clone(&m);
+            async move { m.store.select("SELECT 1", &[], &[crate::store::Col::Int]).await.is_ok() }
+        }
+    });
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut routes = tonic::transport::Server::builder()
         .tcp_nodelay(true)
