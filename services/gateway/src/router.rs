@@ -470,7 +470,8 @@ impl<'a> Plan<'a> {
         reasoning: Option<Duration>,
     ) {
         self.router.hooks.usage.record(UsageEvent {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (UUIDv7): metering's event-id index then appends instead of rewriting random pages.
+            event_id: uuid::Uuid::now_v7().to_string(),
             time: std::time::SystemTime::now(),
             request_id: self.meta.request_id.clone(),
             identity: self.meta.identity.clone(),
