@@ -1,4 +1,6 @@
-//! The model artefact: a directory that [`Artefact::load`] turns back into a [`Predictor`].
+//! The model artefact: a directory that [`Artefact::load`] turns back into a [`Predictor`]
+//! (classification) or [`crate::Generator::load_for_serving`] into a generator (generation);
+//! [`Artefact::metadata`]`.task` says which.
 //!
 //! Layout:
 //! - `metadata.json`: [`ArtefactMetadata`] — class and full size config, featuriser, labels, the
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::LabelVocab;
 use crate::error::{Result, TrainingError};
 use crate::features::Featuriser;
-use crate::model::{Student, StudentClass, StudentConfig};
+use crate::model::{Student, StudentClass, StudentConfig, TaskKind};
 use crate::rng;
 use crate::trainer::{TrainReport, predict_ids};
 
@@ -32,13 +34,16 @@ const WEIGHTS: &str = "model";
 pub struct ArtefactMetadata {
     /// [`ARTEFACT_FORMAT`] at the time of writing.
     pub format: u32,
+    /// What the student does; artefacts written before generation existed are classifiers.
+    #[serde(default)]
+    pub task: TaskKind,
     /// The family (also inside `config`; here for readers that only want the class).
     pub class: StudentClass,
     /// Architecture and every dimension.
     pub config: StudentConfig,
     /// How text becomes token ids.
     pub featuriser: Featuriser,
-    /// Labels in logit order.
+    /// Labels in logit order (empty for a generation student).
     pub labels: LabelVocab,
     /// Trainable parameters.
     pub num_params: usize,
@@ -131,16 +136,7 @@ impl<B: Backend> Predictor<B> {
         train: Option<TrainReport>,
         device: B::Device,
     ) -> Self {
-        let metadata = ArtefactMetadata {
-            format: ARTEFACT_FORMAT,
-            class: config.class(),
-            featuriser: config.featuriser(),
-            num_params: model.num_params(),
-            config,
-            labels,
-            train,
-            written_by: format!("retort-training {}", env!("CARGO_PKG_VERSION")),
-        };
+        let metadata = ArtefactMetadata::new(config, labels, model.num_params(), train);
         let dense = DenseLinear::of(&model);
         Self {
             model,
@@ -209,54 +205,108 @@ impl<B: Backend> Predictor<B> {
     /// Writes the artefact to `dir` (replacing one already there), atomically by rename.
     /// Returns the artefact's total size in bytes.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64> {
-        let dir = dir.as_ref();
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "artefact".into());
-        let parent = dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        std::fs::create_dir_all(&parent).map_err(|e| TrainingError::io(&parent, e))?;
-        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| TrainingError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| TrainingError::io(&tmp, e))?;
-        let result = self.write_into(&tmp).and_then(|()| {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir).map_err(|e| TrainingError::io(dir, e))?;
-            }
-            std::fs::rename(&tmp, dir).map_err(|e| TrainingError::io(dir, e))
-        });
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        result?;
-        dir_size(dir)
+        save_artefact(dir.as_ref(), &self.metadata, &self.model)
     }
+}
 
-    fn write_into(&self, dir: &Path) -> Result<()> {
-        let meta_path = dir.join(METADATA);
-        let text =
-            serde_json::to_string_pretty(&self.metadata).map_err(|e| TrainingError::Artefact {
-                path: dir.to_path_buf(),
-                message: format!("cannot serialise metadata: {e}"),
-            })?;
-        std::fs::write(&meta_path, text).map_err(|e| TrainingError::io(&meta_path, e))?;
-        let weights = dir.join(WEIGHTS);
-        self.model
-            .clone()
-            .save_file(
-                weights.clone(),
-                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            )
-            .map_err(|e| TrainingError::Record {
-                path: weights,
-                message: e.to_string(),
-            })
+impl ArtefactMetadata {
+    /// Metadata for a student of `config` (the task, class and featuriser follow from it).
+    pub(crate) fn new(
+        config: StudentConfig,
+        labels: LabelVocab,
+        num_params: usize,
+        train: Option<TrainReport>,
+    ) -> Self {
+        Self {
+            format: ARTEFACT_FORMAT,
+            task: config.task(),
+            class: config.class(),
+            featuriser: config.featuriser(),
+            num_params,
+            config,
+            labels,
+            train,
+            written_by: format!("retort-training {}", env!("CARGO_PKG_VERSION")),
+        }
     }
+}
+
+/// Writes `metadata` and `model`'s weights into `dir` (replacing one already there) through a
+/// sibling temporary directory and a rename, so an interrupted save leaves nothing under `dir`'s
+/// name. Returns the artefact's total size in bytes.
+pub(crate) fn save_artefact<B: Backend, M: Module<B>>(
+    dir: &Path,
+    metadata: &ArtefactMetadata,
+    model: &M,
+) -> Result<u64> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artefact".into());
+    let parent = dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).map_err(|e| TrainingError::io(&parent, e))?;
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainingError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainingError::io(&tmp, e))?;
+    let result = write_into(&tmp, metadata, model).and_then(|()| {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| TrainingError::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| TrainingError::io(dir, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    dir_size(dir)
+}
+
+fn write_into<B: Backend, M: Module<B>>(
+    dir: &Path,
+    metadata: &ArtefactMetadata,
+    model: &M,
+) -> Result<()> {
+    let meta_path = dir.join(METADATA);
+    let text = serde_json::to_string_pretty(metadata).map_err(|e| TrainingError::Artefact {
+        path: dir.to_path_buf(),
+        message: format!("cannot serialise metadata: {e}"),
+    })?;
+    std::fs::write(&meta_path, text).map_err(|e| TrainingError::io(&meta_path, e))?;
+    let weights = dir.join(WEIGHTS);
+    model
+        .clone()
+        .save_file(
+            weights.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .map_err(|e| TrainingError::Record {
+            path: weights,
+            message: e.to_string(),
+        })
+}
+
+/// Loads the weights of the artefact in `dir` into `model` (freshly initialised from its config).
+pub(crate) fn load_weights<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: M,
+    device: &B::Device,
+) -> Result<M> {
+    let weights = dir.join(WEIGHTS);
+    model
+        .load_file(
+            weights.clone(),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .map_err(|e| TrainingError::Record {
+            path: weights,
+            message: e.to_string(),
+        })
 }
 
 /// Serving: non-generic, so callers in other crates run code compiled with this crate's optimisation.
@@ -333,11 +383,13 @@ impl Artefact {
         }
         if metadata.featuriser != metadata.config.featuriser()
             || metadata.labels.len() != metadata.config.num_labels()
+            || metadata.task != metadata.config.task()
         {
             return Err(TrainingError::Artefact {
                 path: dir.to_path_buf(),
-                message: "metadata is inconsistent: featuriser or labels do not match the config"
-                    .into(),
+                message:
+                    "metadata is inconsistent: featuriser, labels or task do not match the config"
+                        .into(),
             });
         }
         metadata.config.validate()?;
@@ -346,25 +398,26 @@ impl Artefact {
 
     /// Loads the artefact in `dir` onto `device` of backend `B` (any backend: the weights are
     /// stored in full precision independently of the one that trained them).
+    /// A generation artefact is refused with an error that says so (load it with
+    /// [`crate::Generator::load_for_serving`]).
     pub fn load<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<Predictor<B>> {
         let dir = dir.as_ref();
         let metadata = Self::metadata(dir)?;
+        if metadata.task != TaskKind::Classification {
+            return Err(TrainingError::Artefact {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "a {} student ({}), not a classifier: load it with Generator::load_for_serving",
+                    metadata.task, metadata.class
+                ),
+            });
+        }
         let model: Student<B> = {
             // Initialisation draws from the backend RNG; the values are overwritten just below.
             let _rng = rng::seeded::<B>(device, 0);
-            metadata.config.init(device)
+            metadata.config.init(device)?
         };
-        let weights = dir.join(WEIGHTS);
-        let model = model
-            .load_file(
-                weights.clone(),
-                &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-                device,
-            )
-            .map_err(|e| TrainingError::Record {
-                path: weights,
-                message: e.to_string(),
-            })?;
+        let model = load_weights(dir, model, device)?;
         let dense = DenseLinear::of(&model);
         Ok(Predictor {
             model,

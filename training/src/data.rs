@@ -115,12 +115,17 @@ impl LabelVocab {
         Ok(Self { labels: out })
     }
 
+    /// No labels: what a generation student's artefact carries.
+    pub(crate) fn none() -> Self {
+        Self { labels: Vec::new() }
+    }
+
     /// Number of labels.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
-    /// Whether there are no labels (never true for a constructed vocabulary).
+    /// Whether there are no labels (true only for a generation student's artefact).
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

@@ -12,7 +12,8 @@ use crate::artefact::{Artefact, Predictor};
 use crate::backend::{self, Inference, Training};
 use crate::data::Example;
 use crate::error::Result;
-use crate::eval::{self, EvalReport, LatencyStats};
+use crate::eval::{self, EvalReport, GenEvalReport, LatencyStats};
+use crate::generation::{self, GenTrainJob, Generator, TrainedGenerator};
 use crate::trainer::{self, EpochProgress, TrainJob, Trained};
 
 /// [`trainer::train`] on the default backend and device.
@@ -54,4 +55,56 @@ pub fn measure_latency(
     warmup: usize,
 ) -> Result<LatencyStats> {
     eval::measure_latency(predictor, texts, warmup)
+}
+
+/// Trains a generation student ([`crate::model::Seq2seq`]) on the default backend and device.
+/// `on_epoch` is called after every epoch (`val_accuracy` is validation exact match); returning
+/// `ControlFlow::Break(())` stops the run with [`crate::TrainingError::Cancelled`].
+pub fn train_generator(
+    job: &GenTrainJob<'_>,
+    on_epoch: &mut dyn FnMut(&EpochProgress) -> ControlFlow<()>,
+) -> Result<TrainedGenerator> {
+    let (model, report) = generation::train::<Training>(job, &backend::device(), on_epoch)?;
+    let config = job
+        .config
+        .seq2seq()
+        .cloned()
+        .ok_or_else(|| job.config.wrong_task(crate::model::TaskKind::Generation))?;
+    Ok(TrainedGenerator {
+        generator: Generator::new(model, config, Some(report.clone())),
+        report,
+    })
+}
+
+/// [`Generator::load_for_serving`].
+pub fn load_generator(dir: &Path) -> Result<Generator> {
+    Generator::load_for_serving(dir)
+}
+
+/// Generates an answer for every example (in batches) and reports exact match, character error
+/// rate and up to `max_errors` mismatches.
+pub fn evaluate_generation(
+    generator: &Generator,
+    examples: &[Example],
+    max_errors: usize,
+) -> Result<GenEvalReport> {
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let generated: Vec<String> = generator
+        .generate_batch(&texts)
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
+    eval::gen_report(examples, &generated, max_errors)
+}
+
+/// Times single-input [`Generator::generate`] calls in-process, one per text, after `warmup`
+/// untimed calls: the student's own latency, no network, no serialisation.
+pub fn measure_generation_latency(
+    generator: &Generator,
+    texts: &[&str],
+    warmup: usize,
+) -> Result<LatencyStats> {
+    eval::time_each(texts, warmup, |text| {
+        std::hint::black_box(generator.generate(text));
+    })
 }

@@ -1,5 +1,6 @@
 //! Evaluation: accuracy, per-class errors with examples, agreement between two label sets, and
-//! in-process latency of single-item predictions.
+//! in-process latency of single-item predictions; for generation, exact match and character error
+//! rate ([`char_error_rate`], [`gen_report`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -197,19 +198,118 @@ pub fn measure_latency<B: Backend>(
     texts: &[&str],
     warmup: usize,
 ) -> Result<LatencyStats> {
+    time_each(texts, warmup, |text| {
+        std::hint::black_box(predictor.predict(&[text]));
+    })
+}
+
+/// Times `call` once per text, after `warmup` untimed calls (cycling through the texts).
+pub fn time_each(texts: &[&str], warmup: usize, mut call: impl FnMut(&str)) -> Result<LatencyStats> {
     if texts.is_empty() {
         return Err(TrainingError::EmptyData("no texts to time".into()));
     }
     for text in texts.iter().cycle().take(warmup) {
-        std::hint::black_box(predictor.predict(&[text]));
+        call(text);
     }
     let mut samples = Vec::with_capacity(texts.len());
     for text in texts {
         let start = Instant::now();
-        std::hint::black_box(predictor.predict(&[text]));
+        call(text);
         samples.push(start.elapsed());
     }
     latency_stats(&samples)
+}
+
+/// Levenshtein distance between `a` and `b`, counted in characters (Unicode scalar values).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Character error rate of one hypothesis: Levenshtein distance over characters divided by the
+/// reference's length in characters (at least 1, so an empty reference gives the hypothesis's
+/// length). 0 is a perfect answer; it can exceed 1 when the hypothesis is much longer.
+pub fn char_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    edit_distance(reference, hypothesis) as f64 / reference.chars().count().max(1) as f64
+}
+
+/// A generation that did not match its reference exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenError {
+    /// The input.
+    pub input: String,
+    /// The reference answer.
+    pub expected: String,
+    /// What was generated.
+    pub predicted: String,
+    /// This example's character error rate.
+    pub cer: f64,
+}
+
+/// How a generation student fared on a set of examples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenEvalReport {
+    /// Examples evaluated.
+    pub examples: usize,
+    /// Fraction generated exactly (byte for byte) as the reference.
+    pub exact_match: f64,
+    /// Character error rate over the set: Σ edit distance / Σ reference characters (each reference
+    /// counted as at least 1 character).
+    pub cer: f64,
+    /// Up to the requested number of mismatches, in input order.
+    pub errors: Vec<GenError>,
+}
+
+/// Builds a [`GenEvalReport`] from examples (`label` = reference) and one generated text each.
+pub fn gen_report<S: AsRef<str>>(
+    examples: &[Example],
+    generated: &[S],
+    max_errors: usize,
+) -> Result<GenEvalReport> {
+    if examples.len() != generated.len() {
+        return Err(TrainingError::Config(format!(
+            "cannot compare {} references with {} generations",
+            examples.len(),
+            generated.len()
+        )));
+    }
+    if examples.is_empty() {
+        return Err(TrainingError::EmptyData("no examples to evaluate".into()));
+    }
+    let (mut exact, mut distance, mut chars) = (0usize, 0usize, 0usize);
+    let mut errors = Vec::new();
+    for (example, predicted) in examples.iter().zip(generated) {
+        let predicted = predicted.as_ref();
+        let d = edit_distance(&example.label, predicted);
+        distance += d;
+        chars += example.label.chars().count().max(1);
+        if predicted == example.label {
+            exact += 1;
+        } else if errors.len() < max_errors {
+            errors.push(GenError {
+                input: example.text.clone(),
+                expected: example.label.clone(),
+                predicted: predicted.to_string(),
+                cer: char_error_rate(&example.label, predicted),
+            });
+        }
+    }
+    Ok(GenEvalReport {
+        examples: examples.len(),
+        exact_match: exact as f64 / examples.len() as f64,
+        cer: distance as f64 / chars as f64,
+        errors,
+    })
 }
 
 #[cfg(test)]
@@ -235,6 +335,42 @@ mod tests {
         assert_eq!(r.per_class[0].errors[0].text, "b");
         assert_eq!(r.confusions, vec![("x".into(), "y".into(), 1)]);
         assert!(agreement(&["a", "b"], &["a"]).is_err());
+    }
+
+    #[test]
+    fn character_error_rate_has_known_values() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("flaw", "lawn"), 2);
+        // Characters, not bytes: one substituted 'é' is one edit.
+        assert_eq!(edit_distance("café", "cafe"), 1);
+        assert!((char_error_rate("kitten", "sitting") - 0.5).abs() < 1e-12);
+        assert_eq!(char_error_rate("2021-03-03", "2021-03-03"), 0.0);
+        assert!((char_error_rate("2021-03-03", "2021-03-04") - 0.1).abs() < 1e-12);
+        assert_eq!(char_error_rate("", ""), 0.0);
+        assert_eq!(char_error_rate("", "ab"), 2.0);
+        assert!((char_error_rate("ab", "abcdef") - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gen_report_sums_edits_over_the_set() {
+        let examples = vec![
+            Example::new("x", "abcd"),
+            Example::new("y", "ab"),
+            Example::new("z", "abcdef"),
+        ];
+        let r = gen_report(&examples, &["abcd", "xb", "abc"], 10).unwrap();
+        assert_eq!(r.examples, 3);
+        assert!((r.exact_match - 1.0 / 3.0).abs() < 1e-12);
+        // (0 + 1 + 3) / (4 + 2 + 6)
+        assert!((r.cer - 4.0 / 12.0).abs() < 1e-12);
+        assert_eq!(r.errors.len(), 2);
+        assert_eq!(r.errors[0].input, "y");
+        assert!((r.errors[0].cer - 0.5).abs() < 1e-12);
+        assert_eq!(gen_report(&examples, &["a"], 1).unwrap_err().to_string(), "invalid configuration: cannot compare 3 references with 1 generations");
+        assert!(matches!(gen_report::<&str>(&[], &[], 1), Err(TrainingError::EmptyData(_))));
+        assert_eq!(gen_report(&examples, &["abcd", "xb", "abc"], 1).unwrap().errors.len(), 1);
     }
 
     #[test]

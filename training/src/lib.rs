@@ -2,12 +2,15 @@
 //!
 //! A distillation job hands this crate labelled examples (the teacher's answers) and a target
 //! `class/size`; it gets back a trained [`Predictor`] that saves to and loads from an artefact
-//! directory, plus a [`TrainReport`] and [`EvalReport`]s.
+//! directory, plus a [`TrainReport`] and [`EvalReport`]s. For short generation tasks
+//! ([`TaskKind::Generation`], class `seq2seq`) it is a [`Generator`] and a [`GenEvalReport`]
+//! (exact match, character error rate) instead; [`ArtefactMetadata::task`] says which an artefact is.
 //!
 //! - [`data`]: the JSONL example format, label vocabulary, deterministic split.
 //! - [`features`]: hashed n-gram, hashed word and byte featurisers (built from the text alone).
 //! - [`model`]: the student families and their sizes, behind one [`Student`] module.
 //! - [`trainer`]: AdamW, early stopping, determinism under a seed, resumable checkpoints.
+//! - [`generation`]: the seq2seq student's training objective and the [`Generator`] that serves it.
 //! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
 //! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
 //! - [`backend`]: the one place a backend is chosen (CPU by default, CUDA with `--features cuda`).
@@ -23,6 +26,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod generation;
 pub mod model;
 mod rng;
 pub mod trainer;
@@ -30,7 +34,8 @@ pub mod trainer;
 pub use artefact::{Artefact, ArtefactMetadata, Predictor};
 pub use data::{Example, LabelVocab, Split};
 pub use error::{Result, TrainingError};
-pub use eval::{EvalReport, LatencyStats};
+pub use eval::{EvalReport, GenError, GenEvalReport, LatencyStats};
 pub use features::{Featuriser, Inputs};
-pub use model::{Student, StudentClass, StudentConfig, StudentSpec};
+pub use generation::{GenTrainJob, Generation, Generator, TrainedGenerator};
+pub use model::{Student, StudentClass, StudentConfig, StudentSpec, TaskKind};
 pub use trainer::{EpochProgress, TrainJob, TrainOptions, TrainReport, Trained, train};

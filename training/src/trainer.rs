@@ -1,4 +1,5 @@
-//! The training loop: minibatch AdamW with early stopping on validation accuracy, deterministic
+//! The training loop: minibatch AdamW with early stopping on validation accuracy (exact match for
+//! generation, see [`crate::generation`]), deterministic
 //! under a seed, checkpointed every epoch so that a job resumes where it stopped.
 //!
 //! Determinism: shuffles come from [`SplitMix64`] seeded with `(seed, epoch)`, never from a running
@@ -28,7 +29,7 @@ use crate::artefact::Predictor;
 use crate::data::{Example, LabelVocab, SplitMix64};
 use crate::error::{Result, TrainingError};
 use crate::features::{Featuriser, Inputs};
-use crate::model::{Student, StudentConfig};
+use crate::model::{Student, StudentConfig, TaskKind};
 use crate::rng;
 
 /// How to train (the architecture is in [`StudentConfig`]).
@@ -143,6 +144,9 @@ struct CheckpointState {
     epoch: usize,
     best_epoch: usize,
     best_val_accuracy: f64,
+    /// Written by checkpoints since generation; older ones (classification) read as 0.
+    #[serde(default)]
+    best_tie_break: f64,
     epochs_since_best: usize,
     train_secs: f64,
     history: Vec<EpochProgress>,
@@ -210,7 +214,14 @@ fn accuracy_of<B: Backend>(model: &Student<B>, data: &Encoded, device: &B::Devic
 }
 
 /// FNV-1a over everything that must match for a checkpoint to be resumed.
-fn fingerprint(job: &TrainJob<'_>, learning_rate: f64) -> String {
+pub(crate) fn fingerprint(
+    config: &StudentConfig,
+    labels: &[String],
+    train: &[Example],
+    validation: &[Example],
+    options: &TrainOptions,
+    learning_rate: f64,
+) -> String {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for &b in bytes {
@@ -220,19 +231,18 @@ fn fingerprint(job: &TrainJob<'_>, learning_rate: f64) -> String {
         h ^= 0xFF;
         h = h.wrapping_mul(0x0000_0100_0000_01B3);
     };
-    for e in job.train.iter().chain(job.validation) {
+    for e in train.iter().chain(validation) {
         feed(e.text.as_bytes());
         feed(e.label.as_bytes());
     }
-    let config = serde_json::to_string(&job.config).unwrap_or_default();
+    let config = serde_json::to_string(config).unwrap_or_default();
     format!(
-        "config={config} labels={:?} seed={} batch={} lr={learning_rate} wd={} train={} val={} data={h:016x}",
-        job.labels.labels(),
-        job.options.seed,
-        job.options.batch_size,
-        job.options.weight_decay,
-        job.train.len(),
-        job.validation.len(),
+        "config={config} labels={labels:?} seed={} batch={} lr={learning_rate} wd={} train={} val={} data={h:016x}",
+        options.seed,
+        options.batch_size,
+        options.weight_decay,
+        train.len(),
+        validation.len(),
     )
 }
 
@@ -276,6 +286,37 @@ fn load_record<B: Backend, R: burn::record::Record<B>>(
         .map_err(|e| record_err(&path, e))
 }
 
+/// Checks what every training job needs (data, batch size, epochs, learning rate) and returns the
+/// learning rate to use.
+pub(crate) fn check_job(
+    config: &StudentConfig,
+    train: &[Example],
+    validation: &[Example],
+    options: &TrainOptions,
+) -> Result<f64> {
+    config.validate()?;
+    if train.is_empty() {
+        return Err(TrainingError::EmptyData("no training examples".into()));
+    }
+    if validation.is_empty() {
+        return Err(TrainingError::EmptyData("no validation examples".into()));
+    }
+    if options.batch_size == 0 || options.max_epochs == 0 {
+        return Err(TrainingError::Config(
+            "batch_size and max_epochs must be > 0".into(),
+        ));
+    }
+    let learning_rate = options
+        .learning_rate
+        .unwrap_or_else(|| config.class().default_learning_rate());
+    if !(learning_rate > 0.0 && learning_rate.is_finite()) {
+        return Err(TrainingError::Config(format!(
+            "learning_rate must be > 0, got {learning_rate}"
+        )));
+    }
+    Ok(learning_rate)
+}
+
 /// Trains a student. `on_epoch` is called after every epoch; returning `ControlFlow::Break(())`
 /// stops the run with [`TrainingError::Cancelled`] (the last checkpoint stays, so it can resume).
 ///
@@ -285,14 +326,10 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     mut on_epoch: impl FnMut(&EpochProgress) -> ControlFlow<()>,
 ) -> Result<Trained<B::InnerBackend>> {
-    let options = &job.options;
-    job.config.validate()?;
-    if job.train.is_empty() {
-        return Err(TrainingError::EmptyData("no training examples".into()));
+    if job.config.task() != TaskKind::Classification {
+        return Err(job.config.wrong_task(TaskKind::Classification));
     }
-    if job.validation.is_empty() {
-        return Err(TrainingError::EmptyData("no validation examples".into()));
-    }
+    let learning_rate = check_job(&job.config, job.train, job.validation, &job.options)?;
     if job.labels.len() != job.config.num_labels() {
         return Err(TrainingError::Config(format!(
             "the config has {} labels but the label vocabulary has {}",
@@ -300,45 +337,141 @@ pub fn train<B: AutodiffBackend>(
             job.labels.len()
         )));
     }
-    if options.batch_size == 0 || options.max_epochs == 0 {
-        return Err(TrainingError::Config(
-            "batch_size and max_epochs must be > 0".into(),
-        ));
-    }
-    let learning_rate = options
-        .learning_rate
-        .unwrap_or_else(|| job.config.class().default_learning_rate());
-    if !(learning_rate > 0.0 && learning_rate.is_finite()) {
-        return Err(TrainingError::Config(format!(
-            "learning_rate must be > 0, got {learning_rate}"
-        )));
-    }
 
     let featuriser = job.config.featuriser();
-    let train_data = encode(&featuriser, &job.labels, job.train)?;
-    let valid_data = encode(&featuriser, &job.labels, job.validation)?;
-    let fingerprint = fingerprint(job, learning_rate);
-
-    let mut model: Student<B> = {
-        let _rng = rng::seeded::<B>(device, options.seed);
-        job.config.init(device)
+    let objective = Classify {
+        train: encode(&featuriser, &job.labels, job.train)?,
+        valid: encode(&featuriser, &job.labels, job.validation)?,
+        loss: CrossEntropyLossConfig::new().init::<B>(device),
+        device: device.clone(),
     };
+    let model: Student<B> = {
+        let _rng = rng::seeded::<B>(device, job.options.seed);
+        job.config.init(device)?
+    };
+    let setup = FitSetup {
+        options: &job.options,
+        learning_rate,
+        fingerprint: fingerprint(
+            &job.config,
+            job.labels.labels(),
+            job.train,
+            job.validation,
+            &job.options,
+            learning_rate,
+        ),
+        checkpoint_dir: job.checkpoint_dir.as_deref(),
+        uses_dropout: job.config.uses_dropout(),
+    };
+    let (best, report) = fit(&objective, model, &setup, device, &mut on_epoch)?;
+    let predictor = Predictor::new(
+        best,
+        job.config.clone(),
+        job.labels.clone(),
+        Some(report.clone()),
+        device.clone(),
+    );
+    Ok(Trained { predictor, report })
+}
+
+/// Classification: cross-entropy over labels, scored by validation accuracy.
+struct Classify<B: AutodiffBackend> {
+    train: Encoded,
+    valid: Encoded,
+    loss: burn::nn::loss::CrossEntropyLoss<B>,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> Objective<B> for Classify<B> {
+    type Model = Student<B>;
+
+    fn train_len(&self) -> usize {
+        self.train.ids.len()
+    }
+
+    fn valid_len(&self) -> usize {
+        self.valid.ids.len()
+    }
+
+    fn batch_loss(&self, model: &Student<B>, batch: &[usize]) -> Tensor<B, 1> {
+        let ids: Vec<Vec<u32>> = batch.iter().map(|&i| self.train.ids[i].clone()).collect();
+        let targets: Vec<i32> = batch.iter().map(|&i| self.train.labels[i] as i32).collect();
+        let inputs = Inputs::<B>::from_ids(&ids, 1, &self.device);
+        let targets =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [batch.len()]), &self.device);
+        self.loss.forward(model.forward(&inputs), targets)
+    }
+
+    fn score(&self, model: &Student<B::InnerBackend>) -> Score {
+        Score {
+            primary: accuracy_of(model, &self.valid, &self.device),
+            tie_break: 0.0,
+        }
+    }
+}
+
+/// A validation score: higher `primary` is better; on equal `primary`, higher `tie_break` is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Score {
+    /// Accuracy (classification) or exact match (generation).
+    pub primary: f64,
+    /// 0 for classification; minus the validation loss for generation.
+    pub tie_break: f64,
+}
+
+/// What differs between task kinds in the training loop: the model, the loss of a batch of
+/// training examples, and the validation score that early stopping follows.
+pub(crate) trait Objective<B: AutodiffBackend> {
+    /// The module trained.
+    type Model: AutodiffModule<B> + Clone;
+    /// Training examples.
+    fn train_len(&self) -> usize;
+    /// Validation examples.
+    fn valid_len(&self) -> usize;
+    /// Mean loss over the training examples at `batch` (indices).
+    fn batch_loss(&self, model: &Self::Model, batch: &[usize]) -> Tensor<B, 1>;
+    /// The validation score of a model.
+    fn score(&self, model: &<Self::Model as AutodiffModule<B>>::InnerModule) -> Score;
+}
+
+/// Settings of [`fit`] shared by every task kind.
+pub(crate) struct FitSetup<'a> {
+    pub options: &'a TrainOptions,
+    pub learning_rate: f64,
+    pub fingerprint: String,
+    pub checkpoint_dir: Option<&'a Path>,
+    pub uses_dropout: bool,
+}
+
+/// The training loop every task kind shares: AdamW over seeded shuffles, validation after each
+/// epoch, early stopping, checkpoints and resume, progress and cancellation. `model` is freshly
+/// initialised (under the seeded RNG) by the caller. Returns the best model and the report.
+pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
+    objective: &O,
+    mut model: O::Model,
+    setup: &FitSetup<'_>,
+    device: &B::Device,
+    on_epoch: &mut dyn FnMut(&EpochProgress) -> ControlFlow<()>,
+) -> Result<(<O::Model as AutodiffModule<B>>::InnerModule, TrainReport)> {
+    let options = setup.options;
+    let learning_rate = setup.learning_rate;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(options.weight_decay as f32)
-        .init::<B, Student<B>>();
-    let mut best: Student<B::InnerBackend> = model.valid();
+        .init::<B, O::Model>();
+    let mut best = model.valid();
     let mut state = CheckpointState {
-        fingerprint: fingerprint.clone(),
+        fingerprint: setup.fingerprint.clone(),
         epoch: 0,
         best_epoch: 0,
         best_val_accuracy: f64::NEG_INFINITY,
+        best_tie_break: f64::NEG_INFINITY,
         epochs_since_best: 0,
         train_secs: 0.0,
         history: Vec::new(),
     };
     let mut resumed_after_epoch = None;
 
-    if let Some(dir) = &job.checkpoint_dir {
+    if let Some(dir) = setup.checkpoint_dir {
         std::fs::create_dir_all(dir).map_err(|e| TrainingError::io(dir, e))?;
         let state_path = dir.join("state.json");
         if state_path.exists() {
@@ -346,13 +479,16 @@ pub fn train<B: AutodiffBackend>(
                 .map_err(|e| TrainingError::io(&state_path, e))?;
             let saved: CheckpointState =
                 serde_json::from_str(&text).map_err(|e| TrainingError::Artefact {
-                    path: dir.clone(),
+                    path: dir.to_path_buf(),
                     message: format!("state.json: {e}"),
                 })?;
-            if saved.fingerprint != fingerprint {
+            if saved.fingerprint != setup.fingerprint {
                 return Err(TrainingError::CheckpointMismatch {
-                    path: dir.clone(),
-                    message: format!("saved {:?}, now {:?}", saved.fingerprint, fingerprint),
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "saved {:?}, now {:?}",
+                        saved.fingerprint, setup.fingerprint
+                    ),
                 });
             }
             model = model.load_record(load_record::<B, _>(dir, "model", device)?);
@@ -363,8 +499,7 @@ pub fn train<B: AutodiffBackend>(
         }
     }
 
-    let loss_fn = CrossEntropyLossConfig::new().init::<B>(device);
-    let n = train_data.ids.len();
+    let n = objective.train_len();
     let mut stopped_early = state.epochs_since_best >= options.patience && state.epoch > 0;
     let mut epoch_times: Vec<f64> = Vec::new();
     while !stopped_early && state.epoch < options.max_epochs {
@@ -373,19 +508,13 @@ pub fn train<B: AutodiffBackend>(
         let mut order: Vec<usize> = (0..n).collect();
         SplitMix64::new(options.seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F))
             .shuffle(&mut order);
-        let _rng = job
-            .config
-            .uses_dropout()
+        let _rng = setup
+            .uses_dropout
             .then(|| rng::seeded::<B>(device, options.seed.wrapping_add(epoch as u64)));
 
         let mut loss_sum = 0.0;
         for chunk in order.chunks(options.batch_size) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| train_data.ids[i].clone()).collect();
-            let targets: Vec<i32> = chunk.iter().map(|&i| train_data.labels[i] as i32).collect();
-            let inputs = Inputs::<B>::from_ids(&ids, 1, device);
-            let targets =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [chunk.len()]), device);
-            let loss = loss_fn.forward(model.forward(&inputs), targets);
+            let loss = objective.batch_loss(&model, chunk);
             loss_sum += loss.clone().into_scalar().elem::<f64>() * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(learning_rate, model, grads);
@@ -394,9 +523,12 @@ pub fn train<B: AutodiffBackend>(
         let step_secs = epoch_start.elapsed().as_secs_f64();
 
         let current = model.valid();
-        let val_accuracy = accuracy_of(&current, &valid_data, device);
-        if val_accuracy > state.best_val_accuracy {
-            state.best_val_accuracy = val_accuracy;
+        let score = objective.score(&current);
+        let better = score.primary > state.best_val_accuracy
+            || (score.primary == state.best_val_accuracy && score.tie_break > state.best_tie_break);
+        if better {
+            state.best_val_accuracy = score.primary;
+            state.best_tie_break = score.tie_break;
             state.best_epoch = epoch;
             state.epochs_since_best = 0;
             best = current;
@@ -407,7 +539,7 @@ pub fn train<B: AutodiffBackend>(
         state.train_secs += step_secs;
         stopped_early = state.epochs_since_best >= options.patience && epoch < options.max_epochs;
 
-        if let Some(dir) = &job.checkpoint_dir {
+        if let Some(dir) = setup.checkpoint_dir {
             save_record::<B, _>(dir, "model", model.clone().into_record())?;
             save_record::<B, _>(dir, "optim", optim.to_record())?;
             if state.best_epoch == epoch {
@@ -422,7 +554,7 @@ pub fn train<B: AutodiffBackend>(
             epoch,
             max_epochs: options.max_epochs,
             train_loss: loss_sum / n as f64,
-            val_accuracy,
+            val_accuracy: score.primary,
             best_val_accuracy: state.best_val_accuracy,
             best_epoch: state.best_epoch,
             epoch_secs,
@@ -434,7 +566,7 @@ pub fn train<B: AutodiffBackend>(
             },
         };
         state.history.push(progress.clone());
-        if let Some(dir) = &job.checkpoint_dir {
+        if let Some(dir) = setup.checkpoint_dir {
             let path = dir.join("state.json");
             let tmp = dir.join("state.json.tmp");
             let text = serde_json::to_string_pretty(&state).unwrap_or_default();
@@ -446,7 +578,6 @@ pub fn train<B: AutodiffBackend>(
         }
     }
 
-    let num_params = best.num_params();
     let report = TrainReport {
         backend: B::InnerBackend::name(device),
         seed: options.seed,
@@ -457,18 +588,11 @@ pub fn train<B: AutodiffBackend>(
         stopped_early,
         resumed_after_epoch,
         train_examples: n,
-        validation_examples: valid_data.ids.len(),
+        validation_examples: objective.valid_len(),
         train_secs: state.train_secs,
         examples_per_sec: (n * state.epoch) as f64 / state.train_secs.max(1e-9),
-        num_params,
+        num_params: best.num_params(),
         history: state.history,
     };
-    let predictor = Predictor::new(
-        best,
-        job.config.clone(),
-        job.labels.clone(),
-        Some(report.clone()),
-        device.clone(),
-    );
-    Ok(Trained { predictor, report })
+    Ok((best, report))
 }

@@ -6,6 +6,10 @@
 //! | `mlp`         | hashed word uni+bigrams   | embedding bag → hidden layer → output                  |
 //! | `cnn`         | UTF-8 bytes               | byte embeddings → Conv1d ×k → max over time → output   |
 //! | `transformer` | hashed words, in order    | token + position embeddings → encoder → mean → output  |
+//! | `seq2seq`     | UTF-8 bytes               | encoder-decoder transformer, greedy decoding (generation) |
+//!
+//! The first four classify ([`TaskKind::Classification`]); `seq2seq` generates short texts
+//! ([`TaskKind::Generation`]) and is trained and served through [`crate::generation`].
 //!
 //! Each class comes in named sizes (`tiny`, `small`, `base`; see [`StudentSpec::config`]) or any size
 //! built from its config struct. Model code is generic over the burn backend; the backend is chosen
@@ -14,6 +18,7 @@
 mod cnn;
 mod linear;
 mod mlp;
+pub mod seq2seq;
 mod transformer;
 
 use std::fmt;
@@ -25,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use cnn::{ByteCnn, ByteCnnConfig};
 pub use linear::{LinearBag, LinearBagConfig};
 pub use mlp::{BagMlp, BagMlpConfig};
+pub use seq2seq::{Seq2seq, Seq2seqConfig};
 pub use transformer::{Encoder, EncoderConfig};
 
 use crate::error::{Result, TrainingError};
@@ -40,6 +46,34 @@ pub(crate) fn pool_l2<B: Backend>(embedded: Tensor<B, 3>, mask: Tensor<B, 2>) ->
     summed / mask.sum_dim(1).clamp_min(1.0).sqrt()
 }
 
+/// What a student does with a text: pick one of a fixed set of labels, or write a short answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// One label per text, measured by accuracy.
+    #[default]
+    Classification,
+    /// A short text per text (extraction, normalisation, answers of up to ~64 tokens), measured by
+    /// exact match and character error rate.
+    Generation,
+}
+
+impl TaskKind {
+    /// `classification` or `generation`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classification => "classification",
+            Self::Generation => "generation",
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A student family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,11 +86,19 @@ pub enum StudentClass {
     Cnn,
     /// Small transformer encoder.
     Transformer,
+    /// Small transformer encoder-decoder (generation).
+    Seq2seq,
 }
 
 impl StudentClass {
     /// Every class, in order of increasing cost.
-    pub const ALL: [StudentClass; 4] = [Self::Linear, Self::Mlp, Self::Cnn, Self::Transformer];
+    pub const ALL: [StudentClass; 5] = [
+        Self::Linear,
+        Self::Mlp,
+        Self::Cnn,
+        Self::Transformer,
+        Self::Seq2seq,
+    ];
     /// Every named size.
     pub const SIZES: [&'static str; 3] = ["tiny", "small", "base"];
 
@@ -67,6 +109,15 @@ impl StudentClass {
             Self::Mlp => "mlp",
             Self::Cnn => "cnn",
             Self::Transformer => "transformer",
+            Self::Seq2seq => "seq2seq",
+        }
+    }
+
+    /// The task kind the class serves.
+    pub fn task(self) -> TaskKind {
+        match self {
+            Self::Seq2seq => TaskKind::Generation,
+            _ => TaskKind::Classification,
         }
     }
 
@@ -76,7 +127,7 @@ impl StudentClass {
             Self::Linear => 0.05,
             Self::Mlp => 0.005,
             Self::Cnn => 0.003,
-            Self::Transformer => 0.001,
+            Self::Transformer | Self::Seq2seq => 0.001,
         }
     }
 }
@@ -140,7 +191,7 @@ impl fmt::Display for StudentSpec {
 }
 
 impl StudentSpec {
-    /// The size's full configuration for `num_labels` classes.
+    /// The size's full configuration for `num_labels` classes (ignored by `seq2seq`).
     pub fn config(&self, num_labels: usize) -> Result<StudentConfig> {
         let n = num_labels;
         let unknown = || TrainingError::UnknownSize {
@@ -210,6 +261,31 @@ impl StudentSpec {
                     .with_n_layers(4)
                     .with_d_ff(256),
             ),
+            (StudentClass::Seq2seq, "tiny") => StudentConfig::Seq2seq(
+                Seq2seqConfig::new()
+                    .with_max_input_len(128)
+                    .with_d_model(64)
+                    .with_n_heads(4)
+                    .with_encoder_layers(1)
+                    .with_decoder_layers(1)
+                    .with_d_ff(128),
+            ),
+            (StudentClass::Seq2seq, "small") => StudentConfig::Seq2seq(
+                Seq2seqConfig::new()
+                    .with_d_model(128)
+                    .with_encoder_layers(2)
+                    .with_decoder_layers(2)
+                    .with_d_ff(256),
+            ),
+            (StudentClass::Seq2seq, "base") => StudentConfig::Seq2seq(
+                Seq2seqConfig::new()
+                    .with_max_input_len(512)
+                    .with_d_model(256)
+                    .with_n_heads(8)
+                    .with_encoder_layers(3)
+                    .with_decoder_layers(3)
+                    .with_d_ff(512),
+            ),
             _ => return Err(unknown()),
         })
     }
@@ -227,6 +303,8 @@ pub enum StudentConfig {
     Cnn(ByteCnnConfig),
     /// See [`EncoderConfig`].
     Transformer(EncoderConfig),
+    /// See [`Seq2seqConfig`].
+    Seq2seq(Seq2seqConfig),
 }
 
 impl StudentConfig {
@@ -237,12 +315,27 @@ impl StudentConfig {
             Self::Mlp(_) => StudentClass::Mlp,
             Self::Cnn(_) => StudentClass::Cnn,
             Self::Transformer(_) => StudentClass::Transformer,
+            Self::Seq2seq(_) => StudentClass::Seq2seq,
         }
     }
 
-    /// Number of output classes.
+    /// The task kind the student serves.
+    pub fn task(&self) -> TaskKind {
+        self.class().task()
+    }
+
+    /// The generation student's config, if this is one.
+    pub fn seq2seq(&self) -> Option<&Seq2seqConfig> {
+        match self {
+            Self::Seq2seq(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Number of output classes (0 for a generation student).
     pub fn num_labels(&self) -> usize {
         match self {
+            Self::Seq2seq(_) => 0,
             Self::Linear(c) => c.num_labels,
             Self::Mlp(c) => c.num_labels,
             Self::Cnn(c) => c.num_labels,
@@ -257,6 +350,7 @@ impl StudentConfig {
             Self::Mlp(c) => c.dropout > 0.0,
             Self::Cnn(c) => c.dropout > 0.0,
             Self::Transformer(c) => c.dropout > 0.0,
+            Self::Seq2seq(c) => c.dropout > 0.0,
         }
     }
 
@@ -267,12 +361,16 @@ impl StudentConfig {
             Self::Mlp(c) => c.featuriser(),
             Self::Cnn(c) => c.featuriser(),
             Self::Transformer(c) => c.featuriser(),
+            Self::Seq2seq(c) => c.featuriser(),
         }
     }
 
     /// Checks dimensions before anything is allocated.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainingError::Config(m));
+        if let Self::Seq2seq(c) = self {
+            return c.validate().map_err(TrainingError::Config);
+        }
         if self.num_labels() < 2 {
             return bad(format!(
                 "a classifier needs at least 2 labels, got {}",
@@ -306,14 +404,37 @@ impl StudentConfig {
         }
     }
 
-    /// A freshly initialised student (draws from the backend's RNG for all but `linear`).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Student<B> {
-        match self {
+    /// A freshly initialised classification student (draws from the backend's RNG for all but
+    /// `linear`). A generation student is a [`Seq2seq`] instead: this returns a config error for it.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Student<B>> {
+        Ok(match self {
             Self::Linear(c) => Student::Linear(c.init(device)),
             Self::Mlp(c) => Student::Mlp(c.init(device)),
             Self::Cnn(c) => Student::Cnn(c.init(device)),
             Self::Transformer(c) => Student::Transformer(c.init(device)),
-        }
+            Self::Seq2seq(_) => return Err(self.wrong_task(TaskKind::Classification)),
+        })
+    }
+
+    /// The error for using this student on a task kind it does not serve.
+    pub fn wrong_task(&self, wanted: TaskKind) -> TrainingError {
+        TrainingError::Config(format!(
+            "student class {} serves {} tasks, not {wanted} (classification: {}; generation: {})",
+            self.class(),
+            self.task(),
+            StudentClass::ALL
+                .iter()
+                .filter(|c| c.task() == TaskKind::Classification)
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            StudentClass::ALL
+                .iter()
+                .filter(|c| c.task() == TaskKind::Generation)
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
     }
 }
 
