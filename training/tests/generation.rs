@@ -96,15 +96,15 @@ fn continue_always(_: &retort_training::EpochProgress) -> ControlFlow<()> {
 
 #[test]
 fn seq2seq_tiny_learns_dates_and_round_trips_through_its_artefact() {
-    let d = data(1500);
+    let d = data(1200);
     let mut epochs = Vec::new();
     let trained = engine::train_generator(
         &job(
             tiny(),
             &d,
             TrainOptions::new()
-                .with_max_epochs(12)
-                .with_patience(3)
+                .with_max_epochs(6)
+                .with_patience(2)
                 .with_learning_rate(Some(0.003)),
         ),
         &mut |p| {
@@ -165,7 +165,12 @@ fn seq2seq_tiny_learns_dates_and_round_trips_through_its_artefact() {
     assert_eq!(meta.class, StudentClass::Seq2seq);
     assert!(meta.labels.is_empty());
     assert_eq!(meta.num_params, trained.report.num_params);
-    assert_eq!(meta.train.as_ref().unwrap(), &trained.report);
+    let saved = meta.train.as_ref().unwrap();
+    assert_eq!(
+        (saved.best_epoch, saved.epochs_run, saved.history.len()),
+        (trained.report.best_epoch, trained.report.epochs_run, trained.report.history.len())
+    );
+    assert!((saved.best_val_accuracy - trained.report.best_val_accuracy).abs() < 1e-12);
     let loaded = Generator::load_for_serving(&path).unwrap();
     assert_eq!(loaded.generate_batch(&t), batch);
     assert_eq!(loaded.generate(t[0]), one);
