@@ -2,6 +2,7 @@
 //! modes, datasets, and the token sequence the wire encoders send.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     path::Path,
     sync::atomic::{AtomicU64, Ordering},
@@ -11,7 +12,7 @@ use serde::Deserialize;
 
 use crate::{
     SimError,
-    config::{AnswerMode, ModelBehavior},
+    config::{AnswerMode, ModelBehavior, WrongAnswers},
 };
 
 /// FNV-1a, 64 bit: deterministic across runs and platforms.
@@ -344,17 +345,39 @@ impl Dataset {
     }
 
     /// The answer to `question`: exact match, else the first prompt the question contains, else
-    /// "unknown"; matched prompts are answered wrongly at `error_rate`, deterministically per prompt.
-    fn answer(&self, question: &str, seed: u64, error_rate: f64) -> &str {
+    /// "unknown"; matched prompts are answered wrongly at `error_rate`, deterministically per prompt,
+    /// in the way `wrong` says.
+    fn answer(&self, question: &str, seed: u64, error_rate: f64, wrong: WrongAnswers) -> Cow<'_, str> {
+        match wrong {
+            WrongAnswers::Other => Cow::Borrowed(self.answer_other(question, seed, error_rate)),
+            WrongAnswers::Typo => {
+                let Some((prompt, right)) = self.entry(question) else {
+                    return Cow::Borrowed("unknown");
+                };
+                let right = self.answers.get(*right).map_or("unknown", String::as_str);
+                let h = mix(fnv1a_from(fnv1a(&seed.to_le_bytes()), prompt.as_bytes()));
+                if h % 10_000 >= (error_rate * 10_000.0).round() as u64 {
+                    Cow::Borrowed(right)
+                } else {
+                    Cow::Owned(typo(right, mix(h)))
+                }
+            }
+        }
+    }
+
+    fn entry(&self, question: &str) -> Option<&(String, usize)> {
         let q = question.trim();
-        let entry = match self.exact.get(q) {
+        match self.exact.get(q) {
             Some(i) => self.entries.get(*i),
             None => self
                 .entries
                 .iter()
                 .find(|(p, _)| !p.is_empty() && q.contains(p.as_str())),
-        };
-        let Some((prompt, right)) = entry else {
+        }
+    }
+
+    fn answer_other(&self, question: &str, seed: u64, error_rate: f64) -> &str {
+        let Some((prompt, right)) = self.entry(question) else {
             return "unknown";
         };
         let h = mix(fnv1a_from(fnv1a(&seed.to_le_bytes()), prompt.as_bytes()));
@@ -428,11 +451,42 @@ impl Model {
                 let a = self
                     .dataset
                     .as_ref()
-                    .map_or("unknown", |d| d.answer(last_user, b.seed, b.error_rate));
-                Tokens::split_words(a)
+                    .map_or(Cow::Borrowed("unknown"), |d| {
+                        d.answer(last_user, b.seed, b.error_rate, b.wrong_answers)
+                    });
+                Tokens::split_words(&a)
             }
         }
     }
+}
+
+/// `right` with one character replaced, dropped or doubled, chosen by `h` (never `right` itself).
+fn typo(right: &str, h: u64) -> String {
+    let chars: Vec<char> = right.chars().collect();
+    let i = (h % chars.len().max(1) as u64) as usize;
+    let mut out: Vec<char> = chars.clone();
+    match (h >> 32) % 3 {
+        0 if chars.len() > 1 => {
+            out.remove(i);
+        }
+        1 => out.insert(i, chars.get(i).copied().unwrap_or('x')),
+        _ => {
+            let c = chars.get(i).copied().unwrap_or(' ');
+            let replacement = if c.is_ascii_digit() {
+                char::from(b'0' + ((c as u8 - b'0' + 1 + (h >> 40) as u8 % 9) % 10))
+            } else if c == 'x' {
+                'y'
+            } else {
+                'x'
+            };
+            if out.is_empty() {
+                out.push(replacement);
+            } else {
+                out[i] = replacement;
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// `n` words from the lorem list, chosen by a hash of the prompt: "w1 ", "w2 ", ..., "wn".
@@ -519,10 +573,34 @@ mod tests {
             "{\"prompt\":\"2+2\",\"answer\":\"4\"}\n\n{\"prompt\":\"capital of France\",\"answer\":\"Paris\"}\n",
         )
         .unwrap();
-        assert_eq!(ds.answer(" 2+2 ", 0, 0.0), "4");
-        assert_eq!(ds.answer("what is the capital of France?", 0, 0.0), "Paris");
-        assert_eq!(ds.answer("nothing", 0, 0.0), "unknown");
-        assert_eq!(ds.answer("2+2", 0, 1.0), "Paris");
+        let o = WrongAnswers::Other;
+        assert_eq!(ds.answer(" 2+2 ", 0, 0.0, o), "4");
+        assert_eq!(ds.answer("what is the capital of France?", 0, 0.0, o), "Paris");
+        assert_eq!(ds.answer("nothing", 0, 0.0, o), "unknown");
+        assert_eq!(ds.answer("2+2", 0, 1.0, o), "Paris");
         assert!(Dataset::parse("{\"prompt\":1}").is_err());
+    }
+
+    #[test]
+    fn typos_corrupt_generation_answers_at_the_error_rate() {
+        let lines: String = (0..1000)
+            .map(|i| format!("{{\"prompt\":\"date {i}\",\"answer\":\"2024-03-{:02}\"}}\n", i % 28 + 1))
+            .collect();
+        let ds = Dataset::parse(&lines).unwrap();
+        let t = WrongAnswers::Typo;
+        let mut wrong = 0;
+        for i in 0..1000 {
+            let right = format!("2024-03-{:02}", i % 28 + 1);
+            let a = ds.answer(&format!("date {i}"), 7, 0.1, t);
+            assert_eq!(a, ds.answer(&format!("date {i}"), 7, 0.1, t), "deterministic");
+            assert_eq!(ds.answer(&format!("date {i}"), 7, 0.0, t), right);
+            if a != right {
+                wrong += 1;
+                // One character off: a small edit, not another item's answer.
+                let (a, r): (Vec<char>, Vec<char>) = (a.chars().collect(), right.chars().collect());
+                assert!(a.len().abs_diff(r.len()) <= 1, "{a:?} vs {r:?}");
+            }
+        }
+        assert!((70..=130).contains(&wrong), "{wrong} of 1000 wrong at 10%");
     }
 }

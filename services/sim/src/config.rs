@@ -35,6 +35,17 @@ pub enum AnswerMode {
     Dataset,
 }
 
+/// How a dataset-mode model answers wrongly (at `error_rate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WrongAnswers {
+    /// Another answer of the dataset (a wrong label).
+    #[default]
+    Other,
+    /// The right answer with one character changed (a slightly wrong generation).
+    Typo,
+}
+
 /// The behaviour of one model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +63,10 @@ pub struct ModelBehavior {
     pub dataset: Option<PathBuf>,
     /// `mode = "dataset"`: the fraction of prompts answered wrongly (deterministic per prompt and seed).
     pub error_rate: f64,
+    /// `mode = "dataset"`: what a wrong answer is (`other`: another answer of the dataset, as a
+    /// classifier errs; `typo`: the right answer with one character replaced, dropped or doubled, as
+    /// a generator errs).
+    pub wrong_answers: WrongAnswers,
     pub seed: u64,
     /// Answer with a call to the first tool when the request has tools and does not end with a tool result.
     pub tool_calls: bool,
@@ -75,6 +90,7 @@ impl Default for ModelBehavior {
             script: Vec::new(),
             dataset: None,
             error_rate: 0.0,
+            wrong_answers: WrongAnswers::Other,
             seed: 0,
             tool_calls: false,
             reasoning_tokens: 0,

@@ -23,7 +23,7 @@ mod stream;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-pub use config::{AnswerMode, Fault, ModelBehavior, SimConfig};
+pub use config::{AnswerMode, Fault, ModelBehavior, SimConfig, WrongAnswers};
 
 /// Everything that can go wrong setting the simulator up (requests never fail this way: they get
 /// an HTTP error in the API's own shape).
