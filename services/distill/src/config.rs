@@ -34,6 +34,8 @@ pub struct DistillConfig {
     pub compute_usd_per_cpu_hour: f64,
     /// `max_tokens` of a teacher call (labels are short).
     pub teacher_max_tokens: u32,
+    /// `max_tokens` of a teacher call in a generation job (answers of up to ~64 tokens).
+    pub generation_max_tokens: u32,
     /// Attempts per teacher call (retries on connection errors, 429 and 5xx).
     pub teacher_attempts: u32,
     /// Timeout of one teacher call, in ms.
@@ -42,6 +44,15 @@ pub struct DistillConfig {
     pub max_parallel_training: usize,
     /// Requests sent through the gateway to time a freshly deployed student (0 = none).
     pub gateway_latency_samples: usize,
+    /// A job is run by the one distill process holding its lease, renewed every second while it
+    /// runs (with its progress, which a `Watch` served by another process reads); a process that
+    /// dies lets it lapse after this many seconds and another process sharing the database (and
+    /// `data_dir`) takes the job over at its last finished stage.
+    pub lease_secs: u64,
+    /// This process's name in job leases (e.g. the pod name). A process restarted under the same
+    /// name takes its unfinished jobs back at once; by default each start is a new name, so a
+    /// restarted process resumes its jobs once their leases lapse (`lease_secs`).
+    pub instance: Option<String>,
 }
 
 impl Default for DistillConfig {
@@ -58,10 +69,13 @@ impl Default for DistillConfig {
             admin_key: None,
             compute_usd_per_cpu_hour: 0.05,
             teacher_max_tokens: 32,
+            generation_max_tokens: 128,
             teacher_attempts: 3,
             teacher_timeout_ms: 60_000,
             max_parallel_training: 1,
             gateway_latency_samples: 200,
+            lease_secs: 30,
+            instance: None,
         }
     }
 }
@@ -110,9 +124,11 @@ impl DistillConfig {
                 "compute_usd_per_cpu_hour must be a non-negative number".into(),
             ));
         }
-        if self.teacher_attempts == 0 || self.max_parallel_training == 0 {
+        if self.teacher_attempts == 0 || self.max_parallel_training == 0 || self.lease_secs < 2
+        {
             return Err(Error::Config(
-                "teacher_attempts and max_parallel_training must be at least 1".into(),
+                "teacher_attempts and max_parallel_training must be at least 1, lease_secs at least 2"
+                    .into(),
             ));
         }
         Ok(self)

@@ -124,10 +124,17 @@ pub fn normalise(answer: &str, labels: &[String]) -> Option<String> {
     }
 }
 
+/// A teacher's (or an eval's expected) generation answer as compared: trimmed, every run of
+/// whitespace (newlines included) collapsed to one space. `None` when nothing is left.
+pub fn normalise_text(answer: &str) -> Option<String> {
+    let out = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!out.is_empty()).then_some(out)
+}
+
 /// What the selector learns from: sizes and input lengths.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Features {
-    /// `classification` (the only kind the service distils today).
+    /// `classification` or `generation`.
     pub kind: String,
     pub n_train: usize,
     pub n_evals: usize,
@@ -140,7 +147,12 @@ pub struct Features {
     pub mean_prompt_chars: f64,
 }
 
-pub fn features(train: &[Item], evals: &[Item], template: &str) -> Features {
+pub fn features(
+    train: &[Item],
+    evals: &[Item],
+    template: &str,
+    kind: retort_training::TaskKind,
+) -> Features {
     let mut lens: Vec<usize> = train
         .iter()
         .chain(evals)
@@ -155,7 +167,7 @@ pub fn features(train: &[Item], evals: &[Item], template: &str) -> Features {
         .unwrap_or(0) as f64;
     let overhead = template.replace("{input}", "").chars().count() as f64;
     Features {
-        kind: "classification".into(),
+        kind: kind.name().into(),
         n_train: train.len(),
         n_evals: evals.len(),
         gold_evals: evals.first().is_some_and(|e| e.label.is_some()),
@@ -218,5 +230,18 @@ mod tests {
         assert_eq!(normalise("unknown", &labels), None);
         assert_eq!(normalise("  Positive! ", &[]).as_deref(), Some("positive"));
         assert_eq!(normalise("  ", &[]), None);
+    }
+
+    #[test]
+    fn generation_answers_are_trimmed_and_collapsed() {
+        assert_eq!(
+            normalise_text("  2024-03-01 \n").as_deref(),
+            Some("2024-03-01")
+        );
+        assert_eq!(
+            normalise_text("New\t York\n\nCity").as_deref(),
+            Some("New York City")
+        );
+        assert_eq!(normalise_text(" \n\t "), None);
     }
 }

@@ -45,11 +45,22 @@ impl pb::distill_server::Distill for DistillService {
             .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
         let unfinished = matches!(row.state.as_str(), "queued" | "running");
         let stored = row.progress_json.clone();
+        let here = self.engine.is_live(&id);
         let job = self.engine.to_pb(row).await?;
-        let rx = match self.engine.subscribe(&id, unfinished, &stored) {
+        let rx = match self.engine.subscribe(&id, here, &stored) {
             Some(rx) => rx,
+            None if unfinished => {
+                // Run by another process (or waiting for one to take it over): follow what it
+                // stores with its lease every second.
+                let s = poll_store(Arc::clone(&self.engine), id, job.progress.unwrap_or_default());
+                let mut stopping = self.stopping.clone();
+                let s = futures::StreamExt::take_until(s, async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                });
+                return Ok(Response::new(Box::pin(s)));
+            }
             None => {
-                // Not running here: one snapshot from the store.
+                // Ended: one snapshot from the store.
                 let p = job.progress.unwrap_or_default();
                 return Ok(Response::new(Box::pin(futures::stream::iter([Ok(p)]))));
             }
@@ -118,6 +129,55 @@ impl pb::distill_server::Distill for DistillService {
     }
 }
 
+/// How often a `Watch` of a job run by another process reads the store.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// The progress of a job run elsewhere, as stored: the current one at once, then each change, and
+/// the final state (`done`) when the job ends.
+fn poll_store(
+    engine: Arc<Engine>,
+    id: String,
+    first: pb::JobProgress,
+) -> impl Stream<Item = Result<pb::JobProgress, Status>> + Send {
+    futures::stream::unfold(
+        (engine, id, Some(first), None::<pb::JobProgress>),
+        |(engine, id, first, last)| async move {
+            if let Some(p) = first {
+                return Some((Ok(p.clone()), (engine, id, None, Some(p))));
+            }
+            let last = last?;
+            if last.done {
+                return None;
+            }
+            loop {
+                tokio::time::sleep(POLL_EVERY).await;
+                let row = match engine.store.job(&id).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => return None,
+                    // The database is away: keep waiting, as for a job that is slow.
+                    Err(_) => continue,
+                };
+                let ended = !matches!(row.state.as_str(), "queued" | "running");
+                let mut p: pb::JobProgress = serde_json::from_str::<crate::pipeline::Progress>(
+                    &row.progress_json,
+                )
+                .unwrap_or_default()
+                .to_pb(&id);
+                if ended {
+                    p.done = true;
+                    p.state = row.state.clone();
+                    if p.error.is_empty() && row.state != "succeeded" {
+                        p.error = row.error.clone();
+                    }
+                }
+                if p != last {
+                    return Some((Ok(p.clone()), (engine, id, None, Some(p))));
+                }
+            }
+        },
+    )
+}
+
 /// A running distill service.
 pub struct Running {
     pub addr: SocketAddr,
@@ -129,7 +189,7 @@ pub struct Running {
 impl Running {
     /// Stops serving (jobs in flight are interrupted where they stand and resume at the next start).
     pub async fn shutdown(self) {
-        self.engine.kill();
+        self.engine.stop().await;
         let _ = self.stop.send(true);
         let _ = self.task.await;
         self.engine.store.close().await;
@@ -180,6 +240,7 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     let resumed = engine.resume_all().await?;
+    engine.start_keeper();
     let name = <DistillServer<DistillService> as tonic::server::NamedService>::NAME;
     // Health follows the database.
     let (health_service, watcher) = retort_proto::health_following(name, Duration::from_secs(1), {

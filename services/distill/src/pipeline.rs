@@ -19,7 +19,8 @@ use std::{
 use retort_pricing::PriceTable;
 use retort_proto::v1 as pb;
 use retort_training::{
-    Example, LabelVocab, StudentSpec, TrainJob, TrainOptions, data::split, engine,
+    Example, GenTrainJob, LabelVocab, StudentSpec, TaskKind, TrainJob, TrainOptions, data::split,
+    engine,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -43,6 +44,10 @@ pub const STAGES: [&str; 5] = ["validate", "label", "train", "evaluate", "report
 /// A job's request, without its data (stored as JSON with the job).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// Classification (labels) or generation (short texts); jobs stored before generation existed
+    /// are classification.
+    #[serde(default)]
+    pub task: TaskKind,
     pub teacher: String,
     pub template: String,
     pub target: String,
@@ -116,6 +121,8 @@ struct Labelled {
 /// A running job's controls.
 struct Live {
     cancel: Arc<AtomicBool>,
+    /// Set with `cancel` when another process took the job over: stop without writing anything.
+    lost: Arc<AtomicBool>,
     task: tokio::task::AbortHandle,
 }
 
@@ -128,6 +135,11 @@ pub struct Engine {
     live: Mutex<HashMap<String, Live>>,
     progress: Mutex<HashMap<String, watch::Sender<Progress>>>,
     training: Semaphore,
+    /// This process's name in job leases.
+    owner: String,
+    lease_ms: i64,
+    /// The task renewing leases, persisting progress and taking over orphaned jobs.
+    keeper: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// The data of a submit request, read.
@@ -165,6 +177,34 @@ fn read_items(path: &Path, what: &str) -> Result<Vec<Item>, Error> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
     data::parse_items(&bytes, what)
+}
+
+/// A train/validation split that does not group by label (a generation task's answers are mostly
+/// unique): each example goes to validation by a seeded hash of its text, `fraction` of them (at
+/// least one, never all).
+fn split_unstratified(
+    examples: &[Example],
+    fraction: f64,
+    seed: u64,
+) -> retort_training::Result<retort_training::Split> {
+    if examples.len() < 2 {
+        return Err(retort_training::TrainingError::EmptyData(format!(
+            "{} example(s): at least 2 are needed to hold one out",
+            examples.len()
+        )));
+    }
+    let mut order: Vec<(String, usize)> = examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (data::prompt_hash(&format!("{seed}\u{0}{i}\u{0}{}", e.text)), i))
+        .collect();
+    order.sort();
+    let n_val = ((examples.len() as f64 * fraction).round() as usize).clamp(1, examples.len() - 1);
+    let pick = |r: &[(String, usize)]| r.iter().map(|(_, i)| examples[*i].clone()).collect();
+    Ok(retort_training::Split {
+        validation: pick(&order[..n_val]),
+        train: pick(&order[n_val..]),
+    })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -205,9 +245,19 @@ impl Engine {
             cfg.teacher_attempts,
             Duration::from_millis(cfg.teacher_timeout_ms),
         )?;
+        let owner = cfg.instance.clone().unwrap_or_else(|| {
+            format!(
+                "distill-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        });
         Ok(Arc::new(Engine {
             store,
             training: Semaphore::new(cfg.max_parallel_training),
+            owner,
+            lease_ms: cfg.lease_secs as i64 * 1000,
+            keeper: Mutex::new(None),
             cfg,
             prices,
             gateway,
@@ -236,6 +286,15 @@ impl Engine {
         if !r.prompt_template.contains("{input}") {
             return bad("prompt_template must contain {input} (where the item's text goes)".into());
         }
+        let task = match r.task.trim() {
+            "" | "classification" => TaskKind::Classification,
+            "generation" => TaskKind::Generation,
+            other => {
+                return bad(format!(
+                    "task {other:?}: expected classification (the default) or generation"
+                ));
+            }
+        };
         let target: StudentSpec =
             r.target
                 .trim()
@@ -243,6 +302,18 @@ impl Engine {
                 .map_err(|e: retort_training::TrainingError| {
                     Error::InvalidArgument(format!("target: {e}"))
                 })?;
+        if target.class.task() != task {
+            let fits: Vec<&str> = retort_training::StudentClass::ALL
+                .iter()
+                .filter(|c| c.task() == task)
+                .map(|c| c.name())
+                .collect();
+            return bad(format!(
+                "target {target}: a {} student, and this is a {task} task (its classes: {})",
+                target.class.task(),
+                fits.join(", ")
+            ));
+        }
         let objective = r.objective.clone().unwrap_or_default();
         let kind = if objective.kind.is_empty() {
             "max_cost_savings".to_string()
@@ -281,14 +352,26 @@ impl Engine {
                 labels.push(l);
             }
         }
+        if task == TaskKind::Generation && !labels.is_empty() {
+            return bad(
+                "labels: a generation task has no label set (the teacher's answers are kept as text)"
+                    .into(),
+            );
+        }
         if labels.len() == 1 {
             return bad("labels: a classifier needs at least 2 labels".into());
         }
         let (train_bytes, train_source) = read_source(r.train.as_ref(), "train")?;
         let (evals_bytes, evals_source) = read_source(r.evals.as_ref(), "evals")?;
         let train = data::parse_items(&train_bytes, "train")?;
-        let evals = data::parse_items(&evals_bytes, "evals")?;
+        let mut evals = data::parse_items(&evals_bytes, "evals")?;
         let gold = data::evals_have_labels(&evals)?;
+        if task == TaskKind::Generation {
+            // Expected answers are compared as the teacher's are: trimmed, whitespace collapsed.
+            for e in &mut evals {
+                e.label = e.label.as_deref().and_then(data::normalise_text);
+            }
+        }
         if gold && !labels.is_empty() {
             let lower: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
             if let Some((i, e)) = evals.iter().enumerate().find(|(_, e)| {
@@ -305,6 +388,7 @@ impl Engine {
             }
         }
         let spec = JobSpec {
+            task,
             teacher: teacher.clone(),
             template: r.prompt_template.clone(),
             target: target.to_string(),
@@ -353,36 +437,121 @@ impl Engine {
                 description: r.description.clone(),
                 created_ms: now,
                 updated_ms: now,
+                lease_owner: self.owner.clone(),
+                lease_expires_ms: now + self.lease_ms,
                 ..JobRow::default()
             })
             .await?;
         self.set_progress(&id, |p| *p = progress.clone());
         self.spawn(&id);
-        tracing::info!(job = %id, teacher = %spec.teacher, target = %spec.target, "distill job submitted");
+        tracing::info!(job = %id, task = %spec.task, teacher = %spec.teacher, target = %spec.target, "distill job submitted");
         Ok(id)
     }
 
-    /// Resumes every job that was queued or running when the service last stopped.
+    /// Resumes every unfinished job whose lease this process can take: those it held before a
+    /// restart under the same `instance`, those nobody holds, those whose holder let the lease
+    /// lapse. Returns how many it resumed.
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, Error> {
-        let ids = self.store.unfinished_jobs().await?;
-        for id in &ids {
-            tracing::info!(job = %id, "resuming distill job");
-            self.spawn(id);
+        let mut resumed = 0;
+        for id in self.store.unfinished_jobs().await? {
+            if self.is_live(&id) || !self.store.acquire_lease(&id, &self.owner, self.lease_ms).await? {
+                continue;
+            }
+            tracing::info!(job = %id, owner = %self.owner, "resuming distill job");
+            self.spawn(&id);
+            resumed += 1;
         }
-        Ok(ids.len())
+        Ok(resumed)
+    }
+
+    /// Whether this process runs the job now.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.live.lock().is_ok_and(|l| l.contains_key(id))
+    }
+
+    /// This process's name in job leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Starts the lease keeper: every second (at most a third of the lease) it renews the lease of
+    /// each job running here, storing its progress with it, and stops a job whose lease was taken
+    /// over or which was cancelled by another process; every half lease it takes over unfinished
+    /// jobs whose holder let the lease lapse.
+    pub fn start_keeper(self: &Arc<Self>) {
+        let engine = Arc::downgrade(self);
+        let tick = Duration::from_millis((self.lease_ms as u64 / 3).clamp(100, 1000));
+        let sweep_every = (self.lease_ms / 2).max(1);
+        let task = tokio::spawn(async move {
+            let mut last_sweep = now_ms();
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(engine) = engine.upgrade() else { return };
+                engine.renew_all().await;
+                if now_ms() - last_sweep >= sweep_every {
+                    last_sweep = now_ms();
+                    if let Err(e) = engine.resume_all().await {
+                        tracing::warn!(error = %e, "distill: looking for jobs to take over failed");
+                    }
+                }
+            }
+        });
+        if let Ok(mut k) = self.keeper.lock()
+            && let Some(old) = k.replace(task.abort_handle())
+        {
+            old.abort();
+        }
+    }
+
+    async fn renew_all(&self) {
+        let ids: Vec<(String, Arc<AtomicBool>, Arc<AtomicBool>)> = match self.live.lock() {
+            Ok(l) => l
+                .iter()
+                .map(|(id, l)| (id.clone(), Arc::clone(&l.cancel), Arc::clone(&l.lost)))
+                .collect(),
+            Err(_) => return,
+        };
+        for (id, cancel, lost) in ids {
+            let progress = self
+                .progress_now(&id)
+                .map(|p| serde_json::to_string(&p).unwrap_or_default())
+                .unwrap_or_default();
+            match self.store.renew_lease(&id, &self.owner, self.lease_ms, &progress).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Taken over (our lease lapsed), or cancelled / ended elsewhere.
+                    let row = self.store.job(&id).await.ok().flatten();
+                    if row.as_ref().is_some_and(|r| r.lease_owner != self.owner) {
+                        tracing::warn!(job = %id, owner = %self.owner, "lost the lease of a distill job: another process runs it now");
+                        lost.store(true, Ordering::SeqCst);
+                    }
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew a distill job's lease"),
+            }
+        }
     }
 
     fn spawn(self: &Arc<Self>, id: &str) {
         let cancel = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
         let engine = Arc::clone(self);
         let job = id.to_string();
         let flag = Arc::clone(&cancel);
-        let task = tokio::spawn(async move { engine.run(&job, flag).await });
-        if let Ok(mut live) = self.live.lock() {
+        let gone = Arc::clone(&lost);
+        let Ok(mut live) = self.live.lock() else {
+            return;
+        };
+        if live.contains_key(id) {
+            return;
+        }
+        let task = tokio::spawn(async move { engine.run(&job, flag, gone).await });
+        {
             live.insert(
                 id.to_string(),
                 Live {
                     cancel,
+                    lost,
                     task: task.abort_handle(),
                 },
             );
@@ -390,13 +559,26 @@ impl Engine {
     }
 
     /// Stops every job task at once without recording anything, as a crash would (tests use it to
-    /// check that jobs resume).
+    /// check that jobs resume); the leases stay until they lapse.
     pub fn kill(&self) {
+        if let Ok(mut k) = self.keeper.lock()
+            && let Some(t) = k.take()
+        {
+            t.abort();
+        }
         if let Ok(mut live) = self.live.lock() {
             for (_, l) in live.drain() {
                 l.cancel.store(true, Ordering::SeqCst);
                 l.task.abort();
             }
+        }
+    }
+
+    /// Stops every job task and gives their leases back, so another process goes on at once.
+    pub async fn stop(&self) {
+        self.kill();
+        if let Err(e) = self.store.release_leases(&self.owner).await {
+            tracing::warn!(error = %e, "cannot give back the distill job leases");
         }
     }
 
@@ -418,19 +600,19 @@ impl Engine {
             .map(|tx| tx.borrow().clone())
     }
 
-    /// Follows a job's progress. `stored` seeds it for a job that is queued or running but has not
-    /// reported yet (just resumed); `None` when the job is not running in this process.
+    /// Follows the progress of a job this process ran or runs. `stored` seeds it for a job running
+    /// here that has not reported yet (just resumed); `None` when the job is not this process's.
     pub fn subscribe(
         &self,
         id: &str,
-        unfinished: bool,
+        running_here: bool,
         stored: &str,
     ) -> Option<watch::Receiver<Progress>> {
         let mut map = self.progress.lock().ok()?;
         if let Some(tx) = map.get(id) {
             return Some(tx.subscribe());
         }
-        if !unfinished {
+        if !running_here {
             return None;
         }
         let seed: Progress = serde_json::from_str(stored).unwrap_or_default();
@@ -465,7 +647,11 @@ impl Engine {
             .progress_now(&row.id)
             .or_else(|| serde_json::from_str(&row.progress_json).ok())
             .unwrap_or_default();
+        let task = serde_json::from_str::<JobSpec>(&row.request_json)
+            .map(|s| s.task)
+            .unwrap_or_default();
         Ok(pb::Job {
+            task: task.name().into(),
             progress: Some(progress.to_pb(&row.id)),
             id: row.id,
             teacher: row.teacher,
@@ -561,8 +747,19 @@ impl Engine {
         Ok(())
     }
 
-    async fn run(self: Arc<Self>, id: &str, flag: Arc<AtomicBool>) {
-        if let Err(e) = self.run_stages(id, &flag).await {
+    async fn run(self: Arc<Self>, id: &str, flag: Arc<AtomicBool>, lost: Arc<AtomicBool>) {
+        let result = self.run_stages(id, &flag, &lost).await;
+        if lost.load(Ordering::SeqCst) {
+            // Another process runs the job now: leave its folder and its records alone.
+            if let Ok(mut live) = self.live.lock() {
+                live.remove(id);
+            }
+            if let Ok(mut map) = self.progress.lock() {
+                map.remove(id);
+            }
+            return;
+        }
+        if let Err(e) = result {
             let (state, msg) = match &e {
                 Error::Cancelled => ("cancelled", "cancelled".to_string()),
                 e => ("failed", e.to_string()),
@@ -588,7 +785,12 @@ impl Engine {
         }
     }
 
-    async fn run_stages(self: &Arc<Self>, id: &str, flag: &Arc<AtomicBool>) -> Result<(), Error> {
+    async fn run_stages(
+        self: &Arc<Self>,
+        id: &str,
+        flag: &Arc<AtomicBool>,
+        lost: &AtomicBool,
+    ) -> Result<(), Error> {
         let row = self
             .store
             .job(id)
@@ -623,9 +825,10 @@ impl Engine {
                 .await?
                 .map(|r| r.error)
                 .unwrap_or(warnings.clone());
-            self.store
-                .set_state(id, "running", stage, &warnings)
-                .await?;
+            if !self.store.set_running(id, stage, &warnings).await? {
+                // Cancelled by another process between two stages.
+                return Err(Error::Cancelled);
+            }
             self.store.stage_started(id, stage).await?;
             self.set_progress(id, |p| {
                 p.state = "running".into();
@@ -649,6 +852,9 @@ impl Engine {
                     self.save_progress(id).await;
                 }
                 Err(e) => {
+                    if lost.load(Ordering::SeqCst) {
+                        return Err(e);
+                    }
                     let state = if matches!(e, Error::Cancelled) {
                         "cancelled"
                     } else {
@@ -709,7 +915,7 @@ impl Engine {
                 models.join(", ")
             )));
         }
-        let f = data::features(&train, &evals, &spec.template);
+        let f = data::features(&train, &evals, &spec.template, spec.task);
         Ok(format!(
             "{} inputs, {} evals ({}), inputs {:.0} chars on average (p95 {:.0})",
             f.n_train,
@@ -740,10 +946,18 @@ impl Engine {
     ) -> Result<String, Error> {
         let labelled = self.labelled(id)?;
         let target: StudentSpec = spec.target.parse()?;
-        let vocab = LabelVocab::from_labels(labelled.labels.clone())?;
-        let config = target.config(vocab.len())?;
-        let parts = split(&labelled.train, 0.15, spec.seed)
-            .map_err(|e| Error::Job(format!("cannot hold out a validation split: {e}")))?;
+        let generation = spec.task == TaskKind::Generation;
+        // A classifier's labels; none for a generator.
+        let vocab = (!generation)
+            .then(|| LabelVocab::from_labels(labelled.labels.clone()))
+            .transpose()?;
+        let config = target.config(vocab.as_ref().map_or(0, LabelVocab::len))?;
+        let parts = if generation {
+            split_unstratified(&labelled.train, 0.15, spec.seed)
+        } else {
+            split(&labelled.train, 0.15, spec.seed)
+        }
+        .map_err(|e| Error::Job(format!("cannot hold out a validation split: {e}")))?;
         self.set_progress(id, |p| p.message = "waiting for a training slot".into());
         let _permit = self
             .training
@@ -761,16 +975,9 @@ impl Engine {
         let n_train = parts.train.len();
         let task =
             tokio::task::spawn_blocking(move || -> Result<retort_training::TrainReport, Error> {
-                let job = TrainJob {
-                    config,
-                    labels: vocab,
-                    train: &parts.train,
-                    validation: &parts.validation,
-                    options: TrainOptions::new()
-                        .with_seed(seed)
-                        .with_max_epochs(max_epochs),
-                    checkpoint_dir: Some(dir.join("checkpoint")),
-                };
+                let options = TrainOptions::new()
+                    .with_seed(seed)
+                    .with_max_epochs(max_epochs);
                 let checkpoint = dir.join("checkpoint");
                 std::fs::create_dir_all(&checkpoint)
                     .map_err(|e| Error::Io(format!("creating {}: {e}", checkpoint.display())))?;
@@ -782,10 +989,15 @@ impl Engine {
                         g.val_accuracy = p.val_accuracy;
                         g.eta_secs = p.eta_secs;
                         g.message = format!(
-                            "epoch {}/{}: loss {:.4}, validation accuracy {:.2}%",
+                            "epoch {}/{}: loss {:.4}, validation {} {:.2}%",
                             p.epoch,
                             p.max_epochs,
                             p.train_loss,
+                            if generation {
+                                "exact match"
+                            } else {
+                                "accuracy"
+                            },
                             p.val_accuracy * 100.0
                         );
                     });
@@ -795,8 +1007,40 @@ impl Engine {
                         ControlFlow::Continue(())
                     }
                 };
-                let trained = engine::train(&job, &mut on_epoch);
-                let trained = match trained {
+                // The student, and how to save it once training was not stopped.
+                type Save = Box<dyn FnOnce(&Path) -> retort_training::Result<u64>>;
+                let trained = match vocab {
+                    Some(labels) => engine::train(
+                        &TrainJob {
+                            config,
+                            labels,
+                            train: &parts.train,
+                            validation: &parts.validation,
+                            options,
+                            checkpoint_dir: Some(checkpoint.clone()),
+                        },
+                        &mut on_epoch,
+                    )
+                    .map(|t| {
+                        let p = t.predictor;
+                        (Box::new(move |d: &Path| engine::save(&p, d)) as Save, t.report)
+                    }),
+                    None => engine::train_generator(
+                        &GenTrainJob {
+                            config,
+                            train: &parts.train,
+                            validation: &parts.validation,
+                            options,
+                            checkpoint_dir: Some(checkpoint.clone()),
+                        },
+                        &mut on_epoch,
+                    )
+                    .map(|t| {
+                        let g = t.generator;
+                        (Box::new(move |d: &Path| g.save(d)) as Save, t.report)
+                    }),
+                };
+                let (save, report) = match trained {
                     Err(retort_training::TrainingError::Cancelled)
                         if !flag.load(Ordering::SeqCst) =>
                     {
@@ -807,15 +1051,15 @@ impl Engine {
                 if flag.load(Ordering::SeqCst) {
                     return Err(Error::Cancelled);
                 }
-                engine::save(&trained.predictor, &dir.join("student"))?;
+                save(&dir.join("student"))?;
                 let _ = std::fs::remove_dir_all(&checkpoint);
-                Ok(trained.report)
+                Ok(report)
             });
         let report = task
             .await
             .map_err(|e| Error::Training(format!("the training thread failed: {e}")))??;
         Ok(format!(
-            "{} examples, {} epochs{}, best epoch {} at {:.2}% validation accuracy, {:.1} s{}",
+            "{} examples, {} epochs{}, best epoch {} at {:.2}% validation {}, {:.1} s{}",
             n_train,
             report.epochs_run,
             if report.stopped_early {
@@ -825,6 +1069,11 @@ impl Engine {
             },
             report.best_epoch,
             report.best_val_accuracy * 100.0,
+            if generation {
+                "exact match"
+            } else {
+                "accuracy"
+            },
             report.train_secs,
             report
                 .resumed_after_epoch
@@ -835,7 +1084,7 @@ impl Engine {
     async fn evaluate(self: &Arc<Self>, id: &str, spec: &JobSpec) -> Result<String, Error> {
         let labelled = self.labelled(id)?;
         let (train, evals) = self.load_items(id)?;
-        let features = data::features(&train, &evals, &spec.template);
+        let features = data::features(&train, &evals, &spec.template, spec.task);
         let artefact = self.artefact_dir(id);
         let spec2 = spec.clone();
         let eval = tokio::task::spawn_blocking(move || {
@@ -908,6 +1157,8 @@ impl Engine {
                 student_usd_per_1k: report.costs.student_usd_per_1k,
                 objective_met: report.objective.met,
                 backend: eval.backend.clone(),
+                student_cer: eval.generation.as_ref().map(|g| g.student_cer),
+                teacher_cer: eval.generation.as_ref().and_then(|g| g.teacher_cer),
             })
             .await?;
         Ok(format!(

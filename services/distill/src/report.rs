@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use retort_pricing::{Price, PriceTable};
-use retort_training::{EvalReport, LatencyStats};
+use retort_training::{EvalReport, GenEvalReport, LatencyStats, TaskKind};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Features;
@@ -41,9 +41,36 @@ pub struct TeacherUsage {
     pub served_models: Vec<String>,
 }
 
+/// A generation student's measurements, next to the shared ones of [`Evaluation`] (where, for
+/// generation, `student_accuracy` / `teacher_accuracy` are exact match and `agreement` is the
+/// fraction of identical answers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerationEval {
+    /// Character error rate of the student: against the expected answers, or against the
+    /// teacher's without them.
+    pub student_cer: f64,
+    /// Of the teacher against the expected answers (a failed call counts as an empty answer).
+    pub teacher_cer: Option<f64>,
+    /// Of the student against the teacher, on the evals the teacher answered.
+    pub agreement_cer: Option<f64>,
+    /// Tokens the student generated per answer, on average.
+    pub mean_output_tokens: f64,
+    /// The student's exact match, CER and errors with examples.
+    pub student: GenEvalReport,
+    /// The teacher's (expected answers only).
+    pub teacher: Option<GenEvalReport>,
+}
+
 /// The evaluate stage's measurements.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
+    /// `classification` or `generation` (evaluations stored before generation existed are
+    /// classification).
+    #[serde(default)]
+    pub task: TaskKind,
+    /// Generation only: exact match, CER, errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationEval>,
     pub teacher: String,
     pub student: String,
     pub backend: String,
@@ -167,12 +194,14 @@ pub fn build(
         savings_usd_per_1k: teacher_usd_per_1k.map(|t| t - student_usd_per_1k),
     };
     let drop = max_drop_points / 100.0;
+    let generation = e.task == TaskKind::Generation;
+    let metric = if generation { "exact match" } else { "accuracy" };
     let objective = match (e.student_accuracy, e.teacher_accuracy) {
         (Some(s), Some(t)) => Verdict {
             kind: objective_kind.into(),
             max_accuracy_drop_points: max_drop_points,
             rule: format!(
-                "student accuracy {:.2}% ≥ teacher accuracy {:.2}% − {max_drop_points} points",
+                "student {metric} {:.2}% ≥ teacher {metric} {:.2}% − {max_drop_points} points",
                 s * 100.0,
                 t * 100.0
             ),
@@ -182,7 +211,12 @@ pub fn build(
             kind: objective_kind.into(),
             max_accuracy_drop_points: max_drop_points,
             rule: format!(
-                "agreement with the teacher {:.2}% ≥ 100% − {max_drop_points} points (the evals have no expected answers)",
+                "{} with the teacher {:.2}% ≥ 100% − {max_drop_points} points (the evals have no expected answers)",
+                if generation {
+                    "identical answers"
+                } else {
+                    "agreement"
+                },
                 e.agreement * 100.0
             ),
             met: e.agreement + 1e-12 >= 1.0 - drop,
@@ -215,7 +249,22 @@ pub fn build(
         ),
         "The student reads the rendered prompt (template + input): clients must send that same text as the last user message.".into(),
     ];
-    if e.student_accuracy.is_none() {
+    if generation {
+        assumptions.push("Generation: the teacher's answers and the expected answers are trimmed and their whitespace collapsed to single spaces; exact match then compares them byte for byte with the student's greedy generation (case and punctuation count).".into());
+        assumptions.push("Character error rate (CER) = Σ Levenshtein distance in characters ÷ Σ characters of the reference answers (an empty reference counts as 1 character); it can exceed 100%.".into());
+        assumptions.push(
+            "Student latency and cost are those of one greedy generation (encoder once, decoder token by token, no batching); the student's tokens are bytes."
+                .into(),
+        );
+        if e.student_accuracy.is_none() {
+            assumptions.push("The evals have no expected answers: exact match and CER are against the teacher's answers.".into());
+        } else {
+            assumptions.push(
+                "A teacher call that failed, or whose answer was empty, counts as an empty (wrong) teacher answer."
+                    .into(),
+            );
+        }
+    } else if e.student_accuracy.is_none() {
         assumptions.push(
             "The evals have no expected answers: accuracy is agreement with the teacher.".into(),
         );
@@ -262,12 +311,176 @@ fn short(s: &str, n: usize) -> String {
 }
 
 impl Report {
+    /// The body of a generation job's report (after its title).
+    fn generation_markdown(&self, m: &mut String, g: &GenerationEval) {
+        let e = &self.evaluation;
+        let c = &self.costs;
+        let gold = e.student_accuracy.is_some();
+        let _ = writeln!(
+            m,
+            "Task: **generation**. Teacher `{}` → student `{}` ({} parameters, {:.1} KiB, backend `{}`).\n",
+            e.teacher,
+            e.student,
+            e.parameters,
+            e.artefact_bytes as f64 / 1024.0,
+            e.backend,
+        );
+        let _ = writeln!(
+            m,
+            "**Objective** ({}): {} — **{}**.\n",
+            self.objective.kind,
+            self.objective.rule,
+            if self.objective.met { "met" } else { "not met" }
+        );
+        let against = if gold {
+            "the expected answers"
+        } else {
+            "the teacher's answers"
+        };
+        let _ = writeln!(m, "| | teacher | student |\n|---|---|---|");
+        let _ = writeln!(
+            m,
+            "| exact match on {} evals (against {against}) | {} | {} |",
+            e.n_evals,
+            pct(e.teacher_accuracy),
+            pct(Some(g.student.exact_match))
+        );
+        let _ = writeln!(
+            m,
+            "| character error rate | {} | {} |",
+            pct(g.teacher_cer),
+            pct(Some(g.student_cer))
+        );
+        let _ = writeln!(
+            m,
+            "| identical answers (student = teacher) | — | {} (on {} evals; CER against the teacher {}) |",
+            pct(Some(e.agreement)),
+            e.agreement_n,
+            pct(g.agreement_cer)
+        );
+        let gw = e.gateway_latency.as_ref().map_or_else(
+            || "not deployed".into(),
+            |l| {
+                format!(
+                    "p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs",
+                    l.p50_us, l.p95_us, l.p99_us
+                )
+            },
+        );
+        let _ = writeln!(
+            m,
+            "| latency in-process (one generation) | — | p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs |",
+            e.latency.p50_us, e.latency.p95_us, e.latency.p99_us
+        );
+        let _ = writeln!(
+            m,
+            "| latency through the gateway | mean {:.1} ms, p50 {:.1} ms | {gw} |",
+            e.teacher_usage.mean_latency_ms, e.teacher_usage.p50_latency_ms
+        );
+        let _ = writeln!(
+            m,
+            "| tokens per answer | {:.1} | {:.1} (bytes) |",
+            e.teacher_usage.mean_output_tokens, g.mean_output_tokens
+        );
+        let _ = writeln!(
+            m,
+            "| throughput in-process (batches of 128) | — | {:.0} answers/s |",
+            e.throughput_per_sec
+        );
+        let _ = writeln!(
+            m,
+            "| cost per 1,000 requests | {} | {} |",
+            usd(c.teacher_usd_per_1k),
+            usd(Some(c.student_usd_per_1k))
+        );
+        let _ = writeln!(
+            m,
+            "\nSpeed ratio (teacher ÷ student): **{:.0}×** in-process{}. Cost ratio: **{}**. Saved per 1,000 requests: {}.\n",
+            c.speed_ratio,
+            c.speed_ratio_via_gateway
+                .map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
+            c.cost_ratio
+                .map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
+            usd(c.savings_usd_per_1k)
+        );
+        let s = &e.label_stats;
+        let _ = writeln!(
+            m,
+            "## Labelling\n\n{} items: {} answered now, {} from the cache, {} calls failed, {} answers were empty. Most frequent answers: {}.\n",
+            s.items,
+            s.fresh,
+            s.cached,
+            s.failed_calls,
+            s.unparseable,
+            s.label_counts
+                .iter()
+                .map(|(l, n)| format!("“{}” ×{n}", short(l, 40)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for f in &s.failure_examples {
+            let _ = writeln!(m, "- {}", short(f, 160));
+        }
+        let _ = writeln!(
+            m,
+            "\n## Training\n\n{} examples, {} for validation; {} epochs ({}), best epoch {} at {:.2}% validation exact match, {:.1} s.\n",
+            e.train_examples,
+            e.validation_examples,
+            e.epochs_run,
+            if e.stopped_early {
+                "stopped early"
+            } else {
+                "no early stop"
+            },
+            e.best_epoch,
+            e.best_val_accuracy * 100.0,
+            e.train_secs
+        );
+        let _ = writeln!(
+            m,
+            "## Errors (student, against {against}): {} of {}\n\n| input | expected | student | CER |\n|---|---|---|---|",
+            ((1.0 - g.student.exact_match) * g.student.examples as f64).round(),
+            g.student.examples
+        );
+        for x in &g.student.errors {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {:.2} |",
+                short(&x.input, 60),
+                short(&x.expected, 40),
+                short(&x.predicted, 40),
+                x.cer
+            );
+        }
+        if let Some(t) = &g.teacher {
+            let _ = writeln!(
+                m,
+                "\nTeacher errors against the expected answers, first {}: {}.",
+                t.errors.len().min(5),
+                t.errors
+                    .iter()
+                    .take(5)
+                    .map(|x| format!("“{}” for “{}”", short(&x.predicted, 30), short(&x.expected, 30)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let _ = writeln!(m, "\n## Assumptions\n");
+        for a in &self.assumptions {
+            let _ = writeln!(m, "- {a}");
+        }
+    }
+
     /// The report for people.
     pub fn markdown(&self) -> String {
         let e = &self.evaluation;
         let c = &self.costs;
         let mut m = String::new();
         let _ = writeln!(m, "# Distillation report `{}`\n", self.job_id);
+        if let Some(g) = &e.generation {
+            self.generation_markdown(&mut m, g);
+            return m;
+        }
         let _ = writeln!(
             m,
             "Teacher `{}` → student `{}` ({} parameters, {:.1} KiB, backend `{}`), labels: {}.\n",

@@ -44,6 +44,9 @@ pub struct JobRow {
     pub description: String,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The distill process running the job (empty: none), until `lease_expires_ms`.
+    pub lease_owner: String,
+    pub lease_expires_ms: i64,
 }
 
 /// A stage a job entered.
@@ -95,6 +98,10 @@ pub struct ResultRow {
     pub student_usd_per_1k: f64,
     pub objective_met: bool,
     pub backend: String,
+    /// Generation only: character error rate of the student and of the teacher (against the
+    /// expected answers; the student's against the teacher's without them).
+    pub student_cer: Option<f64>,
+    pub teacher_cer: Option<f64>,
 }
 
 macro_rules! execute {
@@ -123,7 +130,7 @@ macro_rules! fetch {
     }};
 }
 
-const JOB_COLS: &str = "id, teacher, target, state, stage, error, request_json, progress_json, eval_json, report_json, report_md, deployed_model, description, created_ms, updated_ms";
+const JOB_COLS: &str = "id, teacher, target, state, stage, error, request_json, progress_json, eval_json, report_json, report_md, deployed_model, description, created_ms, updated_ms, lease_owner, lease_expires_ms";
 
 macro_rules! job_from_row {
     ($r:ident) => {
@@ -143,6 +150,8 @@ macro_rules! job_from_row {
             description: $r.try_get("description")?,
             created_ms: $r.try_get("created_ms")?,
             updated_ms: $r.try_get("updated_ms")?,
+            lease_owner: $r.try_get("lease_owner")?,
+            lease_expires_ms: $r.try_get("lease_expires_ms")?,
         })
     };
 }
@@ -245,7 +254,7 @@ impl Store {
         execute!(
             self,
             &format!(
-                "INSERT INTO distill_jobs ({JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO distill_jobs ({JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             [
                 &j.id,
@@ -263,9 +272,64 @@ impl Store {
                 &j.description,
                 j.created_ms,
                 j.updated_ms,
+                &j.lease_owner,
+                j.lease_expires_ms,
             ]
         );
         Ok(())
+    }
+
+    /// Takes the lease of an unfinished job for `owner` until `now + ttl_ms`: when nobody holds it,
+    /// `owner` already does, or the holder let it expire (it died). One atomic UPDATE, so of two
+    /// processes racing for a job exactly one gets it.
+    pub async fn acquire_lease(&self, id: &str, owner: &str, ttl_ms: i64) -> Result<bool, Error> {
+        let now = now_ms();
+        let n = execute!(
+            self,
+            "UPDATE distill_jobs SET lease_owner = ?, lease_expires_ms = ? WHERE id = ? AND state IN ('queued', 'running') AND (lease_owner = ? OR lease_owner = '' OR lease_expires_ms < ?)",
+            [owner, now + ttl_ms, id, owner, now]
+        );
+        Ok(n == 1)
+    }
+
+    /// Renews `owner`'s lease of a job that is still unfinished, storing its latest progress with
+    /// it. `false`: the lease is lost (another process took the job over) or the job ended or was
+    /// cancelled elsewhere.
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl_ms: i64,
+        progress_json: &str,
+    ) -> Result<bool, Error> {
+        let now = now_ms();
+        let n = execute!(
+            self,
+            "UPDATE distill_jobs SET lease_expires_ms = ?, progress_json = ?, updated_ms = ? WHERE id = ? AND lease_owner = ? AND state IN ('queued', 'running')",
+            [now + ttl_ms, progress_json, now, id, owner]
+        );
+        Ok(n == 1)
+    }
+
+    /// Gives back every lease `owner` holds (a clean shutdown: another process may go on at once).
+    pub async fn release_leases(&self, owner: &str) -> Result<(), Error> {
+        execute!(
+            self,
+            "UPDATE distill_jobs SET lease_owner = '', lease_expires_ms = 0 WHERE lease_owner = ?",
+            [owner]
+        );
+        Ok(())
+    }
+
+    /// Marks an unfinished job as running `stage`; `false` when it was cancelled (or ended)
+    /// meanwhile, possibly by another process.
+    pub async fn set_running(&self, id: &str, stage: &str, error: &str) -> Result<bool, Error> {
+        let n = execute!(
+            self,
+            "UPDATE distill_jobs SET state = 'running', stage = ?, error = ?, updated_ms = ? WHERE id = ? AND state IN ('queued', 'running')",
+            [stage, error, now_ms(), id]
+        );
+        Ok(n == 1)
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, Error> {
@@ -473,7 +537,7 @@ impl Store {
         );
         execute!(
             self,
-            "INSERT INTO distill_results (job_id, created_ms, teacher, task_kind, n_train, n_evals, n_labels, mean_input_chars, p95_input_chars, gold_evals, teacher_accuracy, student_class, student_size, student_accuracy, agreement, latency_p50_us, latency_p99_us, parameters, artefact_bytes, train_secs, teacher_usd_per_1k, student_usd_per_1k, objective_met, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO distill_results (job_id, created_ms, teacher, task_kind, n_train, n_evals, n_labels, mean_input_chars, p95_input_chars, gold_evals, teacher_accuracy, student_class, student_size, student_accuracy, agreement, latency_p50_us, latency_p99_us, parameters, artefact_bytes, train_secs, teacher_usd_per_1k, student_usd_per_1k, objective_met, backend, student_cer, teacher_cer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 &r.job_id,
                 now_ms(),
@@ -499,6 +563,8 @@ impl Store {
                 r.student_usd_per_1k,
                 i64::from(r.objective_met),
                 &r.backend,
+                r.student_cer,
+                r.teacher_cer,
             ]
         );
         Ok(())
@@ -534,6 +600,8 @@ impl Store {
                 student_usd_per_1k: r.try_get("student_usd_per_1k")?,
                 objective_met: r.try_get::<i64, _>("objective_met")? != 0,
                 backend: r.try_get("backend")?,
+                student_cer: r.try_get("student_cer")?,
+                teacher_cer: r.try_get("teacher_cer")?,
             })
         );
         Ok(rows.pop())

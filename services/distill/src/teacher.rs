@@ -87,14 +87,24 @@ impl Gateway {
     }
 
     /// Asks `model` for the answer to `prompt` (one user message), retrying transient failures.
-    /// `session` groups the job's calls in metering and the breaker.
-    pub async fn ask(&self, model: &str, prompt: &str, session: &str) -> Result<Answer, String> {
+    /// `session` groups the job's calls in metering and the breaker; `max_tokens` overrides the
+    /// configured `max_tokens` of a call.
+    pub async fn ask(
+        &self,
+        model: &str,
+        prompt: &str,
+        session: &str,
+        max_tokens: Option<u32>,
+    ) -> Result<Answer, String> {
         let mut last = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << (attempt - 1).min(6))).await;
             }
-            match self.once(model, prompt, session, self.max_tokens).await {
+            match self
+                .once(model, prompt, session, max_tokens.unwrap_or(self.max_tokens))
+                .await
+            {
                 Ok(a) => return Ok(a),
                 Err(CallError::Fatal(e)) => return Err(e),
                 Err(CallError::Retry(e)) => last = e,

@@ -333,7 +333,219 @@ async fn deploy_serves_the_student_through_the_gateway() {
         "{}",
         report.markdown
     );
+
+    // Deployed onto a route: an alias that does not exist is refused, the real one then serves the
+    // student first (the teacher becomes its fallback).
+    let e = c
+        .deploy(pb::DeployRequest {
+            job_id: id.clone(),
+            name: "spam2".into(),
+            route: "no-such-alias".into(),
+            first: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == tonic::Code::InvalidArgument && e.message().contains("spam-check"),
+        "{e:?}"
+    );
+    let before = world.sim.attempts("sim-teacher");
+    let d = c
+        .deploy(pb::DeployRequest {
+            job_id: id.clone(),
+            name: "spam2".into(),
+            route: "spam-check".into(),
+            first: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.model, "distilled/spam2");
+    let deploy = d.job.unwrap().stages.into_iter().find(|s| s.name == "deploy").unwrap();
+    assert!(deploy.summary.contains("(route spam-check)"), "{}", deploy.summary);
+    let http = reqwest::Client::new();
+    for (mail, label) in [
+        (mail, "spam"),
+        ("Notes today report attached call attached now review meeting notes with cheers, tom", "ham"),
+    ] {
+        let resp = http
+            .post(format!("http://{}/v1/chat/completions", world.gateway.http_addr))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({"model": "spam-check", "messages": [{"role": "user", "content": TEMPLATE.replace("{input}", mail)}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["x-retort-model"].to_str().unwrap(),
+            "distilled/spam2"
+        );
+        let r: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(r["choices"][0]["message"]["content"], label, "{r}");
+    }
+    assert_eq!(
+        world.sim.attempts("sim-teacher"),
+        before,
+        "the alias went to the teacher, not the student"
+    );
     distill.shutdown().await;
+}
+
+/// A job over its time limit fails with that reason and leaves nothing half-written behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_limit_fails_the_job_and_leaves_no_artefact() {
+    let world = World::new(
+        Db::sqlite(),
+        TeacherSpec {
+            latency_ms: 30,
+            ..Default::default()
+        },
+    )
+    .await;
+    let distill = world.distill().await;
+    let mut c = client(&distill).await;
+    let mut req = spam_request();
+    // ~400 prompts one at a time at 30 ms each: 12 s of labelling against a 1 s limit.
+    req.limits = Some(pb::ResourceLimits {
+        max_teacher_concurrency: 1,
+        time_limit_secs: 1,
+        ..Default::default()
+    });
+    let id = c.submit(req).await.unwrap().into_inner().job_id;
+    let seen = watch_to_end(&mut c, &id).await;
+    let last = seen.last().unwrap();
+    assert!(
+        last.done && last.state == "failed" && last.error == "time limit of 1 s exceeded",
+        "{last:?}"
+    );
+    let job = get(&mut c, &id).await;
+    assert_eq!(
+        (job.state.as_str(), job.error.as_str()),
+        ("failed", "time limit of 1 s exceeded"),
+        "{job:?}"
+    );
+    let failed: Vec<_> = job.stages.iter().filter(|s| s.state == "failed").collect();
+    assert_eq!(failed.len(), 1, "{:?}", job.stages);
+    assert_eq!(failed[0].summary, "time limit of 1 s exceeded");
+    assert!(
+        world.sim.attempts("sim-teacher") < distinct_prompts(),
+        "the job went on past its limit"
+    );
+    let dir = world.cfg.data_dir.join("distill").join(&id);
+    for gone in ["student", "checkpoint", "labelled.json"] {
+        assert!(!dir.join(gone).exists(), "{gone} left behind");
+    }
+    let partial = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial"))
+        .count();
+    assert_eq!(partial, 0);
+    let err = c
+        .report(pb::JobReportRequest { job_id: id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    distill.shutdown().await;
+}
+
+/// Two distill processes on one Postgres database (and one data folder): a job runs in exactly
+/// one of them, a `Watch` served by the other follows it, and when its process dies the other
+/// takes it over once the lease lapses, at its last finished stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_postgres_share_jobs_by_lease() {
+    let world = World::new(
+        Db::postgres(),
+        TeacherSpec {
+            latency_ms: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    let a = world.distill().await;
+    let b = world.distill().await;
+    assert_ne!(a.engine.owner(), b.engine.owner());
+    let (mut ca, mut cb) = (client(&a).await, client(&b).await);
+    let mut req = spam_request();
+    req.limits = Some(pb::ResourceLimits {
+        max_teacher_concurrency: 2,
+        max_epochs: 5,
+        ..Default::default()
+    });
+    let id = ca.submit(req.clone()).await.unwrap().into_inner().job_id;
+    // Watched through B, which does not run it: A's progress as A stores it.
+    let seen = watch_to_end(&mut cb, &id).await;
+    assert!(!b.engine.is_live(&id));
+    let last = seen.last().unwrap();
+    assert!(last.done && last.state == "succeeded", "{last:?}");
+    let labelled: Vec<u64> = seen
+        .iter()
+        .filter(|p| p.stage == "label")
+        .map(|p| p.items_labelled)
+        .collect();
+    assert!(
+        labelled.iter().any(|n| *n > 0 && *n < distinct_prompts()),
+        "B saw no labelling in progress: {seen:?}"
+    );
+    assert!(
+        labelled.windows(2).all(|w| w[0] <= w[1]),
+        "{labelled:?}"
+    );
+    // Only A asked the teacher: every distinct prompt exactly once.
+    assert_eq!(world.sim.attempts("sim-teacher"), distinct_prompts());
+    let row = a.engine.store.job(&id).await.unwrap().unwrap();
+    assert_eq!(row.state, "succeeded");
+
+    // A dies in the middle of labelling a second job (new prompts: another template).
+    req.prompt_template = "Spam or ham?\n\n{input}".into();
+    let id2 = ca.submit(req).await.unwrap().into_inner().job_id;
+    let mut s = ca
+        .watch(pb::WatchJobRequest { job_id: id2.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(p) = s.message().await.unwrap() {
+        if p.stage == "label" && p.items_labelled >= 40 {
+            break;
+        }
+        assert!(!p.done, "the job ended before the kill: {p:?}");
+    }
+    drop(s);
+    let before = a.engine.store.stages(&id2).await.unwrap();
+    let validate = before.iter().find(|s| s.name == "validate").unwrap().clone();
+    assert_eq!(validate.state, "done");
+    let asked = world.sim.attempts("sim-teacher");
+    a.kill().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let in_flight = world.sim.attempts("sim-teacher") - asked;
+    let row = b.engine.store.job(&id2).await.unwrap().unwrap();
+    assert!(!row.lease_owner.is_empty() && row.lease_owner != b.engine.owner());
+    // B takes it over once A's lease lapses (2 s) and finishes it.
+    let seen = watch_to_end(&mut cb, &id2).await;
+    assert!(seen.last().unwrap().done);
+    let job = get(&mut cb, &id2).await;
+    assert_eq!(job.state, "succeeded", "{job:?}");
+    let row = b.engine.store.job(&id2).await.unwrap().unwrap();
+    assert_eq!(row.lease_owner, b.engine.owner());
+    let again = job.stages.iter().find(|s| s.name == "validate").unwrap();
+    assert_eq!(
+        again.started_ms, validate.started_ms,
+        "validate ran again: the job did not resume at its last finished stage"
+    );
+    let first_job_asks = distinct_prompts();
+    let total = world.sim.attempts("sim-teacher") - first_job_asks;
+    assert!(
+        total <= distinct_prompts() + in_flight + 2,
+        "second job asked {total}, distinct {}",
+        distinct_prompts()
+    );
+    let label = job.stages.iter().find(|s| s.name == "label").unwrap();
+    assert!(
+        !label.summary.contains(" 0 cached"),
+        "B's label stage used what A had cached: {}",
+        label.summary
+    );
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -378,5 +590,154 @@ async fn grpcurl_lists_and_calls_distill_through_reflection() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    distill.shutdown().await;
+}
+
+/// Short generation end to end on SQLite: bad task/target pairs refused at Submit, a date
+/// normalisation job with a teacher that mistypes 10% of its answers, the report's exact match and
+/// CER for both, the results row, and the deployed student answering through the gateway exactly
+/// as it does in-process, with its real token counts, streamed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generation_job_reports_exact_match_and_cer_and_serves_through_the_gateway() {
+    let world = World::new(
+        Db::sqlite(),
+        TeacherSpec {
+            key: "dates_teacher.jsonl",
+            error_rate: 0.1,
+            typos: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let distill = world.distill().await;
+    let mut c = client(&distill).await;
+    for (change, needle) in [
+        (
+            Box::new(|r: &mut pb::SubmitRequest| r.target = "linear/tiny".into())
+                as Box<dyn Fn(&mut pb::SubmitRequest)>,
+            "a classification student",
+        ),
+        (
+            Box::new(|r: &mut pb::SubmitRequest| r.labels = vec!["a".into(), "b".into()]),
+            "no label set",
+        ),
+        (
+            Box::new(|r: &mut pb::SubmitRequest| r.task = "translation".into()),
+            "task \"translation\"",
+        ),
+        (
+            Box::new(|r: &mut pb::SubmitRequest| r.task = String::new()),
+            "a generation student, and this is a classification task",
+        ),
+    ] {
+        let mut r = dates_request();
+        change(&mut r);
+        let e = c.submit(r).await.unwrap_err();
+        assert!(
+            e.code() == tonic::Code::InvalidArgument && e.message().contains(needle),
+            "{needle}: {e:?}"
+        );
+    }
+
+    let id = c.submit(dates_request()).await.unwrap().into_inner().job_id;
+    let seen = watch_to_end(&mut c, &id).await;
+    let job = get(&mut c, &id).await;
+    assert_eq!((job.state.as_str(), job.task.as_str()), ("succeeded", "generation"), "{job:?}");
+    assert!(
+        seen.iter().any(|p| p.stage == "train" && p.message.contains("exact match")),
+        "{seen:?}"
+    );
+    let report = c
+        .report(pb::JobReportRequest { job_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let r: serde_json::Value = serde_json::from_str(&report.json).unwrap();
+    assert_eq!(r["task"], "generation");
+    // A teacher that mistypes ~10% of its answers by one character.
+    let teacher_em = r["teacher_accuracy"].as_f64().unwrap();
+    let teacher_cer = r["generation"]["teacher_cer"].as_f64().unwrap();
+    assert!((0.75..0.99).contains(&teacher_em), "teacher exact match {teacher_em}");
+    assert!(teacher_cer > 0.0 && teacher_cer < 0.05, "teacher CER {teacher_cer}");
+    let student_em = r["student_accuracy"].as_f64().unwrap();
+    let student_cer = r["generation"]["student_cer"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&student_em) && student_cer >= 0.0, "{r}");
+    assert_eq!(
+        r["generation"]["student"]["exact_match"].as_f64(),
+        Some(student_em)
+    );
+    assert!(r["costs"]["teacher_usd_per_1k"].as_f64().unwrap() > 0.0);
+    assert!(r["latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    for needle in ["exact match", "character error rate", "## Errors", "Levenshtein"] {
+        assert!(report.markdown.contains(needle), "{needle}: {}", report.markdown);
+    }
+    let row = distill.engine.store.result(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.task_kind.as_str(), row.student_class.as_str(), row.n_labels),
+        ("generation", "seq2seq", 0)
+    );
+    assert_eq!(row.student_cer, Some(student_cer));
+    assert_eq!(row.teacher_cer, Some(teacher_cer));
+    assert_eq!(row.teacher_accuracy, Some(teacher_em));
+
+    // Deployed, it answers through the gateway exactly as in-process.
+    let d = c
+        .deploy(pb::DeployRequest {
+            job_id: id.clone(),
+            name: "dates".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.model, "distilled/dates");
+    let generator = retort_training::engine::load_generator(
+        &world.cfg.data_dir.join("distill").join(&id).join("student"),
+    )
+    .unwrap();
+    let prompt = DATE_TEMPLATE.replace("{input}", "14 July 2011");
+    let want = generator.generate(&prompt);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", world.gateway.http_addr);
+    let r: serde_json::Value = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "distilled/dates", "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], want.text.as_str(), "{r}");
+    assert_eq!(r["usage"]["prompt_tokens"], want.input_tokens, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], want.output_tokens, "{r}");
+    // Anthropic messages, streamed: the deltas add up to the same text.
+    let sse = http
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&serde_json::json!({"model": "distilled/dates", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let streamed: String = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter(|v| v["type"] == "content_block_delta")
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, want.text, "{sse}");
+    let report = c
+        .report(pb::JobReportRequest { job_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    let j: serde_json::Value = serde_json::from_str(&report.json).unwrap();
+    assert_eq!(j["gateway_latency"]["n"], 50, "{}", report.json);
     distill.shutdown().await;
 }

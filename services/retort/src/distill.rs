@@ -188,9 +188,14 @@ struct SubmitArgs {
     /// Read the template from a file.
     #[arg(long)]
     template_file: Option<PathBuf>,
-    /// Student `class/size`: linear|mlp|cnn|transformer / tiny|small|base.
-    #[arg(long, default_value = "linear/small")]
-    target: String,
+    /// `classification` (the teacher's answers are labels) or `generation` (short answers kept as
+    /// text, scored by exact match and character error rate; evals' label is the expected answer).
+    #[arg(long, default_value = "classification")]
+    task: String,
+    /// Student `class/size`: linear|mlp|cnn|transformer (classification) or seq2seq (generation) /
+    /// tiny|small|base. Default: linear/small, or seq2seq/small with --task generation.
+    #[arg(long)]
+    target: Option<String>,
     /// The label set, comma-separated (default: the teacher's distinct answers).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -258,7 +263,9 @@ pub async fn run(args: DistillArgs) -> anyhow::Result<()> {
             });
             let engine = std::sync::Arc::clone(&running.engine);
             running.wait().await;
-            engine.kill();
+            // Jobs in flight stop where they stand; their leases are given back so another
+            // distill process on the same database (or this one, restarted) goes on at once.
+            engine.stop().await;
             engine.store.close().await;
             Ok(())
         }
@@ -285,7 +292,14 @@ pub async fn run(args: DistillArgs) -> anyhow::Result<()> {
                 train: source(&s.train)?,
                 evals: source(&s.evals)?,
                 prompt_template: template,
-                target: s.target.clone(),
+                target: s.target.clone().unwrap_or_else(|| {
+                    if s.task == "generation" {
+                        "seq2seq/small".into()
+                    } else {
+                        "linear/small".into()
+                    }
+                }),
+                task: s.task.clone(),
                 objective: Some(pb::Objective {
                     kind: "max_cost_savings".into(),
                     max_accuracy_drop_points: s.max_accuracy_drop,

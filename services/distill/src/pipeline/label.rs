@@ -7,7 +7,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use retort_training::Example;
+use retort_training::{Example, TaskKind};
 
 use super::{Engine, JobSpec, Labelled, write_atomic};
 use crate::{
@@ -55,6 +55,8 @@ impl Engine {
             .map(|(h, p)| (h.clone(), p.to_string()))
             .collect();
         let session = format!("distill-{id}");
+        let generation = spec.task == TaskKind::Generation;
+        let max_tokens = generation.then_some(self.cfg.generation_max_tokens);
         let started = Instant::now();
         let mut failures: Vec<String> = Vec::new();
         let mut fresh = 0usize;
@@ -67,7 +69,7 @@ impl Engine {
                     if flag.load(Ordering::SeqCst) {
                         return (h, Err("cancelled".to_string()));
                     }
-                    let r = gateway.ask(teacher, &prompt, session).await;
+                    let r = gateway.ask(teacher, &prompt, session, max_tokens).await;
                     (h, r)
                 })
                 .buffer_unordered(spec.max_teacher_concurrency.max(1));
@@ -101,8 +103,21 @@ impl Engine {
                 });
             }
         }
-        // Labels: the given set, or the teacher's distinct answers on the training inputs.
+        // Labels: the given set, or the teacher's distinct answers on the training inputs; for
+        // generation, the answer's text (trimmed, whitespace collapsed).
         let answer_of = |h: &String| answers.get(h).map(|a| a.answer.as_str());
+        let normalise = |a: &str| {
+            if generation {
+                data::normalise_text(a)
+            } else {
+                data::normalise(a, &spec.labels)
+            }
+        };
+        let nothing = if generation {
+            "answer was empty"
+        } else {
+            "answer named no label"
+        };
         let mut stats = LabelStats {
             items: prompts.len(),
             fresh,
@@ -114,7 +129,7 @@ impl Engine {
         let mut unparseable: Vec<String> = Vec::new();
         for (i, h) in hashes.iter().enumerate().take(train.len()) {
             if let Some(a) = answer_of(h) {
-                match data::normalise(a, &spec.labels) {
+                match normalise(a) {
                     Some(l) => examples.push(Example::new(prompts[i].clone(), l)),
                     None => unparseable.push(a.to_string()),
                 }
@@ -123,7 +138,7 @@ impl Engine {
         let mut eval_teacher = Vec::new();
         for h in hashes.iter().skip(train.len()) {
             let l = answer_of(h).and_then(|a| {
-                let n = data::normalise(a, &spec.labels);
+                let n = normalise(a);
                 if n.is_none() {
                     unparseable.push(a.to_string());
                 }
@@ -140,15 +155,16 @@ impl Engine {
                 unparseable
                     .iter()
                     .take(3)
-                    .map(|a| format!("answer named no label: {a:?}")),
+                    .map(|a| format!("{nothing}: {a:?}")),
             )
             .collect();
         let bad = stats.failed_calls + stats.unparseable;
         let fraction = bad as f64 / prompts.len().max(1) as f64;
         if fraction > spec.max_teacher_failure_fraction {
             return Err(Error::Job(format!(
-                "{bad} of {} teacher answers failed or named no label ({:.1}% > the {:.1}% allowed); first: {}",
+                "{bad} of {} teacher answers failed or {} ({:.1}% > the {:.1}% allowed); first: {}",
                 prompts.len(),
+                if generation { "were empty" } else { "named no label" },
                 fraction * 100.0,
                 spec.max_teacher_failure_fraction * 100.0,
                 stats.failure_examples.first().cloned().unwrap_or_default()
@@ -158,8 +174,18 @@ impl Engine {
         for e in &examples {
             *counts.entry(e.label.clone()).or_default() += 1;
         }
-        stats.label_counts = counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
-        if counts.len() < 2 {
+        let distinct = counts.len();
+        if generation {
+            // Thousands of distinct answers: the report keeps the most frequent few.
+            let mut top: Vec<(String, usize)> = counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            top.truncate(5);
+            stats.label_counts = top;
+            counts.clear();
+        } else {
+            stats.label_counts = counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
+        }
+        if !generation && counts.len() < 2 {
             return Err(Error::Job(format!(
                 "the teacher gave fewer than 2 distinct labels on the training inputs ({}): nothing to learn",
                 stats
@@ -170,7 +196,7 @@ impl Engine {
                     .join(", ")
             )));
         }
-        if spec.gold_evals {
+        if spec.gold_evals && !generation {
             let mut never: Vec<String> = evals
                 .iter()
                 .filter_map(|e| e.label.clone())
@@ -188,9 +214,10 @@ impl Engine {
         }
         if bad > 0 {
             let warn = format!(
-                "{} teacher calls failed and {} answers named no label (of {}); those items were left out",
+                "{} teacher calls failed and {} answers {} (of {}); those items were left out",
                 stats.failed_calls,
                 stats.unparseable,
+                if generation { "were empty" } else { "named no label" },
                 prompts.len()
             );
             self.store.set_error(id, &warn).await?;
@@ -225,19 +252,27 @@ impl Engine {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
+        let kinds = if generation {
+            format!("{distinct} distinct answers")
+        } else {
+            format!(
+                "labels: {}",
+                stats
+                    .label_counts
+                    .iter()
+                    .map(|(l, n)| format!("{l} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         Ok(format!(
-            "{} answers ({} from the teacher now, {} cached), {} failed calls, {} answers without a label; labels: {}",
+            "{} answers ({} from the teacher now, {} cached), {} failed calls, {} answers {}; {kinds}",
             prompts.len() - stats.failed_calls,
             fresh,
             cached,
             stats.failed_calls,
             stats.unparseable,
-            stats
-                .label_counts
-                .iter()
-                .map(|(l, n)| format!("{l} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            if generation { "empty" } else { "without a label" },
         ))
     }
 }

@@ -77,6 +77,11 @@ pub struct TeacherSpec {
     pub latency_ms: u64,
     /// The first request fails with a 500 (distill retries it).
     pub error_once: bool,
+    /// The answer key (a fixture of `{"prompt", "answer"}` lines).
+    pub key: &'static str,
+    /// Wrong answers are the right one with one character changed (generation), not another
+    /// answer of the key.
+    pub typos: bool,
 }
 
 impl Default for TeacherSpec {
@@ -86,6 +91,8 @@ impl Default for TeacherSpec {
             unknown: 0,
             latency_ms: 0,
             error_once: false,
+            key: "spam_teacher.jsonl",
+            typos: false,
         }
     }
 }
@@ -104,7 +111,7 @@ impl World {
     pub async fn new(db: Db, teacher: TeacherSpec) -> World {
         let dir = temp_dir("world");
         // The answer key: every mail and its label, less the first `unknown` training mails.
-        let text = String::from_utf8(fixture_bytes("spam_teacher.jsonl")).unwrap();
+        let text = String::from_utf8(fixture_bytes(teacher.key)).unwrap();
         let key: Vec<&str> = text.lines().collect();
         let answers = dir.join("teacher.jsonl");
         std::fs::write(&answers, key[teacher.unknown..].join("\n")).unwrap();
@@ -115,12 +122,14 @@ impl World {
             mode = "dataset"
             dataset = "{}"
             error_rate = {}
+            wrong_answers = "{}"
             seed = 7
             latency_ms = {}
             {}
             "#,
             answers.display(),
             teacher.error_rate,
+            if teacher.typos { "typo" } else { "other" },
             teacher.latency_ms,
             if teacher.error_once {
                 "fault = \"error_once\""
@@ -152,6 +161,8 @@ impl World {
             [models.teacher]
             provider = "sim"
             model = "sim-teacher"
+            [aliases.spam-check]
+            targets = ["teacher"]
             [routing]
             max_retries_per_target = 0
             [breaker]
@@ -169,6 +180,8 @@ impl World {
             gateway_grpc: format!("http://{}", gateway.grpc_addr),
             gateway_key: KEY.into(),
             gateway_latency_samples: 50,
+            // Short leases: a killed service's jobs are taken over within ~3 s.
+            lease_secs: 2,
             ..DistillConfig::default()
         };
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
@@ -230,6 +243,26 @@ pub fn spam_request() -> pb::SubmitRequest {
         limits: Some(pb::ResourceLimits {
             max_teacher_concurrency: 4,
             max_epochs: 8,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub const DATE_TEMPLATE: &str = "Normalise the date to YYYY-MM-DD: {input}";
+
+/// The date normalisation task (generation), seq2seq/tiny, a few epochs.
+pub fn dates_request() -> pb::SubmitRequest {
+    pb::SubmitRequest {
+        task: "generation".into(),
+        teacher: "teacher".into(),
+        train: inline(fixture_bytes("dates_train.jsonl")),
+        evals: inline(fixture_bytes("dates_evals.jsonl")),
+        prompt_template: DATE_TEMPLATE.into(),
+        target: "seq2seq/tiny".into(),
+        limits: Some(pb::ResourceLimits {
+            max_teacher_concurrency: 4,
+            max_epochs: 3,
             ..Default::default()
         }),
         ..Default::default()

@@ -1,7 +1,8 @@
 //! The `local` provider: distilled students (artefacts of the training crate) answering in-process.
-//! A student is a classifier; its answer is the label it predicts for the text of the request's last
-//! user message. Usage is real: input tokens are the student's tokens of that text, output tokens
-//! the student's tokens of the answer.
+//! A student reads the text of the request's last user message and answers with the label it
+//! predicts (a classifier) or the text it generates (a generator; the artefact's metadata says
+//! which). Usage is real: input tokens are the student's tokens of that text, output tokens the
+//! student's tokens of the answer (a generator's: the tokens it generated).
 //!
 //! Students are loaded once, at deploy time ([`Local::load`]), and swapped in and out atomically; a
 //! request in flight keeps the student it started with. Inference runs inline on the request's task
@@ -16,7 +17,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use retort_training::{Predictor, backend::Inference};
+use retort_training::{Artefact, Generator, Predictor, TaskKind, backend::Inference};
 
 use super::{EventStream, Provider, ProviderError, StatusKind};
 use crate::{
@@ -27,9 +28,15 @@ use crate::{
 /// Students whose median prediction (measured at load) is at most this run inline.
 pub const INLINE_BUDGET: Duration = Duration::from_micros(250);
 
+/// The model of a loaded student.
+enum Model {
+    Classifier(Predictor<Inference>),
+    Generator(Generator),
+}
+
 /// A loaded student, ready to answer.
 pub struct LoadedStudent {
-    predictor: Predictor<Inference>,
+    model: Model,
     /// Whether predictions run on the request's task (see [`INLINE_BUDGET`]).
     inline: bool,
     /// Median single-text prediction time measured at load.
@@ -39,7 +46,7 @@ pub struct LoadedStudent {
 impl std::fmt::Debug for LoadedStudent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedStudent")
-            .field("class", &self.predictor.metadata().class)
+            .field("class", &self.metadata().class)
             .field("inline", &self.inline)
             .field("predict_p50", &self.predict_p50)
             .finish()
@@ -49,7 +56,10 @@ impl std::fmt::Debug for LoadedStudent {
 impl LoadedStudent {
     /// The artefact's metadata (class, size, labels, parameters).
     pub fn metadata(&self) -> &retort_training::ArtefactMetadata {
-        self.predictor.metadata()
+        match &self.model {
+            Model::Classifier(p) => p.metadata(),
+            Model::Generator(g) => g.metadata(),
+        }
     }
 
     /// Runs on the blocking pool instead of inline.
@@ -57,11 +67,21 @@ impl LoadedStudent {
         !self.inline
     }
 
-    /// The answer (label) and the usage of classifying `text`.
+    /// The answer (the label, or the generated text) to `text` and its usage.
     pub fn answer(&self, text: &str) -> (String, Usage) {
-        let c = self.predictor.classify(text);
-        let output = self.predictor.count_tokens(c.label) as u64;
-        (c.label.to_owned(), Usage { input: c.input_tokens as u64, output, ..Usage::default() })
+        match &self.model {
+            Model::Classifier(p) => {
+                let c = p.classify(text);
+                let output = p.count_tokens(c.label) as u64;
+                (c.label.to_owned(), Usage { input: c.input_tokens as u64, output, ..Usage::default() })
+            }
+            Model::Generator(g) => {
+                let out = g.generate(text);
+                let usage =
+                    Usage { input: out.input_tokens as u64, output: out.output_tokens as u64, ..Usage::default() };
+                (out.text, usage)
+            }
+        }
     }
 }
 
@@ -76,24 +96,35 @@ impl Local {
         Local { name: cfg.name.clone(), students: ArcSwap::from_pointee(HashMap::new()) }
     }
 
-    /// Loads the artefact in `dir`, warms it up and measures how fast it answers. Blocking (file I/O
-    /// and a few predictions): call it off the async workers.
+    /// Loads the artefact in `dir` (a classifier or a generator, as its metadata says), warms it
+    /// up and measures how fast it answers. Blocking (file I/O and a few predictions): call it off
+    /// the async workers.
     pub fn load(dir: &Path) -> Result<LoadedStudent, retort_training::TrainingError> {
-        let predictor = Predictor::<Inference>::load_for_serving(dir)?;
+        let model = match Artefact::metadata(dir)?.task {
+            TaskKind::Classification => Model::Classifier(Predictor::<Inference>::load_for_serving(dir)?),
+            TaskKind::Generation => Model::Generator(Generator::load_for_serving(dir)?),
+        };
+        let mut student = LoadedStudent { model, inline: false, predict_p50: Duration::ZERO };
         let probe = "Hello, this is a short probe message to time one prediction of the student.";
-        for _ in 0..20 {
-            predictor.classify(probe);
+        // Generators take milliseconds an answer: fewer probes.
+        let (warm, timed) = match student.model {
+            Model::Classifier(_) => (20, 31),
+            Model::Generator(_) => (2, 5),
+        };
+        for _ in 0..warm {
+            student.answer(probe);
         }
-        let mut times: Vec<Duration> = (0..31)
+        let mut times: Vec<Duration> = (0..timed)
             .map(|_| {
                 let t = Instant::now();
-                predictor.classify(probe);
+                student.answer(probe);
                 t.elapsed()
             })
             .collect();
         times.sort();
-        let predict_p50 = times[times.len() / 2];
-        Ok(LoadedStudent { predictor, inline: predict_p50 <= INLINE_BUDGET, predict_p50 })
+        student.predict_p50 = times[times.len() / 2];
+        student.inline = student.predict_p50 <= INLINE_BUDGET;
+        Ok(student)
     }
 
     /// Serves `student` as `model` (replacing any student of that name).
@@ -128,7 +159,7 @@ impl Local {
         let text = last_user_text(req).ok_or_else(|| ProviderError::Status {
             status: 400,
             kind: StatusKind::InvalidRequest,
-            message: format!("{model} classifies the text of the last user message, and the request has none"),
+            message: format!("{model} answers the text of the last user message, and the request has none"),
             retry_after: None,
         })?;
         if student.inline {
