@@ -1,5 +1,7 @@
 //! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]` (`STREAMS=N` sets the
-//! concurrent ingest streams, default 4):
+//! concurrent ingest streams, default 4; `IDS=v4` random event ids instead of the gateway's UUIDv7;
+//! `PG_WRITE=unnest` the Postgres `INSERT ... ON CONFLICT` path instead of `COPY`; `ONLY=sqlite` or
+//! `ONLY=postgres` one store's ingest; `PG_WRITERS=N` concurrent Postgres group commits, default 2):
 //! 1. ingest throughput (events/s) into SQLite (a temp file) and Postgres (RETORT_TEST_DATABASE_URL,
 //!    a schema of its own, dropped after), through `Metering::ingest` — validation, pricing, raw
 //!    insert and every rollup (hourly, daily, sessions, dimensions) — in batches of 500 as the
@@ -41,10 +43,21 @@ fn week_spread() -> bool {
     std::env::var("SPREAD").is_ok_and(|s| s == "week")
 }
 
+/// Event ids as the gateway makes them: time-ordered UUIDv7 (the default), or `IDS=v4` for random
+/// ones (what the gateway sent before; the event-id index then takes random inserts).
+fn random_ids() -> bool {
+    std::env::var("IDS").is_ok_and(|s| s == "v4")
+}
+
+/// `PG_WRITE=unnest`: Postgres events through `INSERT ... UNNEST ... ON CONFLICT` instead of `COPY`.
+fn pg_copy() -> bool {
+    !std::env::var("PG_WRITE").is_ok_and(|s| s == "unnest")
+}
+
 fn event(i: usize, n: usize, now: i64, week: bool) -> pb::UsageEvent {
     let users = 200;
     pb::UsageEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
+        event_id: if random_ids() { uuid::Uuid::new_v4() } else { uuid::Uuid::now_v7() }.to_string(),
         time_ms: if week {
             now - (i as i64 % 10_000) * 60_000
         } else {
@@ -131,8 +144,11 @@ async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
     anyhow::ensure!(recorded as usize == n, "{name}: recorded {recorded} of {n}");
     let rate = n as f64 / secs;
     println!(
-        "{name}: {n} events in {secs:.2} s = {rate:.0} events/s ({streams} streams of {BATCH}-event batches, {} spread)",
-        if week_spread() { "week" } else { "live" }
+        "{name}: {n} events in {secs:.2} s = {rate:.0} events/s ({streams} streams of {BATCH}-event batches, {} spread, {} ids{}; load average {})",
+        if week_spread() { "week" } else { "live" },
+        if random_ids() { "v4" } else { "v7" },
+        if name == "postgres" { if pg_copy() { ", COPY" } else { ", UNNEST" } } else { "" },
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     );
     Ok(rate)
 }
@@ -153,22 +169,29 @@ async fn main() -> anyhow::Result<()> {
         "retort-metering-bench-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::create_dir_all(&dir)?;
-    let sqlite = Store::connect(&StoreOptions::new(format!(
-        "sqlite://{}?mode=rwc",
-        dir.join("bench.db").display()
-    )))
-    .await?;
-    bench("sqlite", sqlite.clone(), n).await?;
-    sqlite.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    if only != "postgres" {
+        std::fs::create_dir_all(&dir)?;
+        let sqlite = Store::connect(&StoreOptions::new(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("bench.db").display()
+        )))
+        .await?;
+        bench("sqlite", sqlite.clone(), n).await?;
+        sqlite.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if only == "sqlite" {
+        return Ok(());
+    }
     let url = std::env::var("RETORT_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
     let schema = format!("metering_bench_{}", uuid::Uuid::new_v4().simple());
     let pg = Store::connect(&StoreOptions {
-        url,
         schema: Some(schema.clone()),
-        max_connections: 8,
+        pg_copy: pg_copy(),
+        pg_writers: std::env::var("PG_WRITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(StoreOptions::new("").pg_writers),
+        ..StoreOptions::new(url)
     })
     .await?;
     let r = bench("postgres", pg.clone(), n).await;
@@ -180,9 +203,9 @@ async fn main() -> anyhow::Result<()> {
         let url = std::env::var("RETORT_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
         let pg = Store::connect(&StoreOptions {
-            url: url.clone(),
             schema: Some(schema.clone()),
             max_connections: 4,
+            ..StoreOptions::new(url.clone())
         })
         .await?;
         let r = queries(pg.clone(), &url, &schema, qn).await;

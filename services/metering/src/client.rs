@@ -152,34 +152,54 @@ impl Worker {
         let mut batch: Vec<pb::UsageEvent> = Vec::with_capacity(self.s.batch_size);
         let mut tick = tokio::time::interval(self.s.batch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Messages are taken as many at a time as are queued: one wake-up of this task per
+        // burst of requests, not one per request.
+        let mut msgs: Vec<Msg> = Vec::with_capacity(self.s.batch_size);
         loop {
             tokio::select! {
-                msg = self.rx.recv() => match msg {
-                    Some(Msg::Event(e)) => {
-                        batch.push(*e);
-                        if batch.len() >= self.s.batch_size {
-                            self.deliver(&mut batch).await;
-                        }
-                    }
-                    Some(Msg::Flush(ack)) => {
-                        self.drain(&mut batch).await;
-                        if self.spool.pending() {
-                            self.replay().await;
-                        }
-                        let _ = ack.send(());
-                    }
-                    Some(Msg::Shutdown(ack)) => {
-                        self.drain(&mut batch).await;
-                        if let Err(e) = self.spool.sync() {
-                            tracing::error!(error = %e, "metering: cannot sync the spool");
-                        }
-                        let _ = ack.send(());
-                        return;
-                    }
-                    None => {
+                n = self.rx.recv_many(&mut msgs, self.s.batch_size) => {
+                    if n == 0 {
                         self.deliver(&mut batch).await;
                         return;
                     }
+                    let mut taken = std::mem::take(&mut msgs).into_iter();
+                    while let Some(msg) = taken.next() {
+                        match msg {
+                            Msg::Event(e) => {
+                                batch.push(*e);
+                                if batch.len() >= self.s.batch_size {
+                                    self.deliver(&mut batch).await;
+                                }
+                            }
+                            Msg::Flush(ack) => {
+                                self.drain(&mut batch).await;
+                                if self.spool.pending() {
+                                    self.replay().await;
+                                }
+                                let _ = ack.send(());
+                            }
+                            Msg::Shutdown(ack) => {
+                                // What was taken after the shutdown message is drained with the rest.
+                                for later in taken.by_ref() {
+                                    match later {
+                                        Msg::Event(e) => batch.push(*e),
+                                        Msg::Flush(a) | Msg::Shutdown(a) => {
+                                            let _ = a.send(());
+                                        }
+                                    }
+                                }
+                                self.drain(&mut batch).await;
+                                if let Err(e) = self.spool.sync() {
+                                    tracing::error!(error = %e, "metering: cannot sync the spool");
+                                }
+                                let _ = ack.send(());
+                                return;
+                            }
+                        }
+                    }
+                    // Keep the buffer's capacity for the next burst.
+                    msgs = taken.collect();
+                    msgs.clear();
                 },
                 _ = tick.tick() => {
                     self.deliver(&mut batch).await;

@@ -149,9 +149,8 @@ impl MeteringConfig {
             return Err(MeteringError::Config("[metering] max_connections must be at least 1".into()));
         }
         Ok(StoreOptions {
-            url: self.database_url(),
-            schema: None,
             max_connections: self.max_connections,
+            ..StoreOptions::new(self.database_url())
         })
     }
 

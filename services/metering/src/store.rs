@@ -33,6 +33,12 @@ pub struct StoreOptions {
     /// Postgres only: a schema to create (if absent) and use (tests and benches isolate runs with it).
     pub schema: Option<String>,
     pub max_connections: u32,
+    /// Postgres only: write events with a binary `COPY` after one probe for stored ids (the
+    /// default); `false` writes them with `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING
+    /// RETURNING` (the slower path, kept to compare against and as the fallback under races).
+    pub pg_copy: bool,
+    /// Postgres only: group commits written at once, each on its own connection.
+    pub pg_writers: usize,
 }
 
 impl StoreOptions {
@@ -41,6 +47,8 @@ impl StoreOptions {
             url: url.into(),
             schema: None,
             max_connections: 8,
+            pg_copy: true,
+            pg_writers: PG_WRITERS,
         }
     }
 }
@@ -58,7 +66,8 @@ enum Db {
     /// bouncing off SQLITE_BUSY. Being the only writer, it keeps its page cache warm across
     /// groups (a pooled connection must re-read the pages another connection changed).
     Sqlite(SqlitePool, Arc<tokio::sync::Mutex<SqliteConnection>>),
-    Postgres(PgPool),
+    /// With `pg_copy` ([`StoreOptions::pg_copy`]).
+    Postgres(PgPool, bool),
 }
 
 /// Runs the same code against whichever pool the store holds (the body compiles once per backend).
@@ -66,7 +75,7 @@ macro_rules! on_pool {
     ($store:expr, $p:ident => $body:expr) => {
         match &$store.db {
             Db::Sqlite($p, _) => $body,
-            Db::Postgres($p) => $body,
+            Db::Postgres($p, _) => $body,
         }
     };
 }
@@ -89,7 +98,7 @@ struct Job {
 const QUEUE_JOBS: usize = 64;
 /// A group commit takes waiting batches until it holds this many events.
 const GROUP_MAX: usize = 20_000;
-/// Concurrent writer tasks: SQLite has one writer; Postgres takes two groups at once (each
+/// Concurrent writer tasks: SQLite has one writer; Postgres by default takes two groups at once (each
 /// upserts in key order, so concurrent groups wait on each other's rows but never deadlock).
 const PG_WRITERS: usize = 2;
 
@@ -572,15 +581,71 @@ async fn pg_write(conn: &mut PgConnection, w: &Rows<'_>) -> Result<Vec<String>, 
     Ok(out)
 }
 
+/// The `COPY` binary header: signature, flags, header-extension length.
+const PG_COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Bytes handed to the server a `CopyData` message.
+const PG_COPY_CHUNK: usize = 1 << 20;
+
+/// `records` as `COPY ... FROM STDIN (FORMAT binary)` data, in the columns of [`event_rows`].
+fn pg_copy_data(records: &[&Record], recorded: i64) -> Result<Vec<u8>, MeteringError> {
+    let mut b = Vec::with_capacity(PG_COPY_HEADER.len() + 2 + records.len() * 512);
+    b.extend_from_slice(PG_COPY_HEADER);
+    let fields = (EVENT_TEXT_COLS.len() + EVENT_INT_COLS.len()) as i16;
+    for r in records {
+        b.extend_from_slice(&fields.to_be_bytes());
+        for t in r.texts() {
+            let len = i32::try_from(t.len()).map_err(|_| MeteringError::Write("a text field over 2 GiB".into()))?;
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(t.as_bytes());
+        }
+        for i in r.ints(recorded) {
+            b.extend_from_slice(&8i32.to_be_bytes());
+            b.extend_from_slice(&i.to_be_bytes());
+        }
+    }
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(b)
+}
+
+/// Postgres, the fast way to write a group's events: one probe for the ids already stored, then
+/// `COPY` (binary) of the others straight into `usage_events` — no per-row `ON CONFLICT`, no
+/// `RETURNING`. Returns the ids newly recorded. If a concurrent group records one of the same
+/// ids between the probe and the copy, the copy fails with a unique violation (the caller rolls
+/// back and redoes the group with [`pg_write`], which is exact under any race).
+async fn pg_copy_events(conn: &mut PgConnection, records: &[&Record], recorded: i64) -> Result<HashSet<String>, MeteringError> {
+    let ids: Vec<&str> = records.iter().map(|r| r.event_id.as_str()).collect();
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM usage_events WHERE event_id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let new: Vec<&Record> = records.iter().copied().filter(|r| !stored.contains(&r.event_id)).collect();
+    if !new.is_empty() {
+        let data = pg_copy_data(&new, recorded)?;
+        let cols: Vec<&str> = EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY usage_events ({}) FROM STDIN (FORMAT binary)", cols.join(", ")))
+            .await?;
+        for chunk in data.chunks(PG_COPY_CHUNK) {
+            copy.send(chunk).await?;
+        }
+        copy.finish().await?;
+    }
+    Ok(new.into_iter().map(|r| r.event_id.clone()).collect())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
 /// Writes one group in one transaction: the events, then the rollups of those newly recorded.
 /// Returns the ids newly recorded.
 async fn write_group(db: &Db, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
     let recorded = time::now_ms();
-    let events = event_rows(records, recorded);
-    macro_rules! write {
-        ($tx:expr, $f:ident, $pg:expr) => {{
-            let inserted: HashSet<String> = $f(&mut *$tx, &events).await?.into_iter().collect();
-            let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
+    macro_rules! rollups {
+        ($tx:expr, $f:ident, $pg:expr, $inserted:expr) => {{
+            let new: Vec<&Record> = records.iter().copied().filter(|r| $inserted.contains(&r.event_id)).collect();
             let mut r = rollups(&new);
             let fresh = forget_known(&mut r, known);
             for w in rollup_rows(&r, $pg) {
@@ -588,21 +653,39 @@ async fn write_group(db: &Db, records: &[&Record], known: &Known) -> Result<Hash
                     $f(&mut *$tx, &w).await?;
                 }
             }
-            (inserted, fresh)
+            fresh
         }};
     }
     match db {
         Db::Sqlite(_, writer) => {
             let mut conn = writer.lock().await;
             let mut tx = conn.begin().await?;
-            let (inserted, fresh) = write!(tx, sqlite_write, false);
+            let events = event_rows(records, recorded);
+            let inserted: HashSet<String> = sqlite_write(&mut tx, &events).await?.into_iter().collect();
+            let fresh = rollups!(tx, sqlite_write, false, inserted);
             tx.commit().await?;
             remember(known, fresh);
             Ok(inserted)
         }
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, copy) => {
             let mut tx = pool.begin().await?;
-            let (inserted, fresh) = write!(tx, pg_write, true);
+            let first = if *copy {
+                pg_copy_events(&mut tx, records, recorded).await
+            } else {
+                pg_write(&mut tx, &event_rows(records, recorded)).await.map(|ids| ids.into_iter().collect())
+            };
+            let inserted = match first {
+                Ok(ids) => ids,
+                Err(MeteringError::Db(e)) if is_unique_violation(&e) => {
+                    // A concurrent group recorded one of these ids after the probe: redo this
+                    // group with `ON CONFLICT DO NOTHING`.
+                    drop(tx);
+                    tx = pool.begin().await?;
+                    pg_write(&mut tx, &event_rows(records, recorded)).await?.into_iter().collect()
+                }
+                Err(e) => return Err(e),
+            };
+            let fresh = rollups!(tx, pg_write, true, inserted);
             tx.commit().await?;
             remember(known, fresh);
             Ok(inserted)
@@ -728,13 +811,13 @@ impl Store {
                 o = o.options([("search_path", schema.as_str())]);
             }
             let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections.max(PG_WRITERS as u32 + 1))
+                .max_connections(opts.max_connections.max(opts.pg_writers as u32 + 1))
                 .connect_with(o)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let db = Db::Postgres(pool);
+            let db = Db::Postgres(pool, opts.pg_copy);
             Ok(Store {
-                writes: spawn_writers(db.clone(), PG_WRITERS),
+                writes: spawn_writers(db.clone(), opts.pg_writers.max(1)),
                 db,
             })
         } else {
@@ -745,12 +828,12 @@ impl Store {
     pub fn kind(&self) -> &'static str {
         match self.db {
             Db::Sqlite(..) => "sqlite",
-            Db::Postgres(_) => "postgres",
+            Db::Postgres(..) => "postgres",
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
+        matches!(self.db, Db::Postgres(..))
     }
 
     pub async fn close(&self) {
@@ -869,7 +952,7 @@ impl Store {
 
     /// Drops a Postgres schema created for a test or bench run (no-op on SQLite).
     pub async fn drop_schema(&self, schema: &str) -> Result<(), MeteringError> {
-        if let Db::Postgres(p) = &self.db
+        if let Db::Postgres(p, _) = &self.db
             && schema
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -879,5 +962,79 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, ts_ms: i64) -> Record {
+        Record {
+            event_id: id.into(),
+            ts_ms,
+            user: "u".into(),
+            team: "t".into(),
+            discipline: "d".into(),
+            level: "l".into(),
+            session_id: "s".into(),
+            harness: "h".into(),
+            route: "r".into(),
+            provider: "p".into(),
+            model: "m".into(),
+            outcome: "ok".into(),
+            input: 10,
+            cost: 7,
+            tier: "x".into(),
+            ..Record::default()
+        }
+    }
+
+    /// The `COPY` path's race: another transaction records an id after this group's probe and
+    /// commits while the copy waits on it. The copy fails with a unique violation, the group is
+    /// redone with `ON CONFLICT DO NOTHING`, and only the other event reaches the rollups.
+    #[tokio::test]
+    async fn postgres_copy_falls_back_when_a_concurrent_group_records_an_id() -> Result<(), MeteringError> {
+        let url = std::env::var("RETORT_TEST_DATABASE_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+        let schema = format!("metering_copy_race_{}", uuid::Uuid::new_v4().simple());
+        let store = Store::connect(&StoreOptions {
+            schema: Some(schema.clone()),
+            ..StoreOptions::new(url)
+        })
+        .await?;
+        let Db::Postgres(pool, true) = store.db.clone() else {
+            return Err(MeteringError::Config("expected Postgres with COPY".into()));
+        };
+        let now = time::now_ms();
+        let (x, y) = (record("race-x", now), record("race-y", now));
+        // The other writer: X inserted, not yet committed.
+        let mut other = pool.begin().await?;
+        pg_write(&mut other, &event_rows(&[&x], now)).await?;
+        let db = store.db.clone();
+        let group = tokio::spawn(async move {
+            let known = Known::default();
+            write_group(&db, &[&x, &y], &known).await
+        });
+        // Let the group probe (X is invisible) and block in COPY on X's index entry.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!group.is_finished(), "the copy should wait on the uncommitted X");
+        other.commit().await?;
+        let inserted = group.await.map_err(|e| MeteringError::Write(e.to_string()))??;
+        let check = async {
+            let expected: HashSet<String> = ["race-y".to_string()].into();
+            assert_eq!(inserted, expected);
+            let rows = store
+                .select("SELECT COUNT(*), (SELECT SUM(requests)::bigint FROM usage_hourly), (SELECT SUM(requests)::bigint FROM usage_daily) FROM usage_events", &[], &[Col::Int, Col::Int, Col::Int])
+                .await?;
+            assert_eq!(rows[0], vec![Val::I(2), Val::I(1), Val::I(1)], "events X and Y; rollups only Y");
+            Ok::<_, MeteringError>(())
+        }
+        .await;
+        store.drop_schema(&schema).await?;
+        store.close().await;
+        check
     }
 }

@@ -42,9 +42,9 @@ impl TestStore {
     pub async fn postgres() -> TestStore {
         let schema = format!("metering_test_{}", uuid::Uuid::new_v4().simple());
         let opts = StoreOptions {
-            url: pg_url(),
             schema: Some(schema.clone()),
             max_connections: 4,
+            ..StoreOptions::new(pg_url())
         };
         let store = Store::connect(&opts)
             .await
