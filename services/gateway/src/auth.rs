@@ -4,7 +4,13 @@ use http::HeaderMap;
 
 use crate::{config::Config, error::ApiError, types::{Harness, Identity}};
 
+use http::HeaderName;
+
 pub const SESSION_HEADERS: [&str; 2] = ["x-claude-code-session-id", "x-retort-session"];
+/// [`SESSION_HEADERS`] as header names: looked up without parsing the name on every request.
+const SESSION_HEADER_NAMES: [HeaderName; 2] =
+    [HeaderName::from_static(SESSION_HEADERS[0]), HeaderName::from_static(SESSION_HEADERS[1])];
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The key from `Authorization: Bearer KEY` or `x-api-key: KEY` (or gRPC metadata of the same names).
 pub fn api_key(headers: &HeaderMap) -> Option<&str> {
@@ -13,7 +19,7 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
         let key = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
         return Some(key.trim());
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// Maps the request's key to a user; unknown or missing keys are refused unless auth is off.
@@ -33,9 +39,9 @@ pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiEr
 
 /// The session id from the headers, falling back to what the request body carried.
 pub fn session_id(headers: &HeaderMap, hint: Option<String>) -> Option<String> {
-    SESSION_HEADERS
+    SESSION_HEADER_NAMES
         .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty()))
+        .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty()))
         .map(str::to_owned)
         .or(hint)
 }

@@ -43,6 +43,11 @@ pub struct UsageEvent {
 pub trait UsageSink: Send + Sync {
     /// Takes the event; must not block (a bounded queue that spills, not a network call).
     fn record(&self, event: UsageEvent);
+
+    /// False when every event would be dropped: the router then builds none.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Drops every event (metering off).
@@ -50,6 +55,10 @@ pub struct NoUsageSink;
 
 impl UsageSink for NoUsageSink {
     fn record(&self, _: UsageEvent) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// What the guard learns about a request before it goes upstream.

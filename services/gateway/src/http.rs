@@ -6,7 +6,7 @@ use axum::{
     Router as AxumRouter,
     body::{Body, Bytes},
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -57,7 +57,12 @@ macro_rules! wire {
             }
             fn render(resp: &ChatResponse) -> Vec<u8> {
                 // Serialising these types cannot fail (string keys, no non-finite floats).
-                serde_json::to_vec(&ingress::$m::$render(resp)).unwrap_or_default()
+                // Sized for a short answer up front: growing from empty reallocated and copied ~7 times.
+                let mut out = Vec::with_capacity(1024);
+                match serde_json::to_writer(&mut out, &ingress::$m::$render(resp)) {
+                    Ok(()) => out,
+                    Err(_) => Vec::new(),
+                }
             }
             fn encoder(p: &Self::Parsed) -> Self::Encoder {
                 ingress::$m::StreamEncoder::new(p)
@@ -121,15 +126,24 @@ async fn read_body(router: &Router, req: Request) -> Result<(HeaderMap, Bytes), 
     Ok((parts.headers, bytes))
 }
 
+// Header names the edge reads or writes on every request, built once (a `&str` name is parsed and
+// hashed per use).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+const X_RETORT_PROVIDER: HeaderName = HeaderName::from_static("x-retort-provider");
+const X_RETORT_MODEL: HeaderName = HeaderName::from_static("x-retort-model");
+const X_RETORT_FAILED_ATTEMPTS: HeaderName = HeaderName::from_static("x-retort-failed-attempts");
+
 fn request_meta(identity: crate::types::Identity, headers: &HeaderMap, hint: Option<String>) -> RequestMeta {
-    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header_str = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     RequestMeta {
-        request_id: header_str("x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        request_id: header_str(X_REQUEST_ID).unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         identity,
         session_id: auth::session_id(headers, hint),
         harness: auth::harness(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())),
-        anthropic_version: header_str("anthropic-version"),
-        anthropic_beta: header_str("anthropic-beta"),
+        anthropic_version: header_str(ANTHROPIC_VERSION),
+        anthropic_beta: header_str(ANTHROPIC_BETA),
     }
 }
 
@@ -181,12 +195,12 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
 
 fn served_headers(h: &mut HeaderMap, provider: &str, model: &str, failed: usize) {
     if let Ok(v) = HeaderValue::from_str(provider) {
-        h.insert("x-retort-provider", v);
+        h.insert(X_RETORT_PROVIDER, v);
     }
     if let Ok(v) = HeaderValue::from_str(model) {
-        h.insert("x-retort-model", v);
+        h.insert(X_RETORT_MODEL, v);
     }
-    h.insert("x-retort-failed-attempts", HeaderValue::from(failed));
+    h.insert(X_RETORT_FAILED_ATTEMPTS, HeaderValue::from(failed));
 }
 
 fn push_sse(out: &mut String, events: Vec<SseEvent>) {

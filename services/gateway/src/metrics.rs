@@ -41,6 +41,19 @@ pub struct ServedLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The series one route's target touches when it serves a request, looked up in their families once
+/// (on the target's first success) and then kept with the route: the hot path increments shared
+/// handles instead of cloning three label strings and hashing them per series per request.
+#[derive(Debug, Clone)]
+pub struct ServedSeries {
+    /// `attempts{route, provider, model, outcome="ok"}`.
+    pub attempt_ok: Counter,
+    /// `request_duration_seconds{route, provider, model}`.
+    pub duration: Histogram,
+    /// `time_to_first_token_seconds{route, provider, model}`.
+    pub ttft: Histogram,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~105 s.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 21))
@@ -86,6 +99,17 @@ impl Metrics {
             time_to_first_token.clone(),
         );
         Metrics { registry, requests, attempts, failovers, breaker_state, request_duration, time_to_first_token }
+    }
+
+    /// The handles of the series a successful attempt of `route` on `provider`/`model` updates.
+    pub fn served(&self, route: &str, provider: &str, model: &str) -> ServedSeries {
+        let served = ServedLabels { route: route.to_owned(), provider: provider.to_owned(), model: model.to_owned() };
+        let attempt = AttemptLabels { route: served.route.clone(), provider: served.provider.clone(), model: served.model.clone(), outcome: "ok" };
+        ServedSeries {
+            attempt_ok: self.attempts.get_or_create_owned(&attempt),
+            duration: self.request_duration.get_or_create_owned(&served),
+            ttft: self.time_to_first_token.get_or_create_owned(&served),
+        }
     }
 
     /// The text exposition format.

@@ -20,7 +20,7 @@ use crate::{
     config::{Config, ModelConfig, ProviderKind, RoutingConfig},
     error::ApiError,
     ingress::estimate_tokens,
-    metrics::{AttemptLabels, Metrics, RouteLabels, ServedLabels, TargetLabels},
+    metrics::{AttemptLabels, Metrics, RouteLabels, TargetLabels},
     provider::{self, Disposition, Provider, ProviderError, StatusKind, TimeoutKind},
     types::{ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent, Usage},
 };
@@ -129,6 +129,7 @@ impl Router {
             targets: Arc::clone(&route.targets),
             routing: route.routing,
             deadline: Instant::now() + route.routing.total_timeout,
+            table_route: Arc::clone(&route),
             idx: 0,
             attempt: 0,
             wait: None,
@@ -261,9 +262,9 @@ impl Router {
                                 ttft = Some(t0.elapsed());
                                 if !first_token_seen {
                                     first_token_seen = true;
-                                    plan.router.metrics.time_to_first_token
-                                        .get_or_create(&plan.served_labels(a.model()))
-                                        .observe(started.elapsed().as_secs_f64());
+                                    if let Some(series) = plan.series(&a) {
+                                        series.ttft.observe(started.elapsed().as_secs_f64());
+                                    }
                                 }
                             }
                             if !emitted_start {
@@ -322,6 +323,8 @@ fn synthetic_start(provider: &str, model: &str) -> StreamEvent {
 /// One attempt the plan allows now.
 struct Attempt {
     target: Arc<Target>,
+    /// The target's position in the route.
+    idx: usize,
     provider: Arc<dyn Provider>,
     permit: Permit,
     remaining: Duration,
@@ -347,6 +350,8 @@ struct Plan<'a> {
     targets: Arc<[Arc<Target>]>,
     routing: RoutingConfig,
     deadline: Instant,
+    /// The route (from the table the request started with): it keeps the targets' metric series.
+    table_route: Arc<Route>,
     idx: usize,
     attempt: u32,
     wait: Option<Duration>,
@@ -396,7 +401,7 @@ impl<'a> Plan<'a> {
                 continue;
             };
             self.attempt += 1;
-            return Ok(Attempt { target, provider, permit, remaining });
+            return Ok(Attempt { target, idx: self.idx, provider, permit, remaining });
         }
     }
 
@@ -430,8 +435,9 @@ impl<'a> Plan<'a> {
         if Instant::now() >= self.deadline { TimeoutKind::Deadline } else { kind }
     }
 
-    fn served_labels(&self, model: &ModelConfig) -> ServedLabels {
-        ServedLabels { route: self.route.clone(), provider: model.provider.clone(), model: model.name.clone() }
+    /// The metric series of the attempt's target on this route.
+    fn series(&self, a: &Attempt) -> Option<&crate::metrics::ServedSeries> {
+        self.table_route.served(a.idx, &self.router.metrics)
     }
 
     fn record_attempt(&self, model: &ModelConfig, outcome: &'static str) {
@@ -469,6 +475,10 @@ impl<'a> Plan<'a> {
         ttft: Option<Duration>,
         reasoning: Option<Duration>,
     ) {
+        // Nothing to build (ids, clones) when nobody meters.
+        if !self.router.hooks.usage.enabled() {
+            return;
+        }
         self.router.hooks.usage.record(UsageEvent {
             // Time-ordered (UUIDv7): metering's event-id index then appends instead of rewriting random pages.
             event_id: uuid::Uuid::now_v7().to_string(),
@@ -503,8 +513,10 @@ impl<'a> Plan<'a> {
         self.usage_event(model, "ok", None, *usage, t0, ttft, reasoning);
         let state = a.permit.record(true);
         self.set_breaker_gauge(model, state);
-        self.record_attempt(model, "ok");
-        self.router.metrics.request_duration.get_or_create(&self.served_labels(model)).observe(started.elapsed().as_secs_f64());
+        if let Some(series) = self.table_route.served(a.idx, &self.router.metrics) {
+            series.attempt_ok.inc();
+            series.duration.observe(started.elapsed().as_secs_f64());
+        }
         tracing::debug!(route = %self.route, target = %model.name, ms = t0.elapsed().as_millis() as u64, "attempt succeeded");
     }
 

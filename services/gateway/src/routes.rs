@@ -2,11 +2,15 @@
 //! the configuration at start-up and rebuilt whole when students are deployed or undeployed, then
 //! swapped in atomically ([`arc_swap::ArcSwap`]): a request resolves its route with one lock-free
 //! load and one hash probe, and keeps the table it started with until it ends.
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use crate::{
     breaker::{Breaker, Breakers},
     config::{Config, ModelConfig, RoutingConfig},
+    metrics::{Metrics, ServedSeries},
 };
 
 /// One target: a model and the circuit breaker it shares with every route that names it.
@@ -40,6 +44,21 @@ pub struct Route {
     pub kind: RouteKind,
     pub targets: Arc<[Arc<Target>]>,
     pub routing: RoutingConfig,
+    /// Per target (same order): the metric series its successes update, looked up on first use.
+    served: Box<[OnceLock<ServedSeries>]>,
+}
+
+impl Route {
+    pub fn new(name: String, kind: RouteKind, targets: Arc<[Arc<Target>]>, routing: RoutingConfig) -> Route {
+        let served = targets.iter().map(|_| OnceLock::new()).collect();
+        Route { name, kind, targets, routing, served }
+    }
+
+    /// The metric series of target `idx` of this route (`None` past the last target).
+    pub fn served(&self, idx: usize, metrics: &Metrics) -> Option<&ServedSeries> {
+        let t = self.targets.get(idx)?;
+        Some(self.served[idx].get_or_init(|| metrics.served(&self.name, &t.model.provider, &t.model.name)))
+    }
 }
 
 /// A deployed student as the table sees it.
@@ -87,19 +106,19 @@ impl RouteTable {
             let list = alias_targets.remove(a.name.as_str()).unwrap_or_default();
             routes.insert(
                 a.name.clone(),
-                Arc::new(Route { name: a.name.clone(), kind: RouteKind::Alias, targets: list.into(), routing: a.routing }),
+                Arc::new(Route::new(a.name.clone(), RouteKind::Alias, list.into(), a.routing)),
             );
         }
         for (name, t) in targets {
             routes.insert(
                 name.to_owned(),
-                Arc::new(Route { name: name.to_owned(), kind: RouteKind::Model, targets: Arc::new([t]) as Arc<[_]>, routing: cfg.routing }),
+                Arc::new(Route::new(name.to_owned(), RouteKind::Model, Arc::new([t]) as Arc<[_]>, cfg.routing)),
             );
         }
         for s in students {
             let name = s.target.model.name.clone();
             let targets: Arc<[Arc<Target>]> = Arc::new([Arc::clone(&s.target)]);
-            routes.insert(name.clone(), Arc::new(Route { name, kind: RouteKind::Student, targets, routing: cfg.routing }));
+            routes.insert(name.clone(), Arc::new(Route::new(name, RouteKind::Student, targets, cfg.routing)));
         }
         RouteTable { routes }
     }

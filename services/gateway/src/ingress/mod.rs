@@ -3,7 +3,7 @@
 pub mod anthropic;
 pub mod openai_chat;
 pub mod responses;
-mod wire;
+pub(crate) mod wire;
 
 /// One server-sent event, ready to write: `event: NAME` (optional) and `data: JSON`.
 #[derive(Debug, Clone, PartialEq)]

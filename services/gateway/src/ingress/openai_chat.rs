@@ -6,7 +6,7 @@
 //! `retort` extension object) live in `ingress/wire.rs`.
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{SseEvent, wire};
 use crate::{
@@ -289,10 +289,6 @@ fn finish_reason(stop: StopReason) -> &'static str {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
-    serde_json::to_value(OaUsage::new(u)).unwrap_or(Value::Null)
-}
-
 #[derive(serde::Serialize)]
 struct OaUsage {
     prompt_tokens: u64,
@@ -421,7 +417,18 @@ pub fn render(resp: &ChatResponse) -> Value {
     serde_json::to_value(completion(resp)).unwrap_or(Value::Null)
 }
 
-/// Encodes a stream of [`StreamEvent`]s as `chat.completion.chunk` events.
+/// Serialises a chunk. These types cannot fail to serialise (string keys, no non-finite floats).
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    let mut out = Vec::with_capacity(384);
+    match serde_json::to_writer(&mut out, v) {
+        // serde_json writes UTF-8 only.
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Encodes a stream of [`StreamEvent`]s as `chat.completion.chunk` events, serialised from typed
+/// borrowing structs (no `serde_json::Value` tree per chunk).
 #[derive(Debug, Clone)]
 pub struct StreamEncoder {
     id: String,
@@ -430,6 +437,65 @@ pub struct StreamEncoder {
     provider: String,
     include_usage: bool,
     finished: bool,
+    /// A text chunk up to its `content` value, rendered once per stream (ids and model are fixed
+    /// after `Start`): each text delta then costs one copy and the escaping of its own text.
+    text_prefix: String,
+}
+
+/// What follows a text chunk's `content` value.
+const TEXT_SUFFIX: &str = r#"},"logprobs":null,"finish_reason":null}]}"#;
+
+/// One `chat.completion.chunk`.
+#[derive(serde::Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: Option<()>,
+    choices: &'a [ChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<OaUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retort: Option<wire::Served<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+/// A chunk's `delta`: only the fields the event sets (`{}` on the finishing chunk).
+#[derive(Default, serde::Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+#[derive(serde::Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 impl StreamEncoder {
@@ -441,24 +507,46 @@ impl StreamEncoder {
             provider: String::new(),
             include_usage: parsed.include_usage,
             finished: false,
+            text_prefix: String::new(),
         }
     }
 
-    fn chunk(&self, choices: Value) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("id".into(), Value::String(self.id.clone()));
-        m.insert("object".into(), json!("chat.completion.chunk"));
-        m.insert("created".into(), json!(self.created));
-        m.insert("model".into(), Value::String(self.model.clone()));
-        m.insert("system_fingerprint".into(), Value::Null);
-        m.insert("choices".into(), choices);
-        m
+    /// A text delta's chunk: the same JSON as [`Self::delta`] renders, from the cached prefix.
+    fn text(&mut self, text: &str) -> SseEvent {
+        if self.text_prefix.is_empty() {
+            let choice = [ChunkChoice { index: 0, delta: Delta { content: Some(""), ..Delta::default() }, logprobs: None, finish_reason: None }];
+            let whole = to_json(&self.chunk(&choice));
+            // `...{"content":""},"logprobs":...`: keep what precedes the empty string.
+            self.text_prefix = whole.strip_suffix(TEXT_SUFFIX).and_then(|w| w.strip_suffix(r#""""#)).unwrap_or_default().to_owned();
+            if self.text_prefix.is_empty() {
+                return self.delta(Delta { content: Some(text), ..Delta::default() });
+            }
+        }
+        let mut out = Vec::with_capacity(self.text_prefix.len() + text.len() + TEXT_SUFFIX.len() + 8);
+        out.extend_from_slice(self.text_prefix.as_bytes());
+        if serde_json::to_writer(&mut out, text).is_err() {
+            return self.delta(Delta { content: Some(text), ..Delta::default() });
+        }
+        out.extend_from_slice(TEXT_SUFFIX.as_bytes());
+        SseEvent::data(String::from_utf8(out).unwrap_or_default())
     }
 
-    fn delta(&self, delta: Value) -> SseEvent {
-        let c = self
-            .chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]));
-        SseEvent::data(Value::Object(c).to_string())
+    fn chunk<'a>(&'a self, choices: &'a [ChunkChoice<'a>]) -> Chunk<'a> {
+        Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: None,
+            choices,
+            usage: None,
+            retort: None,
+        }
+    }
+
+    fn delta(&self, delta: Delta<'_>) -> SseEvent {
+        let choice = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: None }];
+        SseEvent::data(to_json(&self.chunk(&choice)))
     }
 
     /// The chunks for one internal event; nothing after `Finish`.
@@ -479,31 +567,30 @@ impl StreamEncoder {
                     self.model = model.clone();
                 }
                 self.provider = provider.clone();
-                vec![self.delta(json!({"role": "assistant", "content": ""}))]
+                self.text_prefix.clear();
+                vec![self.delta(Delta { role: Some("assistant"), content: Some(""), ..Delta::default() })]
             }
-            // The hot path of every stream: written directly, one allocation.
-            StreamEvent::TextDelta { text } => vec![SseEvent::data(format!(
-                r#"{{"choices":[{{"delta":{{"content":{}}},"finish_reason":null,"index":0,"logprobs":null}}],"created":{},"id":{},"model":{},"object":"chat.completion.chunk","system_fingerprint":null}}"#,
-                Value::from(text.as_str()),
-                self.created,
-                Value::from(self.id.as_str()),
-                Value::from(self.model.as_str()),
-            ))],
+            StreamEvent::TextDelta { text } => vec![self.text(text)],
             StreamEvent::ReasoningDelta { text } => {
-                vec![self.delta(json!({"reasoning_content": text}))]
+                vec![self.delta(Delta { reasoning_content: Some(text), ..Delta::default() })]
             }
             StreamEvent::ToolCallStart { index, id, name } => {
-                vec![self.delta(json!({"tool_calls": [{
-                    "index": index,
-                    "id": id,
-                    "type": "function",
-                    "function": {"name": name, "arguments": ""},
-                }]}))]
+                let call = ToolCallDelta {
+                    index: *index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionDelta { name: Some(name), arguments: "" },
+                };
+                vec![self.delta(Delta { tool_calls: Some([call]), ..Delta::default() })]
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
-                vec![self.delta(
-                    json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
-                )]
+                let call = ToolCallDelta {
+                    index: *index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta { name: None, arguments },
+                };
+                vec![self.delta(Delta { tool_calls: Some([call]), ..Delta::default() })]
             }
             StreamEvent::Finish {
                 stop_reason,
@@ -511,21 +598,18 @@ impl StreamEncoder {
                 failed_attempts,
             } => {
                 self.finished = true;
-                let retort = wire::retort(&self.provider, &self.model, failed_attempts);
                 let mut out = Vec::with_capacity(3);
-                let mut last = self.chunk(json!([{
-                    "index": 0,
-                    "delta": {},
-                    "logprobs": null,
-                    "finish_reason": finish_reason(*stop_reason),
-                }]));
-                last.insert("retort".into(), retort.clone());
-                out.push(SseEvent::data(Value::Object(last).to_string()));
+                let last = [ChunkChoice {
+                    index: 0,
+                    delta: Delta::default(),
+                    logprobs: None,
+                    finish_reason: Some(finish_reason(*stop_reason)),
+                }];
+                let served = || Some(wire::served(&self.provider, &self.model, failed_attempts));
+                out.push(SseEvent::data(to_json(&Chunk { retort: served(), ..self.chunk(&last) })));
                 if self.include_usage {
-                    let mut u = self.chunk(json!([]));
-                    u.insert("usage".into(), usage_json(usage));
-                    u.insert("retort".into(), retort);
-                    out.push(SseEvent::data(Value::Object(u).to_string()));
+                    let u = Chunk { usage: Some(OaUsage::new(usage)), retort: served(), ..self.chunk(&[]) };
+                    out.push(SseEvent::data(to_json(&u)));
                 }
                 out.push(SseEvent::data("[DONE]"));
                 out

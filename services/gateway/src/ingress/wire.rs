@@ -12,7 +12,17 @@ use crate::{
 
 /// Parses the body as JSON; syntax errors become `invalid JSON: ...` with line and column.
 pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+    json_from_bytes(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+/// `serde_json::from_slice`, but checking UTF-8 once for the whole body: `from_slice` validates each
+/// string on its own (a third of its parsing time on small bodies, callgrind). Invalid UTF-8 still goes
+/// through `from_slice`, whose error says where it is.
+pub fn json_from_bytes<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
 }
 
 /// A serde-like description of a JSON value for error messages.

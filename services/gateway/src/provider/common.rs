@@ -9,6 +9,41 @@ use serde_json::Value;
 use super::{EventStream, ProviderError, classify_status, parse_retry_after};
 use crate::types::StreamEvent;
 
+/// A JSON string from an upstream body, borrowed from the body when it has no escapes and copied
+/// only when it has (serde's own `Cow<str>` always copies inside `Option`s and sequences). The
+/// adapters' response and stream-chunk types use it so parsing an answer allocates only for what
+/// the gateway keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Text<'a>(pub(crate) std::borrow::Cow<'a, str>);
+
+impl Text<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
+
 /// How long a stream that has seen its finish reason (but not yet its usage or `[DONE]`) waits for
 /// more before it is finalised with what it has.
 pub(crate) const FINISH_GRACE: Duration = Duration::from_millis(500);

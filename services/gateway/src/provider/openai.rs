@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{
     EventStream, Provider, ProviderError, classify_status,
     client::{Endpoint, HttpClient, body_stream, read_body},
-    common::{MAX_ERROR_MESSAGE, MAX_RESPONSE_BODY, truncate_chars},
+    common::{MAX_ERROR_MESSAGE, MAX_RESPONSE_BODY, Text, truncate_chars},
 };
 use crate::{
     config::ProviderConfig,
@@ -142,43 +142,125 @@ struct OaNamedFunction<'a> {
 // ---------------------------------------------------------------------------------------------
 // Wire types: response and stream chunks.
 
+// Strings are `Text`: borrowed from the body unless they hold escapes.
+
 #[derive(Debug, Deserialize)]
-struct OaResponse {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Option<Vec<OaChoice>>,
+struct OaResponse<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    #[serde(borrow)]
+    choices: Option<Vec<OaChoice<'a>>>,
     usage: Option<OaUsage>,
     error: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OaChoice {
+struct OaChoice<'a> {
     #[serde(default)]
     index: u32,
-    message: OaResponseMessage,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    message: OaResponseMessage<'a>,
+    #[serde(borrow)]
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OaResponseMessage {
-    /// A string, or (some servers) an array of `{"type":"text","text"}` parts.
-    content: Option<Value>,
-    reasoning_content: Option<String>,
-    reasoning: Option<String>,
-    refusal: Option<String>,
-    tool_calls: Option<Vec<OaResponseToolCall>>,
+struct OaResponseMessage<'a> {
+    #[serde(borrow)]
+    content: Option<OaContent<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Text<'a>>,
+    #[serde(borrow)]
+    reasoning: Option<Text<'a>>,
+    #[serde(borrow)]
+    refusal: Option<Text<'a>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<OaResponseToolCall<'a>>>,
+}
+
+/// A response message's `content`, as its text: a string, or (some servers) an array of
+/// `{"type":"text","text"}` parts, joined. Anything else carries no text.
+#[derive(Debug, Default)]
+struct OaContent<'a>(Text<'a>);
+
+/// One element of an array `content`.
+#[derive(Deserialize)]
+struct OaContentPartIn<'a> {
+    #[serde(borrow)]
+    text: Option<Text<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OaContent<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use std::borrow::Cow;
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = OaContent<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(OaContent(Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OaContent(Text(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(OaContent(Text(Cow::Owned(v))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut text: Option<Cow<'a, str>> = None;
+                while let Some(part) = seq.next_element::<OaContentPartIn<'a>>()? {
+                    if let Some(t) = part.text {
+                        match &mut text {
+                            None => text = Some(t.0),
+                            Some(acc) => acc.to_mut().push_str(t.as_str()),
+                        }
+                    }
+                }
+                Ok(OaContent(Text(text.unwrap_or_default())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(OaContent::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(OaContent::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(OaContent::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(OaContent::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(OaContent::default())
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(OaContent::default())
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]
-struct OaResponseToolCall {
-    id: Option<String>,
-    function: OaResponseFunction,
+struct OaResponseToolCall<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    function: OaResponseFunction<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OaResponseFunction {
-    name: String,
-    arguments: Option<String>,
+struct OaResponseFunction<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    arguments: Option<Text<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -200,42 +282,56 @@ struct OaCompletionDetails {
 }
 
 #[derive(Debug, Deserialize)]
-struct OaChunk {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Option<Vec<OaChunkChoice>>,
+struct OaChunk<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    #[serde(borrow)]
+    choices: Option<Vec<OaChunkChoice<'a>>>,
     usage: Option<OaUsage>,
     error: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OaChunkChoice {
+struct OaChunkChoice<'a> {
     #[serde(default)]
     index: u32,
-    delta: Option<OaDelta>,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    delta: Option<OaDelta<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct OaDelta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-    reasoning: Option<String>,
-    refusal: Option<String>,
-    tool_calls: Option<Vec<OaToolCallDelta>>,
+struct OaDelta<'a> {
+    #[serde(borrow)]
+    content: Option<Text<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Text<'a>>,
+    #[serde(borrow)]
+    reasoning: Option<Text<'a>>,
+    #[serde(borrow)]
+    refusal: Option<Text<'a>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<OaToolCallDelta<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OaToolCallDelta {
+struct OaToolCallDelta<'a> {
     index: Option<u32>,
-    id: Option<String>,
-    function: Option<OaFunctionDelta>,
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    function: Option<OaFunctionDelta<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OaFunctionDelta {
-    name: Option<String>,
-    arguments: Option<String>,
+struct OaFunctionDelta<'a> {
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+    #[serde(borrow)]
+    arguments: Option<Text<'a>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,18 +516,6 @@ fn usage(u: &OaUsage) -> Usage {
     }
 }
 
-/// Text of a response `content`: a string, or the text parts of an array.
-fn content_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
 fn generated_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
@@ -442,7 +526,7 @@ fn parse_response(
     provider: &str,
     requested_model: &str,
 ) -> Result<ChatResponse, ProviderError> {
-    let resp: OaResponse = serde_json::from_slice(body)
+    let resp: OaResponse = crate::ingress::wire::json_from_bytes(body)
         .map_err(|e| ProviderError::Malformed(format!("chat completion: {e}")))?;
     let choices = resp.choices.unwrap_or_default();
     let Some(choice) = choices.iter().find(|c| c.index == 0).or(choices.first()) else {
@@ -454,52 +538,33 @@ fn parse_response(
         ));
     };
     let msg = &choice.message;
+    let owned = |t: &Text<'_>| t.as_str().to_owned();
+    let non_empty = |t: &Option<Text<'_>>| t.as_ref().filter(|t| !t.0.is_empty()).map(owned);
     let mut content = Vec::new();
-    if let Some(r) = msg
-        .reasoning_content
-        .as_ref()
-        .or(msg.reasoning.as_ref())
-        .filter(|r| !r.is_empty())
-    {
-        content.push(Part::Reasoning {
-            text: r.clone(),
-            signature: None,
-        });
+    if let Some(text) = non_empty(&msg.reasoning_content).or_else(|| non_empty(&msg.reasoning)) {
+        content.push(Part::Reasoning { text, signature: None });
     }
-    let text = msg.content.as_ref().map(content_text).unwrap_or_default();
-    if !text.is_empty() {
+    if let Some(text) = msg.content.as_ref().map(|c| &c.0).filter(|t| !t.0.is_empty()).map(owned) {
         content.push(Part::Text { text });
-    } else if let Some(refusal) = msg.refusal.as_ref().filter(|r| !r.is_empty()) {
-        content.push(Part::Text {
-            text: refusal.clone(),
-        });
+    } else if let Some(text) = non_empty(&msg.refusal) {
+        content.push(Part::Text { text });
     }
     for tc in msg.tool_calls.iter().flatten() {
         content.push(Part::ToolCall {
-            id: tc
-                .id
-                .clone()
-                .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| generated_id("call_")),
-            name: tc.function.name.clone(),
-            arguments: tc.function.arguments.clone().unwrap_or_default(),
+            id: non_empty(&tc.id).unwrap_or_else(|| generated_id("call_")),
+            name: owned(&tc.function.name),
+            arguments: tc.function.arguments.as_ref().map(owned).unwrap_or_default(),
         });
     }
     Ok(ChatResponse {
-        id: resp
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| generated_id("chatcmpl-")),
+        id: non_empty(&resp.id).unwrap_or_else(|| generated_id("chatcmpl-")),
         provider: provider.to_owned(),
-        model: resp
-            .model
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| requested_model.to_owned()),
+        model: non_empty(&resp.model).unwrap_or_else(|| requested_model.to_owned()),
         content,
         stop_reason: choice
             .finish_reason
-            .as_deref()
-            .map(stop_reason)
+            .as_ref()
+            .map(|f| stop_reason(f.as_str()))
             .unwrap_or_default(),
         usage: resp.usage.as_ref().map(usage).unwrap_or_default(),
         failed_attempts: Vec::new(),
@@ -549,7 +614,9 @@ impl OpenAi {
 
     /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
     async fn send(&self, body: &OaRequest<'_>) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
-        let json = serde_json::to_vec(body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
+        // Sized up front: growing from empty reallocated and copied the body several times.
+        let mut json = Vec::with_capacity(512);
+        serde_json::to_writer(&mut json, body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
         let mut headers = http::HeaderMap::new();
         if !self.cfg.api_key.is_empty() {
             let mut auth = http::HeaderValue::from_str(&format!("Bearer {}", self.cfg.api_key.expose()))

@@ -10,7 +10,7 @@ pub(super) use crate::provider::common::Item;
 use crate::{
     provider::{
         EventStream,
-        common::{EventParser, StreamStart, drive_sse},
+        common::{EventParser, StreamStart, Text, drive_sse},
     },
     types::{StopReason, StreamEvent, Usage},
 };
@@ -41,27 +41,23 @@ impl ChunkParser {
             .start(id, model, || generated_id("chatcmpl-"), out);
     }
 
-    fn on_delta(&mut self, delta: &OaDelta, out: &mut Vec<Item>) {
-        let reasoning = delta
-            .reasoning_content
-            .as_ref()
-            .or(delta.reasoning.as_ref());
-        if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
-            out.push(Ok(StreamEvent::ReasoningDelta { text: text.clone() }));
+    fn on_delta(&mut self, delta: &OaDelta<'_>, out: &mut Vec<Item>) {
+        let text = |t: &Option<Text<'_>>| t.as_ref().map(Text::as_str).filter(|t| !t.is_empty()).map(str::to_owned);
+        if let Some(text) = text(&delta.reasoning_content).or_else(|| text(&delta.reasoning)) {
+            out.push(Ok(StreamEvent::ReasoningDelta { text }));
         }
-        if let Some(text) = delta.content.as_ref().filter(|t| !t.is_empty()) {
-            out.push(Ok(StreamEvent::TextDelta { text: text.clone() }));
-        } else if let Some(text) = delta.refusal.as_ref().filter(|t| !t.is_empty()) {
-            out.push(Ok(StreamEvent::TextDelta { text: text.clone() }));
+        if let Some(text) = text(&delta.content).or_else(|| text(&delta.refusal)) {
+            out.push(Ok(StreamEvent::TextDelta { text }));
         }
         for (pos, tc) in delta.tool_calls.iter().flatten().enumerate() {
             let index = tc.index.unwrap_or(pos as u32);
             let name = tc
                 .function
                 .as_ref()
-                .and_then(|f| f.name.as_deref())
+                .and_then(|f| f.name.as_ref())
+                .map(Text::as_str)
                 .filter(|n| !n.is_empty());
-            let id = tc.id.as_deref().filter(|id| !id.is_empty());
+            let id = tc.id.as_ref().map(Text::as_str).filter(|id| !id.is_empty());
             if !self.tool_calls_started.contains(&index) && (id.is_some() || name.is_some()) {
                 self.tool_calls_started.insert(index);
                 out.push(Ok(StreamEvent::ToolCallStart {
@@ -76,11 +72,12 @@ impl ChunkParser {
                 .function
                 .as_ref()
                 .and_then(|f| f.arguments.as_ref())
+                .map(Text::as_str)
                 .filter(|a| !a.is_empty())
             {
                 out.push(Ok(StreamEvent::ToolCallDelta {
                     index,
-                    arguments: args.clone(),
+                    arguments: args.to_owned(),
                 }));
             }
         }
@@ -127,12 +124,12 @@ impl EventParser for ChunkParser {
             out.push(Err(error_object_status(err, data)));
             return true;
         }
-        self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
+        self.start(chunk.id.as_ref().map(Text::as_str), chunk.model.as_ref().map(Text::as_str), out);
         for choice in chunk.choices.iter().flatten().filter(|c| c.index == 0) {
             if let Some(delta) = &choice.delta {
                 self.on_delta(delta, out);
             }
-            if let Some(fr) = choice.finish_reason.as_deref().filter(|f| !f.is_empty()) {
+            if let Some(fr) = choice.finish_reason.as_ref().map(Text::as_str).filter(|f| !f.is_empty()) {
                 self.finish_reason = Some(stop_reason(fr));
             }
         }
