@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The SpamAssassin distillation bench (results: bench/results/distill.md).
-#   bench/distill/run.sh [extra retort-distill-bench arguments, e.g. --students linear/small,mlp/tiny]
+# The distillation bench (results: bench/results/distill.md): SpamAssassin classification, then short
+# generation (synthetic date normalisation, seq2seq students; no download).
+#   bench/distill/run.sh [extra retort-distill-bench arguments, e.g. --students linear/small,mlp/tiny,
+#                         --sections generation, --gen-students seq2seq/tiny,seq2seq/small]
 # Fetches the corpus with `retort data fetch-spam` (once), installs scikit-learn for the baseline into
 # bench/distill/.venv (once), then runs the bench and writes bench/out/distill.md.
 set -euo pipefail

@@ -6,10 +6,16 @@
 //! `retort.v1.Students`, and its latency is measured through the gateway (OpenAI chat, keep-alive,
 //! one request at a time). Writes a Markdown section with every number and assumption.
 //!
+//! A second section does the same for short generation (date normalisation, synthetic data generated
+//! by the bench, `seq2seq` students, exact match and character error rate): see [`generation`].
+//!
 //! usage: retort-distill-bench --data DIR [--out FILE] [--error-rates 0,0.1] [--students linear/small,mlp/tiny]
 //!        [--python PY] [--latency-requests N] [--prices FILE] [--teacher-price-model M]
 //!        [--compute-usd-per-core-hour X] [--teacher-latency-ms MS]
-//! DIR holds train.jsonl, eval.jsonl and teacher.jsonl from `retort data fetch-spam --out DIR`.
+//!        [--sections spam,generation] [--gen-train N] [--gen-evals N] [--gen-students seq2seq/tiny]
+//!        [--gen-epochs N] [--gen-error-rates 0,0.1] [--gen-latency-requests N]
+//! DIR holds train.jsonl, eval.jsonl and teacher.jsonl from `retort data fetch-spam --out DIR` (needed
+//! for the spam section only).
 #![allow(clippy::print_stdout)]
 use std::{
     collections::HashMap,
@@ -28,10 +34,14 @@ use retort_training::{
 };
 use serde_json::{Value, json};
 
+mod generation;
+
 const ADMIN: &str = "sk-bench-admin";
 
 struct Args {
-    data: PathBuf,
+    data: Option<PathBuf>,
+    sections: Vec<String>,
+    generation: generation::GenArgs,
     out: PathBuf,
     error_rates: Vec<f64>,
     students: Vec<String>,
@@ -54,7 +64,17 @@ fn args() -> anyhow::Result<Args> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let get = |k: &str, d: &str| map.get(k).cloned().unwrap_or_else(|| d.to_owned());
     Ok(Args {
-        data: PathBuf::from(map.get("data").context("--data DIR is required")?),
+        data: map.get("data").map(PathBuf::from),
+        sections: get("sections", "spam,generation").split(',').map(str::to_owned).collect(),
+        generation: generation::GenArgs {
+            train: get("gen-train", "2000").parse()?,
+            evals: get("gen-evals", "300").parse()?,
+            students: get("gen-students", "seq2seq/tiny").split(',').map(str::to_owned).collect(),
+            error_rates: get("gen-error-rates", "0,0.1").split(',').map(str::parse).collect::<Result<_, _>>()?,
+            max_epochs: get("gen-epochs", "20").parse()?,
+            latency_requests: get("gen-latency-requests", "500").parse()?,
+            concurrency: get("concurrency", "32").parse()?,
+        },
         out: PathBuf::from(get("out", &root.join("bench/out/distill.md").display().to_string())),
         error_rates: get("error-rates", "0,0.1").split(',').map(str::parse).collect::<Result<_, _>>()?,
         students: get("students", "linear/small,mlp/tiny").split(',').map(str::to_owned).collect(),
@@ -195,12 +215,12 @@ struct RateResult {
     student_in_per_req: f64,
 }
 
-async fn run_rate(a: &Args, rate: f64, train: &[Example], eval: &[Example], work: &Path) -> anyhow::Result<RateResult> {
+async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[Example], work: &Path) -> anyhow::Result<RateResult> {
     let started = Instant::now();
     eprintln!("== teacher error rate {rate}");
     let sim_toml = format!(
         "[models.teacher]\nmode = \"dataset\"\ndataset = {:?}\nerror_rate = {rate}\n",
-        a.data.join("teacher.jsonl").display().to_string()
+        data.join("teacher.jsonl").display().to_string()
     );
     let sim = retort_sim::spawn(retort_sim::SimConfig::from_toml(&sim_toml)?).await?;
     let gw_toml = format!(
@@ -251,7 +271,7 @@ async fn run_rate(a: &Args, rate: f64, train: &[Example], eval: &[Example], work
     let out = std::process::Command::new(&a.python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline.py"))
         .arg(&teacher_train_path)
-        .arg(a.data.join("eval.jsonl"))
+        .arg(data.join("eval.jsonl"))
         .output()
         .with_context(|| format!("running the baseline with {}", a.python.display()))?;
     if !out.status.success() {
@@ -348,14 +368,43 @@ fn teacher_prices(path: &Path, model: &str) -> anyhow::Result<(f64, f64, String)
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let train = read_jsonl(a.data.join("train.jsonl"))?;
-    let eval = read_jsonl(a.data.join("eval.jsonl"))?;
     let work = std::env::temp_dir().join(format!("retort-distill-bench-{}", std::process::id()));
+    let (pin, pout, price_from) = teacher_prices(&a.prices, &a.teacher_price_model)?;
+    let mut md = String::new();
+    if a.sections.iter().any(|s| s == "spam") {
+        let data = a.data.as_deref().context("--data DIR is required for the spam section (or --sections generation)")?;
+        md.push_str(&spam_section(&a, data, &work, pin, pout, &price_from).await?);
+    }
+    if a.sections.iter().any(|s| s == "generation") {
+        let prices = a.prices.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let from = format!("{price_from}, price table `{prices}`");
+        let section = generation::run(
+            &a.generation,
+            &work,
+            (pin, pout, &a.teacher_price_model, &from),
+            a.compute_usd_per_core_hour,
+            a.teacher_latency_ms,
+        )
+        .await?;
+        md.push_str(&section);
+    }
+    if let Some(parent) = a.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&a.out, &md)?;
+    println!("{md}");
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// The SpamAssassin section.
+async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, price_from: &str) -> anyhow::Result<String> {
+    let train = read_jsonl(data.join("train.jsonl"))?;
+    let eval = read_jsonl(data.join("eval.jsonl"))?;
     let mut results = Vec::new();
     for &rate in &a.error_rates {
-        results.push(run_rate(&a, rate, &train, &eval, &work).await?);
+        results.push(run_rate(a, data, rate, &train, &eval, work).await?);
     }
-    let (pin, pout, price_from) = teacher_prices(&a.prices, &a.teacher_price_model)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut md = String::new();
     let _ = writeln!(md, "## SpamAssassin distillation — `retort-distill-bench`\n");
@@ -448,12 +497,6 @@ async fn main() -> anyhow::Result<()> {
             r.student_in_per_req,
         );
     }
-    let _ = writeln!(md, "Baseline details: {}", results.iter().map(|r| format!("error rate {}: {}", r.error_rate, r.baseline)).collect::<Vec<_>>().join("; "));
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&a.out, &md)?;
-    println!("{md}");
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(())
+    let _ = writeln!(md, "Baseline details: {}\n", results.iter().map(|r| format!("error rate {}: {}", r.error_rate, r.baseline)).collect::<Vec<_>>().join("; "));
+    Ok(md)
 }
