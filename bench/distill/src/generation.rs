@@ -374,6 +374,7 @@ pub async fn run(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn dates_are_deterministic_distinct_and_right() {

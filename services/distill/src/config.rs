@@ -124,8 +124,7 @@ impl DistillConfig {
                 "compute_usd_per_cpu_hour must be a non-negative number".into(),
             ));
         }
-        if self.teacher_attempts == 0 || self.max_parallel_training == 0 || self.lease_secs < 2
-        {
+        if self.teacher_attempts == 0 || self.max_parallel_training == 0 || self.lease_secs < 2 {
             return Err(Error::Config(
                 "teacher_attempts and max_parallel_training must be at least 1, lease_secs at least 2"
                     .into(),

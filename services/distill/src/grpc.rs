@@ -52,7 +52,11 @@ impl pb::distill_server::Distill for DistillService {
             None if unfinished => {
                 // Run by another process (or waiting for one to take it over): follow what it
                 // stores with its lease every second.
-                let s = poll_store(Arc::clone(&self.engine), id, job.progress.unwrap_or_default());
+                let s = poll_store(
+                    Arc::clone(&self.engine),
+                    id,
+                    job.progress.unwrap_or_default(),
+                );
                 let mut stopping = self.stopping.clone();
                 let s = futures::StreamExt::take_until(s, async move {
                     let _ = stopping.wait_for(|s| *s).await;
@@ -158,11 +162,10 @@ fn poll_store(
                     Err(_) => continue,
                 };
                 let ended = !matches!(row.state.as_str(), "queued" | "running");
-                let mut p: pb::JobProgress = serde_json::from_str::<crate::pipeline::Progress>(
-                    &row.progress_json,
-                )
-                .unwrap_or_default()
-                .to_pb(&id);
+                let mut p: pb::JobProgress =
+                    serde_json::from_str::<crate::pipeline::Progress>(&row.progress_json)
+                        .unwrap_or_default()
+                        .to_pb(&id);
                 if ended {
                     p.done = true;
                     p.state = row.state.clone();

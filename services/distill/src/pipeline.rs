@@ -196,7 +196,12 @@ fn split_unstratified(
     let mut order: Vec<(String, usize)> = examples
         .iter()
         .enumerate()
-        .map(|(i, e)| (data::prompt_hash(&format!("{seed}\u{0}{i}\u{0}{}", e.text)), i))
+        .map(|(i, e)| {
+            (
+                data::prompt_hash(&format!("{seed}\u{0}{i}\u{0}{}", e.text)),
+                i,
+            )
+        })
         .collect();
     order.sort();
     let n_val = ((examples.len() as f64 * fraction).round() as usize).clamp(1, examples.len() - 1);
@@ -454,7 +459,12 @@ impl Engine {
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, Error> {
         let mut resumed = 0;
         for id in self.store.unfinished_jobs().await? {
-            if self.is_live(&id) || !self.store.acquire_lease(&id, &self.owner, self.lease_ms).await? {
+            if self.is_live(&id)
+                || !self
+                    .store
+                    .acquire_lease(&id, &self.owner, self.lease_ms)
+                    .await?
+            {
                 continue;
             }
             tracing::info!(job = %id, owner = %self.owner, "resuming distill job");
@@ -486,7 +496,9 @@ impl Engine {
             let mut last_sweep = now_ms();
             loop {
                 tokio::time::sleep(tick).await;
-                let Some(engine) = engine.upgrade() else { return };
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
                 engine.renew_all().await;
                 if now_ms() - last_sweep >= sweep_every {
                     last_sweep = now_ms();
@@ -516,7 +528,11 @@ impl Engine {
                 .progress_now(&id)
                 .map(|p| serde_json::to_string(&p).unwrap_or_default())
                 .unwrap_or_default();
-            match self.store.renew_lease(&id, &self.owner, self.lease_ms, &progress).await {
+            match self
+                .store
+                .renew_lease(&id, &self.owner, self.lease_ms, &progress)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     // Taken over (our lease lapsed), or cancelled / ended elsewhere.
@@ -527,7 +543,9 @@ impl Engine {
                     }
                     cancel.store(true, Ordering::SeqCst);
                 }
-                Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew a distill job's lease"),
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "cannot renew a distill job's lease")
+                }
             }
         }
     }
@@ -1023,7 +1041,10 @@ impl Engine {
                     )
                     .map(|t| {
                         let p = t.predictor;
-                        (Box::new(move |d: &Path| engine::save(&p, d)) as Save, t.report)
+                        (
+                            Box::new(move |d: &Path| engine::save(&p, d)) as Save,
+                            t.report,
+                        )
                     }),
                     None => engine::train_generator(
                         &GenTrainJob {

@@ -195,7 +195,11 @@ pub fn build(
     };
     let drop = max_drop_points / 100.0;
     let generation = e.task == TaskKind::Generation;
-    let metric = if generation { "exact match" } else { "accuracy" };
+    let metric = if generation {
+        "exact match"
+    } else {
+        "accuracy"
+    };
     let objective = match (e.student_accuracy, e.teacher_accuracy) {
         (Some(s), Some(t)) => Verdict {
             kind: objective_kind.into(),
@@ -460,7 +464,11 @@ impl Report {
                 t.errors
                     .iter()
                     .take(5)
-                    .map(|x| format!("“{}” for “{}”", short(&x.predicted, 30), short(&x.expected, 30)))
+                    .map(|x| format!(
+                        "“{}” for “{}”",
+                        short(&x.predicted, 30),
+                        short(&x.expected, 30)
+                    ))
                     .collect::<Vec<_>>()
                     .join("; ")
             );

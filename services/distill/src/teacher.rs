@@ -102,7 +102,12 @@ impl Gateway {
                 tokio::time::sleep(Duration::from_millis(100 << (attempt - 1).min(6))).await;
             }
             match self
-                .once(model, prompt, session, max_tokens.unwrap_or(self.max_tokens))
+                .once(
+                    model,
+                    prompt,
+                    session,
+                    max_tokens.unwrap_or(self.max_tokens),
+                )
                 .await
             {
                 Ok(a) => return Ok(a),

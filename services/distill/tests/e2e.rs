@@ -361,12 +361,25 @@ async fn deploy_serves_the_student_through_the_gateway() {
         .unwrap()
         .into_inner();
     assert_eq!(d.model, "distilled/spam2");
-    let deploy = d.job.unwrap().stages.into_iter().find(|s| s.name == "deploy").unwrap();
-    assert!(deploy.summary.contains("(route spam-check)"), "{}", deploy.summary);
+    let deploy = d
+        .job
+        .unwrap()
+        .stages
+        .into_iter()
+        .find(|s| s.name == "deploy")
+        .unwrap();
+    assert!(
+        deploy.summary.contains("(route spam-check)"),
+        "{}",
+        deploy.summary
+    );
     let http = reqwest::Client::new();
     for (mail, label) in [
         (mail, "spam"),
-        ("Notes today report attached call attached now review meeting notes with cheers, tom", "ham"),
+        (
+            "Notes today report attached call attached now review meeting notes with cheers, tom",
+            "ham",
+        ),
     ] {
         let resp = http
             .post(format!("http://{}/v1/chat/completions", world.gateway.http_addr))
@@ -487,10 +500,7 @@ async fn two_processes_on_postgres_share_jobs_by_lease() {
         labelled.iter().any(|n| *n > 0 && *n < distinct_prompts()),
         "B saw no labelling in progress: {seen:?}"
     );
-    assert!(
-        labelled.windows(2).all(|w| w[0] <= w[1]),
-        "{labelled:?}"
-    );
+    assert!(labelled.windows(2).all(|w| w[0] <= w[1]), "{labelled:?}");
     // Only A asked the teacher: every distinct prompt exactly once.
     assert_eq!(world.sim.attempts("sim-teacher"), distinct_prompts());
     let row = a.engine.store.job(&id).await.unwrap().unwrap();
@@ -500,7 +510,9 @@ async fn two_processes_on_postgres_share_jobs_by_lease() {
     req.prompt_template = "Spam or ham?\n\n{input}".into();
     let id2 = ca.submit(req).await.unwrap().into_inner().job_id;
     let mut s = ca
-        .watch(pb::WatchJobRequest { job_id: id2.clone() })
+        .watch(pb::WatchJobRequest {
+            job_id: id2.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -512,7 +524,11 @@ async fn two_processes_on_postgres_share_jobs_by_lease() {
     }
     drop(s);
     let before = a.engine.store.stages(&id2).await.unwrap();
-    let validate = before.iter().find(|s| s.name == "validate").unwrap().clone();
+    let validate = before
+        .iter()
+        .find(|s| s.name == "validate")
+        .unwrap()
+        .clone();
     assert_eq!(validate.state, "done");
     let asked = world.sim.attempts("sim-teacher");
     a.kill().await;
@@ -642,9 +658,14 @@ async fn generation_job_reports_exact_match_and_cer_and_serves_through_the_gatew
     let id = c.submit(dates_request()).await.unwrap().into_inner().job_id;
     let seen = watch_to_end(&mut c, &id).await;
     let job = get(&mut c, &id).await;
-    assert_eq!((job.state.as_str(), job.task.as_str()), ("succeeded", "generation"), "{job:?}");
+    assert_eq!(
+        (job.state.as_str(), job.task.as_str()),
+        ("succeeded", "generation"),
+        "{job:?}"
+    );
     assert!(
-        seen.iter().any(|p| p.stage == "train" && p.message.contains("exact match")),
+        seen.iter()
+            .any(|p| p.stage == "train" && p.message.contains("exact match")),
         "{seen:?}"
     );
     let report = c
@@ -657,23 +678,45 @@ async fn generation_job_reports_exact_match_and_cer_and_serves_through_the_gatew
     // A teacher that mistypes ~10% of its answers by one character.
     let teacher_em = r["teacher_accuracy"].as_f64().unwrap();
     let teacher_cer = r["generation"]["teacher_cer"].as_f64().unwrap();
-    assert!((0.75..0.99).contains(&teacher_em), "teacher exact match {teacher_em}");
-    assert!(teacher_cer > 0.0 && teacher_cer < 0.05, "teacher CER {teacher_cer}");
+    assert!(
+        (0.75..0.99).contains(&teacher_em),
+        "teacher exact match {teacher_em}"
+    );
+    assert!(
+        teacher_cer > 0.0 && teacher_cer < 0.05,
+        "teacher CER {teacher_cer}"
+    );
     let student_em = r["student_accuracy"].as_f64().unwrap();
     let student_cer = r["generation"]["student_cer"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&student_em) && student_cer >= 0.0, "{r}");
+    assert!(
+        (0.0..=1.0).contains(&student_em) && student_cer >= 0.0,
+        "{r}"
+    );
     assert_eq!(
         r["generation"]["student"]["exact_match"].as_f64(),
         Some(student_em)
     );
     assert!(r["costs"]["teacher_usd_per_1k"].as_f64().unwrap() > 0.0);
     assert!(r["latency"]["p50_us"].as_f64().unwrap() > 0.0);
-    for needle in ["exact match", "character error rate", "## Errors", "Levenshtein"] {
-        assert!(report.markdown.contains(needle), "{needle}: {}", report.markdown);
+    for needle in [
+        "exact match",
+        "character error rate",
+        "## Errors",
+        "Levenshtein",
+    ] {
+        assert!(
+            report.markdown.contains(needle),
+            "{needle}: {}",
+            report.markdown
+        );
     }
     let row = distill.engine.store.result(&id).await.unwrap().unwrap();
     assert_eq!(
-        (row.task_kind.as_str(), row.student_class.as_str(), row.n_labels),
+        (
+            row.task_kind.as_str(),
+            row.student_class.as_str(),
+            row.n_labels
+        ),
         ("generation", "seq2seq", 0)
     );
     assert_eq!(row.student_cer, Some(student_cer));
@@ -709,7 +752,11 @@ async fn generation_job_reports_exact_match_and_cer_and_serves_through_the_gatew
         .json()
         .await
         .unwrap();
-    assert_eq!(r["choices"][0]["message"]["content"], want.text.as_str(), "{r}");
+    assert_eq!(
+        r["choices"][0]["message"]["content"],
+        want.text.as_str(),
+        "{r}"
+    );
     assert_eq!(r["usage"]["prompt_tokens"], want.input_tokens, "{r}");
     assert_eq!(r["usage"]["completion_tokens"], want.output_tokens, "{r}");
     // Anthropic messages, streamed: the deltas add up to the same text.

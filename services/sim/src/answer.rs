@@ -347,7 +347,13 @@ impl Dataset {
     /// The answer to `question`: exact match, else the first prompt the question contains, else
     /// "unknown"; matched prompts are answered wrongly at `error_rate`, deterministically per prompt,
     /// in the way `wrong` says.
-    fn answer(&self, question: &str, seed: u64, error_rate: f64, wrong: WrongAnswers) -> Cow<'_, str> {
+    fn answer(
+        &self,
+        question: &str,
+        seed: u64,
+        error_rate: f64,
+        wrong: WrongAnswers,
+    ) -> Cow<'_, str> {
         match wrong {
             WrongAnswers::Other => Cow::Borrowed(self.answer_other(question, seed, error_rate)),
             WrongAnswers::Typo => {
@@ -448,12 +454,9 @@ impl Model {
                 Tokens::split_words(entry.map_or("", String::as_str))
             }
             AnswerMode::Dataset => {
-                let a = self
-                    .dataset
-                    .as_ref()
-                    .map_or(Cow::Borrowed("unknown"), |d| {
-                        d.answer(last_user, b.seed, b.error_rate, b.wrong_answers)
-                    });
+                let a = self.dataset.as_ref().map_or(Cow::Borrowed("unknown"), |d| {
+                    d.answer(last_user, b.seed, b.error_rate, b.wrong_answers)
+                });
                 Tokens::split_words(&a)
             }
         }
@@ -575,7 +578,10 @@ mod tests {
         .unwrap();
         let o = WrongAnswers::Other;
         assert_eq!(ds.answer(" 2+2 ", 0, 0.0, o), "4");
-        assert_eq!(ds.answer("what is the capital of France?", 0, 0.0, o), "Paris");
+        assert_eq!(
+            ds.answer("what is the capital of France?", 0, 0.0, o),
+            "Paris"
+        );
         assert_eq!(ds.answer("nothing", 0, 0.0, o), "unknown");
         assert_eq!(ds.answer("2+2", 0, 1.0, o), "Paris");
         assert!(Dataset::parse("{\"prompt\":1}").is_err());
@@ -584,7 +590,12 @@ mod tests {
     #[test]
     fn typos_corrupt_generation_answers_at_the_error_rate() {
         let lines: String = (0..1000)
-            .map(|i| format!("{{\"prompt\":\"date {i}\",\"answer\":\"2024-03-{:02}\"}}\n", i % 28 + 1))
+            .map(|i| {
+                format!(
+                    "{{\"prompt\":\"date {i}\",\"answer\":\"2024-03-{:02}\"}}\n",
+                    i % 28 + 1
+                )
+            })
             .collect();
         let ds = Dataset::parse(&lines).unwrap();
         let t = WrongAnswers::Typo;
@@ -592,7 +603,11 @@ mod tests {
         for i in 0..1000 {
             let right = format!("2024-03-{:02}", i % 28 + 1);
             let a = ds.answer(&format!("date {i}"), 7, 0.1, t);
-            assert_eq!(a, ds.answer(&format!("date {i}"), 7, 0.1, t), "deterministic");
+            assert_eq!(
+                a,
+                ds.answer(&format!("date {i}"), 7, 0.1, t),
+                "deterministic"
+            );
             assert_eq!(ds.answer(&format!("date {i}"), 7, 0.0, t), right);
             if a != right {
                 wrong += 1;

@@ -166,7 +166,10 @@ fn evaluate_generation(
         generated.extend(generator.generate_batch(chunk));
     }
     let throughput = texts.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let mean_output_tokens = generated.iter().map(|g| g.output_tokens as f64).sum::<f64>()
+    let mean_output_tokens = generated
+        .iter()
+        .map(|g| g.output_tokens as f64)
+        .sum::<f64>()
         / generated.len().max(1) as f64;
     let student: Vec<String> = generated.into_iter().map(|g| g.text).collect();
     let teacher = &labelled.eval_teacher;
@@ -175,7 +178,10 @@ fn evaluate_generation(
         .iter()
         .zip(teacher)
         .zip(&student)
-        .filter_map(|((p, t), s)| t.as_ref().map(|t| (Example::new(p.clone(), t.clone()), s.clone())))
+        .filter_map(|((p, t), s)| {
+            t.as_ref()
+                .map(|t| (Example::new(p.clone(), t.clone()), s.clone()))
+        })
         .collect();
     let agreement = if answered.is_empty() {
         0.0
@@ -189,7 +195,10 @@ fn evaluate_generation(
             .map(|(p, e)| Example::new(p.clone(), e.label.clone().unwrap_or_default()))
             .collect();
         // A failed teacher call counts as an empty (wrong) answer.
-        let t: Vec<String> = teacher.iter().map(|t| t.clone().unwrap_or_default()).collect();
+        let t: Vec<String> = teacher
+            .iter()
+            .map(|t| t.clone().unwrap_or_default())
+            .collect();
         (
             eval::gen_report(&gold, &student, 10)?,
             Some(eval::gen_report(&gold, &t, 10)?),

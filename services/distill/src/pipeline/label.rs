@@ -164,7 +164,11 @@ impl Engine {
             return Err(Error::Job(format!(
                 "{bad} of {} teacher answers failed or {} ({:.1}% > the {:.1}% allowed); first: {}",
                 prompts.len(),
-                if generation { "were empty" } else { "named no label" },
+                if generation {
+                    "were empty"
+                } else {
+                    "named no label"
+                },
                 fraction * 100.0,
                 spec.max_teacher_failure_fraction * 100.0,
                 stats.failure_examples.first().cloned().unwrap_or_default()
@@ -177,7 +181,8 @@ impl Engine {
         let distinct = counts.len();
         if generation {
             // Thousands of distinct answers: the report keeps the most frequent few.
-            let mut top: Vec<(String, usize)> = counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
+            let mut top: Vec<(String, usize)> =
+                counts.iter().map(|(l, n)| (l.clone(), *n)).collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             top.truncate(5);
             stats.label_counts = top;
@@ -217,7 +222,11 @@ impl Engine {
                 "{} teacher calls failed and {} answers {} (of {}); those items were left out",
                 stats.failed_calls,
                 stats.unparseable,
-                if generation { "were empty" } else { "named no label" },
+                if generation {
+                    "were empty"
+                } else {
+                    "named no label"
+                },
                 prompts.len()
             );
             self.store.set_error(id, &warn).await?;
@@ -272,7 +281,11 @@ impl Engine {
             cached,
             stats.failed_calls,
             stats.unparseable,
-            if generation { "empty" } else { "without a label" },
+            if generation {
+                "empty"
+            } else {
+                "without a label"
+            },
         ))
     }
 }
