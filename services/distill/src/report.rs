@@ -314,11 +314,44 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
+/// The student's latency through the gateway, for the reports' tables.
+fn gateway_cell(e: &Evaluation) -> String {
+    e.gateway_latency.as_ref().map_or_else(
+        || "not deployed".into(),
+        |l| {
+            format!(
+                "p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs",
+                l.p50_us, l.p95_us, l.p99_us
+            )
+        },
+    )
+}
+
 impl Report {
+    /// The cost row of the table and the speed and cost ratios under it.
+    fn costs_markdown(&self, m: &mut String) {
+        let c = &self.costs;
+        let _ = writeln!(
+            m,
+            "| cost per 1,000 requests | {} | {} |",
+            usd(c.teacher_usd_per_1k),
+            usd(Some(c.student_usd_per_1k))
+        );
+        let _ = writeln!(
+            m,
+            "\nSpeed ratio (teacher ÷ student): **{:.0}×** in-process{}. Cost ratio: **{}**. Saved per 1,000 requests: {}.\n",
+            c.speed_ratio,
+            c.speed_ratio_via_gateway
+                .map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
+            c.cost_ratio
+                .map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
+            usd(c.savings_usd_per_1k)
+        );
+    }
+
     /// The body of a generation job's report (after its title).
     fn generation_markdown(&self, m: &mut String, g: &GenerationEval) {
         let e = &self.evaluation;
-        let c = &self.costs;
         let gold = e.student_accuracy.is_some();
         let _ = writeln!(
             m,
@@ -362,15 +395,7 @@ impl Report {
             e.agreement_n,
             pct(g.agreement_cer)
         );
-        let gw = e.gateway_latency.as_ref().map_or_else(
-            || "not deployed".into(),
-            |l| {
-                format!(
-                    "p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs",
-                    l.p50_us, l.p95_us, l.p99_us
-                )
-            },
-        );
+        let gw = gateway_cell(e);
         let _ = writeln!(
             m,
             "| latency in-process (one generation) | — | p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs |",
@@ -391,22 +416,7 @@ impl Report {
             "| throughput in-process (batches of 128) | — | {:.0} answers/s |",
             e.throughput_per_sec
         );
-        let _ = writeln!(
-            m,
-            "| cost per 1,000 requests | {} | {} |",
-            usd(c.teacher_usd_per_1k),
-            usd(Some(c.student_usd_per_1k))
-        );
-        let _ = writeln!(
-            m,
-            "\nSpeed ratio (teacher ÷ student): **{:.0}×** in-process{}. Cost ratio: **{}**. Saved per 1,000 requests: {}.\n",
-            c.speed_ratio,
-            c.speed_ratio_via_gateway
-                .map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
-            c.cost_ratio
-                .map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
-            usd(c.savings_usd_per_1k)
-        );
+        self.costs_markdown(&mut *m);
         let s = &e.label_stats;
         let _ = writeln!(
             m,
@@ -482,7 +492,6 @@ impl Report {
     /// The report for people.
     pub fn markdown(&self) -> String {
         let e = &self.evaluation;
-        let c = &self.costs;
         let mut m = String::new();
         let _ = writeln!(m, "# Distillation report `{}`\n", self.job_id);
         if let Some(g) = &e.generation {
@@ -520,15 +529,7 @@ impl Report {
             pct(Some(e.agreement)),
             e.agreement_n
         );
-        let gw = e.gateway_latency.as_ref().map_or_else(
-            || "not deployed".into(),
-            |g| {
-                format!(
-                    "p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs",
-                    g.p50_us, g.p95_us, g.p99_us
-                )
-            },
-        );
+        let gw = gateway_cell(e);
         let _ = writeln!(
             m,
             "| latency in-process | — | p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs |",
@@ -544,22 +545,7 @@ impl Report {
             "| throughput in-process | — | {:.0} predictions/s |",
             e.throughput_per_sec
         );
-        let _ = writeln!(
-            m,
-            "| cost per 1,000 requests | {} | {} |",
-            usd(c.teacher_usd_per_1k),
-            usd(Some(c.student_usd_per_1k))
-        );
-        let _ = writeln!(
-            m,
-            "\nSpeed ratio (teacher ÷ student): **{:.0}×** in-process{}. Cost ratio: **{}**. Saved per 1,000 requests: {}.\n",
-            c.speed_ratio,
-            c.speed_ratio_via_gateway
-                .map_or_else(String::new, |r| format!(", {r:.0}× through the gateway")),
-            c.cost_ratio
-                .map_or_else(|| "unknown".into(), |r| format!("{r:.0}×")),
-            usd(c.savings_usd_per_1k)
-        );
+        self.costs_markdown(&mut m);
         let s = &e.label_stats;
         let _ = writeln!(
             m,
