@@ -84,16 +84,27 @@ struct DenseLinear {
 
 impl std::fmt::Debug for DenseLinear {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DenseLinear {{ rows: {}, labels: {} }}", self.weights.len() / self.labels.max(1), self.labels)
+        write!(
+            f,
+            "DenseLinear {{ rows: {}, labels: {} }}",
+            self.weights.len() / self.labels.max(1),
+            self.labels
+        )
     }
 }
 
 impl DenseLinear {
     fn of<B: Backend>(model: &Student<B>) -> Option<DenseLinear> {
-        let Student::Linear(m) = model else { return None };
+        let Student::Linear(m) = model else {
+            return None;
+        };
         let (weights, bias) = m.to_dense();
         let labels = bias.len();
-        (labels > 0 && !weights.is_empty() && weights.len() % labels == 0).then_some(DenseLinear { labels, weights, bias })
+        (labels > 0 && !weights.is_empty() && weights.len() % labels == 0).then_some(DenseLinear {
+            labels,
+            weights,
+            bias,
+        })
     }
 
     /// The best label's index and probability, or `None` if an id is out of range.
@@ -119,11 +130,15 @@ impl DenseLinear {
         }
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let total: f32 = logits.iter().map(|x| (x - max).exp()).sum();
-        let (best, top) = logits
-            .iter()
-            .copied()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |acc, (i, x)| if x > acc.1 { (i, x) } else { acc });
+        let (best, top) =
+            logits
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |acc, (i, x)| if x > acc.1 { (i, x) } else { acc },
+                );
         Some((best, (top - max).exp() / total))
     }
 }

@@ -1,4 +1,4 @@
-//! Classification data: the JSONL format, the label vocabulary and the train/validation split.
+//! Examples: the JSONL format, the label vocabulary and the train/validation split.
 //!
 //! # JSONL format
 //!
@@ -10,7 +10,9 @@
 //! ```
 //!
 //! - `text`: the input, any length (featurisers truncate; see [`crate::features`]).
-//! - `label`: the class, compared exactly (normalise teacher answers before writing them).
+//! - `label`: the class, compared exactly (normalise teacher answers before writing them). For a
+//!   generation task ([`crate::TaskKind::Generation`]) it is the reference answer, a short text
+//!   (never empty), compared exactly for exact match and by characters for CER.
 //! - Other fields (e.g. `id`) are ignored. Blank lines are skipped. Line numbers in errors are 1-based.
 
 use std::collections::BTreeMap;
@@ -205,6 +207,47 @@ pub fn split(examples: &[Example], validation_fraction: f64, seed: u64) -> Resul
             .map(|i| examples[i].clone())
             .collect(),
     })
+}
+
+/// A synthetic short-generation task for tests and benchmarks: `n` dates between 1970 and 2029 in
+/// one of three surface forms ("3 March 2021", "March 3rd, 2021", "03/03/2021", day first), each
+/// with its ISO form ("2021-03-03") as the label. Deterministic under `seed`.
+pub fn synthetic_dates(n: usize, seed: u64) -> Vec<Example> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let ordinal = |d: u64| match d {
+        1 | 21 | 31 => "st",
+        2 | 22 => "nd",
+        3 | 23 => "rd",
+        _ => "th",
+    };
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| {
+            let y = 1970 + rng.next_u64() % 60;
+            let m = 1 + rng.next_u64() % 12;
+            let d = 1 + rng.next_u64() % 28;
+            let month = MONTHS[(m - 1) as usize];
+            let text = match rng.next_u64() % 3 {
+                0 => format!("{d} {month} {y}"),
+                1 => format!("{month} {d}{}, {y}", ordinal(d)),
+                _ => format!("{d:02}/{m:02}/{y}"),
+            };
+            Example::new(text, format!("{y}-{m:02}-{d:02}"))
+        })
+        .collect()
 }
 
 /// A small, fast, portable PRNG (SplitMix64) so that shuffles are identical on every platform and

@@ -204,7 +204,11 @@ pub fn measure_latency<B: Backend>(
 }
 
 /// Times `call` once per text, after `warmup` untimed calls (cycling through the texts).
-pub fn time_each(texts: &[&str], warmup: usize, mut call: impl FnMut(&str)) -> Result<LatencyStats> {
+pub fn time_each(
+    texts: &[&str],
+    warmup: usize,
+    mut call: impl FnMut(&str),
+) -> Result<LatencyStats> {
     if texts.is_empty() {
         return Err(TrainingError::EmptyData("no texts to time".into()));
     }
@@ -313,6 +317,7 @@ pub fn gen_report<S: AsRef<str>>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -368,9 +373,21 @@ mod tests {
         assert_eq!(r.errors.len(), 2);
         assert_eq!(r.errors[0].input, "y");
         assert!((r.errors[0].cer - 0.5).abs() < 1e-12);
-        assert_eq!(gen_report(&examples, &["a"], 1).unwrap_err().to_string(), "invalid configuration: cannot compare 3 references with 1 generations");
-        assert!(matches!(gen_report::<&str>(&[], &[], 1), Err(TrainingError::EmptyData(_))));
-        assert_eq!(gen_report(&examples, &["abcd", "xb", "abc"], 1).unwrap().errors.len(), 1);
+        assert_eq!(
+            gen_report(&examples, &["a"], 1).unwrap_err().to_string(),
+            "invalid configuration: cannot compare 3 references with 1 generations"
+        );
+        assert!(matches!(
+            gen_report::<&str>(&[], &[], 1),
+            Err(TrainingError::EmptyData(_))
+        ));
+        assert_eq!(
+            gen_report(&examples, &["abcd", "xb", "abc"], 1)
+                .unwrap()
+                .errors
+                .len(),
+            1
+        );
     }
 
     #[test]

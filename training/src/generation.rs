@@ -28,9 +28,7 @@ use crate::error::{Result, TrainingError};
 use crate::model::seq2seq::{BOS, EOS, PAD, decode_tokens, pad_ids};
 use crate::model::{Seq2seq, Seq2seqConfig, StudentConfig, TaskKind};
 use crate::rng;
-use crate::trainer::{
-    self, EpochProgress, FitSetup, Objective, Score, TrainOptions, TrainReport,
-};
+use crate::trainer::{self, EpochProgress, FitSetup, Objective, Score, TrainOptions, TrainReport};
 
 /// Rows decoded together when scoring validation or evaluating.
 const DECODE_BATCH: usize = 128;
@@ -101,7 +99,12 @@ fn token_loss<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> T
     let [batch, len, vocab] = logits.dims();
     let log_probs = log_softmax(logits.reshape([batch * len, vocab]), 1);
     let targets = targets.reshape([batch * len, 1]);
-    let mask = targets.clone().equal_elem(PAD as i64).bool_not().float().reshape([batch * len]);
+    let mask = targets
+        .clone()
+        .equal_elem(PAD as i64)
+        .bool_not()
+        .float()
+        .reshape([batch * len]);
     let picked = log_probs.gather(1, targets).reshape([batch * len]);
     (picked * mask.clone()).sum().neg() / mask.sum().clamp_min(1.0)
 }
@@ -116,7 +119,11 @@ fn batch_loss<B: Backend>(
     let inputs: Vec<Vec<u32>> = rows.iter().map(|&i| data.inputs[i].clone()).collect();
     let decoder_inputs: Vec<Vec<u32>> = rows
         .iter()
-        .map(|&i| std::iter::once(BOS).chain(data.targets[i].iter().copied()).collect())
+        .map(|&i| {
+            std::iter::once(BOS)
+                .chain(data.targets[i].iter().copied())
+                .collect()
+        })
         .collect();
     let decoder_targets: Vec<Vec<u32>> = rows
         .iter()
@@ -199,10 +206,7 @@ pub(crate) fn train<B: AutodiffBackend>(
         valid: encode(config, job.validation, "validation")?,
         device: device.clone(),
     };
-    let model: Seq2seq<B> = {
-        let _rng = rng::seeded::<B>(device, job.options.seed);
-        config.init(device)
-    };
+    let model: Seq2seq<B> = rng::init_seeded(device, job.options.seed, || Ok(config.init(device)))?;
     let setup = FitSetup {
         options: &job.options,
         learning_rate,

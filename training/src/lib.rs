@@ -21,8 +21,8 @@
 
 pub mod artefact;
 pub mod backend;
-pub mod engine;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod features;

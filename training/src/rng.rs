@@ -7,7 +7,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use burn::prelude::Backend;
+use burn::module::{ModuleVisitor, Param};
+use burn::prelude::*;
 
 static BACKEND_RNG: Mutex<()> = Mutex::new(());
 
@@ -19,4 +20,26 @@ pub(crate) fn seeded<B: Backend>(device: &B::Device, seed: u64) -> MutexGuard<'s
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     B::seed(device, seed);
     guard
+}
+
+/// Builds a model with `init` under the lock, seeded to `seed`, and runs every parameter's
+/// initialiser before releasing it. burn initialises parameters lazily, on first use: without
+/// this, the draws would happen at the first forward pass, outside the lock, interleaved with
+/// whatever another training in the process draws at that moment (seen as different initial
+/// weights, and so different runs, under one seed while tests train side by side).
+pub(crate) fn init_seeded<B: Backend, M: Module<B>>(
+    device: &B::Device,
+    seed: u64,
+    init: impl FnOnce() -> crate::error::Result<M>,
+) -> crate::error::Result<M> {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    let _guard = seeded::<B>(device, seed);
+    let model = init()?;
+    model.visit(&mut Touch);
+    Ok(model)
 }

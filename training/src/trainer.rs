@@ -345,10 +345,7 @@ pub fn train<B: AutodiffBackend>(
         loss: CrossEntropyLossConfig::new().init::<B>(device),
         device: device.clone(),
     };
-    let model: Student<B> = {
-        let _rng = rng::seeded::<B>(device, job.options.seed);
-        job.config.init(device)?
-    };
+    let model: Student<B> = rng::init_seeded(device, job.options.seed, || job.config.init(device))?;
     let setup = FitSetup {
         options: &job.options,
         learning_rate,
@@ -485,10 +482,7 @@ pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
             if saved.fingerprint != setup.fingerprint {
                 return Err(TrainingError::CheckpointMismatch {
                     path: dir.to_path_buf(),
-                    message: format!(
-                        "saved {:?}, now {:?}",
-                        saved.fingerprint, setup.fingerprint
-                    ),
+                    message: format!("saved {:?}, now {:?}", saved.fingerprint, setup.fingerprint),
                 });
             }
             model = model.load_record(load_record::<B, _>(dir, "model", device)?);

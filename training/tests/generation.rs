@@ -1,51 +1,18 @@
 //! Short generation end to end: the seq2seq student learns a synthetic date-normalisation task
-//! ("3 March 2021", "March 3rd, 2021", "03/03/2021" → "2021-03-03"; generated from a seed in the
-//! test), trains deterministically, resumes from checkpoints, round-trips through its artefact and
+//! ("3 March 2021", "March 3rd, 2021", "03/03/2021" → "2021-03-03"; generated from a seed by
+//! `data::synthetic_dates`), trains deterministically, resumes from checkpoints, round-trips through its artefact and
 //! refuses bad input with clear errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use retort_training::data::{Example, LabelVocab, SplitMix64};
+use retort_training::data::{Example, LabelVocab, synthetic_dates as dates};
 use retort_training::model::Seq2seqConfig;
 use retort_training::{
     Artefact, GenTrainJob, Generator, Predictor, StudentClass, StudentConfig, StudentSpec,
     TaskKind, TrainJob, TrainOptions, TrainingError, engine, eval,
 };
-
-const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-];
-
-fn ordinal(d: u64) -> &'static str {
-    match d {
-        1 | 21 | 31 => "st",
-        2 | 22 => "nd",
-        3 | 23 => "rd",
-        _ => "th",
-    }
-}
-
-/// `n` dates in one of three surface forms each, with their ISO form as the target.
-fn dates(n: usize, seed: u64) -> Vec<Example> {
-    let mut rng = SplitMix64::new(seed);
-    (0..n)
-        .map(|_| {
-            let y = 1970 + rng.next_u64() % 60;
-            let m = 1 + rng.next_u64() % 12;
-            let d = 1 + rng.next_u64() % 28;
-            let month = MONTHS[(m - 1) as usize];
-            let text = match rng.next_u64() % 3 {
-                0 => format!("{d} {month} {y}"),
-                1 => format!("{month} {d}{}, {y}", ordinal(d)),
-                _ => format!("{d:02}/{m:02}/{y}"),
-            };
-            Example::new(text, format!("{y}-{m:02}-{d:02}"))
-        })
-        .collect()
-}
 
 struct Data {
     train: Vec<Example>,
@@ -73,7 +40,11 @@ fn data(n_train: usize) -> Data {
 }
 
 fn tiny() -> StudentConfig {
-    "seq2seq/tiny".parse::<StudentSpec>().unwrap().config(0).unwrap()
+    "seq2seq/tiny"
+        .parse::<StudentSpec>()
+        .unwrap()
+        .config(0)
+        .unwrap()
 }
 
 fn job<'a>(config: StudentConfig, d: &'a Data, options: TrainOptions) -> GenTrainJob<'a> {
@@ -128,11 +99,20 @@ fn seq2seq_tiny_learns_dates_and_round_trips_through_its_artefact() {
     );
     // A trivial baseline (copying the input, or always answering the most common target) scores
     // ~0 exact match on this set; broken training or decoding cannot pass these.
-    assert!(report.exact_match >= 0.8, "exact match {}", report.exact_match);
+    assert!(
+        report.exact_match >= 0.8,
+        "exact match {}",
+        report.exact_match
+    );
     assert!(report.cer <= 0.1, "CER {}", report.cer);
     assert_eq!(report.examples, d.test.len());
     assert!(report.errors.len() <= 5);
-    assert!(report.errors.iter().all(|e| e.expected != e.predicted && e.cer > 0.0));
+    assert!(
+        report
+            .errors
+            .iter()
+            .all(|e| e.expected != e.predicted && e.cer > 0.0)
+    );
     assert_eq!(epochs.len(), trained.report.epochs_run);
     assert!(epochs.iter().all(|p| p.train_loss.is_finite()
         && p.eta_secs >= 0.0
@@ -168,13 +148,20 @@ fn seq2seq_tiny_learns_dates_and_round_trips_through_its_artefact() {
     let saved = meta.train.as_ref().unwrap();
     assert_eq!(
         (saved.best_epoch, saved.epochs_run, saved.history.len()),
-        (trained.report.best_epoch, trained.report.epochs_run, trained.report.history.len())
+        (
+            trained.report.best_epoch,
+            trained.report.epochs_run,
+            trained.report.history.len()
+        )
     );
     assert!((saved.best_val_accuracy - trained.report.best_val_accuracy).abs() < 1e-12);
     let loaded = Generator::load_for_serving(&path).unwrap();
     assert_eq!(loaded.generate_batch(&t), batch);
     assert_eq!(loaded.generate(t[0]), one);
-    assert_eq!(engine::evaluate_generation(&loaded, &d.test, 5).unwrap(), report);
+    assert_eq!(
+        engine::evaluate_generation(&loaded, &d.test, 5).unwrap(),
+        report
+    );
     // Saving again replaces the artefact and leaves no temporary directory behind.
     loaded.save(&path).unwrap();
     let names: Vec<String> = std::fs::read_dir(dir.path())
@@ -185,7 +172,10 @@ fn seq2seq_tiny_learns_dates_and_round_trips_through_its_artefact() {
     // A generation artefact is not a classifier.
     let err = Predictor::load_for_serving(&path).unwrap_err();
     assert!(matches!(err, TrainingError::Artefact { .. }), "{err}");
-    assert!(err.to_string().contains("Generator::load_for_serving"), "{err}");
+    assert!(
+        err.to_string().contains("Generator::load_for_serving"),
+        "{err}"
+    );
 
     let stats = engine::measure_generation_latency(g, &t[..50], 5).unwrap();
     eprintln!("seq2seq/tiny single-input latency: {stats:?}");
@@ -209,11 +199,16 @@ fn same_seed_same_generations_and_resume_matches_a_straight_run() {
     let straight = run(&job(tiny(), &d, options(4)));
     let again = run(&job(tiny(), &d, options(4)));
     let other = run(&job(tiny(), &d, options(4).with_seed(6)));
-    assert_eq!(straight.generator.generate_batch(&t), again.generator.generate_batch(&t));
+    // The same seed replays the same run bit for bit, even with other tests training at the same
+    // time (parameters are initialised under the seeded RNG lock, not lazily at first use).
     let losses = |r: &retort_training::TrainReport| -> Vec<f64> {
         r.history.iter().map(|p| p.train_loss).collect()
     };
     assert_eq!(losses(&straight.report), losses(&again.report));
+    assert_eq!(
+        straight.generator.generate_batch(&t),
+        again.generator.generate_batch(&t)
+    );
     assert_ne!(losses(&straight.report), losses(&other.report));
 
     let dir = tempfile::tempdir().unwrap();
@@ -230,7 +225,7 @@ fn same_seed_same_generations_and_resume_matches_a_straight_run() {
     assert_eq!(resumed.report.history.len(), 4);
     assert_eq!(resumed.report.best_epoch, straight.report.best_epoch);
     for (a, b) in losses(&straight.report).iter().zip(losses(&resumed.report)) {
-        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
     assert_eq!(
         straight.generator.generate_batch(&t),
@@ -241,7 +236,10 @@ fn same_seed_same_generations_and_resume_matches_a_straight_run() {
     let mut different = job(tiny(), &d, options(4).with_seed(1));
     different.checkpoint_dir = Some(dir.path().to_path_buf());
     let err = engine::train_generator(&different, &mut continue_always).unwrap_err();
-    assert!(matches!(err, TrainingError::CheckpointMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, TrainingError::CheckpointMismatch { .. }),
+        "{err}"
+    );
 
     // Cancelling through the callback stops with an error after the first epoch.
     let mut calls = 0;
@@ -270,7 +268,11 @@ fn bad_input_gives_clear_errors() {
     )
     .unwrap_err();
     assert!(matches!(err, TrainingError::EmptyData(_)), "{err}");
-    assert!(err.to_string().contains("training example 4 has an empty target"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("training example 4 has an empty target"),
+        "{err}"
+    );
 
     // No data.
     let err = engine::train_generator(
@@ -284,11 +286,19 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(err, TrainingError::EmptyData(_)), "{err}");
 
     // A class for the other task kind, either way round.
-    let mlp = "mlp/tiny".parse::<StudentSpec>().unwrap().config(2).unwrap();
+    let mlp = "mlp/tiny"
+        .parse::<StudentSpec>()
+        .unwrap()
+        .config(2)
+        .unwrap();
     let err = engine::train_generator(&job(mlp, &d, TrainOptions::new()), &mut continue_always)
         .unwrap_err();
     assert!(matches!(err, TrainingError::Config(_)), "{err}");
-    assert!(err.to_string().contains("serves classification tasks, not generation"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("serves classification tasks, not generation"),
+        "{err}"
+    );
     assert!(err.to_string().contains("generation: seq2seq"), "{err}");
     let labels = LabelVocab::from_labels(["a", "b"]).unwrap();
     let err = engine::train(
@@ -303,11 +313,19 @@ fn bad_input_gives_clear_errors() {
         &mut continue_always,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("serves generation tasks, not classification"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("serves generation tasks, not classification"),
+        "{err}"
+    );
 
     // Specs and configs.
     for size in StudentClass::SIZES {
-        let config = format!("seq2seq/{size}").parse::<StudentSpec>().unwrap().config(0).unwrap();
+        let config = format!("seq2seq/{size}")
+            .parse::<StudentSpec>()
+            .unwrap()
+            .config(0)
+            .unwrap();
         config.validate().unwrap();
         assert_eq!(config.task(), TaskKind::Generation);
         assert_eq!(config.num_labels(), 0);
@@ -341,7 +359,11 @@ fn classification_artefacts_still_load_and_are_not_generators() {
     let labels = LabelVocab::from_examples(&all).unwrap();
     let trained = engine::train(
         &TrainJob {
-            config: "linear/tiny".parse::<StudentSpec>().unwrap().config(2).unwrap(),
+            config: "linear/tiny"
+                .parse::<StudentSpec>()
+                .unwrap()
+                .config(2)
+                .unwrap(),
             labels,
             train: &split.train,
             validation: &split.validation,
@@ -354,7 +376,10 @@ fn classification_artefacts_still_load_and_are_not_generators() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spam");
     trained.predictor.save(&path).unwrap();
-    assert_eq!(Artefact::metadata(&path).unwrap().task, TaskKind::Classification);
+    assert_eq!(
+        Artefact::metadata(&path).unwrap().task,
+        TaskKind::Classification
+    );
 
     // An artefact written before generation existed has no `task`: it loads as a classifier.
     let meta_path = path.join("metadata.json");
@@ -362,12 +387,18 @@ fn classification_artefacts_still_load_and_are_not_generators() {
         serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     assert!(meta.as_object_mut().unwrap().remove("task").is_some());
     std::fs::write(&meta_path, meta.to_string()).unwrap();
-    assert_eq!(Artefact::metadata(&path).unwrap().task, TaskKind::Classification);
+    assert_eq!(
+        Artefact::metadata(&path).unwrap().task,
+        TaskKind::Classification
+    );
     let loaded = Predictor::load_for_serving(&path).unwrap();
     let t = texts(&split.validation);
     assert_eq!(loaded.predict(&t), trained.predictor.predict(&t));
 
     let err = Generator::load_for_serving(&path).unwrap_err();
     assert!(matches!(err, TrainingError::Artefact { .. }), "{err}");
-    assert!(err.to_string().contains("Predictor::load_for_serving"), "{err}");
+    assert!(
+        err.to_string().contains("Predictor::load_for_serving"),
+        "{err}"
+    );
 }

@@ -52,8 +52,21 @@ impl<B: Backend> LinearBag<B> {
     /// The weight table (`[buckets × num_labels]`, row-major) and the bias as plain floats, for
     /// serving without tensors (see [`crate::artefact::Predictor::classify`]).
     pub fn to_dense(&self) -> (Vec<f32>, Vec<f32>) {
-        let w = self.weights.weight.val().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
-        let b = self.bias.val().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        let w = self
+            .weights
+            .weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
+        let b = self
+            .bias
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
         (w, b)
     }
 

@@ -69,7 +69,7 @@ impl Seq2seqConfig {
 
     /// Checks dimensions before anything is allocated.
     pub fn validate(&self) -> Result<(), String> {
-        if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.d_model == 0 || self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(format!(
                 "seq2seq d_model must be a positive multiple of n_heads: {self:?}"
             ));
@@ -195,7 +195,8 @@ impl<B: Backend> Seq2seq<B> {
         let ids = pad_ids::<B>(inputs, device);
         let [_, len] = ids.dims();
         let pad = ids.clone().equal_elem(PAD as i64);
-        let x = self.tokens.forward(ids) + self.input_positions.forward(Self::positions(len, device));
+        let x =
+            self.tokens.forward(ids) + self.input_positions.forward(Self::positions(len, device));
         let states = self
             .encoder
             .forward(TransformerEncoderInput::new(x).mask_pad(pad.clone()));
@@ -213,7 +214,11 @@ impl<B: Backend> Seq2seq<B> {
 
     /// Teacher-forced logits `[batch, len, VOCAB]` for decoder inputs `[batch, len]` (BOS + target,
     /// padded; `len` at most `max_output_len + 1`).
-    pub fn decode_logits(&self, memory: &Memory<B>, decoder_inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    pub fn decode_logits(
+        &self,
+        memory: &Memory<B>,
+        decoder_inputs: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
         let [batch, len] = decoder_inputs.dims();
         let device = decoder_inputs.device();
         let causal = generate_autoregressive_mask::<B>(batch, len, &device);
@@ -246,7 +251,9 @@ impl<B: Backend> Seq2seq<B> {
                     .target_mask_attn(causal),
                 &mut cache,
             );
-            let last = h.slice([0..batch, step - 1..step, 0..d]).reshape([batch, d]);
+            let last = h
+                .slice([0..batch, step - 1..step, 0..d])
+                .reshape([batch, d]);
             let logits = self.output.forward(self.decoder_norm.forward(last));
             let next: Vec<i64> = logits
                 .argmax(1)
