@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 pub enum MeteringError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The SQLite writer's connection (rusqlite).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite://... or postgres://...")]

@@ -1,8 +1,11 @@
 //! Storage: SQLite (the embedded default) or Postgres, chosen by URL. Writes go through a group
-//! commit: ingest calls queue their batches to a writer task, which takes every batch waiting into
-//! one transaction — raw events (one multi-row statement per table), then the rollups (hourly,
-//! daily, sessions, dimensions) aggregated in Rust from the events newly recorded and upserted once
-//! a table. Only events that were not already recorded (by event id) reach the rollups, so ingest
+//! commit: ingest calls queue their batches to a writer, which takes every batch waiting into one
+//! transaction — raw events, then the rollups (hourly, daily, sessions, dimensions) aggregated in
+//! Rust from the events newly recorded, one row per distinct key. SQLite's writer is a dedicated
+//! thread with its own rusqlite connection: one cached prepared statement per table, executed row
+//! by row with the values bound straight from the records (no SQL built per group, no owned copy
+//! per value, no hand-off per statement). Postgres has writer tasks (binary `COPY`, `UNNEST`).
+//! Only events that were not already recorded (by event id) reach the rollups, so ingest
 //! is idempotent. Queries are plain runtime SQL (no database needed at build time) that both
 //! dialects accept.
 use std::{
@@ -13,12 +16,9 @@ use std::{
 };
 
 use sqlx::{
-    Connection, Row,
+    Row,
     postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
-    sqlite::{
-        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-        SqliteSynchronous,
-    },
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -62,20 +62,19 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Db {
-    /// SQLite allows one writer: ingest writes go through one dedicated connection instead of
-    /// bouncing off SQLITE_BUSY. Being the only writer, it keeps its page cache warm across
-    /// groups (a pooled connection must re-read the pages another connection changed).
-    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<SqliteConnection>>),
-    /// With `pg_copy` ([`StoreOptions::pg_copy`]).
-    Postgres(PgPool, bool),
+    /// Reads only: SQLite allows one writer, so ingest writes go through one dedicated connection
+    /// on the writer thread ([`sqlite_writer`]) instead of bouncing off SQLITE_BUSY. Being the only
+    /// writer, it keeps its page cache warm across groups.
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 /// Runs the same code against whichever pool the store holds (the body compiles once per backend).
 macro_rules! on_pool {
     ($store:expr, $p:ident => $body:expr) => {
         match &$store.db {
-            Db::Sqlite($p, _) => $body,
-            Db::Postgres($p, _) => $body,
+            Db::Sqlite($p) => $body,
+            Db::Postgres($p) => $body,
         }
     };
 }
@@ -98,7 +97,7 @@ struct Job {
 const QUEUE_JOBS: usize = 64;
 /// A group commit takes waiting batches until it holds this many events.
 const GROUP_MAX: usize = 20_000;
-/// Concurrent writer tasks: SQLite has one writer; Postgres by default takes two groups at once (each
+/// Concurrent writers: SQLite has one (a thread); Postgres by default takes two groups at once (each
 /// upserts in key order, so concurrent groups wait on each other's rows but never deadlock).
 const PG_WRITERS: usize = 2;
 
@@ -343,10 +342,6 @@ fn rollups<'a>(records: &[&'a Record]) -> Rollups<'a> {
                 *a += b;
             }
         }
-        for ((name, _), v) in DIM_NAMES.iter().zip(dims) {
-            r.dims_hourly.insert((hour, name, v));
-            r.dims_daily.insert((day, name, v));
-        }
         if !e.session_id.is_empty() {
             let tokens = e.input + e.output + e.cache_read + e.cache_write;
             r.session_models.insert((&e.session_id, &e.model));
@@ -370,6 +365,14 @@ fn rollups<'a>(records: &[&'a Record]) -> Rollups<'a> {
                     cost: e.cost,
                     tokens,
                 });
+        }
+    }
+    // The dimension values come from the distinct rollup keys, not from every event.
+    for (map, set) in [(&r.hourly, &mut r.dims_hourly), (&r.daily, &mut r.dims_daily)] {
+        for (t, dims) in map.keys() {
+            for ((name, _), v) in DIM_NAMES.iter().zip(dims) {
+                set.insert((*t, name, v));
+            }
         }
     }
     r
@@ -496,38 +499,64 @@ fn event_rows<'a>(records: &[&'a Record], recorded: i64) -> Rows<'a> {
     }
 }
 
-/// SQLite's limit on bound parameters a statement.
-const SQLITE_MAX_BINDS: usize = 32_766;
-
-/// Writes `w` as multi-row `VALUES` statements (as many rows a statement as the bind limit allows);
-/// returns the first column of any rows the statements return.
-async fn sqlite_write(conn: &mut SqliteConnection, w: &Rows<'_>) -> Result<Vec<String>, MeteringError> {
-    let mut out = Vec::new();
-    let width = w.cols.len();
-    let per = (SQLITE_MAX_BINDS / width).min(1000);
-    let row = format!("({})", vec!["?"; width].join(","));
-    for chunk in w.rows.chunks(per) {
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}{}",
-            w.table,
-            w.cols.join(", "),
-            vec![row.as_str(); chunk.len()].join(","),
-            w.tail
-        );
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            for v in r {
-                q = match *v {
-                    V::I(i) => q.bind(i),
-                    V::S(s) => q.bind(s),
-                };
-            }
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            out.push(row.try_get::<String, _>(0)?);
+/// Binds a row's values to the parameters of `st`, in order.
+fn sqlite_bind(st: &mut rusqlite::CachedStatement<'_>, row: &[V<'_>]) -> rusqlite::Result<()> {
+    for (i, v) in row.iter().enumerate() {
+        match *v {
+            V::I(x) => st.raw_bind_parameter(i + 1, x)?,
+            V::S(x) => st.raw_bind_parameter(i + 1, x)?,
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Writes one group in one SQLite transaction on the writer's connection: each event by one
+/// cached statement (`ON CONFLICT (event_id) DO NOTHING`; a change count of 1 means newly
+/// recorded), then the rollups of those newly recorded, one cached upsert per table executed
+/// once per distinct key. Returns the ids newly recorded.
+fn sqlite_write_group(conn: &mut rusqlite::Connection, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
+    let recorded = time::now_ms();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut inserted = HashSet::with_capacity(records.len());
+    {
+        let mut st = tx.prepare_cached(&insert_sql(
+            "usage_events",
+            &EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect::<Vec<_>>(),
+            " ON CONFLICT (event_id) DO NOTHING",
+        ))?;
+        for r in records {
+            for (i, t) in r.texts().into_iter().enumerate() {
+                st.raw_bind_parameter(i + 1, t)?;
+            }
+            for (i, v) in r.ints(recorded).into_iter().enumerate() {
+                st.raw_bind_parameter(EVENT_TEXT_COLS.len() + i + 1, v)?;
+            }
+            if st.raw_execute()? == 1 {
+                inserted.insert(r.event_id.clone());
+            }
+        }
+    }
+    let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
+    let mut r = rollups(&new);
+    let fresh = forget_known(&mut r, known);
+    for w in rollup_rows(&r, false) {
+        if w.rows.is_empty() {
+            continue;
+        }
+        let mut st = tx.prepare_cached(&insert_sql(w.table, &w.cols, &w.tail))?;
+        for row in &w.rows {
+            sqlite_bind(&mut st, row)?;
+            st.raw_execute()?;
+        }
+    }
+    tx.commit()?;
+    remember(known, fresh);
+    Ok(inserted)
+}
+
+/// `INSERT INTO table (cols) VALUES (?, ...)tail`: one row a statement.
+fn insert_sql(table: &str, cols: &[&str], tail: &str) -> String {
+    format!("INSERT INTO {table} ({}) VALUES ({}){tail}", cols.join(", "), vec!["?"; cols.len()].join(", "))
 }
 
 /// Writes `w` as one statement whatever its size: every column travels as one array, `UNNEST`ed.
@@ -639,58 +668,38 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
-/// Writes one group in one transaction: the events, then the rollups of those newly recorded.
-/// Returns the ids newly recorded.
-async fn write_group(db: &Db, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
+/// Writes one Postgres group in one transaction: the events, then the rollups of those newly
+/// recorded. Returns the ids newly recorded.
+async fn pg_write_group(pool: &PgPool, copy: bool, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
     let recorded = time::now_ms();
-    macro_rules! rollups {
-        ($tx:expr, $f:ident, $pg:expr, $inserted:expr) => {{
-            let new: Vec<&Record> = records.iter().copied().filter(|r| $inserted.contains(&r.event_id)).collect();
-            let mut r = rollups(&new);
-            let fresh = forget_known(&mut r, known);
-            for w in rollup_rows(&r, $pg) {
-                if !w.rows.is_empty() {
-                    $f(&mut *$tx, &w).await?;
-                }
-            }
-            fresh
-        }};
-    }
-    match db {
-        Db::Sqlite(_, writer) => {
-            let mut conn = writer.lock().await;
-            let mut tx = conn.begin().await?;
-            let events = event_rows(records, recorded);
-            let inserted: HashSet<String> = sqlite_write(&mut tx, &events).await?.into_iter().collect();
-            let fresh = rollups!(tx, sqlite_write, false, inserted);
-            tx.commit().await?;
-            remember(known, fresh);
-            Ok(inserted)
+    let mut tx = pool.begin().await?;
+    let first = if copy {
+        pg_copy_events(&mut tx, records, recorded).await
+    } else {
+        pg_write(&mut tx, &event_rows(records, recorded)).await.map(|ids| ids.into_iter().collect())
+    };
+    let inserted: HashSet<String> = match first {
+        Ok(ids) => ids,
+        Err(MeteringError::Db(e)) if is_unique_violation(&e) => {
+            // A concurrent group recorded one of these ids after the probe: redo this
+            // group with `ON CONFLICT DO NOTHING`.
+            drop(tx);
+            tx = pool.begin().await?;
+            pg_write(&mut tx, &event_rows(records, recorded)).await?.into_iter().collect()
         }
-        Db::Postgres(pool, copy) => {
-            let mut tx = pool.begin().await?;
-            let first = if *copy {
-                pg_copy_events(&mut tx, records, recorded).await
-            } else {
-                pg_write(&mut tx, &event_rows(records, recorded)).await.map(|ids| ids.into_iter().collect())
-            };
-            let inserted = match first {
-                Ok(ids) => ids,
-                Err(MeteringError::Db(e)) if is_unique_violation(&e) => {
-                    // A concurrent group recorded one of these ids after the probe: redo this
-                    // group with `ON CONFLICT DO NOTHING`.
-                    drop(tx);
-                    tx = pool.begin().await?;
-                    pg_write(&mut tx, &event_rows(records, recorded)).await?.into_iter().collect()
-                }
-                Err(e) => return Err(e),
-            };
-            let fresh = rollups!(tx, pg_write, true, inserted);
-            tx.commit().await?;
-            remember(known, fresh);
-            Ok(inserted)
+        Err(e) => return Err(e),
+    };
+    let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
+    let mut r = rollups(&new);
+    let fresh = forget_known(&mut r, known);
+    for w in rollup_rows(&r, true) {
+        if !w.rows.is_empty() {
+            pg_write(&mut tx, &w).await?;
         }
     }
+    tx.commit().await?;
+    remember(known, fresh);
+    Ok(inserted)
 }
 
 /// Adds committed insert-only rows to `known`.
@@ -703,65 +712,93 @@ fn remember(known: &Known, fresh: Vec<(String, i64, String, String)>) {
     }
 }
 
-/// The writer: takes every batch waiting (up to [`GROUP_MAX`] events) into one group commit,
-/// then answers each caller with its records newly recorded. An event id that appears twice in a
-/// group is written (and counted) once.
-async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>, known: Known) {
-    loop {
-        let mut jobs = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            let mut n = first.records.len();
-            jobs.push(first);
-            while n < GROUP_MAX {
-                match rx.try_recv() {
-                    Ok(j) => {
-                        n += j.records.len();
-                        jobs.push(j);
-                    }
-                    Err(_) => break,
-                }
+/// A group commit's batches: `first` and every batch waiting (`next`), up to [`GROUP_MAX`] events.
+fn take_group(first: Job, mut next: impl FnMut() -> Option<Job>) -> Vec<Job> {
+    let mut n = first.records.len();
+    let mut jobs = vec![first];
+    while n < GROUP_MAX {
+        let Some(j) = next() else { break };
+        n += j.records.len();
+        jobs.push(j);
+    }
+    jobs
+}
+
+/// A group's records, each event id once: an id that appears twice in a group is written and
+/// counted once.
+fn firsts(jobs: &[Job]) -> Vec<&Record> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    jobs.iter()
+        .flat_map(|j| j.records.iter())
+        .filter(|r| seen.insert(r.event_id.as_str()))
+        .collect()
+}
+
+/// Answers each caller with its records newly recorded (or the group's error).
+fn answer(jobs: Vec<Job>, result: Result<HashSet<String>, MeteringError>) {
+    match result {
+        Ok(mut inserted) => {
+            for j in jobs {
+                // Removing the id hands each newly recorded event to the first batch that had it.
+                let new = j.records.into_iter().filter(|r| inserted.remove(&r.event_id)).collect();
+                let _ = j.done.send(Ok(new));
             }
         }
-        let mut seen: HashSet<&str> = HashSet::new();
-        let firsts: Vec<&Record> = jobs
-            .iter()
-            .flat_map(|j| j.records.iter())
-            .filter(|r| seen.insert(r.event_id.as_str()))
-            .collect();
-        let result = write_group(&db, &firsts, &known).await;
-        drop(firsts);
-        drop(seen);
-        match result {
-            Ok(mut inserted) => {
-                for j in jobs {
-                    // Removing the id hands each newly recorded event to the first batch that had it.
-                    let new = j.records.into_iter().filter(|r| inserted.remove(&r.event_id)).collect();
-                    let _ = j.done.send(Ok(new));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, batches = jobs.len(), "metering: group write failed");
-                let msg = e.to_string();
-                for j in jobs {
-                    let _ = j.done.send(Err(msg.clone()));
-                }
+        Err(e) => {
+            tracing::warn!(error = %e, batches = jobs.len(), "metering: group write failed");
+            let msg = e.to_string();
+            for j in jobs {
+                let _ = j.done.send(Err(msg.clone()));
             }
         }
     }
 }
 
-fn spawn_writers(db: Db, n: usize) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel(QUEUE_JOBS);
-    let rx = Arc::new(Mutex::new(rx));
-    let known = Known::default();
-    for _ in 0..n {
-        tokio::spawn(writer(db.clone(), Arc::clone(&rx), Arc::clone(&known)));
+/// A Postgres writer task: one group commit at a time, taking turns at the queue with the others.
+async fn pg_writer(pool: PgPool, copy: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, known: Known) {
+    loop {
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            take_group(first, || rx.try_recv().ok())
+        };
+        let result = pg_write_group(&pool, copy, &firsts(&jobs), &known).await;
+        answer(jobs, result);
     }
-    tx
+}
+
+/// The SQLite writer thread: blocks on the queue, writes each group on its own connection, and
+/// ends when every [`Store`] clone (every sender) is gone.
+fn sqlite_writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Job>) {
+    let known = Known::default();
+    while let Some(first) = rx.blocking_recv() {
+        let jobs = take_group(first, || rx.try_recv().ok());
+        let result = sqlite_write_group(&mut conn, &firsts(&jobs), &known);
+        answer(jobs, result);
+    }
+}
+
+/// Opens the SQLite writer's connection (the migrated database at `o`) with the pool's settings.
+fn sqlite_writer_connection(o: &SqliteConnectOptions) -> Result<rusqlite::Connection, MeteringError> {
+    let path = o.get_filename();
+    if path.as_os_str().is_empty() || path.to_string_lossy().starts_with("file:sqlx-in-memory") || path.as_os_str() == ":memory:" {
+        return Err(MeteringError::Config("metering needs a SQLite file (sqlite://FILE?mode=rwc), not an in-memory database".into()));
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(MeteringError::Config(format!("SQLite journal_mode is {mode}, not WAL")));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // 64 MiB of page cache (the default is 2 MiB), and fewer, larger checkpoints.
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    conn.pragma_update(None, "temp_store", "memory")?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
 }
 
 impl Store {
@@ -783,11 +820,15 @@ impl Store {
                 .connect_with(o.clone())
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            let writer = SqliteConnection::connect_with(&o).await?;
-            let db = Db::Sqlite(pool, Arc::new(Mutex::new(writer)));
+            let conn = sqlite_writer_connection(&o)?;
+            let (writes, rx) = mpsc::channel(QUEUE_JOBS);
+            std::thread::Builder::new()
+                .name("metering-sqlite-writer".into())
+                .spawn(move || sqlite_writer(conn, rx))
+                .map_err(|e| MeteringError::Write(format!("cannot start the SQLite writer thread: {e}")))?;
             Ok(Store {
-                writes: spawn_writers(db.clone(), 1),
-                db,
+                db: Db::Sqlite(pool),
+                writes,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let mut o = PgConnectOptions::from_str(url)?;
@@ -815,10 +856,15 @@ impl Store {
                 .connect_with(o)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let db = Db::Postgres(pool, opts.pg_copy);
+            let (writes, rx) = mpsc::channel(QUEUE_JOBS);
+            let rx = Arc::new(Mutex::new(rx));
+            let known = Known::default();
+            for _ in 0..opts.pg_writers.max(1) {
+                tokio::spawn(pg_writer(pool.clone(), opts.pg_copy, Arc::clone(&rx), Arc::clone(&known)));
+            }
             Ok(Store {
-                writes: spawn_writers(db.clone(), opts.pg_writers.max(1)),
-                db,
+                db: Db::Postgres(pool),
+                writes,
             })
         } else {
             Err(MeteringError::BadUrl(url.to_string()))
@@ -837,11 +883,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Db::Sqlite(_, writer) = &self.db {
-            // Checkpoint what the writer left in the WAL; the connection itself closes on drop.
-            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&mut *writer.lock().await)
-                .await;
+        if let Db::Sqlite(pool) = &self.db {
+            // Checkpoint what the writer left in the WAL; the writer's connection closes when its
+            // thread ends (when the last clone of the store is dropped).
+            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await;
         }
         on_pool!(self, p => p.close().await)
     }
@@ -952,7 +997,7 @@ impl Store {
 
     /// Drops a Postgres schema created for a test or bench run (no-op on SQLite).
     pub async fn drop_schema(&self, schema: &str) -> Result<(), MeteringError> {
-        if let Db::Postgres(p, _) = &self.db
+        if let Db::Postgres(p) = &self.db
             && schema
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -1005,18 +1050,18 @@ mod tests {
             ..StoreOptions::new(url)
         })
         .await?;
-        let Db::Postgres(pool, true) = store.db.clone() else {
-            return Err(MeteringError::Config("expected Postgres with COPY".into()));
+        let Db::Postgres(pool) = store.db.clone() else {
+            return Err(MeteringError::Config("expected Postgres".into()));
         };
         let now = time::now_ms();
         let (x, y) = (record("race-x", now), record("race-y", now));
         // The other writer: X inserted, not yet committed.
         let mut other = pool.begin().await?;
         pg_write(&mut other, &event_rows(&[&x], now)).await?;
-        let db = store.db.clone();
+        let group_pool = pool.clone();
         let group = tokio::spawn(async move {
             let known = Known::default();
-            write_group(&db, &[&x, &y], &known).await
+            pg_write_group(&group_pool, true, &[&x, &y], &known).await
         });
         // Let the group probe (X is invisible) and block in COPY on X's index entry.
         tokio::time::sleep(Duration::from_millis(500)).await;
