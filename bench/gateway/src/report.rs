@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     load::Summary,
-    scenarios::{Results, SystemKind},
+    scenarios::{Results, SystemKind, ThroughputRow},
 };
 
 /// Where and with what the run happened.
@@ -115,10 +115,11 @@ fn ttft(r: &Results, k: SystemKind) -> Option<&Summary> {
 }
 
 fn rps(r: &Results, k: SystemKind) -> Option<f64> {
-    r.throughput
-        .iter()
-        .find(|x| x.system == k && x.ok > 0)
-        .map(|x| x.rps)
+    rps_in(&r.throughput, k)
+}
+
+fn rps_in(rows: &[ThroughputRow], k: SystemKind) -> Option<f64> {
+    rows.iter().find(|x| x.system == k && x.ok > 0).map(|x| x.rps)
 }
 
 /// `sys − direct` at one percentile.
@@ -208,6 +209,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
             "LiteLLM not measured".into(),
             Verdict::Na,
         ),
+    }
+    let name = "(b′) Retort peak throughput ≥ 100 × LiteLLM's (zero-delay simulator; added to the issue's scenarios)";
+    match (rps_in(&r.peak, Retort), rps_in(&r.peak, Litellm)) {
+        (Some(a), Some(l)) => push(name, format!("{a:.0} vs {l:.0} req/s ({})", ratio(a, l)), Verdict::of(a >= 100.0 * l)),
+        _ => push(name, "LiteLLM not measured".into(), Verdict::Na),
     }
     match (retort_added, litellm_added) {
         (Some(a), Some(l)) => push(
@@ -300,6 +306,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         .sum::<u64>()
         + r.throughput
             .iter()
+            .chain(&r.peak)
             .filter(|x| x.system == Retort)
             .map(|x| x.errors)
             .sum::<u64>()
@@ -463,8 +470,6 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
     let _ = writeln!(s);
 
     // (b)
-    let floor_rps = rps(r, Floor);
-    let lite_rps = rps(r, Litellm);
     let _ = writeln!(
         s,
         "## (b) Sustained throughput at {} connections (simulator latency 20 ms)\n\n\
@@ -477,32 +482,21 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
         p.throughput_concurrency,
         p.throughput_concurrency as f64 / 0.020
     );
+    throughput_table(&mut s, &r.throughput);
+
+    // (b′)
     let _ = writeln!(
         s,
-        "| system | requests | errors | req/s | vs floor | vs LiteLLM | p50 | p99 | p99.9 | max |"
+        "## (b′) Peak throughput at {} connections (zero-delay simulator)\n\n\
+         Added to the issue's scenarios: in (b) the simulator's 20 ms caps every system at {} req/s, so that ratio to LiteLLM \
+         cannot show what each system carries. Here nothing waits upstream, so each system's own cost per request sets the rate \
+         (the issue's \"for scale\" figures are at 64 connections too). Same closed loop, {} s warm-up, {} s window. Latencies in ms.\n",
+        p.peak_concurrency,
+        p.throughput_concurrency as f64 / 0.020,
+        p.throughput_warmup_s,
+        p.peak_s,
     );
-    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for row in &r.throughput {
-        let l = &row.latency;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            row.system.name(),
-            row.ok,
-            err_cell(row.errors, &row.first_error),
-            row.rps,
-            floor_rps.map_or_else(
-                || "—".to_owned(),
-                |f| format!("{:.1} %", row.rps / f * 100.0)
-            ),
-            lite_rps.map_or_else(|| "—".to_owned(), |f| ratio(row.rps, f)),
-            ms(l.p50_us),
-            ms(l.p99_us),
-            ms(l.p999_us),
-            ms(l.max_us)
-        );
-    }
-    let _ = writeln!(s);
+    throughput_table(&mut s, &r.peak);
 
     // (c)
     let d_ttft = ttft(r, Direct).copied();
@@ -669,4 +663,36 @@ pub struct Raw<'a> {
     pub meta: &'a Meta,
     pub targets: &'a [Target],
     pub results: &'a Results,
+}
+
+/// A throughput table: req/s against the floor's and LiteLLM's in the same rows, and latencies.
+fn throughput_table(s: &mut String, rows: &[ThroughputRow]) {
+    let floor_rps = rps_in(rows, SystemKind::Floor);
+    let lite_rps = rps_in(rows, SystemKind::Litellm);
+    let _ = writeln!(
+        s,
+        "| system | requests | errors | req/s | vs floor | vs LiteLLM | p50 | p99 | p99.9 | max |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let l = &row.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            row.system.name(),
+            row.ok,
+            err_cell(row.errors, &row.first_error),
+            row.rps,
+            floor_rps.map_or_else(
+                || "—".to_owned(),
+                |f| format!("{:.1} %", row.rps / f * 100.0)
+            ),
+            lite_rps.map_or_else(|| "—".to_owned(), |f| ratio(row.rps, f)),
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us)
+        );
+    }
+    let _ = writeln!(s);
 }

@@ -83,6 +83,10 @@ pub struct Plan {
     pub throughput_warmup_s: f64,
     pub throughput_s: f64,
     pub litellm_throughput_s: f64,
+    /// (b′) peak throughput: connections and window (zero-delay simulator, so the systems and
+    /// not the simulator's latency set the rate; same warm-up as (b)).
+    pub peak_concurrency: usize,
+    pub peak_s: f64,
     /// (c) streamed requests at concurrency 1.
     pub stream_requests: u64,
     pub stream_warmup: u64,
@@ -110,6 +114,8 @@ impl Plan {
             throughput_warmup_s: 2.0,
             throughput_s: 10.0,
             litellm_throughput_s: 10.0,
+            peak_concurrency: 64,
+            peak_s: 5.0,
             stream_requests: 5_000,
             stream_warmup: 200,
             litellm_stream_requests: 300,
@@ -134,6 +140,8 @@ impl Plan {
             throughput_warmup_s: 0.2,
             throughput_s: 1.0,
             litellm_throughput_s: 1.0,
+            peak_concurrency: 8,
+            peak_s: 0.5,
             stream_requests: 100,
             stream_warmup: 10,
             litellm_stream_requests: 20,
@@ -219,6 +227,8 @@ pub struct Results {
     pub systems: Vec<SystemKind>,
     pub latency: Vec<LatencyRow>,
     pub throughput: Vec<ThroughputRow>,
+    /// (b′) peak throughput, zero-delay simulator.
+    pub peak: Vec<ThroughputRow>,
     pub streaming: Vec<StreamRow>,
     pub grpc: Option<GrpcRow>,
     /// RSS of each system before any load, KiB (LiteLLM: all its processes).
@@ -251,6 +261,7 @@ pub async fn run(
         systems: systems.iter().map(|s| s.kind).collect(),
         latency: Vec::new(),
         throughput: Vec::new(),
+        peak: Vec::new(),
         streaming: Vec::new(),
         grpc: None,
         idle_rss_kib: BTreeMap::new(),
@@ -344,6 +355,16 @@ pub async fn run(
         results
             .throughput
             .push(throughput_row(s.kind, c, window, r));
+    }
+
+    // (b′) Peak throughput: the zero-delay simulator at a moderate connection count, so each system's
+    // own cost per request sets the rate (in (b) the simulator's 20 ms caps every system alike).
+    let body = chat_body(MODEL_FAST, false);
+    for (s, ep) in systems.iter().zip(&eps) {
+        let c = plan.peak_concurrency;
+        log(&format!("(b') peak throughput c={c}: {} for {} s", s.kind.name(), plan.peak_s));
+        let r = load::closed_loop(ep, body.clone(), c, secs(plan.throughput_warmup_s), secs(plan.peak_s)).await;
+        results.peak.push(throughput_row(s.kind, c, plan.peak_s, r));
     }
 
     // (c) Streaming: time to first token, 64 chunks per answer, concurrency 1; interleaved rounds

@@ -96,6 +96,10 @@ async fn every_scenario_produces_numbers() {
         assert_eq!(t.errors, 0, "{k:?}: {:?}", t.first_error);
         assert!(t.ok > 0 && t.rps > 0.0, "{k:?}");
 
+        let t = r.peak.iter().find(|x| x.system == k).expect("peak throughput row");
+        assert_eq!(t.errors, 0, "{k:?}: {:?}", t.first_error);
+        assert!(t.ok > 0 && t.rps > 0.0, "{k:?}");
+
         let s = r
             .streaming
             .iter()

@@ -53,6 +53,9 @@ struct Args {
     /// Throughput window for LiteLLM in seconds (default 10).
     #[arg(long)]
     litellm_throughput_secs: Option<f64>,
+    /// Window of the peak-throughput scenario (b′) in seconds (default 5).
+    #[arg(long)]
+    peak_secs: Option<f64>,
     /// Connections of the throughput scenario (default 256).
     #[arg(long)]
     concurrency: Option<usize>,
@@ -65,6 +68,9 @@ struct Args {
     /// Where `retort`, `retort-sim` and `floor` are (default: beside this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Tokio worker threads of the Retort process (`TOKIO_WORKER_THREADS`; default: as many as cores).
+    #[arg(long)]
+    retort_workers: Option<usize>,
     /// Keep the temporary folder (configurations, child logs).
     #[arg(long)]
     keep_tmp: bool,
@@ -98,6 +104,9 @@ impl Args {
         }
         if let Some(v) = self.litellm_throughput_secs {
             p.litellm_throughput_s = v;
+        }
+        if let Some(v) = self.peak_secs {
+            p.peak_s = v;
         }
         if let Some(v) = self.concurrency {
             p.throughput_concurrency = v;
@@ -256,6 +265,10 @@ async fn start_all(
     )?;
     let mut cmd = tokio::process::Command::new(bin("retort")?);
     cmd.arg("gateway").arg("--config").arg(&retort_cfg);
+    if let Some(n) = args.retort_workers {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        notes.push(format!("Retort ran with {n} Tokio worker thread(s) (`--retort-workers`)."));
+    }
     children.push(Child::spawn("retort", cmd, &tmp.join("retort.log"), false)?);
     let retort = children.last_mut().context("no child")?;
     procs::wait_ready(retort, &retort_url, "/healthz", Duration::from_secs(30)).await?;
@@ -496,10 +509,14 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let md_path = out_dir.join(format!("{stem}.md"));
     let json_path = out_dir.join(format!("{stem}.json"));
-    std::fs::write(
-        &md_path,
-        report::markdown(&meta, &results, &targets, &format!("{stem}.json")),
-    )?;
+    let mut md = report::markdown(&meta, &results, &targets, &format!("{stem}.json"));
+    // What was tried and what each change moved is written by hand (instruction counts, causes) and
+    // kept beside the results, so a new run does not erase it.
+    if let Ok(history) = std::fs::read_to_string(out_dir.join(format!("{stem}-history.md"))) {
+        md.push('\n');
+        md.push_str(&history);
+    }
+    std::fs::write(&md_path, md)?;
     let raw = report::Raw {
         meta: &meta,
         targets: &targets,
