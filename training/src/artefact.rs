@@ -70,8 +70,8 @@ pub struct Predictor<B: Backend> {
     model: Student<B>,
     metadata: ArtefactMetadata,
     device: B::Device,
-    /// The linear student's weights as plain floats: single predictions without tensors.
-    dense: Option<DenseLinear>,
+    /// A linear or MLP student's weights as plain floats: single predictions without tensors.
+    dense: Option<Dense>,
 }
 
 /// A linear student, outside burn: `logits = Σ w[id] / √n + b` over the text's n-gram ids, exactly
@@ -93,11 +93,33 @@ impl std::fmt::Debug for DenseLinear {
     }
 }
 
+/// A student whose single-text forward pass runs on plain floats (see [`Predictor::classify`]).
+#[derive(Debug)]
+enum Dense {
+    Linear(DenseLinear),
+    Mlp(DenseMlp),
+}
+
+impl Dense {
+    fn of<B: Backend>(model: &Student<B>) -> Option<Dense> {
+        match model {
+            Student::Linear(m) => DenseLinear::of(m).map(Dense::Linear),
+            Student::Mlp(m) => DenseMlp::of(m).map(Dense::Mlp),
+            _ => None,
+        }
+    }
+
+    /// The best label's index and probability, or `None` if an id is out of range.
+    fn best(&self, ids: &[u32]) -> Option<(usize, f32)> {
+        match self {
+            Dense::Linear(d) => d.best(ids),
+            Dense::Mlp(d) => d.best(ids),
+        }
+    }
+}
+
 impl DenseLinear {
-    fn of<B: Backend>(model: &Student<B>) -> Option<DenseLinear> {
-        let Student::Linear(m) = model else {
-            return None;
-        };
+    fn of<B: Backend>(m: &crate::model::LinearBag<B>) -> Option<DenseLinear> {
         let (weights, bias) = m.to_dense();
         let labels = bias.len();
         (labels > 0 && !weights.is_empty() && weights.len() % labels == 0).then_some(DenseLinear {
@@ -107,40 +129,106 @@ impl DenseLinear {
         })
     }
 
-    /// The best label's index and probability, or `None` if an id is out of range.
     fn best(&self, ids: &[u32]) -> Option<(usize, f32)> {
         let l = self.labels;
-        let mut logits = [0f32; 8];
-        let mut heap = Vec::new();
-        let logits: &mut [f32] = if l <= 8 {
-            &mut logits[..l]
-        } else {
-            heap.resize(l, 0.0);
-            &mut heap
-        };
-        for &id in ids {
-            let row = self.weights.get(id as usize * l..(id as usize + 1) * l)?;
-            for (acc, w) in logits.iter_mut().zip(row) {
-                *acc += w;
-            }
-        }
-        let scale = (ids.len().max(1) as f32).sqrt();
+        let mut logits = vec![0f32; l];
+        bag_l2(&self.weights, l, ids, &mut logits)?;
         for (acc, b) in logits.iter_mut().zip(&self.bias) {
-            *acc = *acc / scale + b;
+            *acc += b;
         }
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let total: f32 = logits.iter().map(|x| (x - max).exp()).sum();
-        let (best, top) =
-            logits
-                .iter()
-                .copied()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |acc, (i, x)| if x > acc.1 { (i, x) } else { acc },
-                );
-        Some((best, (top - max).exp() / total))
+        Some(softmax_best(&logits))
     }
+}
+
+/// An MLP student outside burn: `logits = W₂ · relu(W₁ · Σ e[id] / √n + b₁) + b₂`, exactly what
+/// [`crate::model::BagMlp::forward`] computes at inference, without allocating tensors.
+struct DenseMlp {
+    d_embed: usize,
+    d_hidden: usize,
+    labels: usize,
+    p: crate::model::DenseMlpParams,
+}
+
+impl std::fmt::Debug for DenseMlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DenseMlp {{ d_embed: {}, d_hidden: {}, labels: {} }}",
+            self.d_embed, self.d_hidden, self.labels
+        )
+    }
+}
+
+impl DenseMlp {
+    fn of<B: Backend>(m: &crate::model::BagMlp<B>) -> Option<DenseMlp> {
+        let p = m.to_dense();
+        let (d_hidden, labels) = (p.hidden_bias.len(), p.output_bias.len());
+        let d_embed = p.hidden_weight.len().checked_div(d_hidden)?;
+        let ok = labels > 0
+            && d_embed > 0
+            && p.hidden_weight.len() == d_embed * d_hidden
+            && p.output_weight.len() == d_hidden * labels
+            && !p.embedding.is_empty()
+            && p.embedding.len() % d_embed == 0;
+        ok.then_some(DenseMlp {
+            d_embed,
+            d_hidden,
+            labels,
+            p,
+        })
+    }
+
+    fn best(&self, ids: &[u32]) -> Option<(usize, f32)> {
+        let mut pooled = vec![0f32; self.d_embed];
+        bag_l2(&self.p.embedding, self.d_embed, ids, &mut pooled)?;
+        let mut hidden = self.p.hidden_bias.clone();
+        affine(&pooled, &self.p.hidden_weight, &mut hidden);
+        for h in &mut hidden {
+            *h = h.max(0.0);
+        }
+        let mut logits = self.p.output_bias.clone();
+        affine(&hidden, &self.p.output_weight, &mut logits);
+        debug_assert_eq!(logits.len(), self.labels);
+        Some(softmax_best(&logits))
+    }
+}
+
+/// `out = Σ table[id] / √n` over the ids' rows of a row-major table `width` wide (`pool_l2` of one
+/// text); `None` if an id is out of range.
+fn bag_l2(table: &[f32], width: usize, ids: &[u32], out: &mut [f32]) -> Option<()> {
+    for &id in ids {
+        let row = table.get(id as usize * width..(id as usize + 1) * width)?;
+        for (acc, w) in out.iter_mut().zip(row) {
+            *acc += w;
+        }
+    }
+    let scale = (ids.len().max(1) as f32).sqrt();
+    for acc in out.iter_mut() {
+        *acc /= scale;
+    }
+    Some(())
+}
+
+/// `out += x · W` for a row-major `W` of `x.len() × out.len()`.
+fn affine(x: &[f32], weight: &[f32], out: &mut [f32]) {
+    let width = out.len();
+    for (xi, row) in x.iter().zip(weight.chunks_exact(width)) {
+        for (acc, w) in out.iter_mut().zip(row) {
+            *acc += xi * w;
+        }
+    }
+}
+
+/// The index of the largest logit and its softmax probability.
+fn softmax_best(logits: &[f32]) -> (usize, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f32 = logits.iter().map(|x| (x - max).exp()).sum();
+    let (best, top) = logits
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |acc, (i, x)| if x > acc.1 { (i, x) } else { acc });
+    (best, (top - max).exp() / total)
 }
 
 impl<B: Backend> Predictor<B> {
@@ -152,7 +240,7 @@ impl<B: Backend> Predictor<B> {
         device: B::Device,
     ) -> Self {
         let metadata = ArtefactMetadata::new(config, labels, model.num_params(), train);
-        let dense = DenseLinear::of(&model);
+        let dense = Dense::of(&model);
         Self {
             model,
             metadata,
@@ -337,7 +425,7 @@ impl Predictor<crate::backend::Inference> {
     ///
     /// Defined on the serving backend only, so that its burn kernels are compiled here (optimised)
     /// rather than in the calling service's crate. A linear student answers from plain floats
-    /// (no tensors are allocated); the others run their burn forward pass on a batch of one.
+    /// (no tensors are allocated), and so does an MLP student; the others run their burn forward pass on a batch of one.
     pub fn classify(&self, text: &str) -> Classification<'_> {
         let ids = self.metadata.featuriser.encode(text);
         let input_tokens = ids.len();
@@ -433,7 +521,7 @@ impl Artefact {
             metadata.config.init(device)?
         };
         let model = load_weights(dir, model, device)?;
-        let dense = DenseLinear::of(&model);
+        let dense = Dense::of(&model);
         Ok(Predictor {
             model,
             metadata,

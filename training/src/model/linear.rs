@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 
-use super::pool_l2;
+use super::{floats, pool_l2};
 use crate::features::{Featuriser, Inputs};
 
 /// Size of a [`LinearBag`].
@@ -52,22 +52,10 @@ impl<B: Backend> LinearBag<B> {
     /// The weight table (`[buckets × num_labels]`, row-major) and the bias as plain floats, for
     /// serving without tensors (see [`crate::artefact::Predictor::classify`]).
     pub fn to_dense(&self) -> (Vec<f32>, Vec<f32>) {
-        let w = self
-            .weights
-            .weight
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap_or_default();
-        let b = self
-            .bias
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap_or_default();
-        (w, b)
+        (
+            floats(self.weights.weight.val()),
+            floats(self.bias.val()),
+        )
     }
 
     /// `[batch, num_labels]` logits.

@@ -4,7 +4,7 @@ use burn::module::Initializer;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
-use super::pool_l2;
+use super::{floats, pool_l2};
 use crate::features::{Featuriser, Inputs};
 
 /// Size of a [`BagMlp`].
@@ -65,7 +65,43 @@ pub struct BagMlp<B: Backend> {
     output: Linear<B>,
 }
 
+/// A [`BagMlp`]'s parameters as plain row-major floats (see [`BagMlp::to_dense`]).
+#[derive(Clone, Debug, Default)]
+pub struct DenseMlpParams {
+    /// `[buckets × d_embed]`.
+    pub embedding: Vec<f32>,
+    /// `[d_embed × d_hidden]` (burn's `Linear` multiplies `x · W`).
+    pub hidden_weight: Vec<f32>,
+    /// `[d_hidden]` (zeros when the layer has no bias).
+    pub hidden_bias: Vec<f32>,
+    /// `[d_hidden × num_labels]`.
+    pub output_weight: Vec<f32>,
+    /// `[num_labels]`.
+    pub output_bias: Vec<f32>,
+}
+
 impl<B: Backend> BagMlp<B> {
+    /// Every parameter as plain floats, for serving one text without tensors
+    /// (see [`crate::artefact::Predictor::classify`]). Dropout is the identity at inference.
+    pub fn to_dense(&self) -> DenseMlpParams {
+        let bias = |linear: &Linear<B>, width: usize| {
+            linear
+                .bias
+                .as_ref()
+                .map(|b| floats(b.val()))
+                .unwrap_or_else(|| vec![0.0; width])
+        };
+        let [_, d_hidden] = self.hidden.weight.val().dims();
+        let [_, labels] = self.output.weight.val().dims();
+        DenseMlpParams {
+            embedding: floats(self.embedding.weight.val()),
+            hidden_weight: floats(self.hidden.weight.val()),
+            hidden_bias: bias(&self.hidden, d_hidden),
+            output_weight: floats(self.output.weight.val()),
+            output_bias: bias(&self.output, labels),
+        }
+    }
+
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
         let pooled = pool_l2(

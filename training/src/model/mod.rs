@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cnn::{ByteCnn, ByteCnnConfig};
 pub use linear::{LinearBag, LinearBagConfig};
-pub use mlp::{BagMlp, BagMlpConfig};
+pub use mlp::{BagMlp, BagMlpConfig, DenseMlpParams};
 pub use seq2seq::{Seq2seq, Seq2seqConfig};
 pub use transformer::{Encoder, EncoderConfig};
 
@@ -72,6 +72,16 @@ impl fmt::Display for TaskKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// A parameter tensor's values as plain row-major floats (empty if the backend cannot convert them),
+/// for serving without tensors (see [`crate::artefact::Predictor::classify`]).
+pub(crate) fn floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// A student family.
