@@ -65,7 +65,13 @@ fn args() -> anyhow::Result<Args> {
     let get = |k: &str, d: &str| map.get(k).cloned().unwrap_or_else(|| d.to_owned());
     Ok(Args {
         data: map.get("data").map(PathBuf::from),
-        sections: get("sections", "spam,generation").split(',').map(str::to_owned).collect(),
+        sections: {
+            let sections: Vec<String> = get("sections", "spam,generation").split(',').map(str::to_owned).collect();
+            if let Some(s) = sections.iter().find(|s| !matches!(s.as_str(), "spam" | "generation")) {
+                bail!("--sections: unknown section {s:?} (the sections are spam, generation)");
+            }
+            sections
+        },
         generation: generation::GenArgs {
             train: get("gen-train", "2000").parse()?,
             evals: get("gen-evals", "300").parse()?,
@@ -417,13 +423,14 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
          scikit-learn HashingVectorizer (word uni+bigrams, 2^20) + TF-IDF (sublinear) + LogisticRegression(C=20), \
          trained on the same teacher labels in the same run. Gateway latency: the best student deployed over \
          `retort.v1.Students`, then {} OpenAI chat requests of held-out mails one at a time over keep-alive \
-         (after 300 warm-up), timed at the client, dev build.\n",
+         (after 300 warm-up), timed at the client, {} build.\n",
         train.len(),
         eval.len(),
         a.concurrency,
         backend::name(),
         cores,
-        a.latency_requests
+        a.latency_requests,
+        if cfg!(debug_assertions) { "dev" } else { "release" }
     );
     let _ = writeln!(md, "| teacher error rate | teacher acc. (gold) | baseline acc. | student | student acc. | agreement w/ teacher | train s | train ex/s | epochs | params | artefact | in-process p50/p99 µs |");
     let _ = writeln!(md, "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
