@@ -327,6 +327,51 @@ fn gateway_cell(e: &Evaluation) -> String {
     )
 }
 
+/// The report's "Labelling" and "Training" sections, shared by both task kinds: `unparseable` names what
+/// the teacher's unusable answers were and introduces the answer counts, each written by `count`;
+/// `metric` names what the best epoch was chosen on.
+fn labelling_and_training_markdown(
+    m: &mut String,
+    e: &Evaluation,
+    unparseable: &str,
+    count: impl Fn(&str, &usize) -> String,
+    metric: &str,
+) {
+    let s = &e.label_stats;
+    let _ = writeln!(
+        m,
+        "## Labelling\n\n{} items: {} answered now, {} from the cache, {} calls failed, {} {unparseable}: {}.\n",
+        s.items,
+        s.fresh,
+        s.cached,
+        s.failed_calls,
+        s.unparseable,
+        s.label_counts
+            .iter()
+            .map(|(l, n)| count(l, n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for f in &s.failure_examples {
+        let _ = writeln!(m, "- {}", short(f, 160));
+    }
+    let _ = writeln!(
+        m,
+        "\n## Training\n\n{} examples, {} for validation; {} epochs ({}), best epoch {} at {:.2}% {metric}, {:.1} s.\n",
+        e.train_examples,
+        e.validation_examples,
+        e.epochs_run,
+        if e.stopped_early {
+            "stopped early"
+        } else {
+            "no early stop"
+        },
+        e.best_epoch,
+        e.best_val_accuracy * 100.0,
+        e.train_secs
+    );
+}
+
 impl Report {
     /// The cost row of the table and the speed and cost ratios under it.
     fn costs_markdown(&self, m: &mut String) {
@@ -417,38 +462,12 @@ impl Report {
             e.throughput_per_sec
         );
         self.costs_markdown(&mut *m);
-        let s = &e.label_stats;
-        let _ = writeln!(
+        labelling_and_training_markdown(
             m,
-            "## Labelling\n\n{} items: {} answered now, {} from the cache, {} calls failed, {} answers were empty. Most frequent answers: {}.\n",
-            s.items,
-            s.fresh,
-            s.cached,
-            s.failed_calls,
-            s.unparseable,
-            s.label_counts
-                .iter()
-                .map(|(l, n)| format!("“{}” ×{n}", short(l, 40)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for f in &s.failure_examples {
-            let _ = writeln!(m, "- {}", short(f, 160));
-        }
-        let _ = writeln!(
-            m,
-            "\n## Training\n\n{} examples, {} for validation; {} epochs ({}), best epoch {} at {:.2}% validation exact match, {:.1} s.\n",
-            e.train_examples,
-            e.validation_examples,
-            e.epochs_run,
-            if e.stopped_early {
-                "stopped early"
-            } else {
-                "no early stop"
-            },
-            e.best_epoch,
-            e.best_val_accuracy * 100.0,
-            e.train_secs
+            e,
+            "answers were empty. Most frequent answers",
+            |l, n| format!("“{}” ×{n}", short(l, 40)),
+            "validation exact match",
         );
         let _ = writeln!(
             m,
@@ -546,38 +565,12 @@ impl Report {
             e.throughput_per_sec
         );
         self.costs_markdown(&mut m);
-        let s = &e.label_stats;
-        let _ = writeln!(
-            m,
-            "## Labelling\n\n{} items: {} answered now, {} from the cache, {} calls failed, {} answers named no label. Training labels: {}.\n",
-            s.items,
-            s.fresh,
-            s.cached,
-            s.failed_calls,
-            s.unparseable,
-            s.label_counts
-                .iter()
-                .map(|(l, n)| format!("{l} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for f in &s.failure_examples {
-            let _ = writeln!(m, "- {}", short(f, 160));
-        }
-        let _ = writeln!(
-            m,
-            "\n## Training\n\n{} examples, {} for validation; {} epochs ({}), best epoch {} at {:.2}% validation accuracy, {:.1} s.\n",
-            e.train_examples,
-            e.validation_examples,
-            e.epochs_run,
-            if e.stopped_early {
-                "stopped early"
-            } else {
-                "no early stop"
-            },
-            e.best_epoch,
-            e.best_val_accuracy * 100.0,
-            e.train_secs
+        labelling_and_training_markdown(
+            &mut m,
+            e,
+            "answers named no label. Training labels",
+            |l, n| format!("{l} {n}"),
+            "validation accuracy",
         );
         let _ = writeln!(
             m,
