@@ -15,7 +15,7 @@ use retort_proto::v1::{self as pb, students_client::StudentsClient};
 use retort_training::{Example, GenTrainJob, StudentSpec, TrainOptions, engine, eval};
 use serde_json::{Value, json};
 
-use crate::{ADMIN, Pcts, pcts};
+use crate::{ADMIN, Pcts, Teacher, pcts};
 
 /// The prompt the teacher and the student read.
 pub const TEMPLATE: &str = "Normalise the date to YYYY-MM-DD: {input}";
@@ -148,29 +148,7 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
         "[models.teacher]\nmode = \"dataset\"\ndataset = {:?}\nerror_rate = {rate}\nwrong_answers = \"typo\"\nseed = 7\n",
         key.display().to_string()
     );
-    let sim = retort_sim::spawn(retort_sim::SimConfig::from_toml(&sim_toml)?).await?;
-    let gw_toml = format!(
-        r#"
-        [server]
-        http_addr = "127.0.0.1:0"
-        grpc_addr = "127.0.0.1:0"
-        [[users]]
-        name = "bench"
-        key = "{ADMIN}"
-        admin = true
-        [providers.sim]
-        kind = "openai"
-        base_url = "{}/v1"
-        [providers.local]
-        kind = "local"
-        [models.teacher]
-        provider = "sim"
-        "#,
-        sim.base_url()
-    );
-    let gw = retort_gateway::start(retort_gateway::config::Config::from_toml(&gw_toml)?).await?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true).build()?;
-    let url = format!("http://{}/v1/chat/completions", gw.http_addr);
+    let Teacher { sim, gw, http, url } = Teacher::start(&sim_toml, "").await?;
 
     let prompts: Vec<String> = data.iter().map(|(i, _)| prompt(i)).collect();
     let t0 = Instant::now();

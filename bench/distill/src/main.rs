@@ -221,6 +221,47 @@ struct RateResult {
     student_in_per_req: f64,
 }
 
+/// The simulated teacher (`models.teacher` in a `retort-sim` described by `sim_toml`) behind an in-process
+/// gateway with the `local` provider for students and the bench's admin key, plus a keep-alive client for
+/// its OpenAI chat endpoint.
+struct Teacher {
+    sim: retort_sim::SimHandle,
+    gw: retort_gateway::Running,
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Teacher {
+    /// `gateway_extra` is appended to the gateway's TOML (e.g. an alias over `teacher`).
+    async fn start(sim_toml: &str, gateway_extra: &str) -> anyhow::Result<Teacher> {
+        let sim = retort_sim::spawn(retort_sim::SimConfig::from_toml(sim_toml)?).await?;
+        let gw_toml = format!(
+            r#"
+            [server]
+            http_addr = "127.0.0.1:0"
+            grpc_addr = "127.0.0.1:0"
+            [[users]]
+            name = "bench"
+            key = "{ADMIN}"
+            admin = true
+            [providers.sim]
+            kind = "openai"
+            base_url = "{}/v1"
+            [providers.local]
+            kind = "local"
+            [models.teacher]
+            provider = "sim"
+            {gateway_extra}
+            "#,
+            sim.base_url()
+        );
+        let gw = retort_gateway::start(retort_gateway::config::Config::from_toml(&gw_toml)?).await?;
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true).build()?;
+        let url = format!("http://{}/v1/chat/completions", gw.http_addr);
+        Ok(Teacher { sim, gw, http, url })
+    }
+}
+
 async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[Example], work: &Path) -> anyhow::Result<RateResult> {
     let started = Instant::now();
     eprintln!("== teacher error rate {rate}");
@@ -228,31 +269,7 @@ async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[E
         "[models.teacher]\nmode = \"dataset\"\ndataset = {:?}\nerror_rate = {rate}\n",
         data.join("teacher.jsonl").display().to_string()
     );
-    let sim = retort_sim::spawn(retort_sim::SimConfig::from_toml(&sim_toml)?).await?;
-    let gw_toml = format!(
-        r#"
-        [server]
-        http_addr = "127.0.0.1:0"
-        grpc_addr = "127.0.0.1:0"
-        [[users]]
-        name = "bench"
-        key = "{ADMIN}"
-        admin = true
-        [providers.sim]
-        kind = "openai"
-        base_url = "{}/v1"
-        [providers.local]
-        kind = "local"
-        [models.teacher]
-        provider = "sim"
-        [aliases.spam]
-        targets = ["teacher"]
-        "#,
-        sim.base_url()
-    );
-    let gw = retort_gateway::start(retort_gateway::config::Config::from_toml(&gw_toml)?).await?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true).build()?;
-    let url = format!("http://{}/v1/chat/completions", gw.http_addr);
+    let Teacher { sim, gw, http, url } = Teacher::start(&sim_toml, "[aliases.spam]\ntargets = [\"teacher\"]\n").await?;
 
     // 1. Label: every training mail and every held-out mail, through the gateway.
     let texts: Vec<String> = train.iter().chain(eval).map(|e| e.text.clone()).collect();
