@@ -200,37 +200,41 @@ pub(crate) trait EventParser: Send + 'static {
 #[derive(Default)]
 pub(crate) struct SseDecoder {
     buf: Vec<u8>,
+    /// Where the next line starts in `buf`: bytes before it were decoded already.
+    pos: usize,
     data: String,
     has_data: bool,
 }
 
 impl SseDecoder {
-    /// Feeds one chunk, calling `on_event` with the data of each event it completes; stops (and
-    /// returns `Ok(true)`) as soon as `on_event` returns true.
-    pub(crate) fn feed(
-        &mut self,
-        chunk: &[u8],
-        mut on_event: impl FnMut(&str) -> bool,
-    ) -> Result<bool, std::str::Utf8Error> {
+    /// Appends one chunk to what is still to be decoded.
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        let mut stopped = false;
-        while let Some(nl) = memchr::memchr(b'\n', &self.buf[start..]) {
-            let end = start + nl;
-            let mut line = &self.buf[start..end];
-            start = end + 1;
+    }
+
+    /// The data of the next complete event in what was pushed, or `None` until more arrives. One
+    /// event at a time, so a chunk carrying a whole answer hands its first token on before the rest
+    /// is decoded.
+    pub(crate) fn next_event(&mut self) -> Result<Option<&str>, std::str::Utf8Error> {
+        // The previous event's data was handed out; it is cleared lazily so it could be borrowed.
+        if !self.has_data {
+            self.data.clear();
+        }
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
+            let end = self.pos + nl;
+            let mut line = &self.buf[self.pos..end];
+            self.pos = end + 1;
             if let Some(l) = line.strip_suffix(b"\r") {
                 line = l;
             }
             if line.is_empty() {
                 if self.has_data {
                     self.has_data = false;
-                    let stop = on_event(&self.data);
-                    self.data.clear();
-                    if stop {
-                        stopped = true;
-                        break;
-                    }
+                    return Ok(Some(&self.data));
                 }
                 continue;
             }
@@ -248,8 +252,7 @@ impl SseDecoder {
                 self.has_data = true;
             }
         }
-        self.buf.drain(..start);
-        Ok(stopped)
+        Ok(None)
     }
 }
 
@@ -283,18 +286,32 @@ where
                 body.next().await
             };
             let done = match next {
-                Some(Ok(chunk)) => match sse.feed(chunk.as_ref(), |data| parser.on_data(data, &mut out)) {
-                    Ok(done) => done,
-                    Err(e) if parser.finishable() => {
-                        tracing::debug!(provider = %parser.provider(), error = %e, "invalid UTF-8 after the {}", P::REASON);
-                        parser.finish(&mut out);
-                        true
+                Some(Ok(chunk)) => {
+                    sse.push(chunk.as_ref());
+                    // One event at a time, each one's items handed on before the next is decoded:
+                    // an unpaced upstream sends a whole answer in one chunk, and its first token
+                    // must not wait for the rest to be parsed.
+                    let mut done = false;
+                    while !done {
+                        match sse.next_event() {
+                            Ok(Some(data)) => done = parser.on_data(data, &mut out),
+                            Ok(None) => break,
+                            Err(e) if parser.finishable() => {
+                                tracing::debug!(provider = %parser.provider(), error = %e, "invalid UTF-8 after the {}", P::REASON);
+                                parser.finish(&mut out);
+                                done = true;
+                            }
+                            Err(e) => {
+                                out.push(Err(ProviderError::StreamCut(format!("invalid UTF-8 in event stream: {e}"))));
+                                done = true;
+                            }
+                        }
+                        for item in out.drain(..) {
+                            yield item;
+                        }
                     }
-                    Err(e) => {
-                        out.push(Err(ProviderError::StreamCut(format!("invalid UTF-8 in event stream: {e}"))));
-                        true
-                    }
-                },
+                    done
+                }
                 Some(Err(e)) if parser.finishable() => {
                     tracing::debug!(provider = %parser.provider(), error = %error_chain(&e), "stream broke off after its {}", P::REASON);
                     parser.finish(&mut out);
@@ -331,11 +348,10 @@ mod sse_tests {
         let mut d = SseDecoder::default();
         let mut out = Vec::new();
         for c in chunks {
-            d.feed(c, |data| {
+            d.push(c);
+            while let Some(data) = d.next_event().expect("utf-8") {
                 out.push(data.to_owned());
-                false
-            })
-            .expect("utf-8");
+            }
         }
         out
     }
@@ -353,23 +369,22 @@ mod sse_tests {
     }
 
     #[test]
-    fn an_unfinished_event_is_not_emitted_and_stop_is_honoured() {
+    fn an_unfinished_event_is_not_emitted_and_events_come_one_at_a_time() {
         assert!(decode(&[b"data: partial\n"]).is_empty());
         let mut d = SseDecoder::default();
-        let mut seen = Vec::new();
-        let stopped = d
-            .feed(b"data: 1\n\ndata: 2\n\n", |data| {
-                seen.push(data.to_owned());
-                true
-            })
-            .expect("utf-8");
-        assert!(stopped);
-        assert_eq!(seen, vec!["1"]);
+        d.push(b"data: 1\n\ndata: 2\n\ndata: 3");
+        assert_eq!(d.next_event().expect("utf-8"), Some("1"));
+        assert_eq!(d.next_event().expect("utf-8"), Some("2"));
+        assert_eq!(d.next_event().expect("utf-8"), None);
+        d.push(b"\n\n");
+        assert_eq!(d.next_event().expect("utf-8"), Some("3"));
+        assert_eq!(d.next_event().expect("utf-8"), None);
     }
 
     #[test]
     fn invalid_utf8_is_an_error() {
         let mut d = SseDecoder::default();
-        assert!(d.feed(b"data: \xff\xfe\n\n", |_| false).is_err());
+        d.push(b"data: \xff\xfe\n\n");
+        assert!(d.next_event().is_err());
     }
 }
