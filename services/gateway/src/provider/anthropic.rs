@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     EventStream, Provider, ProviderError, classify_status,
-    client::{Endpoint, HttpClient, body_stream, read_body},
+    client::{Endpoint, HttpClient, UpstreamBody, body_stream, read_body},
     common::{MAX_ERROR_MESSAGE, MAX_RESPONSE_BODY, truncate_chars},
 };
 use crate::{
@@ -517,7 +517,7 @@ impl Anthropic {
         &self,
         body: &AnRequest<'_>,
         meta: &RequestMeta,
-    ) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
+    ) -> Result<http::Response<UpstreamBody>, ProviderError> {
         let json = serde_json::to_vec(body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
         let invalid = |what: &str| ProviderError::Connect(format!("the {what} is not a valid header value"));
         let mut headers = http::HeaderMap::new();

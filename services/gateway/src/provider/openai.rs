@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     EventStream, Provider, ProviderError, classify_status,
-    client::{Endpoint, HttpClient, body_stream, read_body},
+    client::{Endpoint, HttpClient, UpstreamBody, body_stream, read_body},
     common::{MAX_ERROR_MESSAGE, MAX_RESPONSE_BODY, Text, truncate_chars},
 };
 use crate::{
@@ -613,7 +613,7 @@ impl OpenAi {
     }
 
     /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
-    async fn send(&self, body: &OaRequest<'_>) -> Result<http::Response<hyper::body::Incoming>, ProviderError> {
+    async fn send(&self, body: &OaRequest<'_>) -> Result<http::Response<UpstreamBody>, ProviderError> {
         // Sized up front: growing from empty reallocated and copied the body several times.
         let mut json = Vec::with_capacity(512);
         serde_json::to_writer(&mut json, body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
