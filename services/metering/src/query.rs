@@ -1,5 +1,7 @@
 //! The queries behind gRPC, the JSON API, the dashboard and the CLI. Grouped queries read the
 //! hourly rollup (time ranges resolve to whole hours); sessions and the CSV export read raw events.
+//! Every query that reads a rollup first has the store fold in its pending rollup deltas
+//! ([`Store::compact`], Postgres), so it answers for every event acknowledged before it began.
 use retort_proto::v1 as pb;
 
 use crate::{
@@ -186,6 +188,7 @@ pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQuery
             )));
         }
     };
+    store.compact().await?;
     let mut args = Vec::new();
     let filter = q.filter.clone().unwrap_or_default();
     let hourly_only = dims.iter().any(|(n, _)| *n == "hour");
@@ -356,6 +359,7 @@ pub async fn model_mix(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQue
 /// the session rollup; with them, the totals are over the session's events that match the filter
 /// (read from raw events, of the active sessions only).
 pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::SessionsResponse, MeteringError> {
+    store.compact().await?;
     let f = r.filter.clone().unwrap_or_default();
     let mut args = Vec::new();
     let mut active = Vec::new();
@@ -452,6 +456,7 @@ pub const MAX_DIMENSION_VALUES: usize = 500;
 /// filters are ignored), in key order, at most [`MAX_DIMENSION_VALUES`] each: what the filter
 /// pickers offer. Read from the dimension rollups (whole days daily, partial days hourly).
 pub async fn dimensions(store: &Store, f: &pb::UsageFilter) -> Result<Vec<(&'static str, Vec<String>)>, MeteringError> {
+    store.compact().await?;
     let (daily, hourly) = split_range(f, false);
     let mut args = Vec::new();
     let mut branches = Vec::new();

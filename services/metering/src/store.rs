@@ -1,10 +1,13 @@
 //! Storage: SQLite (the embedded default) or Postgres, chosen by URL. Writes go through a group
 //! commit: ingest calls queue their batches to a writer, which takes every batch waiting into one
-//! transaction — raw events, then the rollups (hourly, daily, sessions, dimensions) aggregated in
-//! Rust from the events newly recorded, one row per distinct key. SQLite's writer is a dedicated
-//! thread with its own rusqlite connection: one cached prepared statement per table, executed row
-//! by row with the values bound straight from the records (no SQL built per group, no owned copy
-//! per value, no hand-off per statement). Postgres has writer tasks (binary `COPY`, `UNNEST`).
+//! transaction — raw events, then what they add to the rollups (hourly, daily, sessions,
+//! dimensions), aggregated in Rust from the events newly recorded, one row per distinct key.
+//! SQLite's writer is a dedicated thread with its own rusqlite connection that upserts the rollups
+//! directly: one cached prepared statement per table, executed row by row with the values bound
+//! straight from the records (no SQL built per group, no owned copy per value, no hand-off per
+//! statement). Postgres has writer tasks that append the events and the rollup deltas by binary
+//! `COPY` (no upsert, no lock shared between writers); a compactor folds the deltas into the
+//! rollups (see [`crate::deltas`]) in the background and before every rollup query.
 //! Only events that were not already recorded (by event id) reach the rollups, so ingest
 //! is idempotent. Queries are plain runtime SQL (no database needed at build time) that both
 //! dialects accept.
@@ -23,7 +26,11 @@ use sqlx::{
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::{error::MeteringError, time};
+use crate::{
+    deltas::{CopyData, Compactor, Deltas, copy_in},
+    error::MeteringError,
+    time,
+};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -39,6 +46,9 @@ pub struct StoreOptions {
     pub pg_copy: bool,
     /// Postgres only: group commits written at once, each on its own connection.
     pub pg_writers: usize,
+    /// Postgres only: how often the background compactor folds the rollup deltas in; `None`
+    /// leaves them to the queries (which always compact first) and to [`Store::compact`].
+    pub pg_compact_every: Option<Duration>,
 }
 
 impl StoreOptions {
@@ -49,6 +59,7 @@ impl StoreOptions {
             max_connections: 8,
             pg_copy: true,
             pg_writers: PG_WRITERS,
+            pg_compact_every: Some(crate::deltas::COMPACT_EVERY),
         }
     }
 }
@@ -58,6 +69,8 @@ impl StoreOptions {
 pub struct Store {
     db: Db,
     writes: mpsc::Sender<Job>,
+    /// Postgres: folds the rollup deltas into the rollups.
+    compactor: Option<Arc<Compactor>>,
 }
 
 #[derive(Clone)]
@@ -79,8 +92,8 @@ macro_rules! on_pool {
     };
 }
 
-/// Insert-only rollup rows (dimension values by hour and day, a session's models) known to be in
-/// the database already: written and committed by this process. The writer leaves them out of
+/// SQLite: insert-only rollup rows (dimension values by hour and day, a session's models) known to
+/// be in the database already: written and committed by this process. The writer leaves them out of
 /// later groups; the set is cleared when it grows past [`KNOWN_MAX`]. (Rows are never deleted, so
 /// a stale entry cannot hide a missing row; another process writing the same database only makes
 /// this process write a row twice, which `ON CONFLICT DO NOTHING` absorbs.)
@@ -97,8 +110,8 @@ struct Job {
 const QUEUE_JOBS: usize = 64;
 /// A group commit takes waiting batches until it holds this many events.
 const GROUP_MAX: usize = 20_000;
-/// Concurrent writers: SQLite has one (a thread); Postgres by default takes two groups at once (each
-/// upserts in key order, so concurrent groups wait on each other's rows but never deadlock).
+/// Concurrent writers: SQLite has one (a thread); Postgres by default takes two groups at once (they
+/// only append to unindexed delta tables and insert events, so they never wait on each other's rows).
 const PG_WRITERS: usize = 2;
 
 /// A bind argument of a runtime query.
@@ -432,9 +445,9 @@ fn forget_known(r: &mut Rollups<'_>, known: &Known) -> Vec<(String, i64, String,
         .collect()
 }
 
-/// The rollup writes of one group, in a fixed table order (and key order within a table).
-fn rollup_rows<'a>(r: &'a Rollups<'a>, postgres: bool) -> Vec<Rows<'a>> {
-    let (min, max) = if postgres { ("LEAST", "GREATEST") } else { ("MIN", "MAX") };
+/// The rollup upserts of one SQLite group, in a fixed table order (and key order within a table).
+fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
+    let (min, max) = ("MIN", "MAX");
     let dims = |table: &'static str, time_col: &'static str, set: &'a BTreeSet<(i64, &'static str, &'a str)>| Rows {
         table,
         cols: vec![time_col, "dim", "value"],
@@ -539,7 +552,7 @@ fn sqlite_write_group(conn: &mut rusqlite::Connection, records: &[&Record], know
     let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
     let mut r = rollups(&new);
     let fresh = forget_known(&mut r, known);
-    for w in rollup_rows(&r, false) {
+    for w in rollup_rows(&r) {
         if w.rows.is_empty() {
             continue;
         }
@@ -610,30 +623,20 @@ async fn pg_write(conn: &mut PgConnection, w: &Rows<'_>) -> Result<Vec<String>, 
     Ok(out)
 }
 
-/// The `COPY` binary header: signature, flags, header-extension length.
-const PG_COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// Bytes handed to the server a `CopyData` message.
-const PG_COPY_CHUNK: usize = 1 << 20;
-
 /// `records` as `COPY ... FROM STDIN (FORMAT binary)` data, in the columns of [`event_rows`].
 fn pg_copy_data(records: &[&Record], recorded: i64) -> Result<Vec<u8>, MeteringError> {
-    let mut b = Vec::with_capacity(PG_COPY_HEADER.len() + 2 + records.len() * 512);
-    b.extend_from_slice(PG_COPY_HEADER);
+    let mut b = CopyData::new(records.len() * 512);
     let fields = (EVENT_TEXT_COLS.len() + EVENT_INT_COLS.len()) as i16;
     for r in records {
-        b.extend_from_slice(&fields.to_be_bytes());
+        b.row(fields);
         for t in r.texts() {
-            let len = i32::try_from(t.len()).map_err(|_| MeteringError::Write("a text field over 2 GiB".into()))?;
-            b.extend_from_slice(&len.to_be_bytes());
-            b.extend_from_slice(t.as_bytes());
+            b.text(t)?;
         }
         for i in r.ints(recorded) {
-            b.extend_from_slice(&8i32.to_be_bytes());
-            b.extend_from_slice(&i.to_be_bytes());
+            b.int(i);
         }
     }
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    Ok(b)
+    Ok(b.finish())
 }
 
 /// Postgres, the fast way to write a group's events: one probe for the ids already stored, then
@@ -653,13 +656,7 @@ async fn pg_copy_events(conn: &mut PgConnection, records: &[&Record], recorded: 
     if !new.is_empty() {
         let data = pg_copy_data(&new, recorded)?;
         let cols: Vec<&str> = EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect();
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY usage_events ({}) FROM STDIN (FORMAT binary)", cols.join(", ")))
-            .await?;
-        for chunk in data.chunks(PG_COPY_CHUNK) {
-            copy.send(chunk).await?;
-        }
-        copy.finish().await?;
+        copy_in(conn, &format!("COPY usage_events ({}) FROM STDIN (FORMAT binary)", cols.join(", ")), data).await?;
     }
     Ok(new.into_iter().map(|r| r.event_id.clone()).collect())
 }
@@ -668,9 +665,9 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
-/// Writes one Postgres group in one transaction: the events, then the rollups of those newly
-/// recorded. Returns the ids newly recorded.
-async fn pg_write_group(pool: &PgPool, copy: bool, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
+/// Writes one Postgres group in one transaction: the events, then the rollup deltas of those newly
+/// recorded (counted to `compactor` once committed). Returns the ids newly recorded.
+async fn pg_write_group(pool: &PgPool, copy: bool, records: &[&Record], compactor: &Compactor) -> Result<HashSet<String>, MeteringError> {
     let recorded = time::now_ms();
     let mut tx = pool.begin().await?;
     let first = if copy {
@@ -690,15 +687,9 @@ async fn pg_write_group(pool: &PgPool, copy: bool, records: &[&Record], known: &
         Err(e) => return Err(e),
     };
     let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
-    let mut r = rollups(&new);
-    let fresh = forget_known(&mut r, known);
-    for w in rollup_rows(&r, true) {
-        if !w.rows.is_empty() {
-            pg_write(&mut tx, &w).await?;
-        }
-    }
+    let rows = Deltas::of(&new).copy(&mut tx).await?;
     tx.commit().await?;
-    remember(known, fresh);
+    compactor.written(rows);
     Ok(inserted)
 }
 
@@ -755,7 +746,7 @@ fn answer(jobs: Vec<Job>, result: Result<HashSet<String>, MeteringError>) {
 }
 
 /// A Postgres writer task: one group commit at a time, taking turns at the queue with the others.
-async fn pg_writer(pool: PgPool, copy: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, known: Known) {
+async fn pg_writer(pool: PgPool, copy: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, compactor: Arc<Compactor>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -764,7 +755,7 @@ async fn pg_writer(pool: PgPool, copy: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>
             };
             take_group(first, || rx.try_recv().ok())
         };
-        let result = pg_write_group(&pool, copy, &firsts(&jobs), &known).await;
+        let result = pg_write_group(&pool, copy, &firsts(&jobs), &compactor).await;
         answer(jobs, result);
     }
 }
@@ -829,6 +820,7 @@ impl Store {
             Ok(Store {
                 db: Db::Sqlite(pool),
                 writes,
+                compactor: None,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let mut o = PgConnectOptions::from_str(url)?;
@@ -858,13 +850,19 @@ impl Store {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             let (writes, rx) = mpsc::channel(QUEUE_JOBS);
             let rx = Arc::new(Mutex::new(rx));
-            let known = Known::default();
+            let compactor = Compactor::new(pool.clone());
             for _ in 0..opts.pg_writers.max(1) {
-                tokio::spawn(pg_writer(pool.clone(), opts.pg_copy, Arc::clone(&rx), Arc::clone(&known)));
+                tokio::spawn(pg_writer(pool.clone(), opts.pg_copy, Arc::clone(&rx), Arc::clone(&compactor)));
+            }
+            if let Some(every) = opts.pg_compact_every {
+                // Ends once every clone of the store is gone (or the pool is closed).
+                let weak = writes.downgrade();
+                tokio::spawn(Arc::clone(&compactor).run(every, move || weak.upgrade().is_some()));
             }
             Ok(Store {
                 db: Db::Postgres(pool),
                 writes,
+                compactor: Some(compactor),
             })
         } else {
             Err(MeteringError::BadUrl(url.to_string()))
@@ -883,6 +881,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(c) = &self.compactor {
+            // Leave nothing pending (best effort: the next compaction folds whatever is left).
+            let _ = c.compact().await;
+        }
         if let Db::Sqlite(pool) = &self.db {
             // Checkpoint what the writer left in the WAL; the writer's connection closes when its
             // thread ends (when the last clone of the store is dropped).
@@ -904,6 +906,16 @@ impl Store {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?.map_err(MeteringError::Write)
+    }
+
+    /// Postgres: folds every rollup delta committed so far into the rollups (returns the delta rows
+    /// folded); the queries call this before reading a rollup, so their answers include every
+    /// event acknowledged before they began. SQLite writes its rollups directly: nothing to do.
+    pub async fn compact(&self) -> Result<u64, MeteringError> {
+        match &self.compactor {
+            Some(c) => c.compact().await,
+            None => Ok(0),
+        }
     }
 
     /// Runs a query with positional `$N` arguments (both dialects accept them) and reads `cols`.
@@ -1059,10 +1071,8 @@ mod tests {
         let mut other = pool.begin().await?;
         pg_write(&mut other, &event_rows(&[&x], now)).await?;
         let group_pool = pool.clone();
-        let group = tokio::spawn(async move {
-            let known = Known::default();
-            pg_write_group(&group_pool, true, &[&x, &y], &known).await
-        });
+        let compactor = Compactor::new(pool.clone());
+        let group = tokio::spawn(async move { pg_write_group(&group_pool, true, &[&x, &y], &compactor).await });
         // Let the group probe (X is invisible) and block in COPY on X's index entry.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!group.is_finished(), "the copy should wait on the uncommitted X");
@@ -1071,6 +1081,7 @@ mod tests {
         let check = async {
             let expected: HashSet<String> = ["race-y".to_string()].into();
             assert_eq!(inserted, expected);
+            store.compact().await?;
             let rows = store
                 .select("SELECT COUNT(*), (SELECT SUM(requests)::bigint FROM usage_hourly), (SELECT SUM(requests)::bigint FROM usage_daily) FROM usage_events", &[], &[Col::Int, Col::Int, Col::Int])
                 .await?;

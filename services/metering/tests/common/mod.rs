@@ -40,12 +40,26 @@ impl TestStore {
     }
 
     pub async fn postgres() -> TestStore {
+        TestStore::postgres_with(|o| o).await
+    }
+
+    /// Postgres without the background compactor: the rollup deltas wait for a query or for
+    /// `Store::compact`.
+    pub async fn postgres_manual() -> TestStore {
+        TestStore::postgres_with(|o| StoreOptions {
+            pg_compact_every: None,
+            ..o
+        })
+        .await
+    }
+
+    pub async fn postgres_with(f: impl FnOnce(StoreOptions) -> StoreOptions) -> TestStore {
         let schema = format!("metering_test_{}", uuid::Uuid::new_v4().simple());
-        let opts = StoreOptions {
+        let opts = f(StoreOptions {
             schema: Some(schema.clone()),
             max_connections: 4,
             ..StoreOptions::new(pg_url())
-        };
+        });
         let store = Store::connect(&opts)
             .await
             .expect("postgres store (RETORT_TEST_DATABASE_URL; ./scripts/test starts PostgreSQL)");
@@ -58,6 +72,11 @@ impl TestStore {
 
     pub async fn both() -> Vec<TestStore> {
         vec![TestStore::sqlite().await, TestStore::postgres().await]
+    }
+
+    /// SQLite and Postgres without the background compactor.
+    pub async fn both_manual() -> Vec<TestStore> {
+        vec![TestStore::sqlite().await, TestStore::postgres_manual().await]
     }
 
     pub async fn cleanup(self) {

@@ -1,0 +1,340 @@
+//! Postgres rollup deltas and their compactor. Ingest does not upsert the rollups: each group
+//! commit appends, by binary `COPY` in the same transaction as its events, what it adds to them —
+//! one row per distinct hourly key (`usage_delta_hourly`) and per distinct (session, model)
+//! (`usage_delta_sessions`). These tables have no index, so writers never look a key up and never
+//! wait on each other's rows. The compactor folds the deltas into the rollups (hourly, daily,
+//! dimension values, sessions, session models) in one transaction that deletes them: serialised
+//! across processes by an advisory lock, run in the background every [`COMPACT_EVERY`] (sooner
+//! when [`COMPACT_ROWS`] delta rows are waiting) and before every rollup query, so a query's
+//! answer includes every acknowledged event. A compaction lost in a crash loses its `DELETE` too:
+//! the deltas are still there for the next one (so its commit need not wait for the WAL flush).
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sqlx::{
+    Executor,
+    postgres::{PgConnection, PgPool},
+};
+use tokio::sync::Notify;
+
+use crate::{error::MeteringError, store::Record, time};
+
+/// How often the background compactor folds the deltas in.
+pub const COMPACT_EVERY: Duration = Duration::from_millis(250);
+/// Delta rows written since the last compaction that wake the compactor before its interval.
+const COMPACT_ROWS: u64 = 50_000;
+/// Delta rows deleted since the last `VACUUM` of the delta tables that make the background
+/// compactor vacuum them (their space is reused instead of the tables growing until autovacuum).
+const VACUUM_ROWS: u64 = 200_000;
+
+/// The hourly rollup's dimensions, in key order (as in `usage_hourly`).
+const DIMS: &str = "user_name, team, discipline, level, model, provider, harness, route, tier";
+/// The hourly rollup's sums.
+const SUMS: [&str; 11] = [
+    "requests",
+    "failed",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_micros",
+    "reasoning_ms",
+    "latency_ms",
+    "unpriced",
+];
+
+/// A session's contribution from one group, for one model it used.
+struct SessionDelta<'a> {
+    user: &'a str,
+    harness: &'a str,
+    first: i64,
+    last: i64,
+    requests: i64,
+    cost: i64,
+    tokens: i64,
+}
+
+/// What one group commit adds to the rollups, aggregated by key.
+#[derive(Default)]
+pub(crate) struct Deltas<'a> {
+    hourly: HashMap<(i64, [&'a str; 9]), [i64; 11]>,
+    sessions: HashMap<(&'a str, &'a str), SessionDelta<'a>>,
+}
+
+impl<'a> Deltas<'a> {
+    /// The deltas of the events newly recorded by a group.
+    pub(crate) fn of(records: &[&'a Record]) -> Deltas<'a> {
+        let mut d = Deltas::default();
+        for e in records {
+            let key = (
+                time::hour_floor(e.ts_ms),
+                [
+                    e.user.as_str(),
+                    &e.team,
+                    &e.discipline,
+                    &e.level,
+                    &e.model,
+                    &e.provider,
+                    &e.harness,
+                    &e.route,
+                    &e.tier,
+                ],
+            );
+            let add = [
+                1,
+                i64::from(e.outcome != "ok"),
+                e.input,
+                e.output,
+                e.reasoning,
+                e.cache_read,
+                e.cache_write,
+                e.cost,
+                e.reasoning_ms,
+                e.latency_ms,
+                i64::from(e.unpriced),
+            ];
+            let s = d.hourly.entry(key).or_default();
+            for (a, b) in s.iter_mut().zip(add) {
+                *a += b;
+            }
+            if !e.session_id.is_empty() {
+                let tokens = e.input + e.output + e.cache_read + e.cache_write;
+                d.sessions
+                    .entry((&e.session_id, &e.model))
+                    .and_modify(|s| {
+                        s.user = s.user.min(&e.user);
+                        s.harness = s.harness.min(&e.harness);
+                        s.first = s.first.min(e.ts_ms);
+                        s.last = s.last.max(e.ts_ms);
+                        s.requests += 1;
+                        s.cost += e.cost;
+                        s.tokens += tokens;
+                    })
+                    .or_insert(SessionDelta {
+                        user: &e.user,
+                        harness: &e.harness,
+                        first: e.ts_ms,
+                        last: e.ts_ms,
+                        requests: 1,
+                        cost: e.cost,
+                        tokens,
+                    });
+            }
+        }
+        d
+    }
+
+    /// Appends the deltas (binary `COPY`, one per table) on `conn`, inside the group's
+    /// transaction. Returns the rows written.
+    pub(crate) async fn copy(&self, conn: &mut PgConnection) -> Result<u64, MeteringError> {
+        if !self.hourly.is_empty() {
+            let mut b = CopyData::new(self.hourly.len() * 200);
+            for ((hour, dims), sums) in &self.hourly {
+                b.row(21);
+                b.int(*hour);
+                for d in dims {
+                    b.text(d)?;
+                }
+                for s in sums {
+                    b.int(*s);
+                }
+            }
+            let sql = format!("COPY usage_delta_hourly (hour_ms, {DIMS}, {}) FROM STDIN (FORMAT binary)", SUMS.join(", "));
+            copy_in(conn, &sql, b.finish()).await?;
+        }
+        if !self.sessions.is_empty() {
+            let mut b = CopyData::new(self.sessions.len() * 120);
+            for ((session, model), s) in &self.sessions {
+                b.row(9);
+                b.text(session)?;
+                b.text(model)?;
+                b.text(s.user)?;
+                b.text(s.harness)?;
+                for v in [s.first, s.last, s.requests, s.cost, s.tokens] {
+                    b.int(v);
+                }
+            }
+            copy_in(
+                conn,
+                "COPY usage_delta_sessions (session_id, model, user_name, harness, first_ms, last_ms, requests, cost_micros, tokens) \
+                 FROM STDIN (FORMAT binary)",
+                b.finish(),
+            )
+            .await?;
+        }
+        Ok((self.hourly.len() + self.sessions.len()) as u64)
+    }
+}
+
+/// The `COPY` binary header: signature, flags, header-extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Bytes handed to the server a `CopyData` message.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// `COPY ... FROM STDIN (FORMAT binary)` data being written.
+pub(crate) struct CopyData(Vec<u8>);
+
+impl CopyData {
+    pub(crate) fn new(capacity: usize) -> CopyData {
+        let mut b = Vec::with_capacity(COPY_HEADER.len() + 2 + capacity);
+        b.extend_from_slice(COPY_HEADER);
+        CopyData(b)
+    }
+    /// Starts a row of `fields` values.
+    pub(crate) fn row(&mut self, fields: i16) {
+        self.0.extend_from_slice(&fields.to_be_bytes());
+    }
+    pub(crate) fn text(&mut self, t: &str) -> Result<(), MeteringError> {
+        let len = i32::try_from(t.len()).map_err(|_| MeteringError::Write("a text field over 2 GiB".into()))?;
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(t.as_bytes());
+        Ok(())
+    }
+    pub(crate) fn int(&mut self, i: i64) {
+        self.0.extend_from_slice(&8i32.to_be_bytes());
+        self.0.extend_from_slice(&i.to_be_bytes());
+    }
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&(-1i16).to_be_bytes());
+        self.0
+    }
+}
+
+/// Runs `sql` (a `COPY ... FROM STDIN`) with `data`.
+pub(crate) async fn copy_in(conn: &mut PgConnection, sql: &str, data: Vec<u8>) -> Result<(), MeteringError> {
+    let mut copy = conn.copy_in_raw(sql).await?;
+    for chunk in data.chunks(COPY_CHUNK) {
+        copy.send(chunk).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+/// One statement folds every delta row visible to it into the rollups and deletes it: hourly
+/// keys are summed and upserted into `usage_hourly`, summed again by day into `usage_daily`,
+/// their dimension values added to `usage_dims_hourly`/`_daily`; (session, model) rows are
+/// summed by session into `usage_sessions` (first/last/user/harness by min/max) and listed in
+/// `usage_session_models`. Upserts go in key order. Answers the delta rows folded.
+fn compact_sql() -> String {
+    let sum = |c: &str| format!("CAST(SUM({c}) AS BIGINT) AS {c}");
+    let sums = SUMS.iter().map(|c| sum(c)).collect::<Vec<_>>().join(", ");
+    let cols = SUMS.join(", ");
+    let add = |t: &str| SUMS.iter().map(|c| format!("{c} = {t}.{c} + excluded.{c}")).collect::<Vec<_>>().join(", ");
+    let dim_values = |t: &str| {
+        format!(
+            "SELECT DISTINCT {t}, v.dim, v.value FROM h CROSS JOIN LATERAL (VALUES ('user', h.user_name), ('team', h.team), \
+             ('discipline', h.discipline), ('level', h.level), ('model', h.model), ('provider', h.provider), ('harness', h.harness), \
+             ('route', h.route), ('tier', h.tier)) AS v(dim, value)"
+        )
+    };
+    let day = format!("h.hour_ms - (h.hour_ms % {d} + {d}) % {d}", d = time::DAY_MS);
+    format!(
+        "WITH dh AS (DELETE FROM usage_delta_hourly RETURNING *), \
+         h AS (SELECT hour_ms, {DIMS}, {sums} FROM dh GROUP BY hour_ms, {DIMS}), \
+         ih AS (INSERT INTO usage_hourly (hour_ms, {DIMS}, {cols}) SELECT hour_ms, {DIMS}, {cols} FROM h ORDER BY hour_ms, {DIMS} \
+                ON CONFLICT (hour_ms, {DIMS}) DO UPDATE SET {add_h}), \
+         id AS (INSERT INTO usage_daily (day_ms, {DIMS}, {cols}) \
+                SELECT day_ms, {DIMS}, {sums} FROM (SELECT {day} AS day_ms, h.* FROM h) AS x GROUP BY day_ms, {DIMS} ORDER BY day_ms, {DIMS} \
+                ON CONFLICT (day_ms, {DIMS}) DO UPDATE SET {add_d}), \
+         dmh AS (INSERT INTO usage_dims_hourly (hour_ms, dim, value) {dims_h} ON CONFLICT DO NOTHING), \
+         dmd AS (INSERT INTO usage_dims_daily (day_ms, dim, value) {dims_d} ON CONFLICT DO NOTHING), \
+         ds AS (DELETE FROM usage_delta_sessions RETURNING *), \
+         s AS (INSERT INTO usage_sessions (session_id, user_name, harness, first_ms, last_ms, requests, cost_micros, tokens) \
+               SELECT session_id, MIN(user_name), MIN(harness), MIN(first_ms), MAX(last_ms), CAST(SUM(requests) AS BIGINT), \
+               CAST(SUM(cost_micros) AS BIGINT), CAST(SUM(tokens) AS BIGINT) FROM ds GROUP BY session_id ORDER BY session_id \
+               ON CONFLICT (session_id) DO UPDATE SET user_name = LEAST(usage_sessions.user_name, excluded.user_name), \
+               harness = LEAST(usage_sessions.harness, excluded.harness), first_ms = LEAST(usage_sessions.first_ms, excluded.first_ms), \
+               last_ms = GREATEST(usage_sessions.last_ms, excluded.last_ms), requests = usage_sessions.requests + excluded.requests, \
+               cost_micros = usage_sessions.cost_micros + excluded.cost_micros, tokens = usage_sessions.tokens + excluded.tokens), \
+         sm AS (INSERT INTO usage_session_models (session_id, model) SELECT DISTINCT session_id, model FROM ds ORDER BY 1, 2 \
+                ON CONFLICT DO NOTHING) \
+         SELECT (SELECT COUNT(*) FROM dh) + (SELECT COUNT(*) FROM ds)",
+        add_h = add("usage_hourly"),
+        add_d = add("usage_daily"),
+        dims_h = dim_values("h.hour_ms"),
+        dims_d = dim_values(&day),
+    )
+}
+
+/// Folds the deltas into the rollups (Postgres); shared by the background task and the queries.
+pub(crate) struct Compactor {
+    pool: PgPool,
+    sql: String,
+    /// Delta rows written by this process since the last compaction began.
+    pending: AtomicU64,
+    /// Delta rows deleted since the delta tables were last vacuumed.
+    since_vacuum: AtomicU64,
+    wake: Notify,
+}
+
+impl Compactor {
+    pub(crate) fn new(pool: PgPool) -> Arc<Compactor> {
+        Arc::new(Compactor {
+            pool,
+            sql: compact_sql(),
+            pending: AtomicU64::new(0),
+            since_vacuum: AtomicU64::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Counts delta rows a writer committed; wakes the background compactor when many wait.
+    pub(crate) fn written(&self, rows: u64) {
+        if self.pending.fetch_add(rows, Ordering::Relaxed) + rows >= COMPACT_ROWS {
+            self.wake.notify_one();
+        }
+    }
+
+    /// One compaction: every delta row committed before it began is in the rollups when it
+    /// returns (a concurrent compaction first finishes; this one then folds what is left).
+    /// Returns the delta rows folded.
+    pub(crate) async fn compact(&self) -> Result<u64, MeteringError> {
+        self.pending.store(0, Ordering::Relaxed);
+        let mut tx = self.pool.begin().await?;
+        // One compactor at a time per schema, across processes (the lock ends with the
+        // transaction); its commit need not wait for the WAL flush: a compaction lost in a crash
+        // loses its DELETE too.
+        sqlx::query("SELECT pg_advisory_xact_lock(7201, hashtext(current_schema())), set_config('synchronous_commit', 'off', true)")
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar(&self.sql).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        let n = n.max(0) as u64;
+        self.since_vacuum.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// The background task: compacts every [`COMPACT_EVERY`] (or when woken), vacuums the delta
+    /// tables now and then, and ends when `alive` says the store is gone or the pool is closed.
+    pub(crate) async fn run(self: Arc<Self>, every: Duration, alive: impl Fn() -> bool) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.wake.notified() => {}
+            }
+            if self.pool.is_closed() || !alive() {
+                return;
+            }
+            if let Err(e) = self.compact().await {
+                if self.pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "metering: rollup compaction failed (the deltas are kept)");
+                continue;
+            }
+            if self.since_vacuum.load(Ordering::Relaxed) >= VACUUM_ROWS {
+                self.since_vacuum.store(0, Ordering::Relaxed);
+                if let Err(e) = (&self.pool).execute("VACUUM usage_delta_hourly, usage_delta_sessions").await {
+                    tracing::warn!(error = %e, "metering: vacuum of the rollup deltas failed");
+                }
+            }
+        }
+    }
+}
