@@ -1173,7 +1173,7 @@ impl Engine {
                 latency_p99_us: eval.latency.p99_us,
                 parameters: eval.parameters as i64,
                 artefact_bytes: eval.artefact_bytes as i64,
-                train_secs: eval.train_secs,
+                train_secs: eval.training.train_secs,
                 teacher_usd_per_1k: report.costs.teacher_usd_per_1k,
                 student_usd_per_1k: report.costs.student_usd_per_1k,
                 objective_met: report.objective.met,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use retort_pricing::{Price, PriceTable};
-use retort_training::{EvalReport, GenEvalReport, LatencyStats, TaskKind};
+use retort_training::{EvalReport, GenEvalReport, LatencyStats, TaskKind, TrainReport};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Features;
@@ -61,6 +61,33 @@ pub struct GenerationEval {
     pub teacher: Option<GenEvalReport>,
 }
 
+/// How the student's training went, from its artefact's training report (zeros for an untrained
+/// artefact).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub stopped_early: bool,
+    pub train_secs: f64,
+    pub train_examples: usize,
+    pub validation_examples: usize,
+}
+
+impl From<Option<&TrainReport>> for Training {
+    fn from(t: Option<&TrainReport>) -> Training {
+        t.map_or_else(Training::default, |t| Training {
+            epochs_run: t.epochs_run,
+            best_epoch: t.best_epoch,
+            best_val_accuracy: t.best_val_accuracy,
+            stopped_early: t.stopped_early,
+            train_secs: t.train_secs,
+            train_examples: t.train_examples,
+            validation_examples: t.validation_examples,
+        })
+    }
+}
+
 /// The evaluate stage's measurements.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -96,13 +123,9 @@ pub struct Evaluation {
     pub throughput_per_sec: f64,
     pub parameters: usize,
     pub artefact_bytes: u64,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub best_val_accuracy: f64,
-    pub stopped_early: bool,
-    pub train_secs: f64,
-    pub train_examples: usize,
-    pub validation_examples: usize,
+    /// How training went (stored flat, beside the other fields).
+    #[serde(flatten)]
+    pub training: Training,
     pub teacher_usage: TeacherUsage,
     /// Through the gateway once deployed (`distilled/NAME`), sequential single requests.
     pub gateway_latency: Option<LatencyStats>,
@@ -358,17 +381,17 @@ fn labelling_and_training_markdown(
     let _ = writeln!(
         m,
         "\n## Training\n\n{} examples, {} for validation; {} epochs ({}), best epoch {} at {:.2}% {metric}, {:.1} s.\n",
-        e.train_examples,
-        e.validation_examples,
-        e.epochs_run,
-        if e.stopped_early {
+        e.training.train_examples,
+        e.training.validation_examples,
+        e.training.epochs_run,
+        if e.training.stopped_early {
             "stopped early"
         } else {
             "no early stop"
         },
-        e.best_epoch,
-        e.best_val_accuracy * 100.0,
-        e.train_secs
+        e.training.best_epoch,
+        e.training.best_val_accuracy * 100.0,
+        e.training.train_secs
     );
 }
 
