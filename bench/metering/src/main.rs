@@ -1,7 +1,8 @@
 //! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]` (`STREAMS=N` sets the
 //! concurrent ingest streams, default 4; `IDS=v4` random event ids instead of the gateway's UUIDv7;
 //! `PG_WRITE=unnest` the Postgres `INSERT ... ON CONFLICT` path instead of `COPY`; `ONLY=sqlite` or
-//! `ONLY=postgres` one store's ingest; `PG_WRITERS=N` concurrent Postgres group commits, default 2):
+//! `ONLY=postgres` one store's ingest; `PG_WRITERS=N` concurrent Postgres group commits, default 2;
+//! `PG_COMPACT_MS=N` the Postgres rollup compactor's interval, 0 for none until the end):
 //! 1. ingest throughput (events/s) into SQLite (a temp file) and Postgres (RETORT_TEST_DATABASE_URL,
 //!    a schema of its own, dropped after), through `Metering::ingest` — validation, pricing, raw
 //!    insert and every rollup (hourly, daily, sessions, dimensions) — in batches of 500 as the
@@ -208,6 +209,12 @@ async fn main() -> anyhow::Result<()> {
         schema: Some(schema.clone()),
         pg_copy: pg_copy(),
         pg_writers: std::env::var("PG_WRITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(StoreOptions::new("").pg_writers),
+        // PG_COMPACT_MS=N: the background compactor's interval (0: none; the last compaction only).
+        pg_compact_every: match std::env::var("PG_COMPACT_MS").ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(0) => None,
+            Some(ms) => Some(std::time::Duration::from_millis(ms)),
+            None => StoreOptions::new("").pg_compact_every,
+        },
         ..StoreOptions::new(url)
     })
     .await?;
