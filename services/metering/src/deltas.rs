@@ -319,6 +319,19 @@ impl Compactor {
         Ok(n)
     }
 
+    /// [`Compactor::compact`] when a delta row is visible, else nothing: a query's check costs
+    /// one round trip and no lock when nothing waits (concurrent queries do not queue on the
+    /// advisory lock). A compaction still uncommitted leaves its rows visible, so this then waits
+    /// for it and folds in what is left, like `compact`.
+    pub(crate) async fn compact_pending(&self) -> Result<u64, MeteringError> {
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM usage_delta_hourly) OR EXISTS (SELECT 1 FROM usage_delta_sessions)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if pending { self.compact().await } else { Ok(0) }
+    }
+
     /// The background task: compacts every [`COMPACT_EVERY`] (or when woken), vacuums the delta
     /// tables now and then, and ends when `alive` says the store is gone or the pool is closed.
     pub(crate) async fn run(self: Arc<Self>, every: Duration, alive: impl Fn() -> bool) {

@@ -913,7 +913,7 @@ impl Store {
     /// event acknowledged before they began. SQLite writes its rollups directly: nothing to do.
     pub async fn compact(&self) -> Result<u64, MeteringError> {
         match &self.compactor {
-            Some(c) => c.compact().await,
+            Some(c) => c.compact_pending().await,
             None => Ok(0),
         }
     }
