@@ -670,6 +670,27 @@ mod tests {
     }
 
     #[test]
+    fn a_connect_timeout_anywhere_in_the_chain_is_a_timeout() {
+        /// Like hyper-util's `ConnectError`: a message over the I/O error.
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out = Wrapped(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"));
+        assert!(matches!(connect_error(&timed_out), ProviderError::Timeout(TimeoutKind::Connect)));
+        let refused = Wrapped(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        assert!(matches!(connect_error(&refused), ProviderError::Connect(m) if m == "tcp connect error: refused"));
+    }
+
+    #[test]
     fn endpoint_request_line_and_host() {
         let t = Endpoint::new("http://127.0.0.1:8080/v1/chat/completions?x=1".into()).target.unwrap();
         assert_eq!((t.origin.to_string().as_str(), t.host.to_str().unwrap()), ("/v1/chat/completions?x=1", "127.0.0.1:8080"));
