@@ -55,8 +55,16 @@ fn pg_copy() -> bool {
     !std::env::var("PG_WRITE").is_ok_and(|s| s == "unnest")
 }
 
+/// Sessions whose events interleave in the ingest stream (as many people's harnesses send at
+/// once): event `i` is event `(i / LIVE_SESSIONS) % 50` of one of them. A session is one user (with
+/// the user's team, discipline and level) in one harness, alternating two models — so a batch of
+/// 500 holds 500 sessions and ~200 hourly rollup keys.
+const LIVE_SESSIONS: usize = 1000;
+
 fn event(i: usize, n: usize, now: i64, week: bool) -> pb::UsageEvent {
     let users = 200;
+    let session = (i / (LIVE_SESSIONS * 50)) * LIVE_SESSIONS + i % LIVE_SESSIONS;
+    let user = session % users;
     pb::UsageEvent {
         event_id: if random_ids() { uuid::Uuid::new_v4() } else { uuid::Uuid::now_v7() }.to_string(),
         time_ms: if week {
@@ -65,15 +73,15 @@ fn event(i: usize, n: usize, now: i64, week: bool) -> pb::UsageEvent {
             now - time::HOUR_MS + (i as i64 * time::HOUR_MS) / n.max(1) as i64
         },
         request_id: format!("r{i}"),
-        user: format!("user{}", i % users),
-        team: format!("team{}", i % 12),
-        discipline: ["backend", "frontend", "ml", "mobile"][i % 4].into(),
-        level: ["junior", "mid", "senior", "staff"][i % 4].into(),
-        session_id: format!("s{}", i / 50),
-        harness: ["claude_code", "codex", "cursor", "sdk"][i % 4].into(),
+        user: format!("user{user}"),
+        team: format!("team{}", user % 12),
+        discipline: ["backend", "frontend", "ml", "mobile"][user % 4].into(),
+        level: ["junior", "mid", "senior", "staff"][user / 4 % 4].into(),
+        session_id: format!("s{session}"),
+        harness: ["claude_code", "codex", "cursor", "sdk"][session % 4].into(),
         route: "frontier".into(),
         provider: "anthropic".into(),
-        model: ["big", "small"][i % 2].into(),
+        model: ["big", "small"][i / LIVE_SESSIONS % 2].into(),
         outcome: "ok".into(),
         input_tokens: 1000 + (i % 500) as u64,
         output_tokens: 200,
@@ -254,7 +262,7 @@ async fn seed(url: &str, schema: &str, n: i64, now: i64) -> anyhow::Result<()> {
     let mut c = opts.options([("search_path", schema)]).connect().await?;
     c.execute(
         "SET work_mem = '256MB'; SET maintenance_work_mem = '512MB'; SET synchronous_commit = off; \
-         ALTER TABLE usage_events DROP CONSTRAINT usage_events_pkey; DROP INDEX usage_events_ts; DROP INDEX usage_events_session",
+         ALTER TABLE usage_events DROP CONSTRAINT usage_events_pkey; DROP INDEX usage_events_ts",
     )
     .await?;
     let sql = "INSERT INTO usage_events (event_id, ts_ms, request_id, user_name, team, discipline, level, session_id, harness, route, \
@@ -277,8 +285,7 @@ async fn seed(url: &str, schema: &str, n: i64, now: i64) -> anyhow::Result<()> {
         .await?;
     let t1 = Instant::now();
     c.execute(
-        "ALTER TABLE usage_events ADD PRIMARY KEY (event_id); CREATE INDEX usage_events_ts ON usage_events (ts_ms); \
-         CREATE INDEX usage_events_session ON usage_events (session_id, ts_ms)",
+        "ALTER TABLE usage_events ADD PRIMARY KEY (event_id); CREATE INDEX usage_events_ts ON usage_events (ts_ms)",
     )
     .await?;
     let t2 = Instant::now();
@@ -302,18 +309,18 @@ async fn seed(url: &str, schema: &str, n: i64, now: i64) -> anyhow::Result<()> {
              {sums} FROM usage_hourly GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10; \
              INSERT INTO usage_dims_hourly {dims_sql}; \
              INSERT INTO usage_dims_daily SELECT DISTINCT hour_ms - hour_ms % 86400000, dim, value FROM usage_dims_hourly; \
-             CREATE TEMP TABLE seed_sm AS SELECT session_id, model, MIN(user_name) AS u, MIN(harness) AS h, MIN(ts_ms) AS f, MAX(ts_ms) AS l, \
-             COUNT(*) AS n, SUM(cost_micros) AS c, SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS t \
-             FROM usage_events WHERE session_id <> '' GROUP BY 1, 2; \
-             INSERT INTO usage_sessions SELECT session_id, MIN(u), MIN(h), MIN(f), MAX(l), SUM(n), SUM(c), SUM(t) FROM seed_sm GROUP BY 1; \
-             INSERT INTO usage_session_models SELECT session_id, model FROM seed_sm; \
-             DROP TABLE seed_sm; ANALYZE"
+             INSERT INTO usage_session_dims SELECT session_id, user_name, team, discipline, level, model, provider, harness, route, tier, \
+             MIN(ts_ms), MAX(ts_ms), COUNT(*), SUM(cost_micros), SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) \
+             FROM usage_events WHERE session_id <> '' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10; \
+             INSERT INTO usage_sessions SELECT session_id, MIN(user_name), MIN(harness), MIN(first_ms), MAX(last_ms), SUM(requests), \
+             SUM(cost_micros), SUM(tokens) FROM usage_session_dims GROUP BY 1; \
+             ANALYZE"
         )
         .as_str(),
     )
     .await?;
     let mut rows = Vec::new();
-    for t in ["usage_hourly", "usage_daily", "usage_sessions", "usage_dims_hourly"] {
+    for t in ["usage_hourly", "usage_daily", "usage_sessions", "usage_session_dims", "usage_dims_hourly"] {
         let sql = format!("SELECT COUNT(*) FROM {t}");
         let k: i64 = sqlx::query_scalar(&sql).fetch_one(&mut c).await?;
         rows.push(format!("{t} {k}"));

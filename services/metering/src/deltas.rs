@@ -1,9 +1,9 @@
 //! Postgres rollup deltas and their compactor. Ingest does not upsert the rollups: each group
 //! commit appends, by binary `COPY` in the same transaction as its events, what it adds to them —
-//! one row per distinct hourly key (`usage_delta_hourly`) and per distinct (session, model)
+//! one row per distinct hourly key (`usage_delta_hourly`) and per distinct session and key
 //! (`usage_delta_sessions`). These tables have no index, so writers never look a key up and never
 //! wait on each other's rows. The compactor folds the deltas into the rollups (hourly, daily,
-//! dimension values, sessions, session models) in one transaction that deletes them: serialised
+//! dimension values, sessions, sessions by dimension) in one transaction that deletes them: serialised
 //! across processes by an advisory lock, run in the background every [`COMPACT_EVERY`] (sooner
 //! when [`COMPACT_ROWS`] delta rows are waiting) and before every rollup query, so a query's
 //! answer includes every acknowledged event. A compaction lost in a crash loses its `DELETE` too:
@@ -23,7 +23,11 @@ use sqlx::{
 };
 use tokio::sync::Notify;
 
-use crate::{error::MeteringError, store::Record, time};
+use crate::{
+    error::MeteringError,
+    store::{ROLL_DIMS, ROLL_SUMS as SUMS, Record, SessionSums},
+    time,
+};
 
 /// How often the background compactor folds the deltas in. Each compaction upserts every rollup
 /// key it touches once, whatever the deltas it folds, so a longer interval upserts less (at 4 bench
@@ -36,39 +40,12 @@ const COMPACT_ROWS: u64 = 50_000;
 /// compactor vacuum them (their space is reused instead of the tables growing until autovacuum).
 const VACUUM_ROWS: u64 = 200_000;
 
-/// The hourly rollup's dimensions, in key order (as in `usage_hourly`).
-const DIMS: &str = "user_name, team, discipline, level, model, provider, harness, route, tier";
-/// The hourly rollup's sums.
-const SUMS: [&str; 11] = [
-    "requests",
-    "failed",
-    "input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cost_micros",
-    "reasoning_ms",
-    "latency_ms",
-    "unpriced",
-];
-
-/// A session's contribution from one group, for one model it used.
-struct SessionDelta<'a> {
-    user: &'a str,
-    harness: &'a str,
-    first: i64,
-    last: i64,
-    requests: i64,
-    cost: i64,
-    tokens: i64,
-}
-
 /// What one group commit adds to the rollups, aggregated by key.
 #[derive(Default)]
 pub(crate) struct Deltas<'a> {
     hourly: HashMap<(i64, [&'a str; 9]), [i64; 11]>,
-    sessions: HashMap<(&'a str, &'a str), SessionDelta<'a>>,
+    /// A session's contribution for one rollup key it used.
+    sessions: HashMap<(&'a str, [&'a str; 9]), SessionSums<'a>>,
 }
 
 impl<'a> Deltas<'a> {
@@ -76,59 +53,14 @@ impl<'a> Deltas<'a> {
     pub(crate) fn of(records: &[&'a Record]) -> Deltas<'a> {
         let mut d = Deltas::default();
         for e in records {
-            let key = (
-                time::hour_floor(e.ts_ms),
-                [
-                    e.user.as_str(),
-                    &e.team,
-                    &e.discipline,
-                    &e.level,
-                    &e.model,
-                    &e.provider,
-                    &e.harness,
-                    &e.route,
-                    &e.tier,
-                ],
-            );
-            let add = [
-                1,
-                i64::from(e.outcome != "ok"),
-                e.input,
-                e.output,
-                e.reasoning,
-                e.cache_read,
-                e.cache_write,
-                e.cost,
-                e.reasoning_ms,
-                e.latency_ms,
-                i64::from(e.unpriced),
-            ];
-            let s = d.hourly.entry(key).or_default();
-            for (a, b) in s.iter_mut().zip(add) {
+            let dims = e.dims();
+            let s = d.hourly.entry((time::hour_floor(e.ts_ms), dims)).or_default();
+            for (a, b) in s.iter_mut().zip(e.sums()) {
                 *a += b;
             }
             if !e.session_id.is_empty() {
-                let tokens = e.input + e.output + e.cache_read + e.cache_write;
-                d.sessions
-                    .entry((&e.session_id, &e.model))
-                    .and_modify(|s| {
-                        s.user = s.user.min(&e.user);
-                        s.harness = s.harness.min(&e.harness);
-                        s.first = s.first.min(e.ts_ms);
-                        s.last = s.last.max(e.ts_ms);
-                        s.requests += 1;
-                        s.cost += e.cost;
-                        s.tokens += tokens;
-                    })
-                    .or_insert(SessionDelta {
-                        user: &e.user,
-                        harness: &e.harness,
-                        first: e.ts_ms,
-                        last: e.ts_ms,
-                        requests: 1,
-                        cost: e.cost,
-                        tokens,
-                    });
+                let one = SessionSums::of(e);
+                d.sessions.entry((&e.session_id, dims)).and_modify(|s| s.add(&one)).or_insert(one);
             }
         }
         d
@@ -149,28 +81,30 @@ impl<'a> Deltas<'a> {
                     b.int(*s);
                 }
             }
-            let sql = format!("COPY usage_delta_hourly (hour_ms, {DIMS}, {}) FROM STDIN (FORMAT binary)", SUMS.join(", "));
+            let sql = format!(
+                "COPY usage_delta_hourly (hour_ms, {}, {}) FROM STDIN (FORMAT binary)",
+                ROLL_DIMS.join(", "),
+                SUMS.join(", ")
+            );
             copy_in(conn, &sql, b.finish()).await?;
         }
         if !self.sessions.is_empty() {
-            let mut b = CopyData::new(self.sessions.len() * 120);
-            for ((session, model), s) in &self.sessions {
-                b.row(9);
+            let mut b = CopyData::new(self.sessions.len() * 200);
+            for ((session, dims), s) in &self.sessions {
+                b.row(15);
                 b.text(session)?;
-                b.text(model)?;
-                b.text(s.user)?;
-                b.text(s.harness)?;
+                for d in dims {
+                    b.text(d)?;
+                }
                 for v in [s.first, s.last, s.requests, s.cost, s.tokens] {
                     b.int(v);
                 }
             }
-            copy_in(
-                conn,
-                "COPY usage_delta_sessions (session_id, model, user_name, harness, first_ms, last_ms, requests, cost_micros, tokens) \
-                 FROM STDIN (FORMAT binary)",
-                b.finish(),
-            )
-            .await?;
+            let sql = format!(
+                "COPY usage_delta_sessions (session_id, {}, first_ms, last_ms, requests, cost_micros, tokens) FROM STDIN (FORMAT binary)",
+                ROLL_DIMS.join(", ")
+            );
+            copy_in(conn, &sql, b.finish()).await?;
         }
         Ok((self.hourly.len() + self.sessions.len()) as u64)
     }
@@ -222,10 +156,11 @@ pub(crate) async fn copy_in(conn: &mut PgConnection, sql: &str, data: Vec<u8>) -
 
 /// One statement folds every delta row visible to it into the rollups and deletes it: hourly
 /// keys are summed and upserted into `usage_hourly`, summed again by day into `usage_daily`,
-/// their dimension values added to `usage_dims_hourly`/`_daily`; (session, model) rows are
-/// summed by session into `usage_sessions` (first/last/user/harness by min/max) and listed in
-/// `usage_session_models`. Upserts go in key order. Answers the delta rows folded.
+/// their dimension values added to `usage_dims_hourly`/`_daily`; (session, key) rows are summed
+/// by session and key into `usage_session_dims` and by session into `usage_sessions`
+/// (first/last/user/harness by min/max). Upserts go in key order. Answers the delta rows folded.
 fn compact_sql() -> String {
+    let dims = ROLL_DIMS.join(", ");
     let sum = |c: &str| format!("CAST(SUM({c}) AS BIGINT) AS {c}");
     let sums = SUMS.iter().map(|c| sum(c)).collect::<Vec<_>>().join(", ");
     let cols = SUMS.join(", ");
@@ -240,12 +175,12 @@ fn compact_sql() -> String {
     let day = format!("h.hour_ms - (h.hour_ms % {d} + {d}) % {d}", d = time::DAY_MS);
     format!(
         "WITH dh AS (DELETE FROM usage_delta_hourly RETURNING *), \
-         h AS (SELECT hour_ms, {DIMS}, {sums} FROM dh GROUP BY hour_ms, {DIMS}), \
-         ih AS (INSERT INTO usage_hourly (hour_ms, {DIMS}, {cols}) SELECT hour_ms, {DIMS}, {cols} FROM h ORDER BY hour_ms, {DIMS} \
-                ON CONFLICT (hour_ms, {DIMS}) DO UPDATE SET {add_h}), \
-         id AS (INSERT INTO usage_daily (day_ms, {DIMS}, {cols}) \
-                SELECT day_ms, {DIMS}, {sums} FROM (SELECT {day} AS day_ms, h.* FROM h) AS x GROUP BY day_ms, {DIMS} ORDER BY day_ms, {DIMS} \
-                ON CONFLICT (day_ms, {DIMS}) DO UPDATE SET {add_d}), \
+         h AS (SELECT hour_ms, {dims}, {sums} FROM dh GROUP BY hour_ms, {dims}), \
+         ih AS (INSERT INTO usage_hourly (hour_ms, {dims}, {cols}) SELECT hour_ms, {dims}, {cols} FROM h ORDER BY hour_ms, {dims} \
+                ON CONFLICT (hour_ms, {dims}) DO UPDATE SET {add_h}), \
+         id AS (INSERT INTO usage_daily (day_ms, {dims}, {cols}) \
+                SELECT day_ms, {dims}, {sums} FROM (SELECT {day} AS day_ms, h.* FROM h) AS x GROUP BY day_ms, {dims} ORDER BY day_ms, {dims} \
+                ON CONFLICT (day_ms, {dims}) DO UPDATE SET {add_d}), \
          dmh AS (INSERT INTO usage_dims_hourly (hour_ms, dim, value) {dims_h} ON CONFLICT DO NOTHING), \
          dmd AS (INSERT INTO usage_dims_daily (day_ms, dim, value) {dims_d} ON CONFLICT DO NOTHING), \
          ds AS (DELETE FROM usage_delta_sessions RETURNING *), \
@@ -256,8 +191,12 @@ fn compact_sql() -> String {
                harness = LEAST(usage_sessions.harness, excluded.harness), first_ms = LEAST(usage_sessions.first_ms, excluded.first_ms), \
                last_ms = GREATEST(usage_sessions.last_ms, excluded.last_ms), requests = usage_sessions.requests + excluded.requests, \
                cost_micros = usage_sessions.cost_micros + excluded.cost_micros, tokens = usage_sessions.tokens + excluded.tokens), \
-         sm AS (INSERT INTO usage_session_models (session_id, model) SELECT DISTINCT session_id, model FROM ds ORDER BY 1, 2 \
-                ON CONFLICT DO NOTHING) \
+         sd AS (INSERT INTO usage_session_dims (session_id, {dims}, first_ms, last_ms, requests, cost_micros, tokens) \
+                SELECT session_id, {dims}, MIN(first_ms), MAX(last_ms), CAST(SUM(requests) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT), \
+                CAST(SUM(tokens) AS BIGINT) FROM ds GROUP BY session_id, {dims} ORDER BY session_id, {dims} \
+                ON CONFLICT (session_id, {dims}) DO UPDATE SET first_ms = LEAST(usage_session_dims.first_ms, excluded.first_ms), \
+                last_ms = GREATEST(usage_session_dims.last_ms, excluded.last_ms), requests = usage_session_dims.requests + excluded.requests, \
+                cost_micros = usage_session_dims.cost_micros + excluded.cost_micros, tokens = usage_session_dims.tokens + excluded.tokens) \
          SELECT (SELECT COUNT(*) FROM dh) + (SELECT COUNT(*) FROM ds)",
         add_h = add("usage_hourly"),
         add_d = add("usage_daily"),

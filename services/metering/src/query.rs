@@ -1,5 +1,6 @@
 //! The queries behind gRPC, the JSON API, the dashboard and the CLI. Grouped queries read the
-//! hourly rollup (time ranges resolve to whole hours); sessions and the CSV export read raw events.
+//! hourly and daily rollups (time ranges resolve to whole hours), sessions the session rollups;
+//! only the CSV export reads raw events.
 //! Every query that reads a rollup first has the store fold in its pending rollup deltas
 //! ([`Store::compact`], Postgres), so it answers for every event acknowledged before it began.
 use retort_proto::v1 as pb;
@@ -356,8 +357,10 @@ pub async fn model_mix(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQue
 /// Sessions ranked by spend or duration. A session is in the answer when it was active in the
 /// time range (its first event before `until`, its last at or after `since`, and after
 /// `now - live_within` when asked). Without dimension filters its whole-session totals come from
-/// the session rollup; with them, the totals are over the session's events that match the filter
-/// (read from raw events, of the active sessions only).
+/// `usage_sessions`. With them, a session is its events that match the filter: it is in the answer
+/// when those were active in the range (by the same test, on one rollup key's first and last
+/// event), with their totals, from `usage_session_dims` (one row per session and rollup key, so
+/// the sums are exact).
 pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::SessionsResponse, MeteringError> {
     store.compact().await?;
     let f = r.filter.clone().unwrap_or_default();
@@ -375,16 +378,15 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
         args.push(Arg::I(time::now_ms() - r.live_within_ms));
         active.push(format!("last_ms >= ${}", args.len()));
     }
-    let dims = dim_conditions(&f, &mut args);
     let order = match r.order_by.as_str() {
         "" | "cost" => "c_cost DESC, c_dur DESC",
         "duration" => "c_dur DESC, c_cost DESC",
         o => return Err(MeteringError::Invalid(format!("order_by {o:?}: expected cost or duration"))),
     };
-    args.push(Arg::I(limit(r.limit)));
-    let n = args.len();
-    let from_rollup = dims.is_empty();
+    let from_rollup = dim_conditions(&f, &mut Vec::new()).is_empty();
     let sql = if from_rollup {
+        args.push(Arg::I(limit(r.limit)));
+        let n = args.len();
         format!(
             "SELECT session_id, user_name, harness, first_ms, last_ms, cost_micros AS c_cost, requests, tokens, '', \
              last_ms - first_ms AS c_dur FROM usage_sessions{} ORDER BY {order}, session_id LIMIT ${n}",
@@ -396,16 +398,22 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
         } else {
             "group_concat(DISTINCT model)"
         };
-        let mut conds = dims;
+        // The sessions with a matching key active in the range, then all their matching keys
+        // (the filter's arguments are bound once for each use).
+        let mut candidates = active;
+        candidates.extend(dim_conditions(&f, &mut args));
+        let mut conds = dim_conditions(&f, &mut args);
         conds.push(format!(
-            "session_id IN (SELECT session_id FROM usage_sessions{})",
-            where_of(&active)
+            "session_id IN (SELECT session_id FROM usage_session_dims{})",
+            where_of(&candidates)
         ));
+        args.push(Arg::I(limit(r.limit)));
         format!(
-            "SELECT session_id, MIN(user_name), MIN(harness), MIN(ts_ms), MAX(ts_ms), COALESCE(CAST(SUM(cost_micros) AS BIGINT), 0) AS c_cost, \
-             COUNT(*), COALESCE(CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), 0), {models}, \
-             MAX(ts_ms) - MIN(ts_ms) AS c_dur FROM usage_events{} GROUP BY session_id ORDER BY {order}, session_id LIMIT ${n}",
-            where_of(&conds)
+            "SELECT session_id, MIN(user_name), MIN(harness), MIN(first_ms), MAX(last_ms), CAST(SUM(cost_micros) AS BIGINT) AS c_cost, \
+             CAST(SUM(requests) AS BIGINT), CAST(SUM(tokens) AS BIGINT), {models}, MAX(last_ms) - MIN(first_ms) AS c_dur \
+             FROM usage_session_dims{} GROUP BY session_id ORDER BY {order}, session_id LIMIT ${}",
+            where_of(&conds),
+            args.len()
         )
     };
     use Col::{Int, Text};
@@ -431,7 +439,7 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
         let ids: Vec<Arg> = sessions.iter().map(|s| Arg::S(s.session_id.clone())).collect();
         let ph: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT session_id, model FROM usage_session_models WHERE session_id IN ({})",
+            "SELECT DISTINCT session_id, model FROM usage_session_dims WHERE session_id IN ({})",
             ph.join(", ")
         );
         let rows = store.select(&sql, &ids, &[Text, Text]).await?;

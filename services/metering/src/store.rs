@@ -92,7 +92,7 @@ macro_rules! on_pool {
     };
 }
 
-/// SQLite: insert-only rollup rows (dimension values by hour and day, a session's models) known to
+/// SQLite: insert-only rollup rows (dimension values by hour and day) known to
 /// be in the database already: written and committed by this process. The writer leaves them out of
 /// later groups; the set is cleared when it grows past [`KNOWN_MAX`]. (Rows are never deleted, so
 /// a stale entry cannot hide a missing row; another process writing the same database only makes
@@ -254,11 +254,41 @@ impl Record {
             recorded,
         ]
     }
+    /// The event's rollup key dimensions, in [`ROLL_DIMS`] order.
+    pub(crate) fn dims(&self) -> [&str; 9] {
+        [
+            &self.user,
+            &self.team,
+            &self.discipline,
+            &self.level,
+            &self.model,
+            &self.provider,
+            &self.harness,
+            &self.route,
+            &self.tier,
+        ]
+    }
+    /// What the event adds to its rollup key's sums, in [`ROLL_SUMS`] order.
+    pub(crate) fn sums(&self) -> [i64; 11] {
+        [
+            1,
+            i64::from(self.outcome != "ok"),
+            self.input,
+            self.output,
+            self.reasoning,
+            self.cache_read,
+            self.cache_write,
+            self.cost,
+            self.reasoning_ms,
+            self.latency_ms,
+            i64::from(self.unpriced),
+        ]
+    }
 }
 
 
 /// The rollups' dimensions, in key order.
-const ROLL_DIMS: [&str; 9] = [
+pub(crate) const ROLL_DIMS: [&str; 9] = [
     "user_name",
     "team",
     "discipline",
@@ -269,7 +299,8 @@ const ROLL_DIMS: [&str; 9] = [
     "route",
     "tier",
 ];
-const ROLL_SUMS: [&str; 11] = [
+/// The hourly and daily rollups' sums, in column order.
+pub(crate) const ROLL_SUMS: [&str; 11] = [
     "requests",
     "failed",
     "input_tokens",
@@ -298,15 +329,40 @@ pub const DIM_NAMES: [(&str, &str); 9] = [
 /// A rollup key: the bucket start and every dimension the dashboard groups by.
 type RollKey<'a> = (i64, [&'a str; 9]);
 
+/// A session's totals (or those of its events with one rollup key).
 #[derive(Debug, Clone)]
-struct SessionSums<'a> {
-    user: &'a str,
-    harness: &'a str,
-    first: i64,
-    last: i64,
-    requests: i64,
-    cost: i64,
-    tokens: i64,
+pub(crate) struct SessionSums<'a> {
+    /// The least user and harness seen (a session has one of each).
+    pub(crate) user: &'a str,
+    pub(crate) harness: &'a str,
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    pub(crate) requests: i64,
+    pub(crate) cost: i64,
+    pub(crate) tokens: i64,
+}
+
+impl<'a> SessionSums<'a> {
+    pub(crate) fn of(e: &'a Record) -> SessionSums<'a> {
+        SessionSums {
+            user: &e.user,
+            harness: &e.harness,
+            first: e.ts_ms,
+            last: e.ts_ms,
+            requests: 1,
+            cost: e.cost,
+            tokens: e.input + e.output + e.cache_read + e.cache_write,
+        }
+    }
+    pub(crate) fn add(&mut self, o: &SessionSums<'a>) {
+        self.user = self.user.min(o.user);
+        self.harness = self.harness.min(o.harness);
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+        self.requests += o.requests;
+        self.cost += o.cost;
+        self.tokens += o.tokens;
+    }
 }
 
 /// Everything one write adds to the rollups.
@@ -315,7 +371,7 @@ struct Rollups<'a> {
     hourly: BTreeMap<RollKey<'a>, [i64; 11]>,
     daily: BTreeMap<RollKey<'a>, [i64; 11]>,
     sessions: BTreeMap<&'a str, SessionSums<'a>>,
-    session_models: BTreeSet<(&'a str, &'a str)>,
+    session_dims: BTreeMap<(&'a str, [&'a str; 9]), SessionSums<'a>>,
     dims_hourly: BTreeSet<(i64, &'static str, &'a str)>,
     dims_daily: BTreeSet<(i64, &'static str, &'a str)>,
 }
@@ -323,30 +379,7 @@ struct Rollups<'a> {
 fn rollups<'a>(records: &[&'a Record]) -> Rollups<'a> {
     let mut r = Rollups::default();
     for e in records {
-        let dims = [
-            e.user.as_str(),
-            &e.team,
-            &e.discipline,
-            &e.level,
-            &e.model,
-            &e.provider,
-            &e.harness,
-            &e.route,
-            &e.tier,
-        ];
-        let add = [
-            1,
-            i64::from(e.outcome != "ok"),
-            e.input,
-            e.output,
-            e.reasoning,
-            e.cache_read,
-            e.cache_write,
-            e.cost,
-            e.reasoning_ms,
-            e.latency_ms,
-            i64::from(e.unpriced),
-        ];
+        let (dims, add) = (e.dims(), e.sums());
         let hour = time::hour_floor(e.ts_ms);
         let day = time::day_floor(e.ts_ms);
         for (map, t) in [(&mut r.hourly, hour), (&mut r.daily, day)] {
@@ -356,28 +389,9 @@ fn rollups<'a>(records: &[&'a Record]) -> Rollups<'a> {
             }
         }
         if !e.session_id.is_empty() {
-            let tokens = e.input + e.output + e.cache_read + e.cache_write;
-            r.session_models.insert((&e.session_id, &e.model));
-            r.sessions
-                .entry(&e.session_id)
-                .and_modify(|s| {
-                    s.user = s.user.min(&e.user);
-                    s.harness = s.harness.min(&e.harness);
-                    s.first = s.first.min(e.ts_ms);
-                    s.last = s.last.max(e.ts_ms);
-                    s.requests += 1;
-                    s.cost += e.cost;
-                    s.tokens += tokens;
-                })
-                .or_insert(SessionSums {
-                    user: &e.user,
-                    harness: &e.harness,
-                    first: e.ts_ms,
-                    last: e.ts_ms,
-                    requests: 1,
-                    cost: e.cost,
-                    tokens,
-                });
+            let one = SessionSums::of(e);
+            r.sessions.entry(&e.session_id).and_modify(|s| s.add(&one)).or_insert_with(|| one.clone());
+            r.session_dims.entry((&e.session_id, dims)).and_modify(|s| s.add(&one)).or_insert(one);
         }
     }
     // The dimension values come from the distinct rollup keys, not from every event.
@@ -436,12 +450,10 @@ fn forget_known(r: &mut Rollups<'_>, known: &Known) -> Vec<(String, i64, String,
     let key = |t: &str, a: i64, b: &str, c: &str| (t.to_string(), a, b.to_string(), c.to_string());
     r.dims_hourly.retain(|(h, d, v)| !k.contains(&key("h", *h, d, v)));
     r.dims_daily.retain(|(h, d, v)| !k.contains(&key("d", *h, d, v)));
-    r.session_models.retain(|(s, m)| !k.contains(&key("s", 0, s, m)));
     r.dims_hourly
         .iter()
         .map(|(h, d, v)| key("h", *h, d, v))
         .chain(r.dims_daily.iter().map(|(h, d, v)| key("d", *h, d, v)))
-        .chain(r.session_models.iter().map(|(s, m)| key("s", 0, s, m)))
         .collect()
 }
 
@@ -484,10 +496,27 @@ fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
             ),
         },
         Rows {
-            table: "usage_session_models",
-            cols: vec!["session_id", "model"],
-            rows: r.session_models.iter().map(|(s, m)| vec![V::S(s), V::S(m)]).collect(),
-            tail: " ON CONFLICT DO NOTHING".into(),
+            table: "usage_session_dims",
+            cols: std::iter::once("session_id")
+                .chain(ROLL_DIMS)
+                .chain(["first_ms", "last_ms", "requests", "cost_micros", "tokens"])
+                .collect(),
+            rows: r
+                .session_dims
+                .iter()
+                .map(|((id, d), s)| {
+                    std::iter::once(V::S(id))
+                        .chain(d.iter().map(|v| V::S(v)))
+                        .chain([s.first, s.last, s.requests, s.cost, s.tokens].map(V::I))
+                        .collect()
+                })
+                .collect(),
+            tail: format!(
+                " ON CONFLICT (session_id, {}) DO UPDATE SET first_ms = {min}(usage_session_dims.first_ms, excluded.first_ms), \
+                 last_ms = {max}(usage_session_dims.last_ms, excluded.last_ms), requests = usage_session_dims.requests + excluded.requests, \
+                 cost_micros = usage_session_dims.cost_micros + excluded.cost_micros, tokens = usage_session_dims.tokens + excluded.tokens",
+                ROLL_DIMS.join(", ")
+            ),
         },
         dims("usage_dims_hourly", "hour_ms", &r.dims_hourly),
         dims("usage_dims_daily", "day_ms", &r.dims_daily),

@@ -137,9 +137,13 @@ async fn concurrent_compactors_and_ingest_leave_rollups_exactly_equal_to_the_raw
                 .into(),
         ),
         (
-            "usage_session_models",
-            "SELECT session_id, model FROM usage_session_models".into(),
-            "SELECT DISTINCT session_id, model FROM usage_events WHERE session_id <> ''".into(),
+            "usage_session_dims",
+            format!("SELECT session_id, {DIMS}, first_ms, last_ms, requests, cost_micros, tokens FROM usage_session_dims"),
+            format!(
+                "SELECT session_id, {DIMS}, MIN(ts_ms), MAX(ts_ms), COUNT(*), SUM(cost_micros), \
+                 SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) FROM usage_events WHERE session_id <> '' \
+                 GROUP BY session_id, {DIMS}"
+            ),
         ),
         (
             "usage_dims_hourly",

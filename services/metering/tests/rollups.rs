@@ -74,6 +74,44 @@ fn raw_range(f: &pb::UsageFilter, args: &mut Vec<Arg>) -> String {
     c.join(" AND ")
 }
 
+/// The sessions answer computed from raw events: `matching` is the dimension filter as SQL ("" for
+/// none). Columns: id, user, cost, requests, tokens, duration, first, last.
+async fn raw_sessions(m: &Metering, f: &pb::UsageFilter, matching: &str, order: &str) -> Vec<Vec<retort_metering::store::Val>> {
+    let mut args = Vec::new();
+    let (first, last) = if matching.is_empty() { ("MIN(ts_ms)", "MAX(ts_ms)") } else { ("f", "l") };
+    let mut active = vec!["1 = 1".to_string()];
+    if f.since_ms > 0 {
+        args.push(Arg::I(f.since_ms));
+        active.push(format!("{last} >= ${}", args.len()));
+    }
+    if f.until_ms > 0 {
+        args.push(Arg::I(f.until_ms));
+        active.push(format!("{first} < ${}", args.len()));
+    }
+    let active = active.join(" AND ");
+    let (source, having) = if matching.is_empty() {
+        ("usage_events WHERE session_id <> ''".to_string(), format!(" HAVING {active}"))
+    } else {
+        let keys = "user_name, team, discipline, level, model, provider, harness, route, tier";
+        (
+            format!(
+                "usage_events WHERE session_id <> '' AND {matching} AND session_id IN \
+                 (SELECT session_id FROM (SELECT session_id, MIN(ts_ms) AS f, MAX(ts_ms) AS l FROM usage_events \
+                 WHERE session_id <> '' AND {matching} GROUP BY session_id, {keys}) AS k WHERE {active})"
+            ),
+            String::new(),
+        )
+    };
+    let ord = if order == "cost" { "3 DESC, 6 DESC" } else { "6 DESC, 3 DESC" };
+    let sql = format!(
+        "SELECT session_id, MIN(user_name), CAST(SUM(cost_micros) AS BIGINT), COUNT(*), \
+         CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), MAX(ts_ms) - MIN(ts_ms), \
+         MIN(ts_ms), MAX(ts_ms) FROM {source} GROUP BY session_id{having} ORDER BY {ord}, 1"
+    );
+    use Col::{Int, Text};
+    m.store.select(&sql, &args, &[Text, Text, Int, Int, Int, Int, Int, Int]).await.unwrap()
+}
+
 type Sums = [i64; 8];
 
 fn raw_expr(dim: &str) -> &'static str {
@@ -267,71 +305,71 @@ async fn rollups_answer_exactly_what_the_raw_events_say() {
                 assert_eq!(vals, want, "{kind}: dimension {name}, {f:?}");
             }
 
-            // Sessions: those active in the range, whole-session totals, by cost and by duration.
-            for order in ["cost", "duration"] {
-                let got = query::sessions(
-                    &m.store,
-                    &pb::SessionsRequest {
-                        filter: Some(f.clone()),
-                        order_by: order.into(),
-                        limit: 1000,
-                        ..Default::default()
+            // Sessions: those active in the range, whole-session totals; with a dimension filter,
+            // those whose matching events (one rollup key's first and last) were active in the
+            // range, with the matching events' totals. By cost and by duration.
+            let filters: [(&str, pb::UsageFilter); 3] = [
+                ("", f.clone()),
+                (
+                    "model IN ('small')",
+                    pb::UsageFilter {
+                        models: vec!["small".into()],
+                        ..f.clone()
                     },
-                )
-                .await
-                .unwrap()
-                .sessions;
-                let mut args = Vec::new();
-                let mut having = vec!["1 = 1".to_string()];
-                if f.since_ms > 0 {
-                    args.push(Arg::I(f.since_ms));
-                    having.push(format!("MAX(ts_ms) >= ${}", args.len()));
-                }
-                if f.until_ms > 0 {
-                    args.push(Arg::I(f.until_ms));
-                    having.push(format!("MIN(ts_ms) < ${}", args.len()));
-                }
-                let ord = if order == "cost" { "3 DESC, 6 DESC" } else { "6 DESC, 3 DESC" };
-                let sql = format!(
-                    "SELECT session_id, MIN(user_name), CAST(SUM(cost_micros) AS BIGINT), COUNT(*), \
-                     CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), MAX(ts_ms) - MIN(ts_ms), \
-                     MIN(ts_ms), MAX(ts_ms) FROM usage_events WHERE session_id <> '' GROUP BY session_id HAVING {} ORDER BY {ord}, 1",
-                    having.join(" AND ")
-                );
-                use Col::{Int, Text};
-                let want = m
-                    .store
-                    .select(&sql, &args, &[Text, Text, Int, Int, Int, Int, Int, Int])
+                ),
+                (
+                    "user_name IN ('alice', 'bob') AND harness IN ('codex')",
+                    pb::UsageFilter {
+                        users: vec!["alice".into(), "bob".into()],
+                        harnesses: vec!["codex".into()],
+                        ..f.clone()
+                    },
+                ),
+            ];
+            for (matching, sf) in filters {
+                for order in ["cost", "duration"] {
+                    let got = query::sessions(
+                        &m.store,
+                        &pb::SessionsRequest {
+                            filter: Some(sf.clone()),
+                            order_by: order.into(),
+                            limit: 1000,
+                            ..Default::default()
+                        },
+                    )
                     .await
-                    .unwrap();
-                assert_eq!(got.len(), want.len(), "{kind}: sessions in {f:?}");
-                for (g, w) in got.iter().zip(&want) {
-                    assert_eq!(
-                        (
-                            g.session_id.as_str(),
-                            g.user.as_str(),
-                            g.cost_micros,
-                            g.requests as i64,
-                            g.tokens as i64,
-                            g.first_ms,
-                            g.last_ms
-                        ),
-                        (
-                            w[0].text().as_str(),
-                            w[1].text().as_str(),
-                            w[2].int(),
-                            w[3].int(),
-                            w[4].int(),
-                            w[6].int(),
-                            w[7].int()
-                        ),
-                        "{kind}: sessions by {order} in {f:?}"
-                    );
+                    .unwrap()
+                    .sessions;
+                    let want = raw_sessions(&m, &sf, matching, order).await;
+                    assert_eq!(got.len(), want.len(), "{kind}: sessions in {sf:?}");
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(
+                            (
+                                g.session_id.as_str(),
+                                g.user.as_str(),
+                                g.cost_micros,
+                                g.requests as i64,
+                                g.tokens as i64,
+                                g.first_ms,
+                                g.last_ms
+                            ),
+                            (
+                                w[0].text().as_str(),
+                                w[1].text().as_str(),
+                                w[2].int(),
+                                w[3].int(),
+                                w[4].int(),
+                                w[6].int(),
+                                w[7].int()
+                            ),
+                            "{kind}: sessions by {order} in {sf:?}"
+                        );
+                    }
                 }
             }
         }
 
-        // Sessions with a dimension filter: totals over the matching events of the active sessions.
+        // Sessions with a dimension filter list only the matching models, and never more than the whole session.
         let f = pb::UsageFilter {
             models: vec!["small".into()],
             since_ms: at("2025-03-03", 0),
