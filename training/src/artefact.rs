@@ -169,7 +169,7 @@ impl DenseMlp {
             && p.hidden_weight.len() == d_embed * d_hidden
             && p.output_weight.len() == d_hidden * labels
             && !p.embedding.is_empty()
-            && p.embedding.len() % d_embed == 0;
+            && p.embedding.len().is_multiple_of(d_embed);
         ok.then_some(DenseMlp {
             d_embed,
             d_hidden,

@@ -7,10 +7,13 @@ pub const MODEL_FAST: &str = "sim-fast";
 pub const MODEL_20MS: &str = "sim-20ms";
 /// 64 content chunks per streamed answer, unpaced (scenario c).
 pub const MODEL_STREAM: &str = "sim-stream64";
+/// 8 content chunks at 1,000 tokens/s (about 2 ms apart: the simulator's timer rounds up), the first
+/// token alone with the role chunk, as from a model that generates as it sends (scenario c′).
+pub const MODEL_PACED: &str = "sim-paced8";
 /// 64 chunks paced at 8 per second: each stream stays open about 8 s (scenario d).
 pub const MODEL_SOAK: &str = "sim-soak";
 
-pub const MODELS: [&str; 4] = [MODEL_FAST, MODEL_20MS, MODEL_STREAM, MODEL_SOAK];
+pub const MODELS: [&str; 5] = [MODEL_FAST, MODEL_20MS, MODEL_STREAM, MODEL_PACED, MODEL_SOAK];
 
 /// The key the bench's Retort user has.
 pub const RETORT_KEY: &str = "sk-retort-bench";
@@ -28,6 +31,10 @@ latency_ms = 20
 
 [models."{MODEL_STREAM}"]
 answer_tokens = 64
+
+[models."{MODEL_PACED}"]
+answer_tokens = 8
+tokens_per_sec = 1000
 
 [models."{MODEL_SOAK}"]
 answer_tokens = 64

@@ -4,10 +4,11 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    configs::{MODEL_20MS, MODEL_FAST, MODEL_SOAK, MODEL_STREAM},
+    configs::{MODEL_20MS, MODEL_FAST, MODEL_PACED, MODEL_SOAK, MODEL_STREAM},
     grpc,
     load::{self, Endpoint, RssSample, Summary, chat_body},
 };
@@ -91,6 +92,9 @@ pub struct Plan {
     pub stream_requests: u64,
     pub stream_warmup: u64,
     pub litellm_stream_requests: u64,
+    /// (c′) streamed requests at concurrency 1 from a paced provider (8 tokens, about 2 ms apart).
+    pub paced_requests: u64,
+    pub litellm_paced_requests: u64,
     /// gRPC `Complete`: concurrency, HTTP/2 connections, window.
     pub grpc_concurrency: usize,
     pub grpc_connections: usize,
@@ -119,6 +123,8 @@ impl Plan {
             stream_requests: 5_000,
             stream_warmup: 200,
             litellm_stream_requests: 300,
+            paced_requests: 2_000,
+            litellm_paced_requests: 100,
             grpc_concurrency: 64,
             grpc_connections: 4,
             grpc_s: 10.0,
@@ -145,6 +151,8 @@ impl Plan {
             stream_requests: 100,
             stream_warmup: 10,
             litellm_stream_requests: 20,
+            paced_requests: 40,
+            litellm_paced_requests: 10,
             grpc_concurrency: 8,
             grpc_connections: 2,
             grpc_s: 1.0,
@@ -230,10 +238,65 @@ pub struct Results {
     /// (b′) peak throughput, zero-delay simulator.
     pub peak: Vec<ThroughputRow>,
     pub streaming: Vec<StreamRow>,
+    /// (c′) streaming from a paced provider: the first token arrives alone, as from a real model.
+    pub paced: Vec<StreamRow>,
     pub grpc: Option<GrpcRow>,
     /// RSS of each system before any load, KiB (LiteLLM: all its processes).
     pub idle_rss_kib: BTreeMap<SystemKind, u64>,
     pub soak: Option<SoakResult>,
+}
+
+/// Streams one after another on each system, `rounds` interleaved rounds; `counts` is (every
+/// system, LiteLLM) in all. A system that fails gets a row holding its error.
+#[allow(clippy::too_many_arguments)]
+async fn stream_rounds(
+    systems: &[System],
+    eps: &[Endpoint],
+    body: &Bytes,
+    counts: (u64, u64),
+    rounds: u64,
+    warmup: u64,
+    what: &str,
+    log: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Vec<StreamRow>> {
+    let mut acc: Vec<Option<load::StreamRun>> = systems.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        for (i, (s, ep)) in systems.iter().zip(eps).enumerate() {
+            let total = if s.kind == SystemKind::Litellm { counts.1 } else { counts.0 };
+            let n = total / rounds + u64::from(round < total % rounds);
+            let warmup = if round == 0 { warmup } else { warmup.min(20) };
+            log(&format!("{what}: {} round {}/{rounds}, {n} streams", s.kind.name(), round + 1));
+            match load::sequential_streams(ep, body.clone(), n, warmup).await {
+                Ok(r) => match &mut acc[i] {
+                    Some(a) => a.merge(r),
+                    slot => *slot = Some(r),
+                },
+                Err(e) => {
+                    let a = match &mut acc[i] {
+                        Some(a) => a,
+                        slot => slot.insert(load::StreamRun::empty()?),
+                    };
+                    a.errors += n;
+                    a.first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+    }
+    Ok(systems
+        .iter()
+        .zip(acc)
+        .filter_map(|(s, a)| {
+            a.map(|r| StreamRow {
+                system: s.kind,
+                errors: r.errors,
+                first_error: r.first_error,
+                ttft: Summary::of(&r.ttft),
+                total: Summary::of(&r.total),
+                min_tokens: if r.ttft.is_empty() { 0 } else { r.min_tokens },
+                max_tokens: r.max_tokens,
+            })
+        })
+        .collect())
 }
 
 fn secs(s: f64) -> Duration {
@@ -263,6 +326,7 @@ pub async fn run(
         throughput: Vec::new(),
         peak: Vec::new(),
         streaming: Vec::new(),
+        paced: Vec::new(),
         grpc: None,
         idle_rss_kib: BTreeMap::new(),
         soak: None,
@@ -367,57 +431,15 @@ pub async fn run(
         results.peak.push(throughput_row(s.kind, c, plan.peak_s, r));
     }
 
-    // (c) Streaming: time to first token, 64 chunks per answer, concurrency 1; interleaved rounds
-    // as in (a).
+    // (c) Streaming: time to first token, 64 chunks per answer delivered at once, concurrency 1;
+    // interleaved rounds as in (a).
     let body = chat_body(MODEL_STREAM, true);
-    let mut acc: Vec<Option<load::StreamRun>> = systems.iter().map(|_| None).collect();
-    for round in 0..rounds {
-        for (i, (s, ep)) in systems.iter().zip(&eps).enumerate() {
-            let total = if s.kind == SystemKind::Litellm {
-                plan.litellm_stream_requests
-            } else {
-                plan.stream_requests
-            };
-            let n = total / rounds + u64::from(round < total % rounds);
-            let warmup = if round == 0 {
-                plan.stream_warmup
-            } else {
-                plan.stream_warmup.min(20)
-            };
-            log(&format!(
-                "(c) streaming TTFT c=1: {} round {}/{rounds}, {n} streams",
-                s.kind.name(),
-                round + 1
-            ));
-            match load::sequential_streams(ep, body.clone(), n, warmup).await {
-                Ok(r) => match &mut acc[i] {
-                    Some(a) => a.merge(r),
-                    slot => *slot = Some(r),
-                },
-                Err(e) => {
-                    let a = match &mut acc[i] {
-                        Some(a) => a,
-                        slot => slot.insert(load::StreamRun::empty()?),
-                    };
-                    a.errors += n;
-                    a.first_error.get_or_insert_with(|| format!("{e:#}"));
-                }
-            }
-        }
-    }
-    for (s, a) in systems.iter().zip(acc) {
-        if let Some(r) = a {
-            results.streaming.push(StreamRow {
-                system: s.kind,
-                errors: r.errors,
-                first_error: r.first_error,
-                ttft: Summary::of(&r.ttft),
-                total: Summary::of(&r.total),
-                min_tokens: if r.ttft.is_empty() { 0 } else { r.min_tokens },
-                max_tokens: r.max_tokens,
-            });
-        }
-    }
+    let counts = (plan.stream_requests, plan.litellm_stream_requests);
+    results.streaming = stream_rounds(systems, &eps, &body, counts, rounds, plan.stream_warmup, "(c) streaming TTFT c=1", log).await?;
+    // (c′) The same from a provider that paces its tokens, so the first one arrives alone.
+    let body = chat_body(MODEL_PACED, true);
+    let counts = (plan.paced_requests, plan.litellm_paced_requests);
+    results.paced = stream_rounds(systems, &eps, &body, counts, rounds, plan.stream_warmup, "(c') paced streaming TTFT c=1", log).await?;
 
     // gRPC Complete through Retort.
     if let Some(url) = &setup.retort_grpc_url {

@@ -108,6 +108,11 @@ async fn every_scenario_produces_numbers() {
         assert_eq!(s.errors, 0, "{k:?}: {:?}", s.first_error);
         assert_eq!(s.ttft.count, plan.stream_requests, "{k:?}");
         assert_eq!((s.min_tokens, s.max_tokens), (64, 64), "{k:?}");
+
+        let s = r.paced.iter().find(|x| x.system == k).expect("paced streaming row");
+        assert_eq!(s.errors, 0, "{k:?}: {:?}", s.first_error);
+        assert_eq!(s.ttft.count, plan.paced_requests, "{k:?}");
+        assert_eq!((s.min_tokens, s.max_tokens), (8, 8), "{k:?}");
     }
     let g = r.grpc.as_ref().expect("gRPC row");
     assert_eq!(g.run.errors, 0, "{:?}", g.run.first_error);

@@ -62,6 +62,9 @@ struct Args {
     /// Streams at concurrency 1 per system (default 5000; LiteLLM 300).
     #[arg(long)]
     stream_requests: Option<u64>,
+    /// Streams from the paced provider at concurrency 1 per system (default 2000; LiteLLM 100).
+    #[arg(long)]
+    paced_requests: Option<u64>,
     /// Where the report goes (default bench/results, smoke bench/out).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -113,6 +116,9 @@ impl Args {
         }
         if let Some(v) = self.stream_requests {
             p.stream_requests = v;
+        }
+        if let Some(v) = self.paced_requests {
+            p.paced_requests = v;
         }
         p
     }
@@ -476,13 +482,15 @@ async fn main() -> anyhow::Result<()> {
     {
         notes.push(format!(
             "LiteLLM's request counts are capped so the run stays near 10 minutes: {} requests at c=1 (others {}), \
-             a {} s throughput window (others {} s), {} streams (others {}).",
+             a {} s throughput window (others {} s), {} streams (others {}), {} paced streams (others {}).",
             plan.litellm_latency_requests,
             plan.latency_requests,
             plan.litellm_throughput_s,
             plan.throughput_s,
             plan.litellm_stream_requests,
-            plan.stream_requests
+            plan.stream_requests,
+            plan.litellm_paced_requests,
+            plan.paced_requests
         ));
     }
     notes.push(format!(
