@@ -17,13 +17,16 @@ use std::{
     collections::VecDeque,
     future::{Future, poll_fn},
     pin::{Pin, pin},
-    sync::{Arc, Mutex},
-    task::{Context, Poll, Waker},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering::SeqCst},
+    },
+    task::{Context, Poll, Wake, Waker},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, task::AtomicWaker};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 use http_body_util::{BodyExt, BodyStream, Full, Limited};
 use hyper::{
@@ -208,13 +211,81 @@ type UpstreamRequest = Request<Full<Bytes>>;
 struct Conn {
     tx: http1::SendRequest<Full<Bytes>>,
     io: http1::Connection<Io, Full<Bytes>>,
+    inline: Inline,
 }
 
 impl Conn {
+    fn new(tx: http1::SendRequest<Full<Bytes>>, io: http1::Connection<Io, Full<Bytes>>) -> Box<Conn> {
+        Box::new(Conn { tx, io, inline: Inline::new() })
+    }
+
     /// Polls the connection's I/O; `true` when it has finished (closed by the peer, or failed) and
     /// can only be dropped.
     fn poll_done(&mut self, cx: &mut Context<'_>) -> bool {
         self.io.poll_without_shutdown(cx).is_ready()
+    }
+}
+
+/// How often one poll goes round again for wakes raised inside it before it yields to the scheduler.
+const MAX_INLINE_TURNS: usize = 8;
+
+/// The waker a connection, its request and its response body are polled with. hyper's connection
+/// and those handles signal each other through channels (a request queued, a body that wants more, a
+/// frame read), and here one task polls both sides, so each signal would wake that task while it is
+/// running: tokio then requeues it at the back of its run queue and wakes an idle worker to steal it
+/// (futex wake-ups of a worker that finds nothing; `strace`, bench/results/gateway-history.md) for a
+/// poll that was about to happen anyway. Wakes raised during the task's own poll are recorded and
+/// answered by one more turn of that poll; any other wake (the socket became readable) goes to the
+/// task.
+struct InlineWaker {
+    task: AtomicWaker,
+    polling: AtomicBool,
+    woken: AtomicBool,
+}
+
+impl Wake for InlineWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(SeqCst) {
+            self.woken.store(true, SeqCst);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
+struct Inline {
+    state: Arc<InlineWaker>,
+    waker: Waker,
+}
+
+impl Inline {
+    fn new() -> Inline {
+        let state = Arc::new(InlineWaker { task: AtomicWaker::new(), polling: AtomicBool::new(false), woken: AtomicBool::new(false) });
+        Inline { waker: Waker::from(Arc::clone(&state)), state }
+    }
+
+    /// Runs `f` on behalf of the task of `cx`, turning again while `f` itself raised a wake.
+    fn poll<T>(&self, cx: &mut Context<'_>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        let w = &self.state;
+        w.task.register(cx.waker());
+        let mut inner = Context::from_waker(&self.waker);
+        for _ in 0..MAX_INLINE_TURNS {
+            w.woken.store(false, SeqCst);
+            w.polling.store(true, SeqCst);
+            let out = f(&mut inner);
+            w.polling.store(false, SeqCst);
+            // A wake after this point reaches the task through `task`.
+            if out.is_ready() || !w.woken.load(SeqCst) {
+                return out;
+            }
+        }
+        // Still waking itself: let the scheduler run the others first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -244,8 +315,9 @@ impl Pool {
     /// been written never is.
     async fn send(self: &Arc<Self>, target: &Target, mut req: UpstreamRequest) -> Result<Response<UpstreamBody>, ProviderError> {
         while let Some(mut conn) = self.checkout(&target.key) {
-            // A connection the upstream closed while idle completes on this poll: drop it.
-            if poll_fn(|cx| Poll::Ready(conn.poll_done(cx))).await || conn.tx.is_closed() {
+            // A connection the upstream closed while idle completes on this poll: drop it. No waker:
+            // `roundtrip` polls it again at once (queuing the request would otherwise wake this task).
+            if conn.poll_done(&mut Context::from_waker(Waker::noop())) || conn.tx.is_closed() {
                 continue;
             }
             match roundtrip(conn, req).await {
@@ -284,7 +356,7 @@ impl Pool {
         use tower::ServiceExt;
         let io = self.connector.clone().oneshot(target.uri.clone()).await.map_err(|e| connect_error(&*e))?;
         let (tx, io) = http1::handshake(io).await.map_err(|e| ProviderError::Connect(error_chain(&e)))?;
-        Ok(Box::new(Conn { tx, io }))
+        Ok(Conn::new(tx, io))
     }
 
     /// The most recently parked live connection to `key`; expired ones met on the way are dropped.
@@ -332,15 +404,18 @@ async fn roundtrip(
     req: UpstreamRequest,
 ) -> Result<(Response<Incoming>, Option<Box<Conn>>), TrySendError<UpstreamRequest>> {
     let mut sent = pin!(conn.tx.try_send_request(req));
+    let inline = Inline { state: Arc::clone(&conn.inline.state), waker: conn.inline.waker.clone() };
     let mut conn = Some(conn);
     let resp = poll_fn(|cx| {
-        if let Some(c) = &mut conn
-            && c.poll_done(cx)
-        {
-            // Finished: dropping it hands back a request it had not taken, or fails the one it had.
-            conn = None;
-        }
-        sent.as_mut().poll(cx)
+        inline.poll(cx, |cx| {
+            if let Some(c) = &mut conn
+                && c.poll_done(cx)
+            {
+                // Finished: dropping it hands back a request it had not taken, or fails the one it had.
+                conn = None;
+            }
+            sent.as_mut().poll(cx)
+        })
     })
     .await?;
     Ok((resp, conn))
@@ -394,18 +469,32 @@ impl Body for UpstreamBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        // The body first: it may hold a frame already, and polling it tells the connection to read on.
-        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
-        if frame.is_pending()
-            && let Some(lent) = &mut this.conn
-        {
-            if lent.conn.poll_done(cx) {
+        let Some(lent) = &this.conn else {
+            // HTTP/2 (hyper-util's connection task feeds the body), or the connection is gone.
+            let frame = Pin::new(&mut this.body).poll_frame(cx);
+            if let Poll::Ready(Some(Err(_))) = &frame {
+                this.conn = None;
+            }
+            return frame;
+        };
+        let inline = Arc::clone(&lent.conn.inline.state);
+        let waker = lent.conn.inline.waker.clone();
+        let frame = Inline { state: inline, waker }.poll(cx, |cx| {
+            // The body first: it may hold a frame already, and polling it tells the connection to
+            // read on.
+            let frame = Pin::new(&mut this.body).poll_frame(cx);
+            if frame.is_ready() {
+                return frame;
+            }
+            if let Some(lent) = &mut this.conn
+                && lent.conn.poll_done(cx)
+            {
                 // Finished (the upstream closed, or the connection failed): what it read is in the
                 // body, and dropping it ends the body or fails it.
                 this.conn = None;
             }
-            frame = Pin::new(&mut this.body).poll_frame(cx);
-        }
+            Pin::new(&mut this.body).poll_frame(cx)
+        });
         match &frame {
             Poll::Ready(None) => this.ended(),
             Poll::Ready(Some(Err(_))) => this.conn = None,
