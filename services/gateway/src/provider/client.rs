@@ -780,6 +780,55 @@ mod tests {
     }
 
     #[test]
+    fn wakes_inside_the_poll_turn_it_again_and_wakes_outside_reach_the_task() {
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let task_waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&task_waker);
+        let woken = || task.0.load(Ordering::SeqCst);
+        let inline = Inline::new();
+
+        // Woken on its first turn, ready on its second: one poll, the task never woken.
+        let mut turns = 0;
+        let out = inline.poll(&mut cx, |cx| {
+            turns += 1;
+            if turns == 1 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(turns)
+            }
+        });
+        assert_eq!((out, woken()), (Poll::Ready(2), 0));
+
+        // Pending without a wake: the waker it kept, woken after the poll, reaches the task.
+        let mut kept = None;
+        let out = inline.poll(&mut cx, |cx| {
+            kept = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        });
+        assert!(out.is_pending());
+        assert_eq!(woken(), 0);
+        kept.expect("kept").wake();
+        assert_eq!(woken(), 1);
+
+        // Waking itself on every turn: after MAX_INLINE_TURNS it leaves the rest to the scheduler.
+        let mut turns = 0;
+        let out = inline.poll(&mut cx, |cx| {
+            turns += 1;
+            cx.waker().wake_by_ref();
+            Poll::<()>::Pending
+        });
+        assert!(out.is_pending());
+        assert_eq!((turns, woken()), (MAX_INLINE_TURNS, 2));
+    }
+
+    #[test]
     fn endpoint_request_line_and_host() {
         let t = Endpoint::new("http://127.0.0.1:8080/v1/chat/completions?x=1".into()).target.unwrap();
         assert_eq!((t.origin.to_string().as_str(), t.host.to_str().unwrap()), ("/v1/chat/completions?x=1", "127.0.0.1:8080"));
