@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::{
     error::MeteringError,
-    store::{ROLL_DIMS, ROLL_SUMS as SUMS, Record, SessionSums},
+    store::{ROLL_DIMS, ROLL_SUMS as SUMS, Record, SessionSums, add_set, session_set},
     time,
 };
 
@@ -164,7 +164,6 @@ fn compact_sql() -> String {
     let sum = |c: &str| format!("CAST(SUM({c}) AS BIGINT) AS {c}");
     let sums = SUMS.iter().map(|c| sum(c)).collect::<Vec<_>>().join(", ");
     let cols = SUMS.join(", ");
-    let add = |t: &str| SUMS.iter().map(|c| format!("{c} = {t}.{c} + excluded.{c}")).collect::<Vec<_>>().join(", ");
     let dim_values = |t: &str| {
         format!(
             "SELECT DISTINCT {t}, v.dim, v.value FROM h CROSS JOIN LATERAL (VALUES ('user', h.user_name), ('team', h.team), \
@@ -187,19 +186,16 @@ fn compact_sql() -> String {
          s AS (INSERT INTO usage_sessions (session_id, user_name, harness, first_ms, last_ms, requests, cost_micros, tokens) \
                SELECT session_id, MIN(user_name), MIN(harness), MIN(first_ms), MAX(last_ms), CAST(SUM(requests) AS BIGINT), \
                CAST(SUM(cost_micros) AS BIGINT), CAST(SUM(tokens) AS BIGINT) FROM ds GROUP BY session_id ORDER BY session_id \
-               ON CONFLICT (session_id) DO UPDATE SET user_name = LEAST(usage_sessions.user_name, excluded.user_name), \
-               harness = LEAST(usage_sessions.harness, excluded.harness), first_ms = LEAST(usage_sessions.first_ms, excluded.first_ms), \
-               last_ms = GREATEST(usage_sessions.last_ms, excluded.last_ms), requests = usage_sessions.requests + excluded.requests, \
-               cost_micros = usage_sessions.cost_micros + excluded.cost_micros, tokens = usage_sessions.tokens + excluded.tokens), \
+               ON CONFLICT (session_id) DO UPDATE SET {set_s}), \
          sd AS (INSERT INTO usage_session_dims (session_id, {dims}, first_ms, last_ms, requests, cost_micros, tokens) \
                 SELECT session_id, {dims}, MIN(first_ms), MAX(last_ms), CAST(SUM(requests) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT), \
                 CAST(SUM(tokens) AS BIGINT) FROM ds GROUP BY session_id, {dims} ORDER BY session_id, {dims} \
-                ON CONFLICT (session_id, {dims}) DO UPDATE SET first_ms = LEAST(usage_session_dims.first_ms, excluded.first_ms), \
-                last_ms = GREATEST(usage_session_dims.last_ms, excluded.last_ms), requests = usage_session_dims.requests + excluded.requests, \
-                cost_micros = usage_session_dims.cost_micros + excluded.cost_micros, tokens = usage_session_dims.tokens + excluded.tokens) \
+                ON CONFLICT (session_id, {dims}) DO UPDATE SET {set_sd}) \
          SELECT (SELECT COUNT(*) FROM dh) + (SELECT COUNT(*) FROM ds)",
-        add_h = add("usage_hourly"),
-        add_d = add("usage_daily"),
+        add_h = add_set("usage_hourly", &SUMS),
+        add_d = add_set("usage_daily", &SUMS),
+        set_s = session_set("usage_sessions", "LEAST", "GREATEST", &["user_name", "harness"]),
+        set_sd = session_set("usage_session_dims", "LEAST", "GREATEST", &[]),
         dims_h = dim_values("h.hour_ms"),
         dims_d = dim_values(&day),
     )

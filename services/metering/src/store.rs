@@ -420,12 +420,25 @@ struct Rows<'a> {
     tail: String,
 }
 
-fn sums_rows<'a>(table: &'static str, time_col: &'static str, m: &BTreeMap<RollKey<'a>, [i64; 11]>) -> Rows<'a> {
-    let set = ROLL_SUMS
-        .iter()
-        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+/// The `SET` list of an upsert into `table` that adds each of `cols`: `c = table.c + excluded.c`.
+pub(crate) fn add_set(table: &str, cols: &[&str]) -> String {
+    cols.iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The `SET` list of an upsert into a session rollup (`usage_sessions`, `usage_session_dims`):
+/// `first_ms` and every column of `also_least` by `least`, `last_ms` by `greatest` (the database's
+/// names for them: `MIN`/`MAX` in SQLite, `LEAST`/`GREATEST` in Postgres), the sums added.
+pub(crate) fn session_set(table: &str, least: &str, greatest: &str, also_least: &[&str]) -> String {
+    let by_least = also_least.iter().chain(&["first_ms"]).map(|c| format!("{c} = {least}({table}.{c}, excluded.{c})"));
+    by_least
+        .chain([format!("last_ms = {greatest}({table}.last_ms, excluded.last_ms)")])
+        .chain([add_set(table, &["requests", "cost_micros", "tokens"])])
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+fn sums_rows<'a>(table: &'static str, time_col: &'static str, m: &BTreeMap<RollKey<'a>, [i64; 11]>) -> Rows<'a> {
+    let set = add_set(table, &ROLL_SUMS);
     Rows {
         table,
         cols: std::iter::once(time_col).chain(ROLL_DIMS).chain(ROLL_SUMS).collect(),
@@ -459,7 +472,6 @@ fn forget_known(r: &mut Rollups<'_>, known: &Known) -> Vec<(String, i64, String,
 
 /// The rollup upserts of one SQLite group, in a fixed table order (and key order within a table).
 fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
-    let (min, max) = ("MIN", "MAX");
     let dims = |table: &'static str, time_col: &'static str, set: &'a BTreeSet<(i64, &'static str, &'a str)>| Rows {
         table,
         cols: vec![time_col, "dim", "value"],
@@ -489,10 +501,8 @@ fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
                 })
                 .collect(),
             tail: format!(
-                " ON CONFLICT (session_id) DO UPDATE SET user_name = {min}(usage_sessions.user_name, excluded.user_name), \
-                 harness = {min}(usage_sessions.harness, excluded.harness), first_ms = {min}(usage_sessions.first_ms, excluded.first_ms), \
-                 last_ms = {max}(usage_sessions.last_ms, excluded.last_ms), requests = usage_sessions.requests + excluded.requests, \
-                 cost_micros = usage_sessions.cost_micros + excluded.cost_micros, tokens = usage_sessions.tokens + excluded.tokens"
+                " ON CONFLICT (session_id) DO UPDATE SET {}",
+                session_set("usage_sessions", "MIN", "MAX", &["user_name", "harness"])
             ),
         },
         Rows {
@@ -512,10 +522,9 @@ fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
                 })
                 .collect(),
             tail: format!(
-                " ON CONFLICT (session_id, {}) DO UPDATE SET first_ms = {min}(usage_session_dims.first_ms, excluded.first_ms), \
-                 last_ms = {max}(usage_session_dims.last_ms, excluded.last_ms), requests = usage_session_dims.requests + excluded.requests, \
-                 cost_micros = usage_session_dims.cost_micros + excluded.cost_micros, tokens = usage_session_dims.tokens + excluded.tokens",
-                ROLL_DIMS.join(", ")
+                " ON CONFLICT (session_id, {}) DO UPDATE SET {}",
+                ROLL_DIMS.join(", "),
+                session_set("usage_session_dims", "MIN", "MAX", &[])
             ),
         },
         dims("usage_dims_hourly", "hour_ms", &r.dims_hourly),

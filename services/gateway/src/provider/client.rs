@@ -257,6 +257,9 @@ impl Wake for InlineWaker {
     }
 }
 
+/// A connection's [`InlineWaker`] and the `Waker` made of it. Cloned (two reference counts) by a
+/// poll that may drop the connection it belongs to.
+#[derive(Clone)]
 struct Inline {
     state: Arc<InlineWaker>,
     waker: Waker,
@@ -404,7 +407,7 @@ async fn roundtrip(
     req: UpstreamRequest,
 ) -> Result<(Response<Incoming>, Option<Box<Conn>>), TrySendError<UpstreamRequest>> {
     let mut sent = pin!(conn.tx.try_send_request(req));
-    let inline = Inline { state: Arc::clone(&conn.inline.state), waker: conn.inline.waker.clone() };
+    let inline = conn.inline.clone();
     let mut conn = Some(conn);
     let resp = poll_fn(|cx| {
         inline.poll(cx, |cx| {
@@ -471,15 +474,10 @@ impl Body for UpstreamBody {
         let this = self.get_mut();
         let Some(lent) = &this.conn else {
             // HTTP/2 (hyper-util's connection task feeds the body), or the connection is gone.
-            let frame = Pin::new(&mut this.body).poll_frame(cx);
-            if let Poll::Ready(Some(Err(_))) = &frame {
-                this.conn = None;
-            }
-            return frame;
+            return Pin::new(&mut this.body).poll_frame(cx);
         };
-        let inline = Arc::clone(&lent.conn.inline.state);
-        let waker = lent.conn.inline.waker.clone();
-        let frame = Inline { state: inline, waker }.poll(cx, |cx| {
+        // A clone: the poll may drop the connection.
+        let frame = lent.conn.inline.clone().poll(cx, |cx| {
             // The body first: it may hold a frame already, and polling it tells the connection to
             // read on.
             let frame = Pin::new(&mut this.body).poll_frame(cx);
