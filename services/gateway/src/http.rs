@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use crate::{
-    auth,
+    auth, inline,
     error::ApiError,
     ingress::{self, SseEvent},
     metrics::RequestLabels,
@@ -250,7 +250,7 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
         // hyper write what it has): time to first token never waits for the events behind it.
         if let Some(Ok(ev)) = next.take_if(|n| n.is_ok()) {
             yield Ok(sse_bytes(W::encode(&mut enc, &ev)));
-            tokio::task::yield_now().await;
+            inline::pause().await;
             next = events.next().await;
         }
         while let Some(item) = next.take() {
@@ -368,13 +368,42 @@ pub async fn serve(
     extra: AxumRouter,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    use axum::serve::{Listener, ListenerExt};
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
     // No Nagle delays: every streamed chunk goes out as soon as it is written.
-    let listener = listener.tap_io(|tcp| {
+    let mut listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(router).merge(extra)).with_graceful_shutdown(shutdown).await
+    let service = TowerToHyperService::new(app(router).merge(extra));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // `accept` waits out accept errors (too many open files) itself.
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service.clone()).into_owned();
+        let conn = graceful.watch(conn);
+        // What axum::serve does, but each connection polled inline: hyper hands the request body to
+        // the handler through a channel inside the connection's own poll, and that wake (and the
+        // first-token pause in `stream_response`) now turns the poll again instead of requeueing
+        // the task and waking an idle worker.
+        tokio::spawn(inline::run(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        }));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 

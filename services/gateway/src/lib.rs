@@ -14,6 +14,7 @@ pub mod routes;
 pub mod students;
 pub mod http;
 pub mod grpc;
+mod inline;
 
 use std::{net::SocketAddr, sync::Arc};
 

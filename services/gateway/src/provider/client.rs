@@ -17,16 +17,13 @@ use std::{
     collections::VecDeque,
     future::{Future, poll_fn},
     pin::{Pin, pin},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering::SeqCst},
-    },
-    task::{Context, Poll, Wake, Waker},
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use futures::{Stream, task::AtomicWaker};
+use futures::Stream;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 use http_body_util::{BodyExt, BodyStream, Full, Limited};
 use hyper::{
@@ -41,7 +38,7 @@ use hyper_util::{
 use tokio::net::TcpStream;
 
 use super::{ProviderError, TimeoutKind, common::error_chain};
-use crate::config::ProviderConfig;
+use crate::{config::ProviderConfig, inline::Inline};
 
 /// How long an idle upstream connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -223,72 +220,6 @@ impl Conn {
     /// can only be dropped.
     fn poll_done(&mut self, cx: &mut Context<'_>) -> bool {
         self.io.poll_without_shutdown(cx).is_ready()
-    }
-}
-
-/// How often one poll goes round again for wakes raised inside it before it yields to the scheduler.
-const MAX_INLINE_TURNS: usize = 8;
-
-/// The waker a connection, its request and its response body are polled with. hyper's connection
-/// and those handles signal each other through channels (a request queued, a body that wants more, a
-/// frame read), and here one task polls both sides, so each signal would wake that task while it is
-/// running: tokio then requeues it at the back of its run queue and wakes an idle worker to steal it
-/// (futex wake-ups of a worker that finds nothing; `strace`, bench/results/gateway-history.md) for a
-/// poll that was about to happen anyway. Wakes raised during the task's own poll are recorded and
-/// answered by one more turn of that poll; any other wake (the socket became readable) goes to the
-/// task.
-struct InlineWaker {
-    task: AtomicWaker,
-    polling: AtomicBool,
-    woken: AtomicBool,
-}
-
-impl Wake for InlineWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.polling.load(SeqCst) {
-            self.woken.store(true, SeqCst);
-        } else {
-            self.task.wake();
-        }
-    }
-}
-
-/// A connection's [`InlineWaker`] and the `Waker` made of it. Cloned (two reference counts) by a
-/// poll that may drop the connection it belongs to.
-#[derive(Clone)]
-struct Inline {
-    state: Arc<InlineWaker>,
-    waker: Waker,
-}
-
-impl Inline {
-    fn new() -> Inline {
-        let state = Arc::new(InlineWaker { task: AtomicWaker::new(), polling: AtomicBool::new(false), woken: AtomicBool::new(false) });
-        Inline { waker: Waker::from(Arc::clone(&state)), state }
-    }
-
-    /// Runs `f` on behalf of the task of `cx`, turning again while `f` itself raised a wake.
-    fn poll<T>(&self, cx: &mut Context<'_>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
-        let w = &self.state;
-        w.task.register(cx.waker());
-        let mut inner = Context::from_waker(&self.waker);
-        for _ in 0..MAX_INLINE_TURNS {
-            w.woken.store(false, SeqCst);
-            w.polling.store(true, SeqCst);
-            let out = f(&mut inner);
-            w.polling.store(false, SeqCst);
-            // A wake after this point reaches the task through `task`.
-            if out.is_ready() || !w.woken.load(SeqCst) {
-                return out;
-            }
-        }
-        // Still waking itself: let the scheduler run the others first.
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 
@@ -775,55 +706,6 @@ mod tests {
         assert!(matches!(connect_error(&timed_out), ProviderError::Timeout(TimeoutKind::Connect)));
         let refused = Wrapped(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
         assert!(matches!(connect_error(&refused), ProviderError::Connect(m) if m == "tcp connect error: refused"));
-    }
-
-    #[test]
-    fn wakes_inside_the_poll_turn_it_again_and_wakes_outside_reach_the_task() {
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let task_waker = Waker::from(Arc::clone(&task));
-        let mut cx = Context::from_waker(&task_waker);
-        let woken = || task.0.load(Ordering::SeqCst);
-        let inline = Inline::new();
-
-        // Woken on its first turn, ready on its second: one poll, the task never woken.
-        let mut turns = 0;
-        let out = inline.poll(&mut cx, |cx| {
-            turns += 1;
-            if turns == 1 {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            } else {
-                Poll::Ready(turns)
-            }
-        });
-        assert_eq!((out, woken()), (Poll::Ready(2), 0));
-
-        // Pending without a wake: the waker it kept, woken after the poll, reaches the task.
-        let mut kept = None;
-        let out = inline.poll(&mut cx, |cx| {
-            kept = Some(cx.waker().clone());
-            Poll::<()>::Pending
-        });
-        assert!(out.is_pending());
-        assert_eq!(woken(), 0);
-        kept.expect("kept").wake();
-        assert_eq!(woken(), 1);
-
-        // Waking itself on every turn: after MAX_INLINE_TURNS it leaves the rest to the scheduler.
-        let mut turns = 0;
-        let out = inline.poll(&mut cx, |cx| {
-            turns += 1;
-            cx.waker().wake_by_ref();
-            Poll::<()>::Pending
-        });
-        assert!(out.is_pending());
-        assert_eq!((turns, woken()), (MAX_INLINE_TURNS, 2));
     }
 
     #[test]
