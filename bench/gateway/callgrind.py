@@ -27,6 +27,11 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 KEY = "sk-retort-bench"
 FAST, STREAM = "sim-fast", "sim-stream64"
+# Also served by the simulator here (wakeups.py): 8 tokens in one burst, and 8 tokens at 1,000
+# tokens/s (configs.rs MODEL_PACED).
+BURST, PACED = "sim-burst8", "sim-paced8"
+# Each model's lines in the simulator's configuration.
+SIM_MODELS = {FAST: "", STREAM: "answer_tokens = 64\n", BURST: "answer_tokens = 8\n", PACED: "answer_tokens = 8\ntokens_per_sec = 1000\n"}
 
 
 def free_port():
@@ -53,7 +58,7 @@ def wait_port(port, proc, secs=120):
 def configs(tmp, sim_port, http_port, grpc_port):
     sim = os.path.join(tmp, "sim.toml")
     with open(sim, "w") as f:
-        f.write(f'strict_models = true\n[models."{FAST}"]\n[models."{STREAM}"]\nanswer_tokens = 64\n')
+        f.write("strict_models = true\n" + "".join(f'[models."{m}"]\n{lines}' for m, lines in SIM_MODELS.items()))
     gw = os.path.join(tmp, "retort.toml")
     s = f"""[server]
 http_addr = "127.0.0.1:{http_port}"
@@ -85,7 +90,7 @@ max_retries_per_target = 1
 failure_threshold = 5
 open_ms = 30000
 """
-    for m in (FAST, STREAM):
+    for m in SIM_MODELS:
         s += f"""
 [models."{m}-primary"]
 provider = "sim"
@@ -124,23 +129,38 @@ def drive(port, n, streams):
     c.close()
 
 
-def run(args, tmp, n, streams, tag):
+def start(tmp, retort, wrap=()):
+    """The release simulator and `retort gateway` (its command prefixed by `wrap`), both listening:
+    (sim, gateway, the gateway's HTTP port)."""
     sim_port, http_port, grpc_port = free_port(), free_port(), free_port()
     sim_cfg, gw_cfg = configs(tmp, sim_port, http_port, grpc_port)
     rel = os.path.join(ROOT, "target", "release")
     env = dict(os.environ, RUST_LOG="warn")
     sim = subprocess.Popen([os.path.join(rel, "retort-sim"), "--addr", f"127.0.0.1:{sim_port}", "--config", sim_cfg], env=env, stderr=subprocess.DEVNULL)
-    out = os.path.join(tmp, f"callgrind.out.{tag}")
-    gw = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", args.retort, "gateway", "--config", gw_cfg], env=env, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([*wrap, retort, "gateway", "--config", gw_cfg], env=env, stderr=subprocess.DEVNULL)
     try:
         wait_port(sim_port, sim)
         wait_port(http_port, gw)
+    except BaseException:
+        stop(sim, gw)
+        raise
+    return sim, gw, http_port
+
+
+def stop(sim, gw):
+    gw.send_signal(signal.SIGTERM)
+    gw.wait(120)
+    sim.terminate()
+    sim.wait(30)
+
+
+def run(args, tmp, n, streams, tag):
+    out = os.path.join(tmp, f"callgrind.out.{tag}")
+    sim, gw, http_port = start(tmp, args.retort, ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"))
+    try:
         drive(http_port, n, streams)
     finally:
-        gw.send_signal(signal.SIGTERM)
-        gw.wait(120)
-        sim.terminate()
-        sim.wait(30)
+        stop(sim, gw)
     with open(out) as f:
         for line in f:
             m = re.match(r"(?:summary|totals):\s+(\d+)", line)

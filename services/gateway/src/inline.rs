@@ -112,6 +112,7 @@ mod tests {
 
     use super::*;
 
+    /// A task that counts its wakes.
     struct Count(AtomicUsize);
 
     impl Wake for Count {
@@ -120,12 +121,22 @@ mod tests {
         }
     }
 
+    impl Count {
+        fn task() -> (Arc<Count>, Waker) {
+            let task = Arc::new(Count(AtomicUsize::new(0)));
+            (Arc::clone(&task), Waker::from(task))
+        }
+
+        fn woken(&self) -> usize {
+            self.0.load(SeqCst)
+        }
+    }
+
     #[test]
     fn wakes_inside_the_poll_turn_it_again_and_wakes_outside_reach_the_task() {
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let task_waker = Waker::from(Arc::clone(&task));
+        let (task, task_waker) = Count::task();
         let mut cx = Context::from_waker(&task_waker);
-        let woken = || task.0.load(SeqCst);
+        let woken = || task.woken();
         let inline = Inline::new();
 
         // Woken on its first turn, ready on its second: one poll, the task never woken.
@@ -165,10 +176,9 @@ mod tests {
 
     #[test]
     fn a_pause_under_run_is_one_more_turn_and_elsewhere_a_wake_of_the_task() {
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let task_waker = Waker::from(Arc::clone(&task));
+        let (task, task_waker) = Count::task();
         let mut cx = Context::from_waker(&task_waker);
-        let woken = || task.0.load(SeqCst);
+        let woken = || task.woken();
 
         // Under `run`: each pause is one more turn of the same poll; the task is never woken.
         let mut fut = pin!(run(async {

@@ -254,6 +254,9 @@ impl Router {
                             plan.succeeded(a, t0, started, &usage, ttft, reasoning);
                             admission.settle(&provider, &model, &usage);
                             yield Ok(StreamEvent::Finish { stop_reason, usage, failed_attempts });
+                            // What follows the finish in the provider's body (`[DONE]`, the last
+                            // chunk of a chunked body) is read, so its connection is reused.
+                            provider::finish_stream(upstream).await;
                             return;
                         }
                         delta => {

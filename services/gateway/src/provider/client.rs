@@ -497,10 +497,13 @@ mod tests {
     };
 
     use futures::StreamExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::config::{ProviderKind, Secret};
+    use crate::{
+        config::{ProviderKind, Secret},
+        provider::test_support::read_request,
+    };
 
     fn client() -> HttpClient {
         HttpClient::new(&ProviderConfig {
@@ -541,29 +544,6 @@ mod tests {
             }
         });
         (Endpoint::new(format!("http://{addr}/v1/chat/completions")), accepted)
-    }
-
-    /// Reads one request (head and `content-length` body) from `sock`; false at end of stream.
-    async fn read_request(sock: &mut TcpStream) -> bool {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        loop {
-            let n = sock.read(&mut tmp).await.unwrap_or(0);
-            if n == 0 {
-                return false;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-            let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len = text[..end]
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    return true;
-                }
-            }
-        }
     }
 
     #[tokio::test]
@@ -608,7 +588,7 @@ mod tests {
                 let (mut sock, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    if read_request(&mut sock).await {
+                    if read_request(&mut sock).await.is_some() {
                         let body = r#"{"ok":true}"#;
                         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                         sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
@@ -638,7 +618,7 @@ mod tests {
                 let (mut sock, _) = listener.accept().await.unwrap();
                 let closed_tx = closed_tx.clone();
                 tokio::spawn(async move {
-                    if read_request(&mut sock).await {
+                    if read_request(&mut sock).await.is_some() {
                         let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
                         sock.write_all(head.as_bytes()).await.unwrap();
                         let _ = read_request(&mut sock).await;

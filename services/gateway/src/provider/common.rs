@@ -47,6 +47,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
 /// How long a stream that has seen its finish reason (but not yet its usage or `[DONE]`) waits for
 /// more before it is finalised with what it has.
 pub(crate) const FINISH_GRACE: Duration = Duration::from_millis(500);
+/// How long a stream whose answer is complete waits for its body's own end (a chunked body's last
+/// chunk), and how much of it it reads, before it drops the body: see [`drain_end`].
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(50);
+pub(crate) const MAX_DRAIN: usize = 64 * 1024;
 /// Largest error body read from an upstream.
 pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Largest whole (non-streamed) answer read from an upstream.
@@ -285,6 +289,9 @@ where
             } else {
                 body.next().await
             };
+            // Ended by an event in the body (the parser's end, or an error in it) rather than by the
+            // body's end, break or silence: the rest of the body is then read to its end.
+            let in_body = matches!(next, Some(Ok(_)));
             let done = match next {
                 Some(Ok(chunk)) => {
                     sse.push(chunk.as_ref());
@@ -334,10 +341,42 @@ where
                 yield item;
             }
             if done {
+                if in_body {
+                    drain_end(&mut body).await;
+                }
                 return;
             }
         }
     })
+}
+
+/// Reads a stream on past its finish event to its end, for at most [`DRAIN_WAIT`]: an SSE stream
+/// then reads its body to the end (see [`drain_end`]), and its connection goes back to the pool.
+pub(crate) async fn finish_stream(mut stream: EventStream) {
+    let _ = tokio::time::timeout(DRAIN_WAIT, async { while stream.next().await.is_some() {} }).await;
+}
+
+/// Reads a body whose answer is complete on to its end — at most [`MAX_DRAIN`] bytes, for at most
+/// [`DRAIN_WAIT`] — so that its HTTP/1 connection goes back to the pool. A chunked body (every
+/// streamed answer) reports its end only when its last, empty chunk has been decoded, which takes
+/// one more read of the body after the terminal event (`[DONE]`, `message_stop`) even when that
+/// chunk arrived with it; a body dropped before that closes its connection, and the next request
+/// paid a new one (a TCP and, to a real provider, a TLS handshake before its first token).
+async fn drain_end<S, B, E>(body: &mut std::pin::Pin<Box<S>>)
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+{
+    let mut left = MAX_DRAIN;
+    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            left = left.saturating_sub(chunk.as_ref().len());
+            if left == 0 {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ pub mod openai;
 #[cfg(test)]
 mod test_support;
 
+pub(crate) use common::finish_stream;
+
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;

@@ -11,7 +11,13 @@ use crate::{
 };
 use futures::StreamExt;
 use serde_json::json;
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 fn wire(req: &ChatRequest, stream: bool) -> Value {
     serde_json::to_value(to_wire(req, "gpt-up", stream)).unwrap()
@@ -669,4 +675,64 @@ async fn status_errors_over_http() {
         ),
         "{err:?}"
     );
+}
+
+/// A keep-alive upstream that answers every request with a chunked SSE stream (one token, the
+/// finish, `[DONE]`) and counts the connections it accepted. The body's last, empty chunk comes with
+/// `[DONE]`, or `last_chunk_after` later.
+async fn chunked_sse_server(last_chunk_after: Option<Duration>) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while crate::provider::test_support::read_request(&mut sock).await.is_some() {
+                    let chunk = |data: &str| {
+                        let event = format!("data: {data}\n\n");
+                        format!("{:x}\r\n{event}\r\n", event.len())
+                    };
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let body = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()].map(|d| chunk(&d)).concat();
+                    match last_chunk_after {
+                        None => sock.write_all(format!("{head}{body}0\r\n\r\n").as_bytes()).await.unwrap(),
+                        Some(after) => {
+                            sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                            tokio::time::sleep(after).await;
+                            sock.write_all(b"0\r\n\r\n").await.unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), accepted)
+}
+
+#[tokio::test]
+async fn streams_read_their_chunked_body_to_its_end_and_reuse_the_connection() {
+    for last_chunk_after in [None, Some(Duration::from_millis(10))] {
+        let (url, accepted) = chunked_sse_server(last_chunk_after).await;
+        let p = adapter(url, "sk-test");
+        let req = ChatRequest { messages: vec![Message::text(Role::User, "hey")], ..Default::default() };
+        for _ in 0..3 {
+            let mut stream = p.stream(&req, "up", &RequestMeta::default()).await.unwrap();
+            let mut text = String::new();
+            // As the router reads a stream: up to its finish, then on to its end.
+            while let Some(item) = stream.next().await {
+                match item.unwrap() {
+                    StreamEvent::TextDelta { text: t } => text.push_str(&t),
+                    StreamEvent::Finish { .. } => break,
+                    _ => {}
+                }
+            }
+            crate::provider::finish_stream(stream).await;
+            assert_eq!(text, "hi");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "last chunk after {last_chunk_after:?}");
+    }
 }

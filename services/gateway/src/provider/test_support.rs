@@ -7,34 +7,35 @@ pub(crate) async fn one_shot_server(response: String) -> (String, tokio::task::J
     let addr = listener.local_addr().unwrap();
     let handle = tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        loop {
-            let n = sock.read(&mut tmp).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break;
-                }
-            }
-        }
+        let request = read_request(&mut sock).await.unwrap_or_default();
         sock.write_all(response.as_bytes()).await.unwrap();
         sock.shutdown().await.unwrap();
-        String::from_utf8_lossy(&buf).into_owned()
+        request
     });
     (format!("http://{addr}/v1"), handle)
+}
+
+/// Reads one request (head and `content-length` body) from `sock`; `None` at end of stream.
+pub(crate) async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut tmp).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Some(text.into_owned());
+            }
+        }
+    }
 }
 
 pub(crate) fn http_response(status: &str, headers: &[(&str, &str)], body: &str) -> String {
