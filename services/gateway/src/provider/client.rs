@@ -502,7 +502,7 @@ mod tests {
     use super::*;
     use crate::{
         config::{ProviderKind, Secret},
-        provider::test_support::read_request,
+        provider::test_support::{counting_listener, read_request},
     };
 
     fn client() -> HttpClient {
@@ -527,22 +527,15 @@ mod tests {
     /// A keep-alive hyper server answering every request `{"ok":true}` after `delay`; counts the
     /// connections it accepted.
     async fn counting_server(delay: Duration) -> (Endpoint, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (sock, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#))))
-                });
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), service));
-            }
-        });
+        let (addr, accepted) = counting_listener(move |sock| async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                let _ = req.into_body().collect().await;
+                tokio::time::sleep(delay).await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), service).await;
+        })
+        .await;
         (Endpoint::new(format!("http://{addr}/v1/chat/completions")), accepted)
     }
 
@@ -579,25 +572,17 @@ mod tests {
     #[tokio::test]
     async fn upstream_closing_an_idle_connection_does_not_fail_the_next_request() {
         // Each connection answers one keep-alive request, then the server closes it while it idles.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = Endpoint::new(format!("http://{}/v1/chat/completions", listener.local_addr().unwrap()));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut sock, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    if read_request(&mut sock).await.is_some() {
-                        let body = r#"{"ok":true}"#;
-                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                        sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    drop(sock);
-                });
+        let (addr, accepted) = counting_listener(|mut sock| async move {
+            if read_request(&mut sock).await.is_some() {
+                let body = r#"{"ok":true}"#;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        });
+            drop(sock);
+        })
+        .await;
+        let endpoint = Endpoint::new(format!("http://{addr}/v1/chat/completions"));
         let client = client();
         for _ in 0..3 {
             assert_eq!(&post(&client, &endpoint).await.unwrap()[..], br#"{"ok":true}"#);

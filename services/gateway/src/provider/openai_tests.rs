@@ -5,7 +5,7 @@ use crate::{
     provider::{
         StatusKind,
         common::{FINISH_GRACE, error_message},
-        test_support::{http_response, one_shot_server},
+        test_support::{counting_listener, http_response, one_shot_server, read_request},
     },
     types::{StreamEvent, Tool},
 };
@@ -682,34 +682,25 @@ async fn status_errors_over_http() {
 /// `[DONE]`, or `last_chunk_after` later.
 async fn chunked_sse_server(last_chunk_after: Option<Duration>) -> (String, Arc<AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                while crate::provider::test_support::read_request(&mut sock).await.is_some() {
-                    let chunk = |data: &str| {
-                        let event = format!("data: {data}\n\n");
-                        format!("{:x}\r\n{event}\r\n", event.len())
-                    };
-                    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                    let body = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()].map(|d| chunk(&d)).concat();
-                    match last_chunk_after {
-                        None => sock.write_all(format!("{head}{body}0\r\n\r\n").as_bytes()).await.unwrap(),
-                        Some(after) => {
-                            sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
-                            tokio::time::sleep(after).await;
-                            sock.write_all(b"0\r\n\r\n").await.unwrap();
-                        }
-                    }
+    let (addr, accepted) = counting_listener(move |mut sock| async move {
+        while read_request(&mut sock).await.is_some() {
+            let chunk = |data: &str| {
+                let event = format!("data: {data}\n\n");
+                format!("{:x}\r\n{event}\r\n", event.len())
+            };
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let body = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()].map(|d| chunk(&d)).concat();
+            match last_chunk_after {
+                None => sock.write_all(format!("{head}{body}0\r\n\r\n").as_bytes()).await.unwrap(),
+                Some(after) => {
+                    sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                    tokio::time::sleep(after).await;
+                    sock.write_all(b"0\r\n\r\n").await.unwrap();
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (format!("http://{addr}/v1"), accepted)
 }
 

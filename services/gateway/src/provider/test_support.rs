@@ -1,6 +1,39 @@
-//! Test helpers shared by the adapters' tests: a one-request HTTP server and raw responses for it.
+//! Test helpers shared by the adapters' and the pool's tests: loopback servers that speak raw
+//! HTTP/1.1, and raw responses for them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A loopback server that runs `serve` on every connection it accepts, and the count of those.
+pub(crate) async fn counting_listener<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(sock));
+        }
+    });
+    (addr, accepted)
+}
 
 pub(crate) async fn one_shot_server(response: String) -> (String, tokio::task::JoinHandle<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -16,7 +49,7 @@ pub(crate) async fn one_shot_server(response: String) -> (String, tokio::task::J
 }
 
 /// Reads one request (head and `content-length` body) from `sock`; `None` at end of stream.
-pub(crate) async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+pub(crate) async fn read_request(sock: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     loop {
