@@ -5,19 +5,13 @@ use crate::{
     provider::{
         StatusKind,
         common::{FINISH_GRACE, error_message},
-        test_support::{counting_listener, http_response, one_shot_server, read_request},
+        test_support::{chunked_sse_server, http_response, one_shot_server, streams_share_one_connection},
     },
     types::{StreamEvent, Tool},
 };
 use futures::StreamExt;
 use serde_json::json;
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 fn wire(req: &ChatRequest, stream: bool) -> Value {
     serde_json::to_value(to_wire(req, "gpt-up", stream)).unwrap()
@@ -677,53 +671,11 @@ async fn status_errors_over_http() {
     );
 }
 
-/// A keep-alive upstream that answers every request with a chunked SSE stream (one token, the
-/// finish, `[DONE]`) and counts the connections it accepted. The body's last, empty chunk comes with
-/// `[DONE]`, or `last_chunk_after` later.
-async fn chunked_sse_server(last_chunk_after: Option<Duration>) -> (String, Arc<AtomicUsize>) {
-    use tokio::io::AsyncWriteExt;
-    let (addr, accepted) = counting_listener(move |mut sock| async move {
-        while read_request(&mut sock).await.is_some() {
-            let chunk = |data: &str| {
-                let event = format!("data: {data}\n\n");
-                format!("{:x}\r\n{event}\r\n", event.len())
-            };
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-            let body = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()].map(|d| chunk(&d)).concat();
-            match last_chunk_after {
-                None => sock.write_all(format!("{head}{body}0\r\n\r\n").as_bytes()).await.unwrap(),
-                Some(after) => {
-                    sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
-                    tokio::time::sleep(after).await;
-                    sock.write_all(b"0\r\n\r\n").await.unwrap();
-                }
-            }
-        }
-    })
-    .await;
-    (format!("http://{addr}/v1"), accepted)
-}
-
 #[tokio::test]
 async fn streams_read_their_chunked_body_to_its_end_and_reuse_the_connection() {
+    let events: Vec<String> = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()].iter().map(|d| format!("data: {d}\n\n")).collect();
     for last_chunk_after in [None, Some(Duration::from_millis(10))] {
-        let (url, accepted) = chunked_sse_server(last_chunk_after).await;
-        let p = adapter(url, "sk-test");
-        let req = ChatRequest { messages: vec![Message::text(Role::User, "hey")], ..Default::default() };
-        for _ in 0..3 {
-            let mut stream = p.stream(&req, "up", &RequestMeta::default()).await.unwrap();
-            let mut text = String::new();
-            // As the router reads a stream: up to its finish, then on to its end.
-            while let Some(item) = stream.next().await {
-                match item.unwrap() {
-                    StreamEvent::TextDelta { text: t } => text.push_str(&t),
-                    StreamEvent::Finish { .. } => break,
-                    _ => {}
-                }
-            }
-            crate::provider::finish_stream(stream).await;
-            assert_eq!(text, "hi");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "last chunk after {last_chunk_after:?}");
+        let (url, accepted) = chunked_sse_server(events.clone(), last_chunk_after).await;
+        streams_share_one_connection(&adapter(url, "sk-test"), &accepted, "hi").await;
     }
 }

@@ -48,6 +48,52 @@ pub(crate) async fn one_shot_server(response: String) -> (String, tokio::task::J
     (format!("http://{addr}/v1"), handle)
 }
 
+/// A keep-alive upstream that answers every request with a chunked SSE body of `events` (each a
+/// whole event: `data: …\n\n`), and the count of connections it accepted. The body's last, empty
+/// chunk comes with the last event, or `last_chunk_after` later.
+pub(crate) async fn chunked_sse_server(events: Vec<String>, last_chunk_after: Option<std::time::Duration>) -> (String, Arc<AtomicUsize>) {
+    let body: String = events.iter().map(|e| format!("{:x}\r\n{e}\r\n", e.len())).collect();
+    let (addr, accepted) = counting_listener(move |mut sock| {
+        let body = body.clone();
+        async move {
+            while read_request(&mut sock).await.is_some() {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                match last_chunk_after {
+                    None => sock.write_all(format!("{head}{body}0\r\n\r\n").as_bytes()).await.unwrap(),
+                    Some(after) => {
+                        sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                        tokio::time::sleep(after).await;
+                        sock.write_all(b"0\r\n\r\n").await.unwrap();
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    (format!("http://{addr}/v1"), accepted)
+}
+
+/// Streams from `p` three times as the router reads a stream — up to its finish, then on to its end
+/// (`finish_stream`) — and checks the text of each and that all three went over one connection.
+pub(crate) async fn streams_share_one_connection(p: &dyn super::Provider, accepted: &AtomicUsize, text: &str) {
+    use futures::StreamExt;
+    let req = crate::types::ChatRequest { messages: vec![crate::types::Message::text(crate::types::Role::User, "hey")], ..Default::default() };
+    for _ in 0..3 {
+        let mut stream = p.stream(&req, "up", &crate::types::RequestMeta::default()).await.unwrap();
+        let mut got = String::new();
+        while let Some(item) = stream.next().await {
+            match item.unwrap() {
+                crate::types::StreamEvent::TextDelta { text } => got.push_str(&text),
+                crate::types::StreamEvent::Finish { .. } => break,
+                _ => {}
+            }
+        }
+        super::finish_stream(stream).await;
+        assert_eq!(got, text);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
 /// Reads one request (head and `content-length` body) from `sock`; `None` at end of stream.
 pub(crate) async fn read_request(sock: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
