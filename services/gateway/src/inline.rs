@@ -23,7 +23,7 @@ use std::{
 use futures::task::AtomicWaker;
 
 /// How often one poll goes round again for wakes raised inside it before it yields to the scheduler.
-pub(crate) const MAX_INLINE_TURNS: usize = 8;
+const MAX_INLINE_TURNS: usize = 8;
 
 struct InlineWaker {
     task: AtomicWaker,

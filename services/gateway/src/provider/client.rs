@@ -595,23 +595,20 @@ mod tests {
     async fn a_body_dropped_before_its_end_closes_its_connection() {
         // Every connection answers with one chunk of a chunked body and never ends it; it reports
         // when the client closed the connection.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = Endpoint::new(format!("http://{}/v1/chat/completions", listener.local_addr().unwrap()));
         let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let (mut sock, _) = listener.accept().await.unwrap();
-                let closed_tx = closed_tx.clone();
-                tokio::spawn(async move {
-                    if read_request(&mut sock).await.is_some() {
-                        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
-                        sock.write_all(head.as_bytes()).await.unwrap();
-                        let _ = read_request(&mut sock).await;
-                    }
-                    let _ = closed_tx.send(());
-                });
+        let (addr, _) = counting_listener(move |mut sock| {
+            let closed_tx = closed_tx.clone();
+            async move {
+                if read_request(&mut sock).await.is_some() {
+                    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                    sock.write_all(head.as_bytes()).await.unwrap();
+                    let _ = read_request(&mut sock).await;
+                }
+                let _ = closed_tx.send(());
             }
-        });
+        })
+        .await;
+        let endpoint = Endpoint::new(format!("http://{addr}/v1/chat/completions"));
         let client = client();
         for _ in 0..2 {
             let resp = client.post_json(&endpoint, b"{}".to_vec(), true, HeaderMap::new(), &[]).await.unwrap();

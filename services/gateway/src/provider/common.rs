@@ -48,9 +48,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
 /// more before it is finalised with what it has.
 pub(crate) const FINISH_GRACE: Duration = Duration::from_millis(500);
 /// How long a stream whose answer is complete waits for its body's own end (a chunked body's last
-/// chunk), and how much of it it reads, before it drops the body: see [`drain_end`].
-pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(50);
-pub(crate) const MAX_DRAIN: usize = 64 * 1024;
+/// chunk) before it drops the body: see [`drain_end`].
+const DRAIN_WAIT: Duration = Duration::from_millis(50);
+/// How much of that body's rest it reads at most.
+const MAX_DRAIN: usize = 64 * 1024;
 /// Largest error body read from an upstream.
 pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Largest whole (non-streamed) answer read from an upstream.
@@ -361,7 +362,7 @@ pub(crate) async fn finish_stream(mut stream: EventStream) {
 /// streamed answer) reports its end only when its last, empty chunk has been decoded, which takes
 /// one more read of the body after the terminal event (`[DONE]`, `message_stop`) even when that
 /// chunk arrived with it; a body dropped before that closes its connection, and the next request
-/// paid a new one (a TCP and, to a real provider, a TLS handshake before its first token).
+/// pays for a new one (a TCP and, to a real provider, a TLS handshake before its first token).
 async fn drain_end<S, B, E>(body: &mut std::pin::Pin<Box<S>>)
 where
     S: Stream<Item = Result<B, E>>,
