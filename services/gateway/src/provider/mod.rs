@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod client;
 mod common;
+mod scan;
 pub mod local;
 pub mod openai;
 #[cfg(test)]

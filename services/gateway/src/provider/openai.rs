@@ -19,6 +19,7 @@ use crate::{
     },
 };
 
+mod chunk;
 mod stream;
 use stream::parse_stream;
 
@@ -264,6 +265,7 @@ struct OaResponseFunction<'a> {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -272,16 +274,19 @@ struct OaUsage {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaPromptDetails {
     cached_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaCompletionDetails {
     reasoning_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaChunk<'a> {
     #[serde(borrow)]
     id: Option<Text<'a>>,
@@ -294,6 +299,7 @@ struct OaChunk<'a> {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaChunkChoice<'a> {
     #[serde(default)]
     index: u32,
@@ -304,6 +310,7 @@ struct OaChunkChoice<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaDelta<'a> {
     #[serde(borrow)]
     content: Option<Text<'a>>,
@@ -318,6 +325,7 @@ struct OaDelta<'a> {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaToolCallDelta<'a> {
     index: Option<u32>,
     #[serde(borrow)]
@@ -327,6 +335,7 @@ struct OaToolCallDelta<'a> {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 struct OaFunctionDelta<'a> {
     #[serde(borrow)]
     name: Option<Text<'a>>,

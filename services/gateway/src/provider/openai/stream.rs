@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use futures::Stream;
 
-use super::{OaChunk, OaDelta, error_object_status, generated_id, stop_reason, usage};
+use super::{OaChunk, OaDelta, chunk, error_object_status, generated_id, stop_reason, usage};
 pub(super) use crate::provider::common::Item;
 use crate::{
     provider::{
@@ -23,6 +23,8 @@ struct ChunkParser {
     /// A usage object arrived in the finish chunk or after it (so it is the final count).
     final_usage: bool,
     tool_calls_started: HashSet<u32>,
+    /// The head of the last chunk the fast path read, for it to skip in the next.
+    chunk_head: chunk::Head,
 }
 
 impl ChunkParser {
@@ -33,6 +35,7 @@ impl ChunkParser {
             usage: None,
             final_usage: false,
             tool_calls_started: HashSet::new(),
+            chunk_head: chunk::Head::default(),
         }
     }
 
@@ -113,7 +116,8 @@ impl EventParser for ChunkParser {
             self.finish(out);
             return true;
         }
-        let chunk: OaChunk = match serde_json::from_str(data) {
+        let decoded = chunk::decode(data, &mut self.chunk_head).map_or_else(|| serde_json::from_str(data), Ok);
+        let chunk: OaChunk = match decoded {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(provider = %self.head.provider, error = %e, "skipping unparsable stream chunk");
