@@ -6,7 +6,8 @@
 Starts the release `retort-sim` and `retort gateway` with the bench's Retort configuration (see
 callgrind.py) and sends, over one keep-alive connection, N requests of each kind: non-streaming
 (`plain`, scenario a's model), 8-token streams delivered in one burst (`burst`), and 8-token streams
-paced at 1,000 tokens/s (`paced`, scenario c′'s model) — each kind after 50 warm-up requests, with
+paced at 1,000 tokens/s (`paced`, scenario c′'s model), and 64-token streams in one burst
+(`burst64`, scenario c's model) — each kind after 50 warm-up requests, with
 `perf stat -e context-switches,task-clock -p <gateway>` counting while they run. Several `--retort`
 binaries are measured alternately, `--rounds` times each, so they share the host's load.
 
@@ -26,9 +27,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from callgrind import BURST, FAST, KEY, PACED, ROOT, body, start, stop  # noqa: E402
+from callgrind import BURST, FAST, KEY, PACED, ROOT, STREAM, body, start, stop  # noqa: E402
 
-KINDS = {"plain": (FAST, False), "burst": (BURST, True), "paced": (PACED, True)}
+KINDS = {"plain": (FAST, False), "burst": (BURST, True), "paced": (PACED, True), "burst64": (STREAM, True)}
 
 
 def requests(port, model, stream, n):

@@ -10,6 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
 use tracing::Instrument;
@@ -203,23 +204,23 @@ fn served_headers(h: &mut HeaderMap, provider: &str, model: &str, failed: usize)
     h.insert(X_RETORT_FAILED_ATTEMPTS, HeaderValue::from(failed));
 }
 
-fn push_sse(out: &mut String, events: Vec<SseEvent>) {
+fn push_sse(out: &mut BytesMut, events: Vec<SseEvent>) {
     for e in events {
         if let Some(name) = e.event {
-            out.push_str("event: ");
-            out.push_str(name);
-            out.push('\n');
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\n");
         }
-        out.push_str("data: ");
-        out.push_str(&e.data);
-        out.push_str("\n\n");
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(e.data.as_bytes());
+        out.extend_from_slice(b"\n\n");
     }
 }
 
 fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
-    let mut out = String::new();
+    let mut out = BytesMut::new();
     push_sse(&mut out, events);
-    Bytes::from(out)
+    out.freeze()
 }
 
 /// Waits for the first event before answering, so a request that fails on every target gets a
@@ -253,9 +254,12 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
             inline::pause().await;
             next = events.next().await;
         }
+        // One buffer for the whole stream: each write is split off it, and once hyper has written
+        // and dropped those bytes their space is reused, so a long stream does not grow and copy
+        // a fresh buffer for every write. 4 KiB holds a write of ~20 token chunks before it grows.
+        let mut out = BytesMut::with_capacity(4 * 1024);
         while let Some(item) = next.take() {
             // Events that are already here go out in one write: one frame, one syscall.
-            let mut out = String::new();
             let mut item = Some(item);
             while let Some(it) = item.take() {
                 match it {
@@ -270,7 +274,7 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
                     item = events.next().now_or_never().flatten();
                 }
             }
-            yield Ok::<_, Infallible>(Bytes::from(out));
+            yield Ok::<_, Infallible>(out.split().freeze());
             if outcome != "ok" {
                 break;
             }
