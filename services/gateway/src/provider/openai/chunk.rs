@@ -167,28 +167,23 @@ fn delta<'a>(c: &mut Cursor<'a>) -> Option<OaDelta<'a>> {
     let mut seen = Seen(0);
     let mut key = c.object()?;
     while let Some(k) = key {
-        match k {
-            "content" => {
-                seen.first(1)?;
-                delta.content = text(c)?;
+        let text_field = match k {
+            "content" => Some((1, &mut delta.content)),
+            "reasoning_content" => Some((2, &mut delta.reasoning_content)),
+            "reasoning" => Some((4, &mut delta.reasoning)),
+            "refusal" => Some((8, &mut delta.refusal)),
+            _ => None,
+        };
+        match (text_field, k) {
+            (Some((bit, field)), _) => {
+                seen.first(bit)?;
+                *field = text(c)?;
             }
-            "reasoning_content" => {
-                seen.first(2)?;
-                delta.reasoning_content = text(c)?;
-            }
-            "reasoning" => {
-                seen.first(4)?;
-                delta.reasoning = text(c)?;
-            }
-            "refusal" => {
-                seen.first(8)?;
-                delta.refusal = text(c)?;
-            }
-            "tool_calls" => {
+            (None, "tool_calls") => {
                 seen.first(16)?;
                 delta.tool_calls = c.value()?;
             }
-            _ => c.skip_value()?,
+            (None, _) => c.skip_value()?,
         }
         key = c.next_key()?;
     }
