@@ -50,7 +50,9 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
-        self.s[self.i..].starts_with(word).then(|| self.i += word.len())
+        self.s.as_bytes()[self.i..]
+            .starts_with(word.as_bytes())
+            .then(|| self.i += word.len())
     }
 
     /// At a string's opening quote: consumes it and returns its contents' span and whether it has

@@ -93,8 +93,9 @@ fn a_repeated_head_is_resumed_and_a_changed_one_is_read_again() {
 }
 
 /// Every chunk of the corpus, cut short, with a byte deleted, or with an ASCII byte replaced by one
-/// of JSON's structural or troublesome bytes: whenever the fast path reads a mutant, serde reads it
-/// too and to the same value — with a fresh head and with the head of the chunk before it.
+/// of JSON's structural or troublesome bytes or by a multi-byte character: whenever the fast path
+/// reads a mutant, serde reads it too and to the same value — with a fresh head and with the head of
+/// the chunk before it.
 #[test]
 fn mutated_chunks_mean_the_same_on_both_paths() {
     const SUBSTITUTES: &[u8] = b"\"\\{}[],:0-9.eEn tfu\x01\t/a";
@@ -115,6 +116,10 @@ fn mutated_chunks_mean_the_same_on_both_paths() {
                     if b != bytes[i] {
                         mutants.push([&bytes[..i], &[b][..], &bytes[i + 1..]].concat());
                     }
+                }
+                // Multi-byte characters where the grammar expects ASCII: nothing may slice into them.
+                for wide in ["é", "🦀"] {
+                    mutants.push([&bytes[..i], wide.as_bytes(), &bytes[i + 1..]].concat());
                 }
             }
             let mut primed = Head::default();
