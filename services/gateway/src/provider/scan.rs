@@ -90,7 +90,7 @@ impl<'a> Cursor<'a> {
         Some(&self.s[start..end])
     }
 
-    /// Enters an object: its first key, or `Ok(None)` for `{}`. `None` if the next value is not
+    /// Enters an object: its first key, or `Some(None)` for `{}`. `None` if the next value is not
     /// an object.
     pub(crate) fn object(&mut self) -> Option<Option<&'a str>> {
         self.eat(b'{')?;
