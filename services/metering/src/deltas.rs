@@ -4,8 +4,9 @@
 //! (`usage_delta_sessions`). These tables have no index, so writers never look a key up and never
 //! wait on each other's rows. The compactor folds the deltas into the rollups — the hourly ones
 //! into hourly, daily and dimension values, the session ones into sessions and sessions by
-//! dimension — in two transactions that run at once on two connections and delete what they fold:
-//! each serialised across processes by an advisory lock of its own, run in the background every
+//! dimension — in transactions that run at once on their own connections (one for the hourly
+//! deltas, one for each [`SESSION_PARTS`] part of the sessions) and delete what they fold: each
+//! serialised across processes by an advisory lock of its own, run in the background every
 //! [`COMPACT_EVERY`] (sooner when [`COMPACT_ROWS`] delta rows are waiting) and before every rollup
 //! query, so a query's answer includes every acknowledged event. A compaction lost in a crash loses
 //! its `DELETE` too: the deltas are still there for the next one (so its commit need not wait for
@@ -19,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use futures::future::try_join_all;
 use sqlx::{
     Executor,
     postgres::{PgConnection, PgPool},
@@ -194,14 +196,15 @@ fn hourly_sql() -> String {
     )
 }
 
-/// The statement that folds every session delta row visible to it into the rollups and deletes
-/// it: (session, key) rows are summed by session and key into `usage_session_dims`, and those sums
-/// by session into `usage_sessions` (first/last/user/harness by min/max). Upserts go in key order.
-/// Answers the delta rows folded.
-fn sessions_sql() -> String {
+/// The statement that folds every session delta row of sessions in `part` (of [`SESSION_PARTS`],
+/// by the hash of the session id) visible to it into the rollups and deletes it: (session, key)
+/// rows are summed by session and key into `usage_session_dims`, and those sums by session into
+/// `usage_sessions` (first/last/user/harness by min/max). Upserts go in key order. Answers the
+/// delta rows folded.
+fn sessions_sql(part: i32) -> String {
     let dims = ROLL_DIMS.join(", ");
     format!(
-        "WITH ds AS (DELETE FROM usage_delta_sessions RETURNING *), \
+        "WITH ds AS (DELETE FROM usage_delta_sessions WHERE hashtext(session_id) & {mask} = {part} RETURNING *), \
          sk AS (SELECT session_id, {dims}, MIN(first_ms) AS first_ms, MAX(last_ms) AS last_ms, CAST(SUM(requests) AS BIGINT) AS requests, \
                 CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, CAST(SUM(tokens) AS BIGINT) AS tokens \
                 FROM ds GROUP BY session_id, {dims}), \
@@ -213,12 +216,18 @@ fn sessions_sql() -> String {
                 SELECT * FROM sk ORDER BY session_id, {dims} \
                 ON CONFLICT (session_id, {dims}) DO UPDATE SET {set_sd}) \
          SELECT COUNT(*) FROM ds",
+        mask = SESSION_PARTS - 1,
         set_s = session_set("usage_sessions", "LEAST", "GREATEST", &["user_name", "harness"]),
         set_sd = session_set("usage_session_dims", "LEAST", "GREATEST", &[]),
     )
 }
 
-/// One of the compactor's two folds: its delta table, statement and advisory lock.
+/// The session deltas are folded in this many parts at once (a power of two), each its own
+/// sessions: the session fold is most of a compaction's work, and a query or the end of a burst
+/// waits for the longest fold.
+const SESSION_PARTS: i32 = 2;
+
+/// One of the compactor's folds: its delta table, statement and advisory lock.
 struct Fold {
     table: &'static str,
     sql: String,
@@ -229,8 +238,8 @@ struct Fold {
 /// Folds the deltas into the rollups (Postgres); shared by the background task and the queries.
 pub(crate) struct Compactor {
     pool: PgPool,
-    /// Hourly deltas, then session deltas.
-    folds: [Fold; 2],
+    /// Hourly deltas, then the parts of the session deltas.
+    folds: Vec<Fold>,
     /// Delta rows written by this process since the last compaction began.
     pending: AtomicU64,
     /// Delta rows deleted since the delta tables were last vacuumed.
@@ -242,10 +251,13 @@ impl Compactor {
     pub(crate) fn new(pool: PgPool) -> Arc<Compactor> {
         Arc::new(Compactor {
             pool,
-            folds: [
-                Fold { table: "usage_delta_hourly", sql: hourly_sql(), lock: 7201 },
-                Fold { table: "usage_delta_sessions", sql: sessions_sql(), lock: 7202 },
-            ],
+            folds: std::iter::once(Fold { table: "usage_delta_hourly", sql: hourly_sql(), lock: 7201 })
+                .chain((0..SESSION_PARTS).map(|part| Fold {
+                    table: "usage_delta_sessions",
+                    sql: sessions_sql(part),
+                    lock: 7202 + part,
+                }))
+                .collect(),
             pending: AtomicU64::new(0),
             since_vacuum: AtomicU64::new(0),
             wake: Notify::new(),
@@ -261,12 +273,11 @@ impl Compactor {
 
     /// One compaction: every delta row committed before it began is in the rollups when it
     /// returns (a concurrent compaction first finishes; this one then folds what is left). The
-    /// hourly and the session deltas are folded at once, each in its own transaction on its own
-    /// connection. Returns the delta rows folded.
+    /// hourly deltas and the parts of the session deltas are folded at once, each in its own
+    /// transaction on its own connection. Returns the delta rows folded.
     pub(crate) async fn compact(&self) -> Result<u64, MeteringError> {
         self.pending.store(0, Ordering::Relaxed);
-        let (h, s) = tokio::try_join!(self.fold(&self.folds[0]), self.fold(&self.folds[1]))?;
-        Ok(h + s)
+        Ok(try_join_all(self.folds.iter().map(|f| self.fold(f))).await?.into_iter().sum())
     }
 
     async fn fold(&self, f: &Fold) -> Result<u64, MeteringError> {
@@ -295,14 +306,13 @@ impl Compactor {
     /// not queue on the advisory locks). A fold still uncommitted leaves its rows visible, so this
     /// then waits for it and folds in what is left, like `compact`.
     pub(crate) async fn compact_pending(&self) -> Result<u64, MeteringError> {
-        let [h, s] = &self.folds;
-        let (ph, ps): (bool, bool) =
-            sqlx::query_as(&format!("SELECT EXISTS (SELECT 1 FROM {}), EXISTS (SELECT 1 FROM {})", h.table, s.table))
-                .fetch_one(&self.pool)
-                .await?;
-        let fold = |pending: bool, f| async move { if pending { self.fold(f).await } else { Ok(0) } };
-        let (h, s) = tokio::try_join!(fold(ph, h), fold(ps, s))?;
-        Ok(h + s)
+        let (hourly, sessions): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM usage_delta_hourly), EXISTS (SELECT 1 FROM usage_delta_sessions)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let pending = |f: &&Fold| if f.table == "usage_delta_hourly" { hourly } else { sessions };
+        Ok(try_join_all(self.folds.iter().filter(pending).map(|f| self.fold(f))).await?.into_iter().sum())
     }
 
     /// The background task: compacts every [`COMPACT_EVERY`] (or when woken), vacuums the delta
