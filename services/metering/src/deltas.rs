@@ -12,7 +12,6 @@
 //! its `DELETE` too: the deltas are still there for the next one (so its commit need not wait for
 //! the WAL flush).
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -20,6 +19,8 @@ use std::{
     time::Duration,
 };
 
+// foldhash: a group's keys are hashed for every event (SipHash was the top symbol at ingest).
+use foldhash::HashMap;
 use futures::future::try_join_all;
 use sqlx::{
     Executor,

@@ -12,12 +12,14 @@
 //! is idempotent. Queries are plain runtime SQL (no database needed at build time) that both
 //! dialects accept.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet},
     str::FromStr,
     sync::Arc,
     time::Duration,
 };
 
+// foldhash: these sets hold a group's ids (SipHash was the service's top symbol at ingest).
+use foldhash::{HashSet, HashSetExt};
 use sqlx::{
     Executor, Row,
     postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
@@ -1155,7 +1157,7 @@ mod tests {
         let now = time::now_ms();
         let (x, y) = (record("race-x", now), record("race-y", now));
         let (inserted, counts) = copy_race(&[], x.clone(), vec![x, y]).await?;
-        assert_eq!(inserted, ["race-y".to_string()].into());
+        assert_eq!(inserted, HashSet::from_iter(["race-y".to_string()]));
         assert_eq!(counts, vec![Val::I(2), Val::I(1), Val::I(1)], "events X and Y; rollups only Y");
         Ok(())
     }
@@ -1169,7 +1171,7 @@ mod tests {
         let now = time::now_ms();
         let (x, y, z) = (record("race-x", now), record("race-y", now), record("race-z", now));
         let (inserted, counts) = copy_race(&[x.clone()], z.clone(), vec![x, y, z]).await?;
-        assert_eq!(inserted, ["race-y".to_string()].into());
+        assert_eq!(inserted, HashSet::from_iter(["race-y".to_string()]));
         assert_eq!(counts, vec![Val::I(3), Val::I(1), Val::I(1)], "events X, Y and Z; rollups only Y");
         Ok(())
     }
