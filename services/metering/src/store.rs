@@ -1099,17 +1099,13 @@ mod tests {
         }
     }
 
-    /// [`pg_write_group`] writes `group` (by `COPY`) while another transaction holds `racing`
-    /// recorded but not committed, after `stored` were recorded and committed (neither through a
-    /// group, so neither has rollup deltas); the other commits once the group waits on it.
-    /// Answers the ids the group newly recorded, and the events stored with the requests in
-    /// usage_hourly and usage_daily once compacted.
-    async fn copy_race(stored: &[Record], racing: Record, group: Vec<Record>) -> Result<(HashSet<String>, Vec<Val>), MeteringError> {
+    /// A store on a fresh Postgres schema named from `prefix`: the store, the schema, its pool.
+    async fn postgres_store(prefix: &str) -> Result<(Store, String, PgPool), MeteringError> {
         let url = std::env::var("RETORT_TEST_DATABASE_URL")
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
-        let schema = format!("metering_copy_race_{}", uuid::Uuid::new_v4().simple());
+        let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let store = Store::connect(&StoreOptions {
             schema: Some(schema.clone()),
             ..StoreOptions::new(url)
@@ -1118,6 +1114,40 @@ mod tests {
         let Db::Postgres(pool) = store.db.clone() else {
             return Err(MeteringError::Config("expected Postgres".into()));
         };
+        Ok((store, schema, pool))
+    }
+
+    /// Every text column of the Postgres schema compares bytewise (migration 0005), so a column a
+    /// later migration adds with the default collation — slower, and an error wherever it meets
+    /// one of the others in a comparison — fails here.
+    #[tokio::test]
+    async fn postgres_text_columns_are_bytewise() -> Result<(), MeteringError> {
+        let (store, schema, pool) = postgres_store("metering_collation").await?;
+        let others: Result<Vec<(String, String, Option<String>)>, sqlx::Error> = sqlx::query_as(
+            "SELECT c.table_name::text, c.column_name::text, c.collation_name::text FROM information_schema.columns AS c \
+             JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+             WHERE c.table_schema = $1 AND c.data_type = 'text' AND t.table_type = 'BASE TABLE' \
+             AND c.table_name <> '_sqlx_migrations' ORDER BY 1, 2",
+        )
+        .bind(&schema)
+        .fetch_all(&pool)
+        .await;
+        store.drop_schema(&schema).await?;
+        store.close().await;
+        let columns = others?;
+        assert!(columns.len() > 40, "the schema's text columns: {columns:?}");
+        let default: Vec<_> = columns.iter().filter(|(_, _, c)| c.as_deref() != Some("C")).collect();
+        assert!(default.is_empty(), "text columns not COLLATE \"C\": {default:?}");
+        Ok(())
+    }
+
+    /// [`pg_write_group`] writes `group` (by `COPY`) while another transaction holds `racing`
+    /// recorded but not committed, after `stored` were recorded and committed (neither through a
+    /// group, so neither has rollup deltas); the other commits once the group waits on it.
+    /// Answers the ids the group newly recorded, and the events stored with the requests in
+    /// usage_hourly and usage_daily once compacted.
+    async fn copy_race(stored: &[Record], racing: Record, group: Vec<Record>) -> Result<(HashSet<String>, Vec<Val>), MeteringError> {
+        let (store, schema, pool) = postgres_store("metering_copy_race").await?;
         let now = time::now_ms();
         let result = async {
             let stored: Vec<&Record> = stored.iter().collect();

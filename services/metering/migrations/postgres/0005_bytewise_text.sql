@@ -6,75 +6,20 @@
 -- changes there; under another default collation (en_US...) only the order of names of equal cost
 -- and which name MIN/LEAST keeps for a session with several users can change.
 -- Postgres does not rewrite the tables (same type, only the collation): it rebuilds the indexes on
--- these columns — on usage_events only its primary key (about 1 s per million events).
-ALTER TABLE prices ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN effective_from TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_daily ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN team TYPE TEXT COLLATE "C",
-    ALTER COLUMN discipline TYPE TEXT COLLATE "C",
-    ALTER COLUMN level TYPE TEXT COLLATE "C",
-    ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN provider TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C",
-    ALTER COLUMN route TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_delta_hourly ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN team TYPE TEXT COLLATE "C",
-    ALTER COLUMN discipline TYPE TEXT COLLATE "C",
-    ALTER COLUMN level TYPE TEXT COLLATE "C",
-    ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN provider TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C",
-    ALTER COLUMN route TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_delta_sessions ALTER COLUMN session_id TYPE TEXT COLLATE "C",
-    ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C",
-    ALTER COLUMN team TYPE TEXT COLLATE "C",
-    ALTER COLUMN discipline TYPE TEXT COLLATE "C",
-    ALTER COLUMN level TYPE TEXT COLLATE "C",
-    ALTER COLUMN provider TYPE TEXT COLLATE "C",
-    ALTER COLUMN route TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_dims_daily ALTER COLUMN dim TYPE TEXT COLLATE "C",
-    ALTER COLUMN value TYPE TEXT COLLATE "C";
-ALTER TABLE usage_dims_hourly ALTER COLUMN dim TYPE TEXT COLLATE "C",
-    ALTER COLUMN value TYPE TEXT COLLATE "C";
-ALTER TABLE usage_events ALTER COLUMN event_id TYPE TEXT COLLATE "C",
-    ALTER COLUMN request_id TYPE TEXT COLLATE "C",
-    ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN team TYPE TEXT COLLATE "C",
-    ALTER COLUMN discipline TYPE TEXT COLLATE "C",
-    ALTER COLUMN level TYPE TEXT COLLATE "C",
-    ALTER COLUMN session_id TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C",
-    ALTER COLUMN route TYPE TEXT COLLATE "C",
-    ALTER COLUMN provider TYPE TEXT COLLATE "C",
-    ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN outcome TYPE TEXT COLLATE "C",
-    ALTER COLUMN price_version TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_hourly ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN team TYPE TEXT COLLATE "C",
-    ALTER COLUMN discipline TYPE TEXT COLLATE "C",
-    ALTER COLUMN level TYPE TEXT COLLATE "C",
-    ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN provider TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C",
-    ALTER COLUMN route TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_session_dims ALTER COLUMN session_id TYPE TEXT COLLATE "C",
-    ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN team TYPE TEXT COLLATE "C",
-    ALTER COLUMN discipline TYPE TEXT COLLATE "C",
-    ALTER COLUMN level TYPE TEXT COLLATE "C",
-    ALTER COLUMN model TYPE TEXT COLLATE "C",
-    ALTER COLUMN provider TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C",
-    ALTER COLUMN route TYPE TEXT COLLATE "C",
-    ALTER COLUMN tier TYPE TEXT COLLATE "C";
-ALTER TABLE usage_sessions ALTER COLUMN session_id TYPE TEXT COLLATE "C",
-    ALTER COLUMN user_name TYPE TEXT COLLATE "C",
-    ALTER COLUMN harness TYPE TEXT COLLATE "C";
+-- these columns — on usage_events only its primary key (about 1 s per million events). One ALTER
+-- TABLE per table, all its text columns at once.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN
+        SELECT c.table_name, string_agg(format('ALTER COLUMN %I TYPE TEXT COLLATE "C"', c.column_name), ', ') AS alters
+        FROM information_schema.columns AS c
+        JOIN information_schema.tables AS r ON r.table_schema = c.table_schema AND r.table_name = c.table_name
+        WHERE c.table_schema = current_schema() AND c.data_type = 'text' AND r.table_type = 'BASE TABLE'
+            AND c.table_name <> '_sqlx_migrations'
+        GROUP BY c.table_name
+    LOOP
+        EXECUTE format('ALTER TABLE %I %s', t.table_name, t.alters);
+    END LOOP;
+END $$;
