@@ -6,11 +6,11 @@
 //! into hourly, daily and dimension values, the session ones into sessions and sessions by
 //! dimension — in transactions that run at once on their own connections (one for the hourly
 //! deltas, one for each [`SESSION_PARTS`] part of the sessions) and delete what they fold: each
-//! serialised across processes by an advisory lock of its own, run in the background every
-//! [`COMPACT_EVERY`] (sooner when [`COMPACT_ROWS`] delta rows are waiting) and before every rollup
-//! query, so a query's answer includes every acknowledged event. A compaction lost in a crash loses
-//! its `DELETE` too: the deltas are still there for the next one (so its commit need not wait for
-//! the WAL flush).
+//! serialised across processes by an advisory lock of its own (and within one by a mutex), run in
+//! the background every [`COMPACT_EVERY`] (sooner when [`COMPACT_ROWS`] delta rows are waiting) and
+//! before every rollup query, so a query's answer includes every acknowledged event. A compaction
+//! lost in a crash loses its `DELETE` too: the deltas are still there for the next one (so its
+//! commit need not wait for the WAL flush).
 use std::{
     sync::{
         Arc,
@@ -232,9 +232,17 @@ const SESSION_PARTS: i32 = 2;
 struct Fold {
     table: &'static str,
     sql: String,
-    /// The first key of its `pg_advisory_xact_lock` (the second is the schema's hash).
+    /// The first key of its exclusive `pg_advisory_xact_lock` (the second is the schema's hash).
     lock: i32,
+    /// Held while this process runs the fold: queries and the background task each wait here
+    /// rather than each holding a connection that waits on the advisory lock (writers share the
+    /// pool).
+    running: tokio::sync::Mutex<()>,
 }
+
+/// Every fold also holds this advisory lock shared; a compactor before the folds were split (one
+/// statement under this lock, exclusive) thus runs alone during a rolling upgrade.
+const FOLDS_LOCK: i32 = 7201;
 
 /// Folds the deltas into the rollups (Postgres); shared by the background task and the queries.
 pub(crate) struct Compactor {
@@ -252,12 +260,9 @@ impl Compactor {
     pub(crate) fn new(pool: PgPool) -> Arc<Compactor> {
         Arc::new(Compactor {
             pool,
-            folds: std::iter::once(Fold { table: "usage_delta_hourly", sql: hourly_sql(), lock: 7201 })
-                .chain((0..SESSION_PARTS).map(|part| Fold {
-                    table: "usage_delta_sessions",
-                    sql: sessions_sql(part),
-                    lock: 7202 + part,
-                }))
+            folds: std::iter::once(("usage_delta_hourly", hourly_sql(), 7204))
+                .chain((0..SESSION_PARTS).map(|part| ("usage_delta_sessions", sessions_sql(part), 7202 + part)))
+                .map(|(table, sql, lock)| Fold { table, sql, lock, running: tokio::sync::Mutex::new(()) })
                 .collect(),
             pending: AtomicU64::new(0),
             since_vacuum: AtomicU64::new(0),
@@ -282,16 +287,18 @@ impl Compactor {
     }
 
     async fn fold(&self, f: &Fold) -> Result<u64, MeteringError> {
+        let _running = f.running.lock().await;
         let mut tx = self.pool.begin().await?;
-        // One fold of a kind at a time per schema, across processes (the lock ends with the
+        // One fold of a kind at a time per schema, across processes (the locks end with the
         // transaction); its commit need not wait for the WAL flush: a compaction lost in a crash
         // loses its DELETE too.
         // work_mem: the deleted rows are held for the statement's readers (4 MB, the default,
         // spills a few seconds' worth to disk).
         sqlx::query(
-            "SELECT pg_advisory_xact_lock($1, hashtext(current_schema())), set_config('synchronous_commit', 'off', true), \
-             set_config('work_mem', '64MB', true)",
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext(current_schema())), pg_advisory_xact_lock($2, hashtext(current_schema())), \
+             set_config('synchronous_commit', 'off', true), set_config('work_mem', '64MB', true)",
         )
+        .bind(FOLDS_LOCK)
         .bind(f.lock)
         .execute(&mut *tx)
         .await?;

@@ -42,8 +42,8 @@ pub struct StoreOptions {
     /// Postgres only: a schema to create (if absent) and use (tests and benches isolate runs with it).
     pub schema: Option<String>,
     pub max_connections: u32,
-    /// Postgres only: write events with a binary `COPY` after one probe for stored ids (the
-    /// default); `false` writes them with `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING
+    /// Postgres only: write events with a binary `COPY` (the default; a probe for stored ids only
+    /// after it meets one, see [`pg_copy_events`]); `false` writes them with `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING
     /// RETURNING` (the slower path, kept to compare against and as the fallback under races).
     pub pg_copy: bool,
     /// Postgres only: group commits written at once, each on its own connection.
@@ -1118,8 +1118,9 @@ mod tests {
     }
 
     /// Every text column of the Postgres schema compares bytewise (migration 0005), so a column a
-    /// later migration adds with the default collation — slower, and an error wherever it meets
-    /// one of the others in a comparison — fails here.
+    /// later migration adds with the default collation fails here: its own comparisons and index
+    /// would go through strcoll again, and where it meets a "C" column the comparison runs under
+    /// "C" and cannot use that column's index.
     #[tokio::test]
     async fn postgres_text_columns_are_bytewise() -> Result<(), MeteringError> {
         let (store, schema, pool) = postgres_store("metering_collation").await?;
