@@ -1,7 +1,7 @@
 //! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]` (`STREAMS=N` sets the
 //! concurrent ingest streams, default 4; `IDS=v4` random event ids instead of the gateway's UUIDv7;
 //! `PG_WRITE=unnest` the Postgres `INSERT ... ON CONFLICT` path instead of `COPY`; `ONLY=sqlite` or
-//! `ONLY=postgres` one store's ingest; `PG_WRITERS=N` concurrent Postgres group commits, default 2;
+//! `ONLY=postgres` one store's ingest; `PG_WRITERS=N` concurrent Postgres group commits, default 3;
 //! `PG_COMPACT_MS=N` the Postgres rollup compactor's interval, 0 for none until the end):
 //! 1. ingest throughput (events/s) into SQLite (a temp file) and Postgres (RETORT_TEST_DATABASE_URL,
 //!    a schema of its own, dropped after), through `Metering::ingest` — validation, pricing, raw
