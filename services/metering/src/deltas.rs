@@ -228,9 +228,10 @@ fn sessions_sql(part: i32) -> String {
 /// waits for the longest fold.
 const SESSION_PARTS: i32 = 2;
 
-/// One of the compactor's folds: its delta table, statement and advisory lock.
+/// One of the compactor's folds: which deltas it folds, its statement and advisory lock.
 struct Fold {
-    table: &'static str,
+    /// The hourly deltas (`usage_delta_hourly`), else a part of the session deltas.
+    hourly: bool,
     sql: String,
     /// The first key of its exclusive `pg_advisory_xact_lock` (the second is the schema's hash).
     lock: i32,
@@ -260,9 +261,9 @@ impl Compactor {
     pub(crate) fn new(pool: PgPool) -> Arc<Compactor> {
         Arc::new(Compactor {
             pool,
-            folds: std::iter::once(("usage_delta_hourly", hourly_sql(), 7204))
-                .chain((0..SESSION_PARTS).map(|part| ("usage_delta_sessions", sessions_sql(part), 7202 + part)))
-                .map(|(table, sql, lock)| Fold { table, sql, lock, running: tokio::sync::Mutex::new(()) })
+            folds: std::iter::once((true, hourly_sql(), 7204))
+                .chain((0..SESSION_PARTS).map(|part| (false, sessions_sql(part), 7202 + part)))
+                .map(|(hourly, sql, lock)| Fold { hourly, sql, lock, running: tokio::sync::Mutex::new(()) })
                 .collect(),
             pending: AtomicU64::new(0),
             since_vacuum: AtomicU64::new(0),
@@ -319,7 +320,7 @@ impl Compactor {
         )
         .fetch_one(&self.pool)
         .await?;
-        let pending = |f: &&Fold| if f.table == "usage_delta_hourly" { hourly } else { sessions };
+        let pending = |f: &&Fold| if f.hourly { hourly } else { sessions };
         Ok(try_join_all(self.folds.iter().filter(pending).map(|f| self.fold(f))).await?.into_iter().sum())
     }
 

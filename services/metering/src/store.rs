@@ -42,9 +42,10 @@ pub struct StoreOptions {
     /// Postgres only: a schema to create (if absent) and use (tests and benches isolate runs with it).
     pub schema: Option<String>,
     pub max_connections: u32,
-    /// Postgres only: write events with a binary `COPY` (the default; a probe for stored ids only
-    /// after it meets one, see [`pg_copy_events`]); `false` writes them with `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING
-    /// RETURNING` (the slower path, kept to compare against and as the fallback under races).
+    /// Postgres only: write events with a binary `COPY` (the default; it probes for stored ids only
+    /// after meeting one); `false` writes them with `INSERT ... SELECT FROM UNNEST ... ON CONFLICT
+    /// DO NOTHING RETURNING` (the slower path, kept to compare against and as the fallback under
+    /// races).
     pub pg_copy: bool,
     /// Postgres only: group commits written at once, each on its own connection.
     pub pg_writers: usize,

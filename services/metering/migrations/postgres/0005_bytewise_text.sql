@@ -11,20 +11,23 @@
 -- these columns — on usage_events only its primary key (about 1 s per million events), during which
 -- ingest and queries wait. The tables are locked first in the order writers and the compactor take
 -- them, so an older process still running cannot deadlock with this migration.
-LOCK TABLE usage_events, usage_delta_hourly, usage_delta_sessions, usage_hourly, usage_daily, usage_dims_hourly,
-    usage_dims_daily, usage_sessions, usage_session_dims, prices IN ACCESS EXCLUSIVE MODE;
 DO $$
 DECLARE
-    t record;
+    -- Metering's tables, in the order writers and the compactor lock them.
+    tables text[] := ARRAY['usage_events', 'usage_delta_hourly', 'usage_delta_sessions', 'usage_hourly', 'usage_daily',
+        'usage_dims_hourly', 'usage_dims_daily', 'usage_sessions', 'usage_session_dims', 'prices'];
+    t text;
+    alters text;
 BEGIN
-    FOR t IN
-        SELECT table_name, string_agg(format('ALTER COLUMN %I TYPE TEXT COLLATE "C"', column_name), ', ') AS alters
+    FOREACH t IN ARRAY tables LOOP
+        EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', t);
+    END LOOP;
+    FOREACH t IN ARRAY tables LOOP
+        SELECT string_agg(format('ALTER COLUMN %I TYPE TEXT COLLATE "C"', column_name), ', ') INTO alters
         FROM information_schema.columns
-        WHERE table_schema = current_schema() AND data_type = 'text'
-            AND table_name IN ('usage_events', 'usage_delta_hourly', 'usage_delta_sessions', 'usage_hourly',
-                'usage_daily', 'usage_dims_hourly', 'usage_dims_daily', 'usage_sessions', 'usage_session_dims', 'prices')
-        GROUP BY table_name
-    LOOP
-        EXECUTE format('ALTER TABLE %I %s', t.table_name, t.alters);
+        WHERE table_schema = current_schema() AND table_name = t AND data_type = 'text';
+        IF alters IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I %s', t, alters);
+        END IF;
     END LOOP;
 END $$;
