@@ -237,9 +237,11 @@ impl Conn {
         let mut ttft = None;
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
-                let n = scan.feed(&data);
-                if n > 0 && ttft.is_none() {
-                    ttft = Some(t0.elapsed());
+                // The frame's arrival time, taken before it is scanned: a frame that carries the
+                // whole answer must not charge the scan of its other tokens to the first one.
+                let arrived = t0.elapsed();
+                if scan.feed(&data) > 0 && ttft.is_none() {
+                    ttft = Some(arrived);
                 }
             }
         }
@@ -409,6 +411,30 @@ pub async fn sequential(ep: &Endpoint, body: Bytes, n: u64, warmup: u64) -> anyh
 
 /// The chat completions path every system serves.
 pub const PATH: &str = "/v1/chat/completions";
+
+/// Runs a concurrency-1 measurement on a current-thread runtime of its own, on one OS thread,
+/// as a single-event-loop client does (wrk's threads, the Python and Node SDKs, a harness). On
+/// the shared runtime, a connection's driver task and the task timing its requests may sit on
+/// different workers, so every frame the client reads is a wake of a second thread that needs a
+/// second CPU: on a 2-vCPU host shared with the simulator and the system under test, that hop
+/// waits whenever a system is still busy after its first write (a gateway encoding the rest of
+/// a burst), and the client's own wait is charged to that system's first token.
+pub async fn on_own_thread<T, F, Fut>(f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the client's one-thread runtime")?
+            .block_on(f())
+    })
+    .await
+    .context("the client's thread")?
+}
 
 /// Sequential streamed requests: time to first token, whole-stream time, tokens per answer
 /// (`min_tokens` is `u32::MAX` while no stream succeeded).

@@ -477,7 +477,7 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
         s,
         "## (a) Added latency at concurrency 1 (zero-delay simulator, non-streaming, 16-token answers)\n\n\
          {} measured requests per system ({} for LiteLLM, capped: its requests take milliseconds), in {} interleaved rounds, \
-         {} warm-up requests per round, one keep-alive connection. Latencies in µs.\n",
+         {} warm-up requests per round, one keep-alive connection, the client on one thread of its own (a current-thread runtime, as a single-event-loop client). Latencies in µs.\n",
         p.latency_requests, p.litellm_latency_requests, p.latency_rounds, p.latency_warmup
     );
     let _ = writeln!(
@@ -545,7 +545,7 @@ pub fn markdown(meta: &Meta, r: &Results, targets: &[Target], json_name: &str) -
     let _ = writeln!(
         s,
         "## (c) Streaming: time to first token (64 chunks per answer, unpaced, concurrency 1)\n\n\
-         {} streams per system ({} for LiteLLM) in {} interleaved rounds. TTFT = from sending the request to the first non-empty content delta. \
+         {} streams per system ({} for LiteLLM) in {} interleaved rounds. TTFT = from sending the request to the arrival of the frame that carries the first non-empty content delta (taken before the frame is scanned), the client on one thread of its own. \
          Latencies in µs.\n",
         p.stream_requests, p.litellm_stream_requests, p.latency_rounds
     );

@@ -266,7 +266,8 @@ async fn stream_rounds(
             let n = total / rounds + u64::from(round < total % rounds);
             let warmup = if round == 0 { warmup } else { warmup.min(20) };
             log(&format!("{what}: {} round {}/{rounds}, {n} streams", s.kind.name(), round + 1));
-            match load::sequential_streams(ep, body.clone(), n, warmup).await {
+            let (ep, body) = (ep.clone(), body.clone());
+            match load::on_own_thread(move || async move { load::sequential_streams(&ep, body, n, warmup).await }).await {
                 Ok(r) => match &mut acc[i] {
                     Some(a) => a.merge(r),
                     slot => *slot = Some(r),
@@ -361,7 +362,8 @@ pub async fn run(
                 s.kind.name(),
                 round + 1
             ));
-            match load::sequential(ep, body.clone(), n, warmup).await {
+            let (ep, body) = (ep.clone(), body.clone());
+            match load::on_own_thread(move || async move { load::sequential(&ep, body, n, warmup).await }).await {
                 Ok(r) => match &mut acc[i] {
                     Some(a) => {
                         a.hist.add(&r.hist).ok();
