@@ -12,7 +12,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("reto
 /// Adds server reflection for every `retort.v1` service and `grpc.health.v1` to a tonic router, in
 /// both protocol versions (grpcurl before 1.9 speaks only v1alpha). A descriptor that fails to load
 /// is logged and the server runs without reflection.
-pub fn add_reflection<L>(routes: tonic::transport::server::Router<L>) -> tonic::transport::server::Router<L> {
+pub fn add_reflection<L>(
+    routes: tonic::transport::server::Router<L>,
+) -> tonic::transport::server::Router<L> {
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

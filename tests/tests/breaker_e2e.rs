@@ -302,7 +302,10 @@ async fn a_long_session_is_asked_paused_confirmed_and_stopped() {
     let body = loop {
         let (s, body) = chat(&http, &gw, Some("long-1"), 32).await;
         n += 1;
-        assert!(started.elapsed() < Duration::from_secs(15), "the session never paused ({n} requests)");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the session never paused ({n} requests)"
+        );
         if s == 402 {
             break body;
         }

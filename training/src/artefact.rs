@@ -223,11 +223,15 @@ fn affine(x: &[f32], weight: &[f32], out: &mut [f32]) {
 fn softmax_best(logits: &[f32]) -> (usize, f32) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let total: f32 = logits.iter().map(|x| (x - max).exp()).sum();
-    let (best, top) = logits
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |acc, (i, x)| if x > acc.1 { (i, x) } else { acc });
+    let (best, top) =
+        logits
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |acc, (i, x)| if x > acc.1 { (i, x) } else { acc },
+            );
     (best, (top - max).exp() / total)
 }
 

@@ -20,7 +20,17 @@ use crate::{ADMIN, Pcts, Teacher, pcts};
 /// The prompt the teacher and the student read.
 pub const TEMPLATE: &str = "Normalise the date to YYYY-MM-DD: {input}";
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
 
@@ -134,7 +144,12 @@ async fn label(
     Ok((answers, i, o))
 }
 
-async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path) -> anyhow::Result<GenRate> {
+async fn run_rate(
+    g: &GenArgs,
+    rate: f64,
+    data: &[(String, String)],
+    work: &Path,
+) -> anyhow::Result<GenRate> {
     let started = Instant::now();
     eprintln!("== generation, teacher error rate {rate}");
     std::fs::create_dir_all(work)?;
@@ -155,7 +170,11 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
     let (answers, tin, tout) = label(&http, &url, &prompts, g.concurrency).await?;
     let label_secs = t0.elapsed().as_secs_f64();
     let (teacher_train, teacher_eval) = answers.split_at(g.train);
-    let gold: Vec<Example> = prompts[g.train..].iter().zip(&data[g.train..]).map(|(p, (_, a))| Example::new(p.clone(), a.clone())).collect();
+    let gold: Vec<Example> = prompts[g.train..]
+        .iter()
+        .zip(&data[g.train..])
+        .map(|(p, (_, a))| Example::new(p.clone(), a.clone()))
+        .collect();
     let teacher_report = eval::gen_report(&gold, teacher_eval, 0)?;
     eprintln!(
         "  labelled {} prompts in {label_secs:.1}s; teacher exact match {:.4}, CER {:.4}",
@@ -163,7 +182,11 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
         teacher_report.exact_match,
         teacher_report.cer
     );
-    let noisy: Vec<Example> = prompts[..g.train].iter().zip(teacher_train).map(|(p, a)| Example::new(p.clone(), a.clone())).collect();
+    let noisy: Vec<Example> = prompts[..g.train]
+        .iter()
+        .zip(teacher_train)
+        .map(|(p, a)| Example::new(p.clone(), a.clone()))
+        .collect();
     let cut = noisy.len() * 9 / 10;
     let (fit, validation) = noisy.split_at(cut);
 
@@ -174,12 +197,17 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
             config: s.config(0)?,
             train: fit,
             validation,
-            options: TrainOptions::new().with_max_epochs(g.max_epochs).with_patience(3),
+            options: TrainOptions::new()
+                .with_max_epochs(g.max_epochs)
+                .with_patience(3),
             checkpoint_dir: None,
         };
         let t = Instant::now();
         let trained = engine::train_generator(&job, &mut |p| {
-            eprintln!("  {spec} epoch {}: loss {:.4} val exact {:.4} ({:.1}s)", p.epoch, p.train_loss, p.val_accuracy, p.epoch_secs);
+            eprintln!(
+                "  {spec} epoch {}: loss {:.4} val exact {:.4} ({:.1}s)",
+                p.epoch, p.train_loss, p.val_accuracy, p.epoch_secs
+            );
             std::ops::ControlFlow::Continue(())
         })?;
         let train_secs = t.elapsed().as_secs_f64();
@@ -189,15 +217,27 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
         let report = engine::evaluate_generation(&generator, &gold, 0)?;
         let texts: Vec<&str> = gold.iter().map(|e| e.text.as_str()).collect();
         let generated = generator.generate_batch(&texts);
-        let agreement = generated.iter().zip(teacher_eval).filter(|(s, t)| s.text == **t).count() as f64 / gold.len().max(1) as f64;
-        let out_tokens = generated.iter().map(|g| g.output_tokens as f64).sum::<f64>() / generated.len().max(1) as f64;
+        let agreement = generated
+            .iter()
+            .zip(teacher_eval)
+            .filter(|(s, t)| s.text == **t)
+            .count() as f64
+            / gold.len().max(1) as f64;
+        let out_tokens = generated
+            .iter()
+            .map(|g| g.output_tokens as f64)
+            .sum::<f64>()
+            / generated.len().max(1) as f64;
         let mut times = Vec::new();
         for text in texts.iter().cycle().take(texts.len().max(300)) {
             let t = Instant::now();
             std::hint::black_box(generator.generate(text));
             times.push(t.elapsed());
         }
-        eprintln!("  {spec}: exact match {:.4}, CER {:.4} in {train_secs:.1}s", report.exact_match, report.cer);
+        eprintln!(
+            "  {spec}: exact match {:.4}, CER {:.4} in {train_secs:.1}s",
+            report.exact_match, report.cer
+        );
         students.push(GenStudent {
             spec: spec.clone(),
             exact_match: report.exact_match,
@@ -213,7 +253,12 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
         });
     }
     let best = (0..students.len())
-        .max_by(|&i, &j| students[i].exact_match.total_cmp(&students[j].exact_match).then(students[j].cer.total_cmp(&students[i].cer)))
+        .max_by(|&i, &j| {
+            students[i]
+                .exact_match
+                .total_cmp(&students[j].exact_match)
+                .then(students[j].cer.total_cmp(&students[i].cer))
+        })
         .context("no students")?;
 
     let mut sc = StudentsClient::connect(format!("http://{}", gw.grpc_addr)).await?;
@@ -223,16 +268,25 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
         route: String::new(),
         first: false,
     });
-    req.metadata_mut().insert("authorization", format!("Bearer {ADMIN}").parse()?);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse()?);
     sc.deploy_student(req).await?;
     let pipeline_secs = started.elapsed().as_secs_f64();
     let mut times: Vec<Duration> = Vec::with_capacity(g.latency_requests);
-    for (k, p) in gold.iter().map(|e| &e.text).cycle().take(g.latency_requests + 20).enumerate() {
+    for (k, p) in gold
+        .iter()
+        .map(|e| &e.text)
+        .cycle()
+        .take(g.latency_requests + 20)
+        .enumerate()
+    {
         let t = Instant::now();
         let r = http
             .post(&url)
             .bearer_auth(ADMIN)
-            .json(&json!({"model": "distilled/dates", "messages": [{"role": "user", "content": p}]}))
+            .json(
+                &json!({"model": "distilled/dates", "messages": [{"role": "user", "content": p}]}),
+            )
             .send()
             .await?;
         let status = r.status();
@@ -246,7 +300,10 @@ async fn run_rate(g: &GenArgs, rate: f64, data: &[(String, String)], work: &Path
         }
     }
     let gateway = pcts(times);
-    eprintln!("  through the gateway: p50 {:.0} µs p99 {:.0} µs", gateway.p50, gateway.p99);
+    eprintln!(
+        "  through the gateway: p50 {:.0} µs p99 {:.0} µs",
+        gateway.p50, gateway.p99
+    );
     gw.shutdown().await;
     sim.shutdown();
     let n = prompts.len().max(1) as f64;
@@ -280,7 +337,10 @@ pub async fn run(
     }
     let (pin, pout, model, from) = prices;
     let mut md = String::new();
-    let _ = writeln!(md, "## Short generation: date normalisation — `retort-distill-bench`\n");
+    let _ = writeln!(
+        md,
+        "## Short generation: date normalisation — `retort-distill-bench`\n"
+    );
     let _ = writeln!(
         md,
         "Data: {} training and {} held-out dates generated deterministically by the bench (five surface forms such \
@@ -298,11 +358,21 @@ pub async fn run(
         retort_training::backend::name(),
         g.latency_requests
     );
-    let _ = writeln!(md, "| teacher error rate | teacher EM / CER | student | student EM / CER | identical to teacher | train s | epochs | params | artefact | in-process p50/p99 µs | gateway p50/p99 µs | pipeline s |");
-    let _ = writeln!(md, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| teacher error rate | teacher EM / CER | student | student EM / CER | identical to teacher | train s | epochs | params | artefact | in-process p50/p99 µs | gateway p50/p99 µs | pipeline s |"
+    );
+    let _ = writeln!(
+        md,
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &results {
         for (i, s) in r.students.iter().enumerate() {
-            let gw = if i == r.best { format!("{:.0} / {:.0}", r.gateway.p50, r.gateway.p99) } else { "—".into() };
+            let gw = if i == r.best {
+                format!("{:.0} / {:.0}", r.gateway.p50, r.gateway.p99)
+            } else {
+                "—".into()
+            };
             let _ = writeln!(
                 md,
                 "| {:.2} | {:.2} % / {:.2} % | {}{} | {:.2} % / {:.2} % | {:.2} % | {:.1} | {} | {} | {:.2} MB | {:.0} / {:.0} | {gw} | {:.0} |",
@@ -327,7 +397,8 @@ pub async fn run(
     if let Some(r) = results.first() {
         let best = &r.students[r.best];
         let teacher_per_1k = 1000.0 * (r.teacher_in * pin + r.teacher_out * pout) / 1e6;
-        let student_per_1k = 1000.0 * best.in_process.mean / 1e6 / 3600.0 * compute_usd_per_core_hour;
+        let student_per_1k =
+            1000.0 * best.in_process.mean / 1e6 / 3600.0 * compute_usd_per_core_hour;
         let _ = writeln!(
             md,
             "\nCost and speed against a frontier teacher (`{model}` at ${pin}/M input, ${pout}/M output tokens, effective \
@@ -365,11 +436,16 @@ mod tests {
             let (m, d) = rest.split_once('-').unwrap();
             assert!(input.contains(y), "{input} -> {answer}");
             let day = d.trim_start_matches('0');
-            assert!(input.split(|c: char| !c.is_ascii_digit()).any(|t| t == day), "{input} -> {answer}");
+            assert!(
+                input.split(|c: char| !c.is_ascii_digit()).any(|t| t == day),
+                "{input} -> {answer}"
+            );
             let month: usize = m.parse().unwrap();
             assert!(
                 input.contains(&super::MONTHS[month - 1][..3])
-                    || input.split(|c: char| !c.is_ascii_digit()).any(|t| t == month.to_string()),
+                    || input
+                        .split(|c: char| !c.is_ascii_digit())
+                        .any(|t| t == month.to_string()),
                 "{input} -> {answer}"
             );
         }

@@ -58,16 +58,27 @@ fn args() -> anyhow::Result<Args> {
     let mut map: HashMap<String, String> = HashMap::new();
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let Some(k) = k.strip_prefix("--") else { bail!("unexpected argument {k}") };
-        map.insert(k.to_owned(), it.next().with_context(|| format!("--{k} needs a value"))?);
+        let Some(k) = k.strip_prefix("--") else {
+            bail!("unexpected argument {k}")
+        };
+        map.insert(
+            k.to_owned(),
+            it.next().with_context(|| format!("--{k} needs a value"))?,
+        );
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let get = |k: &str, d: &str| map.get(k).cloned().unwrap_or_else(|| d.to_owned());
     Ok(Args {
         data: map.get("data").map(PathBuf::from),
         sections: {
-            let sections: Vec<String> = get("sections", "spam,generation").split(',').map(str::to_owned).collect();
-            if let Some(s) = sections.iter().find(|s| !matches!(s.as_str(), "spam" | "generation")) {
+            let sections: Vec<String> = get("sections", "spam,generation")
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            if let Some(s) = sections
+                .iter()
+                .find(|s| !matches!(s.as_str(), "spam" | "generation"))
+            {
                 bail!("--sections: unknown section {s:?} (the sections are spam, generation)");
             }
             sections
@@ -75,18 +86,45 @@ fn args() -> anyhow::Result<Args> {
         generation: generation::GenArgs {
             train: get("gen-train", "2000").parse()?,
             evals: get("gen-evals", "300").parse()?,
-            students: get("gen-students", "seq2seq/tiny").split(',').map(str::to_owned).collect(),
-            error_rates: get("gen-error-rates", "0,0.1").split(',').map(str::parse).collect::<Result<_, _>>()?,
+            students: get("gen-students", "seq2seq/tiny")
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            error_rates: get("gen-error-rates", "0,0.1")
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()?,
             max_epochs: get("gen-epochs", "20").parse()?,
             latency_requests: get("gen-latency-requests", "500").parse()?,
             concurrency: get("concurrency", "32").parse()?,
         },
-        out: PathBuf::from(get("out", &root.join("bench/out/distill.md").display().to_string())),
-        error_rates: get("error-rates", "0,0.1").split(',').map(str::parse).collect::<Result<_, _>>()?,
-        students: get("students", "linear/small,mlp/tiny").split(',').map(str::to_owned).collect(),
-        python: PathBuf::from(get("python", &root.join("bench/distill/.venv/bin/python").display().to_string())),
+        out: PathBuf::from(get(
+            "out",
+            &root.join("bench/out/distill.md").display().to_string(),
+        )),
+        error_rates: get("error-rates", "0,0.1")
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?,
+        students: get("students", "linear/small,mlp/tiny")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+        python: PathBuf::from(get(
+            "python",
+            &root
+                .join("bench/distill/.venv/bin/python")
+                .display()
+                .to_string(),
+        )),
         latency_requests: get("latency-requests", "3000").parse()?,
-        prices: PathBuf::from(get("prices", &root.join("deploy/retort.example.toml").display().to_string())),
+        prices: PathBuf::from(get(
+            "prices",
+            &root
+                .join("deploy/retort.example.toml")
+                .display()
+                .to_string(),
+        )),
         teacher_price_model: get("teacher-price-model", "claude-sonnet-4-5"),
         compute_usd_per_core_hour: get("compute-usd-per-core-hour", "0.05").parse()?,
         teacher_latency_ms: get("teacher-latency-ms", "800").parse()?,
@@ -105,9 +143,17 @@ struct Pcts {
 
 fn pcts(mut v: Vec<Duration>) -> Pcts {
     v.sort();
-    let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1e6);
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
     let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64 * 1e6;
-    Pcts { p50: at(0.5), p95: at(0.95), p99: at(0.99), mean }
+    Pcts {
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        mean,
+    }
 }
 
 struct Labelled {
@@ -118,11 +164,17 @@ struct Labelled {
 }
 
 /// Asks the teacher (through the gateway) for every text, `concurrency` at a time.
-async fn label(http: &reqwest::Client, url: &str, texts: &[String], concurrency: usize) -> anyhow::Result<Labelled> {
+async fn label(
+    http: &reqwest::Client,
+    url: &str,
+    texts: &[String],
+    concurrency: usize,
+) -> anyhow::Result<Labelled> {
     let t0 = Instant::now();
-    let results: Vec<anyhow::Result<(String, u64, u64)>> = futures::stream::iter(texts.iter().cloned())
-        .map(|text| async move {
-            let r: Value = http
+    let results: Vec<anyhow::Result<(String, u64, u64)>> =
+        futures::stream::iter(texts.iter().cloned())
+            .map(|text| async move {
+                let r: Value = http
                 .post(url)
                 .bearer_auth(ADMIN)
                 .json(&json!({"model": "teacher", "messages": [{"role": "user", "content": text}]}))
@@ -131,13 +183,26 @@ async fn label(http: &reqwest::Client, url: &str, texts: &[String], concurrency:
                 .error_for_status()?
                 .json()
                 .await?;
-            let answer = r["choices"][0]["message"]["content"].as_str().unwrap_or_default().trim().to_lowercase();
-            Ok((answer, r["usage"]["prompt_tokens"].as_u64().unwrap_or(0), r["usage"]["completion_tokens"].as_u64().unwrap_or(0)))
-        })
-        .buffered(concurrency)
-        .collect()
-        .await;
-    let mut out = Labelled { labels: Vec::with_capacity(texts.len()), input_tokens: 0, output_tokens: 0, secs: 0.0 };
+                let answer = r["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_lowercase();
+                Ok((
+                    answer,
+                    r["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+                    r["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+                ))
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+    let mut out = Labelled {
+        labels: Vec::with_capacity(texts.len()),
+        input_tokens: 0,
+        output_tokens: 0,
+        secs: 0.0,
+    };
     for r in results {
         let (a, i, o) = r?;
         out.labels.push(a);
@@ -149,7 +214,11 @@ async fn label(http: &reqwest::Client, url: &str, texts: &[String], concurrency:
 }
 
 fn accuracy(pred: &[String], gold: &[Example]) -> f64 {
-    pred.iter().zip(gold).filter(|(p, g)| **p == g.label).count() as f64 / gold.len().max(1) as f64
+    pred.iter()
+        .zip(gold)
+        .filter(|(p, g)| **p == g.label)
+        .count() as f64
+        / gold.len().max(1) as f64
 }
 
 struct StudentRun {
@@ -165,7 +234,14 @@ struct StudentRun {
     dir: PathBuf,
 }
 
-fn train_student(spec: &str, train: &[Example], validation: &[Example], eval: &[Example], teacher_eval: &[String], dir: &Path) -> anyhow::Result<StudentRun> {
+fn train_student(
+    spec: &str,
+    train: &[Example],
+    validation: &[Example],
+    eval: &[Example],
+    teacher_eval: &[String],
+    dir: &Path,
+) -> anyhow::Result<StudentRun> {
     let labels = LabelVocab::from_labels(["ham", "spam"])?;
     let s: StudentSpec = spec.parse()?;
     let job = TrainJob {
@@ -178,13 +254,19 @@ fn train_student(spec: &str, train: &[Example], validation: &[Example], eval: &[
     };
     let t0 = Instant::now();
     let trained = retort_training::trainer::train::<Training>(&job, &backend::device(), |p| {
-        eprintln!("  {spec} epoch {}: loss {:.4} val {:.4} ({:.1}s)", p.epoch, p.train_loss, p.val_accuracy, p.epoch_secs);
+        eprintln!(
+            "  {spec} epoch {}: loss {:.4} val {:.4} ({:.1}s)",
+            p.epoch, p.train_loss, p.val_accuracy, p.epoch_secs
+        );
         std::ops::ControlFlow::Continue(())
     })?;
     let train_secs = t0.elapsed().as_secs_f64();
     let size_bytes = trained.predictor.save(dir)?;
     let p = Predictor::<Inference>::load_for_serving(dir)?;
-    let pred: Vec<String> = eval.iter().map(|e| p.classify(&e.text).label.to_owned()).collect();
+    let pred: Vec<String> = eval
+        .iter()
+        .map(|e| p.classify(&e.text).label.to_owned())
+        .collect();
     let mut times = Vec::new();
     for e in eval.iter().cycle().take(eval.len().max(1000)) {
         let t = Instant::now();
@@ -194,7 +276,12 @@ fn train_student(spec: &str, train: &[Example], validation: &[Example], eval: &[
     Ok(StudentRun {
         spec: spec.to_owned(),
         accuracy: accuracy(&pred, eval),
-        agreement: pred.iter().zip(teacher_eval).filter(|(a, b)| a == b).count() as f64 / eval.len().max(1) as f64,
+        agreement: pred
+            .iter()
+            .zip(teacher_eval)
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / eval.len().max(1) as f64,
         train_secs,
         examples_per_sec: trained.report.examples_per_sec,
         epochs: trained.report.epochs_run,
@@ -255,33 +342,58 @@ impl Teacher {
             "#,
             sim.base_url()
         );
-        let gw = retort_gateway::start(retort_gateway::config::Config::from_toml(&gw_toml)?).await?;
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true).build()?;
+        let gw =
+            retort_gateway::start(retort_gateway::config::Config::from_toml(&gw_toml)?).await?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
         let url = format!("http://{}/v1/chat/completions", gw.http_addr);
         Ok(Teacher { sim, gw, http, url })
     }
 }
 
-async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[Example], work: &Path) -> anyhow::Result<RateResult> {
+async fn run_rate(
+    a: &Args,
+    data: &Path,
+    rate: f64,
+    train: &[Example],
+    eval: &[Example],
+    work: &Path,
+) -> anyhow::Result<RateResult> {
     let started = Instant::now();
     eprintln!("== teacher error rate {rate}");
     let sim_toml = format!(
         "[models.teacher]\nmode = \"dataset\"\ndataset = {:?}\nerror_rate = {rate}\n",
         data.join("teacher.jsonl").display().to_string()
     );
-    let Teacher { sim, gw, http, url } = Teacher::start(&sim_toml, "[aliases.spam]\ntargets = [\"teacher\"]\n").await?;
+    let Teacher { sim, gw, http, url } =
+        Teacher::start(&sim_toml, "[aliases.spam]\ntargets = [\"teacher\"]\n").await?;
 
     // 1. Label: every training mail and every held-out mail, through the gateway.
     let texts: Vec<String> = train.iter().chain(eval).map(|e| e.text.clone()).collect();
     let labelled = label(&http, &url, &texts, a.concurrency).await?;
     let (teacher_train, teacher_eval) = labelled.labels.split_at(train.len());
     let teacher_accuracy = accuracy(teacher_eval, eval);
-    eprintln!("  labelled {} mails in {:.1}s; teacher accuracy on gold {:.4}", texts.len(), labelled.secs, teacher_accuracy);
-    let unknown = labelled.labels.iter().filter(|l| *l != "spam" && *l != "ham").count();
+    eprintln!(
+        "  labelled {} mails in {:.1}s; teacher accuracy on gold {:.4}",
+        texts.len(),
+        labelled.secs,
+        teacher_accuracy
+    );
+    let unknown = labelled
+        .labels
+        .iter()
+        .filter(|l| *l != "spam" && *l != "ham")
+        .count();
     if unknown > 0 {
         bail!("the teacher gave {unknown} answers that are neither spam nor ham");
     }
-    let noisy: Vec<Example> = train.iter().zip(teacher_train).map(|(e, l)| Example::new(e.text.clone(), l.clone())).collect();
+    let noisy: Vec<Example> = train
+        .iter()
+        .zip(teacher_train)
+        .map(|(e, l)| Example::new(e.text.clone(), l.clone()))
+        .collect();
     // Validation for early stopping: 10% of the teacher-labelled training mails (teacher labels, no gold).
     let cut = noisy.len() * 9 / 10;
     let (fit, validation) = noisy.split_at(cut);
@@ -306,12 +418,29 @@ async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[E
     // 3. Students.
     let mut students = Vec::new();
     for spec in &a.students {
-        let s = train_student(spec, fit, validation, eval, teacher_eval, &dir.join(spec.replace('/', "-")))?;
-        eprintln!("  {spec}: accuracy {:.4} in {:.1}s", s.accuracy, s.train_secs);
+        let s = train_student(
+            spec,
+            fit,
+            validation,
+            eval,
+            teacher_eval,
+            &dir.join(spec.replace('/', "-")),
+        )?;
+        eprintln!(
+            "  {spec}: accuracy {:.4} in {:.1}s",
+            s.accuracy, s.train_secs
+        );
         students.push(s);
     }
     let best = (0..students.len())
-        .max_by(|&i, &j| students[i].accuracy.total_cmp(&students[j].accuracy).then(students[j].in_process.p50.total_cmp(&students[i].in_process.p50)))
+        .max_by(|&i, &j| {
+            students[i].accuracy.total_cmp(&students[j].accuracy).then(
+                students[j]
+                    .in_process
+                    .p50
+                    .total_cmp(&students[i].in_process.p50),
+            )
+        })
         .context("no students")?;
 
     // 4. Deploy the best one, first on the alias, and time it through the gateway.
@@ -323,7 +452,8 @@ async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[E
         route: "spam".into(),
         first: true,
     });
-    req.metadata_mut().insert("authorization", format!("Bearer {ADMIN}").parse()?);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse()?);
     sc.deploy_student(req).await?;
     let deploy_ms = t0.elapsed().as_secs_f64() * 1e3;
     let pipeline_secs = started.elapsed().as_secs_f64();
@@ -333,7 +463,12 @@ async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[E
         .collect();
     let mut times = Vec::with_capacity(a.latency_requests);
     let mut student_in = 0u64;
-    for (k, body) in bodies.iter().cycle().take(a.latency_requests + 300).enumerate() {
+    for (k, body) in bodies
+        .iter()
+        .cycle()
+        .take(a.latency_requests + 300)
+        .enumerate()
+    {
         let t = Instant::now();
         let r = http
             .post(&url)
@@ -354,7 +489,10 @@ async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[E
         }
     }
     let gateway = pcts(times);
-    eprintln!("  through the gateway: p50 {:.0} µs p99 {:.0} µs", gateway.p50, gateway.p99);
+    eprintln!(
+        "  through the gateway: p50 {:.0} µs p99 {:.0} µs",
+        gateway.p50, gateway.p99
+    );
     gw.shutdown().await;
     sim.shutdown();
     Ok(RateResult {
@@ -375,16 +513,28 @@ async fn run_rate(a: &Args, data: &Path, rate: f64, train: &[Example], eval: &[E
 }
 
 fn teacher_prices(path: &Path, model: &str) -> anyhow::Result<(f64, f64, String)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let t: toml::Table = toml::from_str(&text)?;
-    let prices = t.get("prices").and_then(|p| p.as_array()).context("no [[prices]] in the price file")?;
+    let prices = t
+        .get("prices")
+        .and_then(|p| p.as_array())
+        .context("no [[prices]] in the price file")?;
     let p = prices
         .iter()
         .rev()
         .find(|p| p.get("model").and_then(|m| m.as_str()) == Some(model))
         .with_context(|| format!("{model} has no price in {}", path.display()))?;
-    let f = |k: &str| p.get(k).and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64))).unwrap_or(0.0);
-    let from = p.get("effective_from").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let f = |k: &str| {
+        p.get(k)
+            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+            .unwrap_or(0.0)
+    };
+    let from = p
+        .get("effective_from")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_owned();
     Ok((f("input"), f("output"), from))
 }
 
@@ -395,11 +545,17 @@ async fn main() -> anyhow::Result<()> {
     let (pin, pout, price_from) = teacher_prices(&a.prices, &a.teacher_price_model)?;
     let mut md = String::new();
     if a.sections.iter().any(|s| s == "spam") {
-        let data = a.data.as_deref().context("--data DIR is required for the spam section (or --sections generation)")?;
+        let data = a
+            .data
+            .as_deref()
+            .context("--data DIR is required for the spam section (or --sections generation)")?;
         md.push_str(&spam_section(&a, data, &work, pin, pout, &price_from).await?);
     }
     if a.sections.iter().any(|s| s == "generation") {
-        let prices = a.prices.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let prices = a
+            .prices
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
         let from = format!("{price_from}, price table `{prices}`");
         let section = generation::run(
             &a.generation,
@@ -421,7 +577,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The SpamAssassin section.
-async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, price_from: &str) -> anyhow::Result<String> {
+async fn spam_section(
+    a: &Args,
+    data: &Path,
+    work: &Path,
+    pin: f64,
+    pout: f64,
+    price_from: &str,
+) -> anyhow::Result<String> {
     let train = read_jsonl(data.join("train.jsonl"))?;
     let eval = read_jsonl(data.join("eval.jsonl"))?;
     let mut results = Vec::new();
@@ -430,7 +593,10 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut md = String::new();
-    let _ = writeln!(md, "## SpamAssassin distillation — `retort-distill-bench`\n");
+    let _ = writeln!(
+        md,
+        "## SpamAssassin distillation — `retort-distill-bench`\n"
+    );
     let _ = writeln!(
         md,
         "Data: `retort data fetch-spam` ({} training mails, {} held out with gold labels). Teacher: the simulator in \
@@ -447,10 +613,20 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
         backend::name(),
         cores,
         a.latency_requests,
-        if cfg!(debug_assertions) { "dev" } else { "release" }
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        }
     );
-    let _ = writeln!(md, "| teacher error rate | teacher acc. (gold) | baseline acc. | student | student acc. | agreement w/ teacher | train s | train ex/s | epochs | params | artefact | in-process p50/p99 µs |");
-    let _ = writeln!(md, "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| teacher error rate | teacher acc. (gold) | baseline acc. | student | student acc. | agreement w/ teacher | train s | train ex/s | epochs | params | artefact | in-process p50/p99 µs |"
+    );
+    let _ = writeln!(
+        md,
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &results {
         for (i, s) in r.students.iter().enumerate() {
             let _ = writeln!(
@@ -473,7 +649,10 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
             );
         }
     }
-    let _ = writeln!(md, "\n| teacher error rate | labelling (reqs, s) | deploy ms | pipeline s (label+baseline+train+eval+deploy) | gateway p50 / p95 / p99 µs | student beats teacher by |");
+    let _ = writeln!(
+        md,
+        "\n| teacher error rate | labelling (reqs, s) | deploy ms | pipeline s (label+baseline+train+eval+deploy) | gateway p50 / p95 / p99 µs | student beats teacher by |"
+    );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
     for r in &results {
         let best = &r.students[r.best];
@@ -493,7 +672,8 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
     }
     if let Some(r) = results.first() {
         let best = &r.students[r.best];
-        let teacher_per_1k = 1000.0 * (r.teacher_in_per_req * pin + r.teacher_out_per_req * pout) / 1e6;
+        let teacher_per_1k =
+            1000.0 * (r.teacher_in_per_req * pin + r.teacher_out_per_req * pout) / 1e6;
         let student_secs = best.in_process.mean / 1e6;
         let student_per_1k = 1000.0 * student_secs / 3600.0 * a.compute_usd_per_core_hour;
         let _ = writeln!(
@@ -506,7 +686,9 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
              zero latency), the deployed student's {:.2} ms p50 through the gateway is **{:.0}× faster**. The student's \
              own token counts (its featuriser) are {:.0} input and 1 output token per mail.\n",
             a.teacher_price_model,
-            a.prices.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+            a.prices
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
             r.teacher_in_per_req,
             r.teacher_out_per_req,
             teacher_per_1k,
@@ -521,6 +703,14 @@ async fn spam_section(a: &Args, data: &Path, work: &Path, pin: f64, pout: f64, p
             r.student_in_per_req,
         );
     }
-    let _ = writeln!(md, "Baseline details: {}\n", results.iter().map(|r| format!("error rate {}: {}", r.error_rate, r.baseline)).collect::<Vec<_>>().join("; "));
+    let _ = writeln!(
+        md,
+        "Baseline details: {}\n",
+        results
+            .iter()
+            .map(|r| format!("error rate {}: {}", r.error_rate, r.baseline))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     Ok(md)
 }

@@ -13,7 +13,13 @@ pub const MODEL_PACED: &str = "sim-paced8";
 /// 64 chunks paced at 8 per second: each stream stays open about 8 s (scenario d).
 pub const MODEL_SOAK: &str = "sim-soak";
 
-pub const MODELS: [&str; 5] = [MODEL_FAST, MODEL_20MS, MODEL_STREAM, MODEL_PACED, MODEL_SOAK];
+pub const MODELS: [&str; 5] = [
+    MODEL_FAST,
+    MODEL_20MS,
+    MODEL_STREAM,
+    MODEL_PACED,
+    MODEL_SOAK,
+];
 
 /// The key the bench's Retort user has.
 pub const RETORT_KEY: &str = "sk-retort-bench";

@@ -118,7 +118,9 @@ fn rps(r: &Results, k: SystemKind) -> Option<f64> {
 }
 
 fn rps_in(rows: &[ThroughputRow], k: SystemKind) -> Option<f64> {
-    rows.iter().find(|x| x.system == k && x.ok > 0).map(|x| x.rps)
+    rows.iter()
+        .find(|x| x.system == k && x.ok > 0)
+        .map(|x| x.rps)
 }
 
 /// `sys − direct` at one percentile.
@@ -211,7 +213,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
     }
     let name = "(b′) Retort peak throughput ≥ 100 × LiteLLM's (zero-delay simulator; added to the issue's scenarios)";
     match (rps_in(&r.peak, Retort), rps_in(&r.peak, Litellm)) {
-        (Some(a), Some(l)) => push(name, format!("{a:.0} vs {l:.0} req/s ({})", ratio(a, l)), Verdict::of(a >= 100.0 * l)),
+        (Some(a), Some(l)) => push(
+            name,
+            format!("{a:.0} vs {l:.0} req/s ({})", ratio(a, l)),
+            Verdict::of(a >= 100.0 * l),
+        ),
         _ => push(name, "LiteLLM not measured".into(), Verdict::Na),
     }
     match (retort_added, litellm_added) {
@@ -227,20 +233,30 @@ pub fn targets(r: &Results) -> Vec<Target> {
         ),
     }
     for (name, rows) in [
-        ("(c) Retort added TTFT ≤ 200 µs (at p50 and p99)", &r.streaming),
+        (
+            "(c) Retort added TTFT ≤ 200 µs (at p50 and p99)",
+            &r.streaming,
+        ),
         (
             "(c′) Retort added TTFT ≤ 200 µs (at p50 and p99) from a paced provider (first token alone; added to the issue's scenarios)",
             &r.paced,
         ),
     ] {
         let d = ttft_in(rows, Direct);
-        match (added(ttft_in(rows, Retort), d, p99), added(ttft_in(rows, Retort), d, |s| s.p50_us)) {
+        match (
+            added(ttft_in(rows, Retort), d, p99),
+            added(ttft_in(rows, Retort), d, |s| s.p50_us),
+        ) {
             (Some(a99), Some(a50)) => {
                 let measured = format!("p50 {a50:.1} µs, p99 {a99:.1} µs");
                 if a50 > 200.0 || a99 > 200.0 {
                     push(name, measured, Verdict::Fail);
                 } else if a99 < 0.0 {
-                    push(name, format!("{measured}: p99 inconclusive (noise on the shared machine)"), Verdict::Na);
+                    push(
+                        name,
+                        format!("{measured}: p99 inconclusive (noise on the shared machine)"),
+                        Verdict::Na,
+                    );
                 } else {
                     push(name, measured, Verdict::Pass);
                 }
@@ -333,7 +349,10 @@ fn stream_table(s: &mut String, rows: &[StreamRow]) {
         s,
         "| system | streams | errors | chunks/answer | TTFT p50 | TTFT p99 | TTFT p99.9 | added p50 | added p99 | added p99.9 | whole stream p50 | whole stream p99 |"
     );
-    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for row in rows {
         let t = &row.ttft;
         let add = |f: fn(&Summary) -> f64| {

@@ -262,12 +262,24 @@ async fn stream_rounds(
     let mut acc: Vec<Option<load::StreamRun>> = systems.iter().map(|_| None).collect();
     for round in 0..rounds {
         for (i, (s, ep)) in systems.iter().zip(eps).enumerate() {
-            let total = if s.kind == SystemKind::Litellm { counts.1 } else { counts.0 };
+            let total = if s.kind == SystemKind::Litellm {
+                counts.1
+            } else {
+                counts.0
+            };
             let n = total / rounds + u64::from(round < total % rounds);
             let warmup = if round == 0 { warmup } else { warmup.min(20) };
-            log(&format!("{what}: {} round {}/{rounds}, {n} streams", s.kind.name(), round + 1));
+            log(&format!(
+                "{what}: {} round {}/{rounds}, {n} streams",
+                s.kind.name(),
+                round + 1
+            ));
             let (ep, body) = (ep.clone(), body.clone());
-            match load::on_own_thread(move || async move { load::sequential_streams(&ep, body, n, warmup).await }).await {
+            match load::on_own_thread(move || async move {
+                load::sequential_streams(&ep, body, n, warmup).await
+            })
+            .await
+            {
                 Ok(r) => match &mut acc[i] {
                     Some(a) => a.merge(r),
                     slot => *slot = Some(r),
@@ -363,7 +375,11 @@ pub async fn run(
                 round + 1
             ));
             let (ep, body) = (ep.clone(), body.clone());
-            match load::on_own_thread(move || async move { load::sequential(&ep, body, n, warmup).await }).await {
+            match load::on_own_thread(move || async move {
+                load::sequential(&ep, body, n, warmup).await
+            })
+            .await
+            {
                 Ok(r) => match &mut acc[i] {
                     Some(a) => {
                         a.hist.add(&r.hist).ok();
@@ -428,8 +444,19 @@ pub async fn run(
     let body = chat_body(MODEL_FAST, false);
     for (s, ep) in systems.iter().zip(&eps) {
         let c = plan.peak_concurrency;
-        log(&format!("(b') peak throughput c={c}: {} for {} s", s.kind.name(), plan.peak_s));
-        let r = load::closed_loop(ep, body.clone(), c, secs(plan.throughput_warmup_s), secs(plan.peak_s)).await;
+        log(&format!(
+            "(b') peak throughput c={c}: {} for {} s",
+            s.kind.name(),
+            plan.peak_s
+        ));
+        let r = load::closed_loop(
+            ep,
+            body.clone(),
+            c,
+            secs(plan.throughput_warmup_s),
+            secs(plan.peak_s),
+        )
+        .await;
         results.peak.push(throughput_row(s.kind, c, plan.peak_s, r));
     }
 
@@ -437,11 +464,31 @@ pub async fn run(
     // interleaved rounds as in (a).
     let body = chat_body(MODEL_STREAM, true);
     let counts = (plan.stream_requests, plan.litellm_stream_requests);
-    results.streaming = stream_rounds(systems, &eps, &body, counts, rounds, plan.stream_warmup, "(c) streaming TTFT c=1", log).await?;
+    results.streaming = stream_rounds(
+        systems,
+        &eps,
+        &body,
+        counts,
+        rounds,
+        plan.stream_warmup,
+        "(c) streaming TTFT c=1",
+        log,
+    )
+    .await?;
     // (c′) The same from a provider that paces its tokens, so the first one arrives alone.
     let body = chat_body(MODEL_PACED, true);
     let counts = (plan.paced_requests, plan.litellm_paced_requests);
-    results.paced = stream_rounds(systems, &eps, &body, counts, rounds, plan.stream_warmup, "(c') paced streaming TTFT c=1", log).await?;
+    results.paced = stream_rounds(
+        systems,
+        &eps,
+        &body,
+        counts,
+        rounds,
+        plan.stream_warmup,
+        "(c') paced streaming TTFT c=1",
+        log,
+    )
+    .await?;
 
     // gRPC Complete through Retort.
     if let Some(url) = &setup.retort_grpc_url {

@@ -96,7 +96,11 @@ async fn every_scenario_produces_numbers() {
         assert_eq!(t.errors, 0, "{k:?}: {:?}", t.first_error);
         assert!(t.ok > 0 && t.rps > 0.0, "{k:?}");
 
-        let t = r.peak.iter().find(|x| x.system == k).expect("peak throughput row");
+        let t = r
+            .peak
+            .iter()
+            .find(|x| x.system == k)
+            .expect("peak throughput row");
         assert_eq!(t.errors, 0, "{k:?}: {:?}", t.first_error);
         assert!(t.ok > 0 && t.rps > 0.0, "{k:?}");
 
@@ -109,7 +113,11 @@ async fn every_scenario_produces_numbers() {
         assert_eq!(s.ttft.count, plan.stream_requests, "{k:?}");
         assert_eq!((s.min_tokens, s.max_tokens), (64, 64), "{k:?}");
 
-        let s = r.paced.iter().find(|x| x.system == k).expect("paced streaming row");
+        let s = r
+            .paced
+            .iter()
+            .find(|x| x.system == k)
+            .expect("paced streaming row");
         assert_eq!(s.errors, 0, "{k:?}: {:?}", s.first_error);
         assert_eq!(s.ttft.count, plan.paced_requests, "{k:?}");
         assert_eq!((s.min_tokens, s.max_tokens), (8, 8), "{k:?}");

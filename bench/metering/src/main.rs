@@ -66,7 +66,12 @@ fn event(i: usize, n: usize, now: i64, week: bool) -> pb::UsageEvent {
     let session = (i / (LIVE_SESSIONS * 50)) * LIVE_SESSIONS + i % LIVE_SESSIONS;
     let user = session % users;
     pb::UsageEvent {
-        event_id: if random_ids() { uuid::Uuid::new_v4() } else { uuid::Uuid::now_v7() }.to_string(),
+        event_id: if random_ids() {
+            uuid::Uuid::new_v4()
+        } else {
+            uuid::Uuid::now_v7()
+        }
+        .to_string(),
         time_ms: if week {
             now - (i as i64 % 10_000) * 60_000
         } else {
@@ -173,8 +178,17 @@ async fn bench(name: &str, store: Store, n: usize) -> anyhow::Result<f64> {
         "{name}: {n} events in {secs:.2} s (acked in {acked:.2} s) = {rate:.0} events/s ({streams} streams of {BATCH}-event batches, {} spread, {} ids{}; load average {})",
         if week_spread() { "week" } else { "live" },
         if random_ids() { "v4" } else { "v7" },
-        if name == "postgres" { if pg_copy() { ", COPY" } else { ", UNNEST" } } else { "" },
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        if name == "postgres" {
+            if pg_copy() { ", COPY" } else { ", UNNEST" }
+        } else {
+            ""
+        },
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     Ok(rate)
 }
@@ -216,9 +230,15 @@ async fn main() -> anyhow::Result<()> {
     let pg = Store::connect(&StoreOptions {
         schema: Some(schema.clone()),
         pg_copy: pg_copy(),
-        pg_writers: std::env::var("PG_WRITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(StoreOptions::new("").pg_writers),
+        pg_writers: std::env::var("PG_WRITERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(StoreOptions::new("").pg_writers),
         // PG_COMPACT_MS=N: the background compactor's interval (0: none; the last compaction only).
-        pg_compact_every: match std::env::var("PG_COMPACT_MS").ok().and_then(|s| s.parse::<u64>().ok()) {
+        pg_compact_every: match std::env::var("PG_COMPACT_MS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             Some(0) => None,
             Some(ms) => Some(std::time::Duration::from_millis(ms)),
             None => StoreOptions::new("").pg_compact_every,
@@ -291,8 +311,28 @@ async fn seed(url: &str, schema: &str, n: i64, now: i64) -> anyhow::Result<()> {
     let t2 = Instant::now();
     let sums = "SUM(requests), SUM(failed), SUM(input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cache_read_tokens), \
         SUM(cache_write_tokens), SUM(cost_micros), SUM(reasoning_ms), SUM(latency_ms), SUM(unpriced)";
-    let dims = ["user_name", "team", "discipline", "level", "model", "provider", "harness", "route", "tier"];
-    let names = ["user", "team", "discipline", "level", "model", "provider", "harness", "route", "tier"];
+    let dims = [
+        "user_name",
+        "team",
+        "discipline",
+        "level",
+        "model",
+        "provider",
+        "harness",
+        "route",
+        "tier",
+    ];
+    let names = [
+        "user",
+        "team",
+        "discipline",
+        "level",
+        "model",
+        "provider",
+        "harness",
+        "route",
+        "tier",
+    ];
     let dims_sql = dims
         .iter()
         .zip(names)
@@ -320,7 +360,13 @@ async fn seed(url: &str, schema: &str, n: i64, now: i64) -> anyhow::Result<()> {
     )
     .await?;
     let mut rows = Vec::new();
-    for t in ["usage_hourly", "usage_daily", "usage_sessions", "usage_session_dims", "usage_dims_hourly"] {
+    for t in [
+        "usage_hourly",
+        "usage_daily",
+        "usage_sessions",
+        "usage_session_dims",
+        "usage_dims_hourly",
+    ] {
         let sql = format!("SELECT COUNT(*) FROM {t}");
         let k: i64 = sqlx::query_scalar(&sql).fetch_one(&mut c).await?;
         rows.push(format!("{t} {k}"));

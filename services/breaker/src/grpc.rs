@@ -197,19 +197,20 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         .map_err(|source| Error::Bind { addr, source })?;
     let name = <BreakerServer<BreakerService> as tonic::server::NamedService>::NAME;
     // Health follows the store: NOT_SERVING while Redis does not answer.
-    let (health_service, watcher) = retort_proto::health_following(name, Duration::from_millis(500), {
-        let b = Arc::clone(&breaker);
-        move || {
-            let b = Arc::clone(&b);
-            async move {
-                b.store
-                    .ping()
-                    .await
-                    .map_err(|e| tracing::warn!(error = %e, "breaker state store unreachable"))
-                    .is_ok()
+    let (health_service, watcher) =
+        retort_proto::health_following(name, Duration::from_millis(500), {
+            let b = Arc::clone(&breaker);
+            move || {
+                let b = Arc::clone(&b);
+                async move {
+                    b.store
+                        .ping()
+                        .await
+                        .map_err(|e| tracing::warn!(error = %e, "breaker state store unreachable"))
+                        .is_ok()
+                }
             }
-        }
-    });
+        });
     let (stop, mut rx) = watch::channel(false);
     let svc = BreakerService {
         breaker: Arc::clone(&breaker),

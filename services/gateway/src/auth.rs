@@ -2,35 +2,51 @@
 //! request into metering and breakers.
 use http::HeaderMap;
 
-use crate::{config::Config, error::ApiError, types::{Harness, Identity}};
+use crate::{
+    config::Config,
+    error::ApiError,
+    types::{Harness, Identity},
+};
 
 use http::HeaderName;
 
 pub const SESSION_HEADERS: [&str; 2] = ["x-claude-code-session-id", "x-retort-session"];
 /// [`SESSION_HEADERS`] as header names: looked up without parsing the name on every request.
-const SESSION_HEADER_NAMES: [HeaderName; 2] =
-    [HeaderName::from_static(SESSION_HEADERS[0]), HeaderName::from_static(SESSION_HEADERS[1])];
+const SESSION_HEADER_NAMES: [HeaderName; 2] = [
+    HeaderName::from_static(SESSION_HEADERS[0]),
+    HeaderName::from_static(SESSION_HEADERS[1]),
+];
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The key from `Authorization: Bearer KEY` or `x-api-key: KEY` (or gRPC metadata of the same names).
 pub fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
-        let key = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
+        let key = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v);
         return Some(key.trim());
     }
-    headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(X_API_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Maps the request's key to a user; unknown or missing keys are refused unless auth is off.
 pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiError> {
     match api_key(headers) {
-        Some(key) if !key.is_empty() => cfg
-            .users
-            .get(key)
-            .cloned()
-            .ok_or_else(|| ApiError::Unauthorized("invalid API key: it is not known to this gateway".into())),
-        _ if !cfg.server.require_auth => Ok(Identity { user: "anonymous".into(), ..Identity::default() }),
+        Some(key) if !key.is_empty() => cfg.users.get(key).cloned().ok_or_else(|| {
+            ApiError::Unauthorized("invalid API key: it is not known to this gateway".into())
+        }),
+        _ if !cfg.server.require_auth => Ok(Identity {
+            user: "anonymous".into(),
+            ..Identity::default()
+        }),
         _ => Err(ApiError::Unauthorized(
             "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
         )),
@@ -41,14 +57,22 @@ pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiEr
 pub fn session_id(headers: &HeaderMap, hint: Option<String>) -> Option<String> {
     SESSION_HEADER_NAMES
         .iter()
-        .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty()))
+        .find_map(|h| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        })
         .map(str::to_owned)
         .or(hint)
 }
 
 /// The harness, from the User-Agent.
 pub fn harness(user_agent: Option<&str>) -> Harness {
-    let Some(ua) = user_agent else { return Harness::Other };
+    let Some(ua) = user_agent else {
+        return Harness::Other;
+    };
     let ua = ua.to_ascii_lowercase();
     if ua.contains("claude-cli") || ua.contains("claude-code") || ua.contains("claude code") {
         Harness::ClaudeCode
@@ -79,8 +103,14 @@ mod tests {
 
     #[test]
     fn detects_harnesses() {
-        assert_eq!(harness(Some("claude-cli/2.0.14 (external, cli)")), Harness::ClaudeCode);
-        assert_eq!(harness(Some("codex_cli_rs/0.46.0 (Mac OS 15.0; arm64)")), Harness::Codex);
+        assert_eq!(
+            harness(Some("claude-cli/2.0.14 (external, cli)")),
+            Harness::ClaudeCode
+        );
+        assert_eq!(
+            harness(Some("codex_cli_rs/0.46.0 (Mac OS 15.0; arm64)")),
+            Harness::Codex
+        );
         assert_eq!(harness(Some("Cursor/1.7")), Harness::Cursor);
         assert_eq!(harness(Some("GitHubCopilotChat/0.31")), Harness::Copilot);
         assert_eq!(harness(Some("OpenAI/Python 1.109.1")), Harness::Sdk);

@@ -61,17 +61,22 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.probe && !self.reported
+        if self.probe
+            && !self.reported
             && let Ok(mut g) = self.breaker.inner.lock()
-                && let Inner::HalfOpen { probing } = &mut *g {
-                    *probing = false;
-                }
+            && let Inner::HalfOpen { probing } = &mut *g
+        {
+            *probing = false;
+        }
     }
 }
 
 impl Breaker {
     pub fn new(cfg: BreakerConfig) -> Self {
-        Breaker { cfg, inner: Mutex::new(Inner::Closed { failures: 0 }) }
+        Breaker {
+            cfg,
+            inner: Mutex::new(Inner::Closed { failures: 0 }),
+        }
     }
 
     pub fn state(&self) -> BreakerState {
@@ -106,13 +111,19 @@ impl Breaker {
                 true
             }
         };
-        Some(Permit { breaker: Arc::clone(self), probe, reported: false })
+        Some(Permit {
+            breaker: Arc::clone(self),
+            probe,
+            reported: false,
+        })
     }
 
     /// Returns the new state when it changed.
     fn record(&self, probe: bool, healthy: bool) -> Option<BreakerState> {
         let mut g = self.inner.lock().ok()?;
-        let open = || Inner::Open { until: Instant::now() + self.cfg.open_for };
+        let open = || Inner::Open {
+            until: Instant::now() + self.cfg.open_for,
+        };
         match (&mut *g, healthy) {
             (Inner::Closed { failures }, true) => {
                 *failures = 0;
@@ -149,7 +160,12 @@ pub struct Breakers {
 
 impl Breakers {
     pub fn new<'a>(targets: impl IntoIterator<Item = &'a str>, cfg: BreakerConfig) -> Self {
-        Breakers { map: targets.into_iter().map(|t| (t.to_owned(), Arc::new(Breaker::new(cfg)))).collect() }
+        Breakers {
+            map: targets
+                .into_iter()
+                .map(|t| (t.to_owned(), Arc::new(Breaker::new(cfg))))
+                .collect(),
+        }
     }
     pub fn get(&self, target: &str) -> Option<&Arc<Breaker>> {
         self.map.get(target)
@@ -166,7 +182,10 @@ mod tests {
     use super::*;
 
     fn breaker() -> Arc<Breaker> {
-        Arc::new(Breaker::new(BreakerConfig { failure_threshold: 3, open_for: Duration::from_secs(10) }))
+        Arc::new(Breaker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(10),
+        }))
     }
 
     #[tokio::test(start_paused = true)]
@@ -175,7 +194,10 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(b.try_acquire().unwrap().record(false), None);
         }
-        assert_eq!(b.try_acquire().unwrap().record(false), Some(BreakerState::Open));
+        assert_eq!(
+            b.try_acquire().unwrap().record(false),
+            Some(BreakerState::Open)
+        );
         assert!(b.try_acquire().is_none(), "open breaker admits nothing");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(b.state(), BreakerState::HalfOpen);

@@ -27,7 +27,10 @@ pub const STUDENT_PREFIX: &str = "distilled/";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration: {0}")]
     Parse(#[from] toml::de::Error),
     #[error("invalid configuration: {0}")]
@@ -280,7 +283,9 @@ impl RoutingConfig {
             first_token_timeout: ms(raw.first_token_timeout_ms, self.first_token_timeout),
             stall_timeout: ms(raw.stall_timeout_ms, self.stall_timeout),
             total_timeout: ms(raw.total_timeout_ms, self.total_timeout),
-            max_retries_per_target: raw.max_retries_per_target.unwrap_or(self.max_retries_per_target),
+            max_retries_per_target: raw
+                .max_retries_per_target
+                .unwrap_or(self.max_retries_per_target),
             backoff_base: ms(raw.backoff_base_ms, self.backoff_base),
             backoff_max: ms(raw.backoff_max_ms, self.backoff_max),
             max_retry_after: ms(raw.max_retry_after_ms, self.max_retry_after),
@@ -291,16 +296,25 @@ impl RoutingConfig {
         if self.total_timeout.is_zero() {
             return Err(invalid(format!("{what}: total_timeout_ms must be > 0")));
         }
-        for (name, t) in [("first_token_timeout_ms", self.first_token_timeout), ("stall_timeout_ms", self.stall_timeout)] {
+        for (name, t) in [
+            ("first_token_timeout_ms", self.first_token_timeout),
+            ("stall_timeout_ms", self.stall_timeout),
+        ] {
             if t.is_zero() || t > self.total_timeout {
-                return Err(invalid(format!("{what}: {name} must be > 0 and fit inside total_timeout_ms")));
+                return Err(invalid(format!(
+                    "{what}: {name} must be > 0 and fit inside total_timeout_ms"
+                )));
             }
         }
         if self.backoff_base > self.backoff_max {
-            return Err(invalid(format!("{what}: backoff_base_ms must not exceed backoff_max_ms")));
+            return Err(invalid(format!(
+                "{what}: backoff_base_ms must not exceed backoff_max_ms"
+            )));
         }
         if self.max_retries_per_target > 10 {
-            return Err(invalid(format!("{what}: max_retries_per_target is at most 10")));
+            return Err(invalid(format!(
+                "{what}: max_retries_per_target is at most 10"
+            )));
         }
         Ok(())
     }
@@ -315,7 +329,10 @@ pub struct BreakerConfig {
 impl Config {
     /// Reads and validates a configuration file, applying environment overrides.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::from_toml(&text)
     }
 
@@ -325,13 +342,19 @@ impl Config {
     }
 
     /// Turns the raw file into runtime configuration; `env` looks up environment variables.
-    pub fn load(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let parse_addr = |var: &str, v: Option<SocketAddr>, d: &str| -> Result<SocketAddr, ConfigError> {
-            match env(var) {
-                Some(s) => s.parse().map_err(|_| invalid(format!("{var}={s:?} is not an address like 127.0.0.1:8080"))),
-                None => Ok(v.unwrap_or_else(|| d.parse().unwrap_or_else(|_| unreachable!()))),
-            }
-        };
+    pub fn load(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let parse_addr =
+            |var: &str, v: Option<SocketAddr>, d: &str| -> Result<SocketAddr, ConfigError> {
+                match env(var) {
+                    Some(s) => s.parse().map_err(|_| {
+                        invalid(format!("{var}={s:?} is not an address like 127.0.0.1:8080"))
+                    }),
+                    None => Ok(v.unwrap_or_else(|| d.parse().unwrap_or_else(|_| unreachable!()))),
+                }
+            };
         let server = ServerConfig {
             http_addr: parse_addr(ENV_HTTP_ADDR, raw.server.http_addr, "127.0.0.1:8080")?,
             grpc_addr: parse_addr(ENV_GRPC_ADDR, raw.server.grpc_addr, "127.0.0.1:50051")?,
@@ -349,36 +372,63 @@ impl Config {
                 u.key_file.as_deref(),
                 env,
             )?
-            .ok_or_else(|| invalid(format!("user {}: one of key, key_env, key_file is required", u.name)))?;
-            let id = Identity { user: u.name.clone(), team: u.team.clone(), discipline: u.discipline.clone(), level: u.level.clone() };
+            .ok_or_else(|| {
+                invalid(format!(
+                    "user {}: one of key, key_env, key_file is required",
+                    u.name
+                ))
+            })?;
+            let id = Identity {
+                user: u.name.clone(),
+                team: u.team.clone(),
+                discipline: u.discipline.clone(),
+                level: u.level.clone(),
+            };
             if u.admin {
                 admin_keys.insert(key.expose().to_owned());
             }
             if users.insert(key.expose().to_owned(), id).is_some() {
-                return Err(invalid(format!("user {}: the same API key is given to two users", u.name)));
+                return Err(invalid(format!(
+                    "user {}: the same API key is given to two users",
+                    u.name
+                )));
             }
         }
 
         let mut providers = BTreeMap::new();
         for (name, p) in &raw.providers {
-            let env_name = format!("{ENV_PROVIDER_PREFIX}{}", name.to_ascii_uppercase().replace('-', "_"));
+            let env_name = format!(
+                "{ENV_PROVIDER_PREFIX}{}",
+                name.to_ascii_uppercase().replace('-', "_")
+            );
             let base_url = if p.kind == ProviderKind::Local {
                 if p.base_url.is_some() {
-                    return Err(invalid(format!("provider {name}: a local provider takes `dir`, not `base_url`")));
+                    return Err(invalid(format!(
+                        "provider {name}: a local provider takes `dir`, not `base_url`"
+                    )));
                 }
-                if providers.values().any(|q: &ProviderConfig| q.kind == ProviderKind::Local) {
-                    return Err(invalid(format!("provider {name}: only one provider may be of kind `local`")));
+                if providers
+                    .values()
+                    .any(|q: &ProviderConfig| q.kind == ProviderKind::Local)
+                {
+                    return Err(invalid(format!(
+                        "provider {name}: only one provider may be of kind `local`"
+                    )));
                 }
                 String::new()
             } else {
                 if p.dir.is_some() {
-                    return Err(invalid(format!("provider {name}: `dir` is only for providers of kind `local`")));
+                    return Err(invalid(format!(
+                        "provider {name}: `dir` is only for providers of kind `local`"
+                    )));
                 }
                 let base_url = env(&format!("{env_name}_BASE_URL"))
                     .or_else(|| p.base_url.clone())
                     .ok_or_else(|| invalid(format!("provider {name}: base_url is required")))?;
                 if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(invalid(format!("provider {name}: base_url must start with http:// or https://")));
+                    return Err(invalid(format!(
+                        "provider {name}: base_url must start with http:// or https://"
+                    )));
                 }
                 base_url
             };
@@ -402,7 +452,11 @@ impl Config {
                     api_key,
                     http2: p.http2,
                     connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(5_000)),
-                    headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    headers: p
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     dir: p.dir.clone(),
                 },
             );
@@ -410,9 +464,9 @@ impl Config {
 
         let mut models = BTreeMap::new();
         for (name, m) in &raw.models {
-            let provider = providers
-                .get(&m.provider)
-                .ok_or_else(|| invalid(format!("model {name}: unknown provider {:?}", m.provider)))?;
+            let provider = providers.get(&m.provider).ok_or_else(|| {
+                invalid(format!("model {name}: unknown provider {:?}", m.provider))
+            })?;
             if provider.kind == ProviderKind::Local {
                 return Err(invalid(format!(
                     "model {name}: provider {} is local; its students are deployed with retort.v1.Students, not configured",
@@ -420,7 +474,9 @@ impl Config {
                 )));
             }
             if name.starts_with(STUDENT_PREFIX) {
-                return Err(invalid(format!("model {name}: names starting with {STUDENT_PREFIX} are kept for deployed students")));
+                return Err(invalid(format!(
+                    "model {name}: names starting with {STUDENT_PREFIX} are kept for deployed students"
+                )));
             }
             models.insert(
                 name.clone(),
@@ -429,7 +485,9 @@ impl Config {
                     provider: m.provider.clone(),
                     upstream_model: m.model.clone().unwrap_or_else(|| name.clone()),
                     context_window: m.context_window.unwrap_or(128_000),
-                    prefill: m.prefill.unwrap_or(provider.kind == ProviderKind::Anthropic),
+                    prefill: m
+                        .prefill
+                        .unwrap_or(provider.kind == ProviderKind::Anthropic),
                 },
             );
         }
@@ -443,32 +501,56 @@ impl Config {
                 return Err(invalid(format!("alias {name}: a model has the same name")));
             }
             if name.starts_with(STUDENT_PREFIX) {
-                return Err(invalid(format!("alias {name}: names starting with {STUDENT_PREFIX} are kept for deployed students")));
+                return Err(invalid(format!(
+                    "alias {name}: names starting with {STUDENT_PREFIX} are kept for deployed students"
+                )));
             }
             if a.targets.is_empty() {
                 return Err(invalid(format!("alias {name}: targets must not be empty")));
             }
             for t in &a.targets {
                 if !models.contains_key(t) {
-                    return Err(invalid(format!("alias {name}: target {t:?} is not a configured model")));
+                    return Err(invalid(format!(
+                        "alias {name}: target {t:?} is not a configured model"
+                    )));
                 }
             }
             let r = routing.overlay(&a.routing);
             r.check(&format!("alias {name}"))?;
-            aliases.insert(name.clone(), AliasConfig { name: name.clone(), targets: a.targets.clone(), routing: r });
+            aliases.insert(
+                name.clone(),
+                AliasConfig {
+                    name: name.clone(),
+                    targets: a.targets.clone(),
+                    routing: r,
+                },
+            );
         }
 
         let breaker = BreakerConfig {
             failure_threshold: raw.breaker.failure_threshold.unwrap_or(5).max(1),
             open_for: Duration::from_millis(raw.breaker.open_ms.unwrap_or(30_000)),
         };
-        Ok(Config { server, users, admin_keys, providers, models, aliases, routing, breaker })
+        Ok(Config {
+            server,
+            users,
+            admin_keys,
+            providers,
+            models,
+            aliases,
+            routing,
+            breaker,
+        })
     }
 
     /// The ordered targets (model names) and routing settings for a requested model or alias.
     pub fn resolve(&self, requested: &str) -> Option<(Vec<&ModelConfig>, RoutingConfig)> {
         if let Some(a) = self.aliases.get(requested) {
-            let targets = a.targets.iter().filter_map(|t| self.models.get(t)).collect();
+            let targets = a
+                .targets
+                .iter()
+                .filter_map(|t| self.models.get(t))
+                .collect();
             return Some((targets, a.routing));
         }
         self.models.get(requested).map(|m| (vec![m], self.routing))
@@ -490,8 +572,15 @@ fn secret_from(
             .ok_or_else(|| invalid(format!("{what}: environment variable {var} is not set"))),
         (None, None, Some(path)) => std::fs::read_to_string(path)
             .map(|v| Some(Secret::new(v.trim())))
-            .map_err(|e| invalid(format!("{what}: cannot read key file {}: {e}", path.display()))),
-        _ => Err(invalid(format!("{what}: give only one of the key, key_env and key_file fields"))),
+            .map_err(|e| {
+                invalid(format!(
+                    "{what}: cannot read key file {}: {e}",
+                    path.display()
+                ))
+            }),
+        _ => Err(invalid(format!(
+            "{what}: give only one of the key, key_env and key_file fields"
+        ))),
     }
 }
 
@@ -539,7 +628,13 @@ mod tests {
         assert_eq!(p.api_key.expose(), "sk-sim");
         assert_eq!(format!("{:?}", p.api_key), "***");
         let (targets, routing) = cfg.resolve("frontier").unwrap();
-        assert_eq!(targets.iter().map(|m| m.upstream_model.as_str()).collect::<Vec<_>>(), ["sim-fast", "big"]);
+        assert_eq!(
+            targets
+                .iter()
+                .map(|m| m.upstream_model.as_str())
+                .collect::<Vec<_>>(),
+            ["sim-fast", "big"]
+        );
         assert_eq!(routing.max_retries_per_target, 1);
         assert!(!targets[0].prefill);
         assert!(cfg.resolve("nope").is_none());
@@ -550,11 +645,23 @@ mod tests {
         let bad = [
             ("[models.x]\nprovider = \"missing\"", "unknown provider"),
             ("[aliases.a]\ntargets = []", "must not be empty"),
-            ("[routing]\nfirst_token_timeout_ms = 9000\ntotal_timeout_ms = 10", "fit inside"),
+            (
+                "[routing]\nfirst_token_timeout_ms = 9000\ntotal_timeout_ms = 10",
+                "fit inside",
+            ),
             ("[server]\nbogus = 1", "unknown field"),
-            ("[[users]]\nname = \"u\"\nkey = \"a\"\nkey_env = \"B\"", "only one"),
-            ("[providers.l]\nkind = \"local\"\nbase_url = \"http://x\"", "takes `dir`"),
-            ("[providers.a]\nkind = \"local\"\n[providers.b]\nkind = \"local\"", "only one"),
+            (
+                "[[users]]\nname = \"u\"\nkey = \"a\"\nkey_env = \"B\"",
+                "only one",
+            ),
+            (
+                "[providers.l]\nkind = \"local\"\nbase_url = \"http://x\"",
+                "takes `dir`",
+            ),
+            (
+                "[providers.a]\nkind = \"local\"\n[providers.b]\nkind = \"local\"",
+                "only one",
+            ),
             ("[providers.o]\nkind = \"openai\"", "base_url is required"),
         ];
         for (text, want) in bad {

@@ -25,7 +25,10 @@ pub enum ApiError {
     ContentPolicy(String),
     /// Every target is rate-limited.
     #[error("{message}")]
-    RateLimited { message: String, retry_after: Option<Duration> },
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Every target failed.
     #[error("{0}")]
     Upstream(String),
@@ -42,7 +45,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,7 +79,9 @@ impl ApiError {
     /// Anthropic's `error.type`.
     pub fn anthropic_type(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => "invalid_request_error",
+            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => {
+                "invalid_request_error"
+            }
             ApiError::Unauthorized(_) => "authentication_error",
             ApiError::ModelNotFound(_) => "not_found_error",
             ApiError::PayloadTooLarge(_) => "request_too_large",
@@ -87,11 +94,15 @@ impl ApiError {
 
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => tonic::Code::InvalidArgument,
+            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => {
+                tonic::Code::InvalidArgument
+            }
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
             ApiError::ModelNotFound(_) => tonic::Code::NotFound,
             ApiError::PayloadTooLarge(_) => tonic::Code::OutOfRange,
-            ApiError::RateLimited { .. } | ApiError::PaymentRequired(_) => tonic::Code::ResourceExhausted,
+            ApiError::RateLimited { .. } | ApiError::PaymentRequired(_) => {
+                tonic::Code::ResourceExhausted
+            }
             ApiError::Upstream(_) => tonic::Code::Unavailable,
             ApiError::Timeout(_) => tonic::Code::DeadlineExceeded,
             ApiError::Internal(_) => tonic::Code::Internal,

@@ -12,7 +12,10 @@ use crate::{
     error::ApiError,
     router::Router,
     routes::RouteKind,
-    types::{ChatRequest, ChatResponse, FailedAttempt, Harness, Message, Part, RequestMeta, Role, StopReason, StreamEvent, Tool, Usage},
+    types::{
+        ChatRequest, ChatResponse, FailedAttempt, Harness, Message, Part, RequestMeta, Role,
+        StopReason, StreamEvent, Tool, Usage,
+    },
 };
 
 pub struct GatewayService {
@@ -24,13 +27,20 @@ impl GatewayService {
         GatewayService { router }
     }
 
-    fn meta<T>(&self, req: &Request<T>, md: Option<&pb::RequestMetadata>) -> Result<RequestMeta, Status> {
+    fn meta<T>(
+        &self,
+        req: &Request<T>,
+        md: Option<&pb::RequestMetadata>,
+    ) -> Result<RequestMeta, Status> {
         let headers = req.metadata().clone().into_headers();
         let identity = auth::authenticate(&self.router.cfg, &headers)?;
         let hint = md.map(|m| m.session_id.clone()).filter(|s| !s.is_empty());
         let harness = match md.map(|m| m.harness.as_str()).filter(|h| !h.is_empty()) {
             Some(h) => auth::harness(Some(h)),
-            None => headers.get("user-agent").and_then(|v| v.to_str().ok()).map_or(Harness::Sdk, |ua| auth::harness(Some(ua))),
+            None => headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map_or(Harness::Sdk, |ua| auth::harness(Some(ua))),
         };
         Ok(RequestMeta {
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -47,7 +57,10 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CompleteChunk, Status>> 
 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
-    async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+    async fn complete(
+        &self,
+        request: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
         let meta = self.meta(&request, request.get_ref().metadata.as_ref())?;
         let req = to_chat_request(request.into_inner(), false)?;
         let resp = self.router.complete(&req, &meta).await?;
@@ -56,7 +69,10 @@ impl Gateway for GatewayService {
 
     type CompleteStreamStream = ChunkStream;
 
-    async fn complete_stream(&self, request: Request<pb::CompleteRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn complete_stream(
+        &self,
+        request: Request<pb::CompleteRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
         let meta = self.meta(&request, request.get_ref().metadata.as_ref())?;
         let req = to_chat_request(request.into_inner(), true)?;
         let mut events = Box::pin(Arc::clone(&self.router).stream(req, meta));
@@ -76,7 +92,10 @@ impl Gateway for GatewayService {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn list_models(&self, request: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         auth::authenticate(&self.router.cfg, &request.metadata().clone().into_headers())?;
         let table = self.router.routes();
         let models = table
@@ -87,9 +106,18 @@ impl Gateway for GatewayService {
                 kind: r.kind.as_str().into(),
                 targets: match r.kind {
                     RouteKind::Alias => r.targets.iter().map(|t| t.model.name.clone()).collect(),
-                    _ => r.targets.iter().map(|t| format!("{}/{}", t.model.provider, t.model.upstream_model)).collect(),
+                    _ => r
+                        .targets
+                        .iter()
+                        .map(|t| format!("{}/{}", t.model.provider, t.model.upstream_model))
+                        .collect(),
                 },
-                context_window: r.targets.iter().map(|t| t.model.context_window).max().unwrap_or(0),
+                context_window: r
+                    .targets
+                    .iter()
+                    .map(|t| t.model.context_window)
+                    .max()
+                    .unwrap_or(0),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
@@ -112,7 +140,11 @@ fn to_chat_request(r: pb::CompleteRequest, stream: bool) -> Result<ChatRequest, 
         let role = match pb::Role::try_from(m.role) {
             Ok(pb::Role::User) | Ok(pb::Role::Tool) => Role::User,
             Ok(pb::Role::Assistant) => Role::Assistant,
-            _ => return Err(bad(format!("messages[{i}].role: must be ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))),
+            _ => {
+                return Err(bad(format!(
+                    "messages[{i}].role: must be ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
+                )));
+            }
         };
         let mut parts = Vec::new();
         if !m.text.is_empty() {
@@ -121,10 +153,16 @@ fn to_chat_request(r: pb::CompleteRequest, stream: bool) -> Result<ChatRequest, 
         for (j, p) in m.parts.into_iter().enumerate() {
             parts.push(match p.part {
                 Some(pb::content_part::Part::Text(text)) => Part::Text { text },
-                Some(pb::content_part::Part::ToolCall(c)) => Part::ToolCall { id: c.id, name: c.name, arguments: c.arguments_json },
-                Some(pb::content_part::Part::ToolResult(t)) => {
-                    Part::ToolResult { tool_call_id: t.tool_call_id, content: t.content, is_error: t.is_error }
-                }
+                Some(pb::content_part::Part::ToolCall(c)) => Part::ToolCall {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments_json,
+                },
+                Some(pb::content_part::Part::ToolResult(t)) => Part::ToolResult {
+                    tool_call_id: t.tool_call_id,
+                    content: t.content,
+                    is_error: t.is_error,
+                },
                 None => return Err(bad(format!("messages[{i}].parts[{j}]: empty part"))),
             });
         }
@@ -141,19 +179,26 @@ fn to_chat_request(r: pb::CompleteRequest, stream: bool) -> Result<ChatRequest, 
         let parameters = if t.parameters_json.trim().is_empty() {
             serde_json::json!({"type": "object", "properties": {}})
         } else {
-            serde_json::from_str(&t.parameters_json).map_err(|e| bad(format!("tools[{i}].parameters_json: invalid JSON: {e}")))?
+            serde_json::from_str(&t.parameters_json)
+                .map_err(|e| bad(format!("tools[{i}].parameters_json: invalid JSON: {e}")))?
         };
-        tools.push(Tool { name: t.name, description: Some(t.description).filter(|d| !d.is_empty()), parameters });
+        tools.push(Tool {
+            name: t.name,
+            description: Some(t.description).filter(|d| !d.is_empty()),
+            parameters,
+        });
     }
     let s = r.sampling.unwrap_or_default();
     if let Some(t) = s.temperature
-        && !(0.0..=2.0).contains(&t) {
-            return Err(bad("sampling.temperature: must be between 0 and 2"));
-        }
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(bad("sampling.temperature: must be between 0 and 2"));
+    }
     if let Some(p) = s.top_p
-        && !(0.0..=1.0).contains(&p) {
-            return Err(bad("sampling.top_p: must be between 0 and 1"));
-        }
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(bad("sampling.top_p: must be between 0 and 1"));
+    }
     if s.max_tokens == Some(0) {
         return Err(bad("sampling.max_tokens: must be at least 1"));
     }
@@ -212,9 +257,15 @@ fn from_chat_response(r: ChatResponse) -> pb::CompleteResponse {
         .filter_map(|p| {
             let part = match p {
                 Part::Text { text } => pb::content_part::Part::Text(text),
-                Part::ToolCall { id, name, arguments } => {
-                    pb::content_part::Part::ToolCall(pb::ToolCall { id, name, arguments_json: arguments })
-                }
+                Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => pb::content_part::Part::ToolCall(pb::ToolCall {
+                    id,
+                    name,
+                    arguments_json: arguments,
+                }),
                 _ => return None,
             };
             Some(pb::ContentPart { part: Some(part) })
@@ -235,19 +286,36 @@ fn from_chat_response(r: ChatResponse) -> pb::CompleteResponse {
 fn to_chunk(ev: StreamEvent, served: &mut (String, String)) -> pb::CompleteChunk {
     use pb::complete_chunk::Event;
     let event = match ev {
-        StreamEvent::Start { id, provider, model } => {
+        StreamEvent::Start {
+            id,
+            provider,
+            model,
+        } => {
             *served = (provider.clone(), model.clone());
-            Event::Start(pb::StreamStart { id, provider, model })
+            Event::Start(pb::StreamStart {
+                id,
+                provider,
+                model,
+            })
         }
         StreamEvent::TextDelta { text } => Event::TextDelta(text),
         StreamEvent::ReasoningDelta { .. } => Event::TextDelta(String::new()),
-        StreamEvent::ToolCallStart { index, id, name } => {
-            Event::ToolCall(pb::ToolCallDelta { index, id, name, arguments_delta: String::new() })
-        }
-        StreamEvent::ToolCallDelta { index, arguments } => {
-            Event::ToolCall(pb::ToolCallDelta { index, arguments_delta: arguments, ..Default::default() })
-        }
-        StreamEvent::Finish { stop_reason: s, usage: u, failed_attempts } => Event::Done(pb::StreamDone {
+        StreamEvent::ToolCallStart { index, id, name } => Event::ToolCall(pb::ToolCallDelta {
+            index,
+            id,
+            name,
+            arguments_delta: String::new(),
+        }),
+        StreamEvent::ToolCallDelta { index, arguments } => Event::ToolCall(pb::ToolCallDelta {
+            index,
+            arguments_delta: arguments,
+            ..Default::default()
+        }),
+        StreamEvent::Finish {
+            stop_reason: s,
+            usage: u,
+            failed_attempts,
+        } => Event::Done(pb::StreamDone {
             stop_reason: stop_reason(s),
             usage: Some(usage(u)),
             provider: served.0.clone(),
@@ -264,29 +332,38 @@ pub async fn serve(
     router: Arc<Router>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service_name = <pb::gateway_server::GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
+    let service_name =
+        <pb::gateway_server::GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
     // Health follows readiness: SERVING while every route has a usable target and spend checks
     // are not failing closed.
-    let (health_service, watcher) = retort_proto::health_following(service_name, Duration::from_millis(500), {
-        let router = Arc::clone(&router);
-        move || {
-            let closed = matches!(router.hooks.spend.health(), crate::hooks::GuardHealth::FailingClosed(_));
-            let ready = router.readiness().is_ok() && !closed;
-            async move { ready }
-        }
-    });
+    let (health_service, watcher) =
+        retort_proto::health_following(service_name, Duration::from_millis(500), {
+            let router = Arc::clone(&router);
+            move || {
+                let closed = matches!(
+                    router.hooks.spend.health(),
+                    crate::hooks::GuardHealth::FailingClosed(_)
+                );
+                let ready = router.readiness().is_ok() && !closed;
+                async move { ready }
+            }
+        });
     // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     let mut routes = builder
         .add_service(health_service)
-        .add_service(pb::students_server::StudentsServer::new(crate::students::StudentsService::new(Arc::clone(&router))))
+        .add_service(pb::students_server::StudentsServer::new(
+            crate::students::StudentsService::new(Arc::clone(&router)),
+        ))
         .add_service(
             pb::gateway_server::GatewayServer::new(GatewayService::new(router))
                 .max_decoding_message_size(16 << 20),
         );
     routes = retort_proto::add_reflection(routes);
-    let result = routes.serve_with_incoming_shutdown(incoming, shutdown).await;
+    let result = routes
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
     watcher.abort();
     result
 }

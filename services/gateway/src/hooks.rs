@@ -130,6 +130,9 @@ pub struct Hooks {
 
 impl Default for Hooks {
     fn default() -> Self {
-        Hooks { usage: Arc::new(NoUsageSink), spend: Arc::new(NoSpendGuard) }
+        Hooks {
+            usage: Arc::new(NoUsageSink),
+            spend: Arc::new(NoSpendGuard),
+        }
     }
 }

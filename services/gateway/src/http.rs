@@ -16,9 +16,10 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use crate::{
-    auth, inline,
+    auth,
     error::ApiError,
     ingress::{self, SseEvent},
+    inline,
     metrics::RequestLabels,
     router::Router,
     types::{ChatRequest, ChatResponse, RequestMeta, StreamEvent},
@@ -81,8 +82,20 @@ macro_rules! wire {
     };
 }
 
-wire!(OpenAiChat, openai_chat, "openai_chat", openai_body, completion);
-wire!(Responses, responses, "openai_responses", openai_body, render);
+wire!(
+    OpenAiChat,
+    openai_chat,
+    "openai_chat",
+    openai_body,
+    completion
+);
+wire!(
+    Responses,
+    responses,
+    "openai_responses",
+    openai_body,
+    render
+);
 wire!(Anthropic, anthropic, "anthropic", anthropic_body, render);
 
 /// Builds the HTTP application.
@@ -103,26 +116,40 @@ pub fn app(router: Arc<Router>) -> AxumRouter {
 fn error_response<W: Wire>(err: &ApiError) -> Response {
     let mut resp = (err.status(), axum::Json(W::error_body(err))).into_response();
     if let Some(ra) = err.retry_after()
-        && let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+        && let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     resp
 }
 
 /// Reads the body, refusing more than the configured limit with a 413 in the protocol's shape.
 async fn read_body(router: &Router, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
     let limit = router.cfg.server.max_body_bytes;
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"));
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "request body is larger than the limit of {limit} bytes"
+        ))
+    };
     let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && len > limit {
-            return Err(too_large());
-        }
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
     let bytes = http_body_util::Limited::new(body, limit)
         .collect()
         .await
-        .map_err(|e| if e.is::<http_body_util::LengthLimitError>() { too_large() } else { ApiError::BadRequest(format!("cannot read request body: {e}")) })?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::BadRequest(format!("cannot read request body: {e}"))
+            }
+        })?
         .to_bytes();
     Ok((parts.headers, bytes))
 }
@@ -136,20 +163,41 @@ const X_RETORT_PROVIDER: HeaderName = HeaderName::from_static("x-retort-provider
 const X_RETORT_MODEL: HeaderName = HeaderName::from_static("x-retort-model");
 const X_RETORT_FAILED_ATTEMPTS: HeaderName = HeaderName::from_static("x-retort-failed-attempts");
 
-fn request_meta(identity: crate::types::Identity, headers: &HeaderMap, hint: Option<String>) -> RequestMeta {
-    let header_str = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+fn request_meta(
+    identity: crate::types::Identity,
+    headers: &HeaderMap,
+    hint: Option<String>,
+) -> RequestMeta {
+    let header_str = |name: HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     RequestMeta {
         request_id: header_str(X_REQUEST_ID).unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         identity,
         session_id: auth::session_id(headers, hint),
-        harness: auth::harness(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())),
+        harness: auth::harness(
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        ),
         anthropic_version: header_str(ANTHROPIC_VERSION),
         anthropic_beta: header_str(ANTHROPIC_BETA),
     }
 }
 
 fn count(router: &Router, ingress: &'static str, route: &str, outcome: &'static str) {
-    router.metrics.requests.get_or_create(&RequestLabels { ingress, route: route.to_owned(), outcome }).inc();
+    router
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            ingress,
+            route: route.to_owned(),
+            outcome,
+        })
+        .inc();
 }
 
 async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Response {
@@ -175,15 +223,29 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
     let meta = request_meta(identity, &headers, W::session_hint(&parsed));
     let span = tracing::debug_span!("request", ingress = W::NAME, route = %W::request(&parsed).model, user = %meta.identity.user, session = ?meta.session_id, harness = meta.harness.as_str(), id = %meta.request_id);
     if W::request(&parsed).stream {
-        stream_response::<W>(router, parsed, meta).instrument(span).await
+        stream_response::<W>(router, parsed, meta)
+            .instrument(span)
+            .await
     } else {
         let route = W::request(&parsed).model.clone();
-        match router.complete(W::request(&parsed), &meta).instrument(span).await {
+        match router
+            .complete(W::request(&parsed), &meta)
+            .instrument(span)
+            .await
+        {
             Ok(resp) => {
                 count(&router, W::NAME, &route, "ok");
                 let mut r = Response::new(Body::from(W::render(&resp)));
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                served_headers(r.headers_mut(), &resp.provider, &resp.model, resp.failed_attempts.len());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                served_headers(
+                    r.headers_mut(),
+                    &resp.provider,
+                    &resp.model,
+                    resp.failed_attempts.len(),
+                );
                 r
             }
             Err(e) => {
@@ -225,7 +287,11 @@ fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
 
 /// Waits for the first event before answering, so a request that fails on every target gets a
 /// proper HTTP error status rather than a 200 stream that only carries an error.
-async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: RequestMeta) -> Response {
+async fn stream_response<W: Wire>(
+    router: Arc<Router>,
+    parsed: W::Parsed,
+    meta: RequestMeta,
+) -> Response {
     let route = W::request(&parsed).model.clone();
     let req = W::request(&parsed).clone();
     let mut enc = W::encoder(&parsed);
@@ -236,10 +302,17 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
             count(&router, W::NAME, &route, "error");
             return error_response::<W>(&e);
         }
-        None => return error_response::<W>(&ApiError::Internal("the stream ended before it began".into())),
+        None => {
+            return error_response::<W>(&ApiError::Internal(
+                "the stream ended before it began".into(),
+            ));
+        }
     };
     let mut headers = HeaderMap::new();
-    if let StreamEvent::Start { provider, model, .. } = &first {
+    if let StreamEvent::Start {
+        provider, model, ..
+    } = &first
+    {
         served_headers(&mut headers, provider, model, 0);
     }
     let head = sse_bytes(W::encode(&mut enc, &first));
@@ -286,7 +359,10 @@ async fn stream_response<W: Wire>(router: Arc<Router>, parsed: W::Parsed, meta: 
     let mut resp = Response::new(Body::from_stream(body));
     *resp.headers_mut() = headers;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
@@ -301,10 +377,16 @@ async fn count_tokens(State(router): State<Arc<Router>>, req: Request) -> Respon
         return error_response::<Anthropic>(&e);
     }
     match ingress::anthropic::parse_count_tokens(&body) {
-        Ok(req) if router.resolve(&req.model).is_none() => error_response::<Anthropic>(&ApiError::ModelNotFound(
-            format!("model `{}` is not served by this gateway", req.model),
-        )),
-        Ok(req) => axum::Json(ingress::anthropic::render_count_tokens(ingress::estimate_tokens(&req))).into_response(),
+        Ok(req) if router.resolve(&req.model).is_none() => {
+            error_response::<Anthropic>(&ApiError::ModelNotFound(format!(
+                "model `{}` is not served by this gateway",
+                req.model
+            )))
+        }
+        Ok(req) => axum::Json(ingress::anthropic::render_count_tokens(
+            ingress::estimate_tokens(&req),
+        ))
+        .into_response(),
         Err(e) => error_response::<Anthropic>(&e),
     }
 }
@@ -334,14 +416,23 @@ async fn list_models(State(router): State<Arc<Router>>, headers: HeaderMap) -> R
             }
         })
         .collect();
-    let first = data.first().and_then(|d| d["id"].as_str()).map(str::to_owned);
-    let last = data.last().and_then(|d| d["id"].as_str()).map(str::to_owned);
+    let first = data
+        .first()
+        .and_then(|d| d["id"].as_str())
+        .map(str::to_owned);
+    let last = data
+        .last()
+        .and_then(|d| d["id"].as_str())
+        .map(str::to_owned);
     axum::Json(serde_json::json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
 }
 
 async fn metrics(State(router): State<Arc<Router>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         router.metrics.encode(),
     )
         .into_response()
@@ -351,18 +442,26 @@ async fn readyz(State(router): State<Arc<Router>>) -> Response {
     use crate::hooks::GuardHealth;
     match (router.readiness(), router.hooks.spend.health()) {
         (Err(why), _) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
-        (Ok(()), GuardHealth::FailingClosed(why)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("spend checks failing closed: {why}")).into_response()
-        }
-        (Ok(()), GuardHealth::FailingOpen(why)) => {
-            (StatusCode::OK, format!("ready\nwarning: spend checks failing open (requests unmetered): {why}")).into_response()
-        }
+        (Ok(()), GuardHealth::FailingClosed(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("spend checks failing closed: {why}"),
+        )
+            .into_response(),
+        (Ok(()), GuardHealth::FailingOpen(why)) => (
+            StatusCode::OK,
+            format!("ready\nwarning: spend checks failing open (requests unmetered): {why}"),
+        )
+            .into_response(),
         (Ok(()), GuardHealth::Ok) => (StatusCode::OK, "ready").into_response(),
     }
 }
 
 async fn not_found(req: Request) -> Response {
-    let err = ApiError::BadRequest(format!("no route for {} {}", req.method(), req.uri().path()));
+    let err = ApiError::BadRequest(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ));
     (StatusCode::NOT_FOUND, axum::Json(err.openai_body())).into_response()
 }
 
@@ -395,7 +494,9 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service.clone()).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service.clone())
+            .into_owned();
         let conn = graceful.watch(conn);
         // What axum::serve does, but each connection polled inline: hyper hands the request body to
         // the handler through a channel inside the connection's own poll, and that wake (and the
@@ -411,4 +512,3 @@ pub async fn serve(
     graceful.shutdown().await;
     Ok(())
 }
-

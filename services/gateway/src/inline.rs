@@ -56,12 +56,23 @@ pub(crate) struct Inline {
 
 impl Inline {
     pub(crate) fn new() -> Inline {
-        let state = Arc::new(InlineWaker { task: AtomicWaker::new(), polling: AtomicBool::new(false), woken: AtomicBool::new(false) });
-        Inline { waker: Waker::from(Arc::clone(&state)), state }
+        let state = Arc::new(InlineWaker {
+            task: AtomicWaker::new(),
+            polling: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+        });
+        Inline {
+            waker: Waker::from(Arc::clone(&state)),
+            state,
+        }
     }
 
     /// Runs `f` on behalf of the task of `cx`, turning again while `f` itself raised a wake.
-    pub(crate) fn poll<T>(&self, cx: &mut Context<'_>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+    pub(crate) fn poll<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
         let w = &self.state;
         w.task.register(cx.waker());
         let mut inner = Context::from_waker(&self.waker);

@@ -1,20 +1,20 @@
 //! The Retort gateway: one endpoint — OpenAI Chat Completions, OpenAI Responses, Anthropic Messages
 //! and gRPC — in front of every model provider, with per-request failover, retries, timeouts and
 //! provider circuit breakers. It never waits on metering and never retries outside the router.
-pub mod config;
-pub mod error;
-pub mod ingress;
-pub mod provider;
-pub mod types;
 pub mod auth;
 pub mod breaker;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod ingress;
+mod inline;
 pub mod metrics;
+pub mod provider;
 pub mod router;
 pub mod routes;
 pub mod students;
-pub mod http;
-pub mod grpc;
-mod inline;
+pub mod types;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -24,7 +24,10 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client of a provider: {0}")]
     Client(#[from] provider::client::ClientError),
 }
@@ -66,7 +69,11 @@ pub async fn start(cfg: config::Config) -> Result<Running, StartError> {
 
 /// Like [`start`], with metering and spend hooks, and extra HTTP routes (dashboard pages, service
 /// JSON APIs) served on the gateway's HTTP listener. `extra` must not set a fallback.
-pub async fn start_with_hooks(cfg: config::Config, hooks: hooks::Hooks, extra: axum::Router) -> Result<Running, StartError> {
+pub async fn start_with_hooks(
+    cfg: config::Config,
+    hooks: hooks::Hooks,
+    extra: axum::Router,
+) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(metrics::Metrics::new());
     let router = Arc::new(router::Router::new(Arc::clone(&cfg), metrics, hooks)?);
@@ -74,14 +81,29 @@ pub async fn start_with_hooks(cfg: config::Config, hooks: hooks::Hooks, extra: a
 }
 
 /// Serves an already built router (plus `extra` HTTP routes).
-pub async fn start_with(router: Arc<router::Router>, extra: axum::Router) -> Result<Running, StartError> {
+pub async fn start_with(
+    router: Arc<router::Router>,
+    extra: axum::Router,
+) -> Result<Running, StartError> {
     let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
     };
     let http_listener = bind(router.cfg.server.http_addr).await?;
     let grpc_listener = bind(router.cfg.server.grpc_addr).await?;
-    let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind { addr: router.cfg.server.http_addr, source })?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|source| StartError::Bind { addr: router.cfg.server.grpc_addr, source })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: router.cfg.server.http_addr,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: router.cfg.server.grpc_addr,
+            source,
+        })?;
     let (stop, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -104,6 +126,12 @@ pub async fn start_with(router: Arc<router::Router>, extra: axum::Router) -> Res
         }
     });
     tracing::info!(%http_addr, %grpc_addr, "gateway listening");
-    Ok(Running { http_addr, grpc_addr, router, stop, tasks: vec![http_task, grpc_task] })
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        router,
+        stop,
+        tasks: vec![http_task, grpc_task],
+    })
 }
 pub mod hooks;

@@ -56,7 +56,9 @@ pub struct ServedSeries {
 
 fn latency_histogram() -> Histogram {
     // 100 µs … ~105 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 21))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 21,
+    ))
 }
 
 pub struct Metrics {
@@ -82,12 +84,30 @@ impl Metrics {
         let attempts = Family::default();
         let failovers = Family::default();
         let breaker_state = Family::default();
-        let request_duration: HistogramFamily<ServedLabels> = Family::new_with_constructor(latency_histogram);
-        let time_to_first_token: HistogramFamily<ServedLabels> = Family::new_with_constructor(latency_histogram);
-        registry.register("requests", "Requests by ingress, route and outcome", requests.clone());
-        registry.register("attempts", "Upstream attempts by route, provider, model and outcome", attempts.clone());
-        registry.register("failovers", "Moves from one target to the next", failovers.clone());
-        registry.register("breaker_state", "Provider circuit breaker: 0 closed, 1 open, 2 half-open", breaker_state.clone());
+        let request_duration: HistogramFamily<ServedLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let time_to_first_token: HistogramFamily<ServedLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "requests",
+            "Requests by ingress, route and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "attempts",
+            "Upstream attempts by route, provider, model and outcome",
+            attempts.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Moves from one target to the next",
+            failovers.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Duration of served requests, by the target that served them",
@@ -98,13 +118,30 @@ impl Metrics {
             "Time to the first streamed token, by the target that served it",
             time_to_first_token.clone(),
         );
-        Metrics { registry, requests, attempts, failovers, breaker_state, request_duration, time_to_first_token }
+        Metrics {
+            registry,
+            requests,
+            attempts,
+            failovers,
+            breaker_state,
+            request_duration,
+            time_to_first_token,
+        }
     }
 
     /// The handles of the series a successful attempt of `route` on `provider`/`model` updates.
     pub fn served(&self, route: &str, provider: &str, model: &str) -> ServedSeries {
-        let served = ServedLabels { route: route.to_owned(), provider: provider.to_owned(), model: model.to_owned() };
-        let attempt = AttemptLabels { route: served.route.clone(), provider: served.provider.clone(), model: served.model.clone(), outcome: "ok" };
+        let served = ServedLabels {
+            route: route.to_owned(),
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        let attempt = AttemptLabels {
+            route: served.route.clone(),
+            provider: served.provider.clone(),
+            model: served.model.clone(),
+            outcome: "ok",
+        };
         ServedSeries {
             attempt_ok: self.attempts.get_or_create_owned(&attempt),
             duration: self.request_duration.get_or_create_owned(&served),

@@ -6,23 +6,26 @@
 use std::{borrow::Cow, collections::HashMap, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use tracing::Instrument;
 use rand::Rng;
 use tokio::time::{Instant, timeout};
+use tracing::Instrument;
 
 use arc_swap::ArcSwap;
 
 use crate::{
     breaker::{Breakers, Permit},
-    routes::{Route, RouteTable, StudentRoute, Target},
-    students::Students,
-    hooks::{Hooks, SpendRequest, UsageEvent},
     config::{Config, ModelConfig, ProviderKind, RoutingConfig},
     error::ApiError,
+    hooks::{Hooks, SpendRequest, UsageEvent},
     ingress::estimate_tokens,
     metrics::{AttemptLabels, Metrics, RouteLabels, TargetLabels},
     provider::{self, Disposition, Provider, ProviderError, StatusKind, TimeoutKind},
-    types::{ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent, Usage},
+    routes::{Route, RouteTable, StudentRoute, Target},
+    students::Students,
+    types::{
+        ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent,
+        Usage,
+    },
 };
 
 /// The output budget assumed for a worst-case reservation when the request sets no `max_tokens`.
@@ -42,7 +45,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, hooks: Hooks) -> Result<Router, crate::provider::client::ClientError> {
+    pub fn new(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        hooks: Hooks,
+    ) -> Result<Router, crate::provider::client::ClientError> {
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         let mut local = None;
         for (name, p) in &cfg.providers {
@@ -71,10 +78,24 @@ impl Router {
     ) -> Router {
         let breakers = Breakers::new(cfg.models.keys().map(String::as_str), cfg.breaker);
         for m in cfg.models.values() {
-            metrics.breaker_state.get_or_create(&TargetLabels { provider: m.provider.clone(), model: m.name.clone() }).set(0);
+            metrics
+                .breaker_state
+                .get_or_create(&TargetLabels {
+                    provider: m.provider.clone(),
+                    model: m.name.clone(),
+                })
+                .set(0);
         }
         let routes = ArcSwap::from_pointee(RouteTable::build(&cfg, &breakers, &[]));
-        Router { cfg, providers, breakers, metrics, hooks, routes, students: None }
+        Router {
+            cfg,
+            providers,
+            breakers,
+            metrics,
+            hooks,
+            routes,
+            students: None,
+        }
     }
 
     /// The route a client's model name resolves to: one lock-free load and one hash probe.
@@ -89,22 +110,40 @@ impl Router {
 
     /// Rebuilds the route table from the configuration and the deployed students, and swaps it in.
     pub(crate) fn rebuild_routes(&self) {
-        let students: Vec<StudentRoute> = self.students.as_ref().map(Students::routes).unwrap_or_default();
+        let students: Vec<StudentRoute> = self
+            .students
+            .as_ref()
+            .map(Students::routes)
+            .unwrap_or_default();
         for s in &students {
             self.metrics
                 .breaker_state
-                .get_or_create(&TargetLabels { provider: s.target.model.provider.clone(), model: s.target.model.name.clone() })
+                .get_or_create(&TargetLabels {
+                    provider: s.target.model.provider.clone(),
+                    model: s.target.model.name.clone(),
+                })
                 .set(s.target.breaker.state().as_gauge());
         }
-        self.routes.store(Arc::new(RouteTable::build(&self.cfg, &self.breakers, &students)));
+        self.routes.store(Arc::new(RouteTable::build(
+            &self.cfg,
+            &self.breakers,
+            &students,
+        )));
     }
 
     /// Ready when every alias (and model) has at least one target whose breaker is not open.
     pub fn readiness(&self) -> Result<(), String> {
-        let usable = |m: &str| self.breakers.get(m).is_some_and(|b| b.state() != crate::breaker::BreakerState::Open);
+        let usable = |m: &str| {
+            self.breakers
+                .get(m)
+                .is_some_and(|b| b.state() != crate::breaker::BreakerState::Open)
+        };
         for a in self.cfg.aliases.values() {
             if !a.targets.iter().any(|t| usable(t)) {
-                return Err(format!("route {}: every target's circuit breaker is open", a.name));
+                return Err(format!(
+                    "route {}: every target's circuit breaker is open",
+                    a.name
+                ));
             }
         }
         if !self.cfg.models.is_empty() && !self.cfg.models.keys().any(|m| usable(m)) {
@@ -142,19 +181,31 @@ impl Router {
     }
 
     /// Asks the spend guard to admit the request at its worst case, before anything goes upstream.
-    fn admit(&self, plan: &Plan<'_>, req: &ChatRequest) -> Result<Box<dyn crate::hooks::Admission>, ApiError> {
+    fn admit(
+        &self,
+        plan: &Plan<'_>,
+        req: &ChatRequest,
+    ) -> Result<Box<dyn crate::hooks::Admission>, ApiError> {
         self.hooks.spend.admit(&SpendRequest {
             identity: &plan.meta.identity,
             session_id: plan.meta.session_id.as_deref(),
             route: &plan.route,
-            models: plan.targets.iter().map(|t| t.model.upstream_model.as_str()).collect(),
+            models: plan
+                .targets
+                .iter()
+                .map(|t| t.model.upstream_model.as_str())
+                .collect(),
             input_tokens: plan.estimated,
             max_output_tokens: u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)),
         })
     }
 
     /// One whole answer, failing over between the route's targets as needed.
-    pub async fn complete(&self, req: &ChatRequest, meta: &RequestMeta) -> Result<ChatResponse, ApiError> {
+    pub async fn complete(
+        &self,
+        req: &ChatRequest,
+        meta: &RequestMeta,
+    ) -> Result<ChatResponse, ApiError> {
         let mut plan = self.plan(req, meta)?;
         let admission = self.admit(&plan, req)?;
         let started = Instant::now();
@@ -162,10 +213,15 @@ impl Router {
             let a = plan.next().await?;
             let t0 = Instant::now();
             let limit = a.remaining.min(plan.routing.first_token_timeout);
-            let call = a.provider.complete(req, &a.model().upstream_model, meta).instrument(a.span(plan.attempt));
+            let call = a
+                .provider
+                .complete(req, &a.model().upstream_model, meta)
+                .instrument(a.span(plan.attempt));
             let result = match timeout(limit, call).await {
                 Ok(r) => r,
-                Err(_) => Err(ProviderError::Timeout(plan.timeout_kind(TimeoutKind::FirstToken))),
+                Err(_) => Err(ProviderError::Timeout(
+                    plan.timeout_kind(TimeoutKind::FirstToken),
+                )),
             };
             match result {
                 Ok(mut resp) => {
@@ -313,14 +369,20 @@ fn continuation<'a>(req: &'a ChatRequest, partial: &str) -> Cow<'a, ChatRequest>
     }
     let mut r = req.clone();
     match r.messages.last_mut() {
-        Some(last) if last.role == Role::Assistant => last.parts.push(Part::Text { text: partial.to_owned() }),
+        Some(last) if last.role == Role::Assistant => last.parts.push(Part::Text {
+            text: partial.to_owned(),
+        }),
         _ => r.messages.push(Message::text(Role::Assistant, partial)),
     }
     Cow::Owned(r)
 }
 
 fn synthetic_start(provider: &str, model: &str) -> StreamEvent {
-    StreamEvent::Start { id: format!("retort-{}", uuid::Uuid::new_v4().simple()), provider: provider.into(), model: model.into() }
+    StreamEvent::Start {
+        id: format!("retort-{}", uuid::Uuid::new_v4().simple()),
+        provider: provider.into(),
+        model: model.into(),
+    }
 }
 
 /// One attempt the plan allows now.
@@ -390,7 +452,8 @@ impl<'a> Plan<'a> {
                 tokio::time::sleep(w).await;
             }
             let Some(permit) = target.breaker.try_acquire() else {
-                self.skipped.push(format!("{}: circuit breaker open", model.name));
+                self.skipped
+                    .push(format!("{}: circuit breaker open", model.name));
                 self.record_attempt(model, "breaker_open");
                 self.advance();
                 continue;
@@ -404,23 +467,38 @@ impl<'a> Plan<'a> {
                 continue;
             };
             self.attempt += 1;
-            return Ok(Attempt { target, idx: self.idx, provider, permit, remaining });
+            return Ok(Attempt {
+                target,
+                idx: self.idx,
+                provider,
+                permit,
+                remaining,
+            });
         }
     }
 
     fn skip_reason(&self, model: &ModelConfig) -> Option<String> {
         if let Some(min) = self.min_context
-            && model.context_window <= min {
-                return Some(format!("context window {} is not larger than {min}", model.context_window));
-            }
+            && model.context_window <= min
+        {
+            return Some(format!(
+                "context window {} is not larger than {min}",
+                model.context_window
+            ));
+        }
         if self.need_prefill && !model.prefill {
             return Some("cannot continue a cut stream (no prefill support)".into());
         }
         // Skip targets the prompt clearly does not fit, unless no target would be left to try.
         if u64::from(model.context_window) < self.estimated
-            && self.targets[self.idx..].iter().any(|t| u64::from(t.model.context_window) >= self.estimated)
+            && self.targets[self.idx..]
+                .iter()
+                .any(|t| u64::from(t.model.context_window) >= self.estimated)
         {
-            return Some(format!("prompt (~{} tokens) exceeds its context window {}", self.estimated, model.context_window));
+            return Some(format!(
+                "prompt (~{} tokens) exceeds its context window {}",
+                self.estimated, model.context_window
+            ));
         }
         None
     }
@@ -430,12 +508,22 @@ impl<'a> Plan<'a> {
         self.attempt = 0;
         self.wait = None;
         if self.idx < self.targets.len() {
-            self.router.metrics.failovers.get_or_create(&RouteLabels { route: self.route.clone() }).inc();
+            self.router
+                .metrics
+                .failovers
+                .get_or_create(&RouteLabels {
+                    route: self.route.clone(),
+                })
+                .inc();
         }
     }
 
     fn timeout_kind(&self, kind: TimeoutKind) -> TimeoutKind {
-        if Instant::now() >= self.deadline { TimeoutKind::Deadline } else { kind }
+        if Instant::now() >= self.deadline {
+            TimeoutKind::Deadline
+        } else {
+            kind
+        }
     }
 
     /// The metric series of the attempt's target on this route.
@@ -462,7 +550,10 @@ impl<'a> Plan<'a> {
             self.router
                 .metrics
                 .breaker_state
-                .get_or_create(&TargetLabels { provider: model.provider.clone(), model: model.name.clone() })
+                .get_or_create(&TargetLabels {
+                    provider: model.provider.clone(),
+                    model: model.name.clone(),
+                })
                 .set(s.as_gauge());
         }
     }
@@ -528,7 +619,15 @@ impl<'a> Plan<'a> {
         let disposition = err.disposition();
         let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext);
         let model = &a.target.model;
-        self.usage_event(model, err.label(), err.status(), Usage::default(), t0, None, None);
+        self.usage_event(
+            model,
+            err.label(),
+            err.status(),
+            Usage::default(),
+            t0,
+            None,
+            None,
+        );
         let state = a.permit.record(healthy);
         self.set_breaker_gauge(model, state);
         self.record_attempt(model, err.label());
@@ -559,7 +658,11 @@ impl<'a> Plan<'a> {
     /// Exponential backoff with jitter: base·2^(n−1), capped, drawn from [d/2, d].
     fn backoff(&self) -> Duration {
         let exp = self.attempt.saturating_sub(1).min(16);
-        let d = self.routing.backoff_base.saturating_mul(1 << exp).min(self.routing.backoff_max);
+        let d = self
+            .routing
+            .backoff_base
+            .saturating_mul(1 << exp)
+            .min(self.routing.backoff_max);
         let half = d / 2;
         half + d.mul_f64(rand::rng().random::<f64>() * 0.5)
     }
@@ -574,39 +677,68 @@ impl<'a> Plan<'a> {
     }
 
     fn summary(&self) -> String {
-        let mut parts: Vec<String> =
-            self.failed.iter().map(|f| format!("{}/{}: {}", f.provider, f.model, truncate(&f.error, 200))).collect();
+        let mut parts: Vec<String> = self
+            .failed
+            .iter()
+            .map(|f| format!("{}/{}: {}", f.provider, f.model, truncate(&f.error, 200)))
+            .collect();
         parts.extend(self.skipped.iter().cloned());
-        if parts.is_empty() { String::new() } else { format!(" ({})", parts.join("; ")) }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
     }
 
     fn exhausted(&self) -> ApiError {
-        let all_rate_limited = !self.failed.is_empty()
-            && self.failed.iter().all(|f| f.status == Some(429));
+        let all_rate_limited =
+            !self.failed.is_empty() && self.failed.iter().all(|f| f.status == Some(429));
         match &self.last {
             _ if all_rate_limited => ApiError::RateLimited {
-                message: format!("every target of {} is rate-limited{}", self.route, self.summary()),
+                message: format!(
+                    "every target of {} is rate-limited{}",
+                    self.route,
+                    self.summary()
+                ),
                 retry_after: self.last.as_ref().and_then(ProviderError::retry_after),
             },
-            Some(ProviderError::Status { kind: StatusKind::ContextLength, message, .. }) => ApiError::ContextLength(format!(
+            Some(ProviderError::Status {
+                kind: StatusKind::ContextLength,
+                message,
+                ..
+            }) => ApiError::ContextLength(format!(
                 "the prompt does not fit the context window of any target of {}: {message}",
                 self.route
             )),
-            None if self.min_context.is_none() && self.skipped.iter().all(|s| s.contains("context window")) && !self.skipped.is_empty() => {
-                ApiError::ContextLength(format!("the prompt (~{} tokens) fits no target of {}", self.estimated, self.route))
+            None if self.min_context.is_none()
+                && self.skipped.iter().all(|s| s.contains("context window"))
+                && !self.skipped.is_empty() =>
+            {
+                ApiError::ContextLength(format!(
+                    "the prompt (~{} tokens) fits no target of {}",
+                    self.estimated, self.route
+                ))
             }
             Some(ProviderError::Timeout(TimeoutKind::Deadline)) => self.deadline_error(),
-            _ => ApiError::Upstream(format!("every target of {} failed{}", self.route, self.summary())),
+            _ => ApiError::Upstream(format!(
+                "every target of {} failed{}",
+                self.route,
+                self.summary()
+            )),
         }
     }
 }
 
 fn fatal_error(provider: &str, err: ProviderError) -> ApiError {
     match err {
-        ProviderError::Status { kind: StatusKind::ContentPolicy, message, .. } => {
-            ApiError::ContentPolicy(format!("{provider} refused the content: {message}"))
+        ProviderError::Status {
+            kind: StatusKind::ContentPolicy,
+            message,
+            ..
+        } => ApiError::ContentPolicy(format!("{provider} refused the content: {message}")),
+        ProviderError::Status { message, .. } => {
+            ApiError::BadRequest(format!("{provider} rejected the request: {message}"))
         }
-        ProviderError::Status { message, .. } => ApiError::BadRequest(format!("{provider} rejected the request: {message}")),
         other => ApiError::Upstream(other.to_string()),
     }
 }

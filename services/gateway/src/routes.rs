@@ -49,15 +49,29 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(name: String, kind: RouteKind, targets: Arc<[Arc<Target>]>, routing: RoutingConfig) -> Route {
+    pub fn new(
+        name: String,
+        kind: RouteKind,
+        targets: Arc<[Arc<Target>]>,
+        routing: RoutingConfig,
+    ) -> Route {
         let served = targets.iter().map(|_| OnceLock::new()).collect();
-        Route { name, kind, targets, routing, served }
+        Route {
+            name,
+            kind,
+            targets,
+            routing,
+            served,
+        }
     }
 
     /// The metric series of target `idx` of this route (`None` past the last target).
     pub fn served(&self, idx: usize, metrics: &Metrics) -> Option<&ServedSeries> {
         let t = self.targets.get(idx)?;
-        Some(self.served[idx].get_or_init(|| metrics.served(&self.name, &t.model.provider, &t.model.name)))
+        Some(
+            self.served[idx]
+                .get_or_init(|| metrics.served(&self.name, &t.model.provider, &t.model.name)),
+        )
     }
 }
 
@@ -82,14 +96,28 @@ impl RouteTable {
         let mut targets: HashMap<&str, Arc<Target>> = HashMap::new();
         for m in cfg.models.values() {
             if let Some(b) = breakers.get(&m.name) {
-                targets.insert(&m.name, Arc::new(Target { model: m.clone(), breaker: Arc::clone(b) }));
+                targets.insert(
+                    &m.name,
+                    Arc::new(Target {
+                        model: m.clone(),
+                        breaker: Arc::clone(b),
+                    }),
+                );
             }
         }
         let mut routes = HashMap::new();
         let mut alias_targets: HashMap<&str, Vec<Arc<Target>>> = cfg
             .aliases
             .values()
-            .map(|a| (a.name.as_str(), a.targets.iter().filter_map(|t| targets.get(t.as_str()).cloned()).collect()))
+            .map(|a| {
+                (
+                    a.name.as_str(),
+                    a.targets
+                        .iter()
+                        .filter_map(|t| targets.get(t.as_str()).cloned())
+                        .collect(),
+                )
+            })
             .collect();
         for s in students {
             if let Some((alias, first)) = &s.alias
@@ -106,19 +134,32 @@ impl RouteTable {
             let list = alias_targets.remove(a.name.as_str()).unwrap_or_default();
             routes.insert(
                 a.name.clone(),
-                Arc::new(Route::new(a.name.clone(), RouteKind::Alias, list.into(), a.routing)),
+                Arc::new(Route::new(
+                    a.name.clone(),
+                    RouteKind::Alias,
+                    list.into(),
+                    a.routing,
+                )),
             );
         }
         for (name, t) in targets {
             routes.insert(
                 name.to_owned(),
-                Arc::new(Route::new(name.to_owned(), RouteKind::Model, Arc::new([t]) as Arc<[_]>, cfg.routing)),
+                Arc::new(Route::new(
+                    name.to_owned(),
+                    RouteKind::Model,
+                    Arc::new([t]) as Arc<[_]>,
+                    cfg.routing,
+                )),
             );
         }
         for s in students {
             let name = s.target.model.name.clone();
             let targets: Arc<[Arc<Target>]> = Arc::new([Arc::clone(&s.target)]);
-            routes.insert(name.clone(), Arc::new(Route::new(name, RouteKind::Student, targets, cfg.routing)));
+            routes.insert(
+                name.clone(),
+                Arc::new(Route::new(name, RouteKind::Student, targets, cfg.routing)),
+            );
         }
         RouteTable { routes }
     }

@@ -20,7 +20,7 @@ use crate::{
     auth,
     breaker::Breaker,
     config::{Config, ModelConfig, ProviderConfig, STUDENT_PREFIX},
-    provider::local::{Local, LoadedStudent},
+    provider::local::{LoadedStudent, Local},
     router::Router,
     routes::{StudentRoute, Target},
 };
@@ -32,11 +32,17 @@ const STUDENT_CONTEXT_WINDOW: u32 = 10_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudentError {
-    #[error("this gateway has no provider of kind `local`; add `[providers.local] kind = \"local\"` to its configuration to serve students")]
+    #[error(
+        "this gateway has no provider of kind `local`; add `[providers.local] kind = \"local\"` to its configuration to serve students"
+    )]
     NoLocalProvider,
-    #[error("name {0:?} is invalid: use 1 to 63 characters from a-z, 0-9, `_` and `-`, starting with a letter or digit")]
+    #[error(
+        "name {0:?} is invalid: use 1 to 63 characters from a-z, 0-9, `_` and `-`, starting with a letter or digit"
+    )]
     BadName(String),
-    #[error("artefact_path is required: the directory of a trained student (metadata.json and model.mpk)")]
+    #[error(
+        "artefact_path is required: the directory of a trained student (metadata.json and model.mpk)"
+    )]
     MissingPath,
     #[error("route {route:?} is not an alias of this gateway (aliases: {known})")]
     UnknownRoute { route: String, known: String },
@@ -102,7 +108,9 @@ pub struct Deploy {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -110,7 +118,8 @@ fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 /// `class/size` of an artefact: the named size whose config it matches, else `class/custom`.
@@ -118,7 +127,10 @@ fn spec_name(meta: &retort_training::ArtefactMetadata) -> String {
     let class = meta.config.class();
     let actual = serde_json::to_value(&meta.config).ok();
     for size in retort_training::StudentClass::SIZES {
-        let spec = retort_training::StudentSpec { class, size: size.to_owned() };
+        let spec = retort_training::StudentSpec {
+            class,
+            size: size.to_owned(),
+        };
         if let Ok(c) = spec.config(meta.labels.len())
             && serde_json::to_value(&c).ok() == actual
         {
@@ -151,7 +163,9 @@ impl Students {
             deployed: Mutex::new(BTreeMap::new()),
             ops: tokio::sync::Mutex::new(0),
         };
-        let Some(dir) = &students.dir else { return students };
+        let Some(dir) = &students.dir else {
+            return students;
+        };
         let path = dir.join(REGISTRY);
         let records: Vec<Record> = match std::fs::read_to_string(&path) {
             Ok(text) => match serde_json::from_str(&text) {
@@ -170,7 +184,10 @@ impl Students {
         let mut seq = 0;
         let mut map = BTreeMap::new();
         for mut record in records {
-            let from = record.stored_path.clone().unwrap_or_else(|| PathBuf::from(&record.artefact_path));
+            let from = record
+                .stored_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&record.artefact_path));
             let student = match Local::load(&from) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
@@ -186,7 +203,9 @@ impl Students {
             }
             seq += 1;
             let d = students.deployed_entry(record, student, seq);
-            students.local.insert(&d.target.model.name, Arc::clone(&d.student));
+            students
+                .local
+                .insert(&d.target.model.name, Arc::clone(&d.student));
             tracing::info!(student = %d.record.name, "restored a deployed student");
             map.insert(d.record.name.clone(), d);
         }
@@ -208,17 +227,33 @@ impl Students {
             context_window: STUDENT_CONTEXT_WINDOW,
             prefill: false,
         };
-        let target = Arc::new(Target { model, breaker: Arc::new(Breaker::new(self.breaker)) });
-        Deployed { record, target, student, seq }
+        let target = Arc::new(Target {
+            model,
+            breaker: Arc::new(Breaker::new(self.breaker)),
+        });
+        Deployed {
+            record,
+            target,
+            student,
+            seq,
+        }
     }
 
     /// The students as the route table needs them, in deploy order.
     pub fn routes(&self) -> Vec<StudentRoute> {
-        let Ok(g) = self.deployed.lock() else { return Vec::new() };
+        let Ok(g) = self.deployed.lock() else {
+            return Vec::new();
+        };
         let mut v: Vec<(&Deployed, StudentRoute)> = g
             .values()
             .map(|d| {
-                (d, StudentRoute { target: Arc::clone(&d.target), alias: d.record.route.clone().map(|r| (r, d.record.first)) })
+                (
+                    d,
+                    StudentRoute {
+                        target: Arc::clone(&d.target),
+                        alias: d.record.route.clone().map(|r| (r, d.record.first)),
+                    },
+                )
             })
             .collect();
         v.sort_by_key(|(d, _)| d.seq);
@@ -227,14 +262,19 @@ impl Students {
 
     /// Every deployed student, by name.
     pub fn list(&self) -> Vec<pb::StudentInfo> {
-        let Ok(g) = self.deployed.lock() else { return Vec::new() };
+        let Ok(g) = self.deployed.lock() else {
+            return Vec::new();
+        };
         g.values().map(info).collect()
     }
 
     fn persist(&self, map: &BTreeMap<String, Deployed>) -> Result<(), StudentError> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let path = dir.join(REGISTRY);
-        let store_err = |e: String| StudentError::Store { path: path.display().to_string(), message: e };
+        let store_err = |e: String| StudentError::Store {
+            path: path.display().to_string(),
+            message: e,
+        };
         let mut records: Vec<&Deployed> = map.values().collect();
         records.sort_by_key(|d| d.seq);
         let records: Vec<&Record> = records.into_iter().map(|d| &d.record).collect();
@@ -262,7 +302,10 @@ fn info(d: &Deployed) -> pb::StudentInfo {
 
 /// Deploys (or replaces) a student; see `retort.v1.Students/DeployStudent`.
 pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, StudentError> {
-    let students = router.students.as_ref().ok_or(StudentError::NoLocalProvider)?;
+    let students = router
+        .students
+        .as_ref()
+        .ok_or(StudentError::NoLocalProvider)?;
     if !valid_name(&req.name) {
         return Err(StudentError::BadName(req.name));
     }
@@ -274,12 +317,22 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
         && !router.cfg.aliases.contains_key(r)
     {
         let known: Vec<&str> = router.cfg.aliases.keys().map(String::as_str).collect();
-        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-        return Err(StudentError::UnknownRoute { route: r.clone(), known });
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        return Err(StudentError::UnknownRoute {
+            route: r.clone(),
+            known,
+        });
     }
     let deployed_at_ms = now_ms();
     let source = PathBuf::from(&req.artefact_path);
-    let stored = students.dir.as_ref().map(|d| d.join(ARTEFACTS).join(format!("{}-{deployed_at_ms}", req.name)));
+    let stored = students.dir.as_ref().map(|d| {
+        d.join(ARTEFACTS)
+            .join(format!("{}-{deployed_at_ms}", req.name))
+    });
     // Copy (when recording) and load off the async workers: file I/O and a few timed predictions.
     let loaded = {
         let (source, stored) = (source.clone(), stored.clone());
@@ -289,7 +342,8 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
                     if !source.join("metadata.json").is_file() {
                         return Err("no metadata.json there: not a student artefact".into());
                     }
-                    copy_dir(&source, to).map_err(|e| format!("cannot copy it to {}: {e}", to.display()))?;
+                    copy_dir(&source, to)
+                        .map_err(|e| format!("cannot copy it to {}: {e}", to.display()))?;
                     to.clone()
                 }
                 None => source.clone(),
@@ -305,7 +359,10 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r)
-        .map_err(|message| StudentError::Artefact { path: req.artefact_path.clone(), message })?
+        .map_err(|message| StudentError::Artefact {
+            path: req.artefact_path.clone(),
+            message,
+        })?
     };
     let student = Arc::new(loaded);
     let mut seq = students.ops.lock().await;
@@ -321,7 +378,10 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
     let d = students.deployed_entry(record, Arc::clone(&student), *seq);
     let model = d.target.model.name.clone();
     let (info, old) = {
-        let mut g = students.deployed.lock().map_err(|_| StudentError::Store { path: "(memory)".into(), message: "poisoned lock".into() })?;
+        let mut g = students.deployed.lock().map_err(|_| StudentError::Store {
+            path: "(memory)".into(),
+            message: "poisoned lock".into(),
+        })?;
         let info = info(&d);
         let old = g.insert(req.name.clone(), d);
         if let Err(e) = students.persist(&g) {
@@ -355,11 +415,19 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
 
 /// Stops serving a student and takes it off its route.
 pub async fn undeploy(router: &Router, name: &str) -> Result<(), StudentError> {
-    let students = router.students.as_ref().ok_or(StudentError::NoLocalProvider)?;
+    let students = router
+        .students
+        .as_ref()
+        .ok_or(StudentError::NoLocalProvider)?;
     let _ops = students.ops.lock().await;
     let removed = {
-        let mut g = students.deployed.lock().map_err(|_| StudentError::Store { path: "(memory)".into(), message: "poisoned lock".into() })?;
-        let removed = g.remove(name).ok_or_else(|| StudentError::NotDeployed(name.to_owned()))?;
+        let mut g = students.deployed.lock().map_err(|_| StudentError::Store {
+            path: "(memory)".into(),
+            message: "poisoned lock".into(),
+        })?;
+        let removed = g
+            .remove(name)
+            .ok_or_else(|| StudentError::NotDeployed(name.to_owned()))?;
         if let Err(e) = students.persist(&g) {
             g.insert(name.to_owned(), removed);
             return Err(e);
@@ -390,7 +458,9 @@ impl StudentsService {
         auth::authenticate(&self.router.cfg, &headers)?;
         match auth::api_key(&headers) {
             Some(k) if self.router.cfg.admin_keys.contains(k) => Ok(()),
-            _ => Err(Status::permission_denied("managing students needs the key of a gateway user with `admin = true`")),
+            _ => Err(Status::permission_denied(
+                "managing students needs the key of a gateway user with `admin = true`",
+            )),
         }
     }
 }
@@ -403,9 +473,16 @@ impl pb::students_server::Students for StudentsService {
     ) -> Result<Response<pb::DeployStudentResponse>, Status> {
         self.admin(&request)?;
         let r = request.into_inner();
-        let req = Deploy { name: r.name, artefact_path: r.artefact_path, route: Some(r.route), first: r.first };
+        let req = Deploy {
+            name: r.name,
+            artefact_path: r.artefact_path,
+            route: Some(r.route),
+            first: r.first,
+        };
         let student = deploy(&self.router, req).await?;
-        Ok(Response::new(pb::DeployStudentResponse { student: Some(student) }))
+        Ok(Response::new(pb::DeployStudentResponse {
+            student: Some(student),
+        }))
     }
 
     async fn undeploy_student(
@@ -422,7 +499,12 @@ impl pb::students_server::Students for StudentsService {
         request: Request<pb::ListStudentsRequest>,
     ) -> Result<Response<pb::ListStudentsResponse>, Status> {
         self.admin(&request)?;
-        let students = self.router.students.as_ref().map(Students::list).unwrap_or_default();
+        let students = self
+            .router
+            .students
+            .as_ref()
+            .map(Students::list)
+            .unwrap_or_default();
         Ok(Response::new(pb::ListStudentsResponse { students }))
     }
 }

@@ -61,14 +61,29 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Part {
-    Text { text: String },
+    Text {
+        text: String,
+    },
     /// An image, as a data URL or http(s) URL.
-    Image { url: String },
-    ToolCall { id: String, name: String, arguments: String },
-    ToolResult { tool_call_id: String, content: String, is_error: bool },
+    Image {
+        url: String,
+    },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolResult {
+        tool_call_id: String,
+        content: String,
+        is_error: bool,
+    },
     /// Model reasoning carried between turns (Anthropic `thinking`); dropped for providers that
     /// cannot take it back.
-    Reasoning { text: String, signature: Option<String> },
+    Reasoning {
+        text: String,
+        signature: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +94,10 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Message { role, parts: vec![Part::Text { text: text.into() }] }
+        Message {
+            role,
+            parts: vec![Part::Text { text: text.into() }],
+        }
     }
     /// The concatenated text parts of the message.
     pub fn joined_text(&self) -> String {
@@ -201,12 +219,31 @@ impl ChatResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
-    Start { id: String, provider: String, model: String },
-    TextDelta { text: String },
-    ReasoningDelta { text: String },
+    Start {
+        id: String,
+        provider: String,
+        model: String,
+    },
+    TextDelta {
+        text: String,
+    },
+    ReasoningDelta {
+        text: String,
+    },
     /// First fragment of tool call `index` (id and name known), arguments may follow.
-    ToolCallStart { index: u32, id: String, name: String },
-    ToolCallDelta { index: u32, arguments: String },
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    ToolCallDelta {
+        index: u32,
+        arguments: String,
+    },
     /// Usage may arrive before the finish on some providers; adapters fold it into `Finish`.
-    Finish { stop_reason: StopReason, usage: Usage, failed_attempts: Vec<FailedAttempt> },
+    Finish {
+        stop_reason: StopReason,
+        usage: Usage,
+        failed_attempts: Vec<FailedAttempt>,
+    },
 }

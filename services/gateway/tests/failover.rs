@@ -17,7 +17,10 @@ const FAST: &str = r#"
 "#;
 
 fn served(body: &serde_json::Value) -> (&str, &str) {
-    (body["retort"]["provider"].as_str().unwrap_or(""), body["retort"]["model"].as_str().unwrap_or(""))
+    (
+        body["retort"]["provider"].as_str().unwrap_or(""),
+        body["retort"]["model"].as_str().unwrap_or(""),
+    )
 }
 
 #[tokio::test]
@@ -32,10 +35,20 @@ async fn rate_limit_with_retry_after_is_honoured_then_fails_over() {
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(served(&body), ("oa", "ok"));
-    assert_eq!(e.sim.attempts("rl"), 2, "one try and one retry on the rate-limited target");
+    assert_eq!(
+        e.sim.attempts("rl"),
+        2,
+        "one try and one retry on the rate-limited target"
+    );
     assert_eq!(e.sim.attempts("ok"), 1);
-    assert!(t0.elapsed() >= std::time::Duration::from_millis(300), "the retry waited for Retry-After");
-    assert_eq!(body["retort"]["failed_attempts"].as_array().map(Vec::len), Some(2));
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(300),
+        "the retry waited for Retry-After"
+    );
+    assert_eq!(
+        body["retort"]["failed_attempts"].as_array().map(Vec::len),
+        Some(2)
+    );
 }
 
 #[tokio::test]
@@ -63,7 +76,11 @@ async fn long_retry_after_moves_on_without_waiting() {
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 200);
     assert_eq!(served(&body).1, "ok");
-    assert_eq!(e.sim.attempts("rl"), 1, "a 60 s Retry-After is not waited for, and the target is not hammered");
+    assert_eq!(
+        e.sim.attempts("rl"),
+        1,
+        "a 60 s Retry-After is not waited for, and the target is not hammered"
+    );
 }
 
 #[tokio::test]
@@ -77,7 +94,10 @@ async fn all_targets_rate_limited_gives_429_with_retry_after() {
     let (status, headers, body) = e.chat(json!({"model": "rl", "messages": user("hi")})).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error");
-    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("60"));
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("60")
+    );
 }
 
 #[tokio::test]
@@ -88,7 +108,9 @@ async fn server_error_once_is_retried_on_the_same_target() {
         &format!("[models.once]\nprovider = \"oa\"\n{FAST}"),
     )
     .await;
-    let (status, headers, body) = e.chat(json!({"model": "once", "messages": user("hi")})).await;
+    let (status, headers, body) = e
+        .chat(json!({"model": "once", "messages": user("hi")}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(e.sim.attempts("once"), 2);
     assert_eq!(headers["x-retort-failed-attempts"], "1");
@@ -109,11 +131,23 @@ async fn persistent_503_fails_over_and_all_down_is_502() {
     .await;
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 200);
-    assert_eq!(served(&body), ("an", "ok"), "an OpenAI-shaped request served by an Anthropic-shaped target");
+    assert_eq!(
+        served(&body),
+        ("an", "ok"),
+        "an OpenAI-shaped request served by an Anthropic-shaped target"
+    );
     assert_eq!(e.sim.attempts("down"), 2);
-    let (status, _, body) = e.chat(json!({"model": "down", "messages": user("hi")})).await;
+    let (status, _, body) = e
+        .chat(json!({"model": "down", "messages": user("hi")}))
+        .await;
     assert_eq!(status, 502, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("503"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("503"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -141,13 +175,28 @@ async fn breaker_opens_skips_target_and_recovers_after_probe() {
         assert_eq!(status, 200);
     }
     assert_eq!(e.sim.attempts("blip"), 2);
-    let metrics = e.http.get(e.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"retort_breaker_state{provider="oa",model="blip"} 1"#), "{metrics}");
+    let metrics = e
+        .http
+        .get(e.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"retort_breaker_state{provider="oa",model="blip"} 1"#),
+        "{metrics}"
+    );
     // Open: the target is skipped, traffic goes straight to the next.
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 200);
     assert_eq!(served(&body).1, "ok");
-    assert_eq!(e.sim.attempts("blip"), 2, "no attempt while the breaker is open");
+    assert_eq!(
+        e.sim.attempts("blip"),
+        2,
+        "no attempt while the breaker is open"
+    );
     // After open_ms one probe goes through; the simulator has recovered, so the breaker closes.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
@@ -182,7 +231,13 @@ async fn no_answer_times_out_and_fails_over() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(served(&body).1, "ok");
     assert_eq!(e.sim.attempts("hang"), 2);
-    assert!(body["retort"]["failed_attempts"][0]["error"].as_str().unwrap_or("").contains("timeout"), "{body}");
+    assert!(
+        body["retort"]["failed_attempts"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timeout"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +249,9 @@ async fn slow_first_token_is_replaced_before_any_byte() {
     )
     .await;
     let expected = e.expected_answer("hello there").await;
-    let (status, data) = e.chat_stream(json!({"model": "a", "stream": true, "messages": user("hello there")})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "a", "stream": true, "messages": user("hello there")}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert_eq!(text, expected);
@@ -212,14 +269,23 @@ async fn stream_cut_mid_answer_is_continued_on_a_prefill_target() {
     .await;
     let prompt = "tell me a story about lighthouses";
     let expected = e.expected_answer(prompt).await;
-    let (status, data) = e.chat_stream(json!({"model": "a", "stream": true, "messages": user(prompt)})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "a", "stream": true, "messages": user(prompt)}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert!(err.is_none(), "{data:?}");
     assert!(done);
-    assert_eq!(text, expected, "prefix from the cut target plus the continuation is the whole answer, once");
+    assert_eq!(
+        text, expected,
+        "prefix from the cut target plus the continuation is the whole answer, once"
+    );
     // cut was tried (and retried: the retry continued from the prefill? no — openai targets have no prefill)
-    assert_eq!(e.sim.attempts("cut"), 1, "after content reached the caller only prefill targets may go on");
+    assert_eq!(
+        e.sim.attempts("cut"),
+        1,
+        "after content reached the caller only prefill targets may go on"
+    );
     assert_eq!(e.sim.attempts("cont"), 1);
 }
 
@@ -231,7 +297,9 @@ async fn stream_cut_without_a_continuation_target_ends_with_an_error_event() {
         &format!("[models.cut]\nprovider = \"oa\"\n[models.other]\nprovider = \"oa\"\n[aliases.a]\ntargets = [\"cut\", \"other\"]\n{FAST}"),
     )
     .await;
-    let (status, data) = e.chat_stream(json!({"model": "a", "stream": true, "messages": user("hello")})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "a", "stream": true, "messages": user("hello")}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert!(!done, "never a [DONE] after a truncated answer: {data:?}");
@@ -249,7 +317,9 @@ async fn stream_cut_before_any_token_restarts_cleanly() {
     )
     .await;
     let expected = e.expected_answer("hello").await;
-    let (status, data) = e.chat_stream(json!({"model": "a", "stream": true, "messages": user("hello")})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "a", "stream": true, "messages": user("hello")}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert_eq!(text, expected);
@@ -266,7 +336,9 @@ async fn stalled_stream_times_out_and_continues() {
     )
     .await;
     let expected = e.expected_answer("why is the sky blue").await;
-    let (status, data) = e.chat_stream(json!({"model": "a", "stream": true, "messages": user("why is the sky blue")})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "a", "stream": true, "messages": user("why is the sky blue")}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert!(err.is_none() && done, "{data:?}");
@@ -282,7 +354,9 @@ async fn malformed_chunk_is_skipped() {
     )
     .await;
     let expected = e.expected_answer("hello").await;
-    let (status, data) = e.chat_stream(json!({"model": "mal", "stream": true, "messages": user("hello")})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "mal", "stream": true, "messages": user("hello")}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert_eq!(text, expected);
@@ -305,7 +379,10 @@ async fn missing_done_is_finalised_promptly() {
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert_eq!(text, expected);
-    assert!(done && err.is_none(), "the caller gets a proper end: {data:?}");
+    assert!(
+        done && err.is_none(),
+        "the caller gets a proper end: {data:?}"
+    );
     assert_eq!(e.sim.attempts("nodone"), 1);
     let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 16, "{usage}");
@@ -337,11 +414,17 @@ async fn context_length_goes_only_to_a_larger_window() {
         ),
     )
     .await;
-    let (status, _, body) = e.chat(json!({"model": "a", "messages": user("this prompt has more than three words")})).await;
+    let (status, _, body) = e
+        .chat(json!({"model": "a", "messages": user("this prompt has more than three words")}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(served(&body).1, "big");
     assert_eq!(e.sim.attempts("small"), 1, "never the same model again");
-    assert_eq!(e.sim.attempts("small2"), 0, "a target with no larger window is skipped");
+    assert_eq!(
+        e.sim.attempts("small2"),
+        0,
+        "a target with no larger window is skipped"
+    );
     assert_eq!(e.sim.attempts("big"), 1);
 }
 
@@ -356,7 +439,13 @@ async fn content_policy_is_not_retried_and_reason_reaches_caller() {
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "content_policy_violation");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("content filtering policy"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("content filtering policy"),
+        "{body}"
+    );
     assert_eq!(e.sim.attempts("policy"), 1);
     assert_eq!(e.sim.attempts("ok"), 0);
 }
@@ -376,12 +465,18 @@ async fn prefill_rejection_moves_a_continuation_to_the_next_target() {
     )
     .await;
     let expected = e.expected_answer("hello world").await;
-    let (status, data) = e.chat_stream(json!({"model": "a", "stream": true, "messages": user("hello world")})).await;
+    let (status, data) = e
+        .chat_stream(json!({"model": "a", "stream": true, "messages": user("hello world")}))
+        .await;
     assert_eq!(status, 200);
     let (text, done, err) = stream_text(&data);
     assert!(done && err.is_none(), "{data:?}");
     assert_eq!(text, expected);
-    assert_eq!(e.sim.attempts("noprefill"), 1, "a prefill rejection is not retried on the same target");
+    assert_eq!(
+        e.sim.attempts("noprefill"),
+        1,
+        "a prefill rejection is not retried on the same target"
+    );
     assert_eq!(e.sim.attempts("cont"), 1);
 }
 
@@ -416,7 +511,9 @@ async fn deadline_bounds_the_whole_request() {
         "#,
     )
     .await;
-    let (status, _, body) = e.chat(json!({"model": "hang", "messages": user("hi")})).await;
+    let (status, _, body) = e
+        .chat(json!({"model": "hang", "messages": user("hi")}))
+        .await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "timeout");
     assert!(e.sim.attempts("hang") <= 2);

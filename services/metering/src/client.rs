@@ -60,10 +60,13 @@ impl MeteringSink {
     pub fn start(settings: ClientSettings) -> Result<Arc<MeteringSink>, MeteringError> {
         let spool = Arc::new(Spool::open(&settings.spool_dir)?);
         let endpoint = Endpoint::from_shared(settings.endpoint.clone())
-            .map_err(|e| MeteringError::Config(format!("metering endpoint {:?}: {e}", settings.endpoint)))?
+            .map_err(|e| {
+                MeteringError::Config(format!("metering endpoint {:?}: {e}", settings.endpoint))
+            })?
             .connect_timeout(settings.send_timeout)
             .tcp_nodelay(true);
-        let client = MeteringClient::new(endpoint.connect_lazy()).max_encoding_message_size(16 << 20);
+        let client =
+            MeteringClient::new(endpoint.connect_lazy()).max_encoding_message_size(16 << 20);
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let stats = Arc::new(SinkStats::default());
         let worker = Worker {
@@ -71,7 +74,11 @@ impl MeteringSink {
             client,
             spool: Arc::clone(&spool),
             stats: Arc::clone(&stats),
-            down_until: if spool.pending() { Some(Instant::now()) } else { None },
+            down_until: if spool.pending() {
+                Some(Instant::now())
+            } else {
+                None
+            },
             s: settings,
         };
         let task = tokio::spawn(worker.run());
@@ -131,7 +138,10 @@ impl UsageSink for MeteringSink {
         let e = convert::from_gateway(&event);
         match self.tx.try_send(Msg::Event(Box::new(e))) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(Msg::Event(e)) | mpsc::error::TrySendError::Closed(Msg::Event(e))) => self.spill(*e),
+            Err(
+                mpsc::error::TrySendError::Full(Msg::Event(e))
+                | mpsc::error::TrySendError::Closed(Msg::Event(e)),
+            ) => self.spill(*e),
             Err(_) => {}
         }
     }
@@ -246,7 +256,9 @@ impl Worker {
     }
 
     fn accepted(&self, s: &pb::IngestSummary) {
-        self.stats.rejected.fetch_add(s.rejected_count, Ordering::Relaxed);
+        self.stats
+            .rejected
+            .fetch_add(s.rejected_count, Ordering::Relaxed);
         for r in &s.rejected {
             tracing::warn!(event_id = %r.event_id, field = %r.field, reason = %r.reason, "metering rejected a usage event");
         }
@@ -278,10 +290,14 @@ impl Worker {
     fn to_spool(&self, events: &[pb::UsageEvent]) {
         match self.spool.append(events) {
             Ok(()) => {
-                self.stats.spooled.fetch_add(events.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .spooled
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
-                self.stats.lost.fetch_add(events.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .lost
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 tracing::error!(error = %e, events = events.len(), "metering: usage events lost (spool failed)");
             }
         }

@@ -98,7 +98,9 @@ impl MeteringConfig {
     /// Takes `[metering]` out of `file` (the gateway rejects sections it does not know) and reads
     /// `[[prices]]` (left in place for the other services that price tokens; the caller removes it
     /// before the gateway parses the rest). Environment overrides are applied.
-    pub fn from_table(file: &mut toml::Table) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
+    pub fn from_table(
+        file: &mut toml::Table,
+    ) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
         let cfg = match file.remove("metering") {
             Some(v) => v
                 .try_into()
@@ -117,8 +119,11 @@ impl MeteringConfig {
 
     /// Parses a whole file (for `retort metering --config FILE`): `[metering]` and `[[prices]]`;
     /// other sections are ignored.
-    pub fn from_toml(text: &str) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
-        let mut file: toml::Table = toml::from_str(text).map_err(|e| MeteringError::Config(e.to_string()))?;
+    pub fn from_toml(
+        text: &str,
+    ) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
+        let mut file: toml::Table =
+            toml::from_str(text).map_err(|e| MeteringError::Config(e.to_string()))?;
         Self::from_table(&mut file)
     }
 
@@ -131,22 +136,27 @@ impl MeteringConfig {
         if let Ok(a) = std::env::var(ENV_GRPC_ADDR)
             && !a.is_empty()
         {
-            self.grpc_addr = a
-                .parse()
-                .map_err(|_| MeteringError::Config(format!("{ENV_GRPC_ADDR}={a:?} is not an address")))?;
+            self.grpc_addr = a.parse().map_err(|_| {
+                MeteringError::Config(format!("{ENV_GRPC_ADDR}={a:?} is not an address"))
+            })?;
         }
         Ok(self)
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("retort-metering.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("retort-metering.db").display()
+            )
+        })
     }
 
     pub fn store_options(&self) -> Result<StoreOptions, MeteringError> {
         if self.max_connections == 0 {
-            return Err(MeteringError::Config("[metering] max_connections must be at least 1".into()));
+            return Err(MeteringError::Config(
+                "[metering] max_connections must be at least 1".into(),
+            ));
         }
         Ok(StoreOptions {
             max_connections: self.max_connections,
@@ -162,11 +172,17 @@ impl MeteringConfig {
             ));
         }
         Ok(ClientSettings {
-            endpoint: c.endpoint.clone().unwrap_or_else(|| format!("http://{}", self.grpc_addr)),
+            endpoint: c
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.grpc_addr)),
             queue_size: c.queue_size,
             batch_size: c.batch_size,
             batch_interval: Duration::from_millis(c.batch_interval_ms.max(1)),
-            spool_dir: c.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("metering-spool")),
+            spool_dir: c
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("metering-spool")),
             send_timeout: Duration::from_millis(c.send_timeout_ms.max(1)),
             retry: Duration::from_millis(c.retry_ms.max(1)),
         })

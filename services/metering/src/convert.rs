@@ -29,13 +29,20 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
 
 fn tokens(field: &'static str, v: u64) -> Result<i64, Invalid> {
     if v > MAX_TOKENS {
-        return Err(invalid(field, format!("{v} is more tokens than any request can use")));
+        return Err(invalid(
+            field,
+            format!("{v} is more tokens than any request can use"),
+        ));
     }
     Ok(v as i64)
 }
 
 fn or(s: &str, default: &str) -> String {
-    if s.trim().is_empty() { default.to_string() } else { s.to_string() }
+    if s.trim().is_empty() {
+        default.to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Validates and normalises a wire event (pricing is filled in later). `now` bounds future times.
@@ -50,11 +57,17 @@ pub fn to_record(e: &pb::UsageEvent, now: i64) -> Result<Record, Invalid> {
     if e.time_ms < 946_684_800_000 || e.time_ms > now + time::DAY_MS {
         return Err(invalid(
             "time_ms",
-            format!("{} is not a plausible time in epoch milliseconds", e.time_ms),
+            format!(
+                "{} is not a plausible time in epoch milliseconds",
+                e.time_ms
+            ),
         ));
     }
     if e.model.trim().is_empty() {
-        return Err(invalid("model", "is empty (the model the attempt went to is required)"));
+        return Err(invalid(
+            "model",
+            "is empty (the model the attempt went to is required)",
+        ));
     }
     if e.provider.trim().is_empty() {
         return Err(invalid("provider", "is empty"));
@@ -63,7 +76,10 @@ pub fn to_record(e: &pb::UsageEvent, now: i64) -> Result<Record, Invalid> {
         return Err(invalid("outcome", "is empty (`ok` or a failure label)"));
     }
     if e.reasoning_tokens > e.output_tokens {
-        return Err(invalid("reasoning_tokens", "exceeds output_tokens (output includes reasoning)"));
+        return Err(invalid(
+            "reasoning_tokens",
+            "exceeds output_tokens (output includes reasoning)",
+        ));
     }
     let unknown_user = e.user.trim().is_empty();
     Ok(Record {

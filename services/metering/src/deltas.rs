@@ -62,13 +62,19 @@ impl<'a> Deltas<'a> {
         let mut d = Deltas::default();
         for e in records {
             let dims = e.dims();
-            let s = d.hourly.entry((time::hour_floor(e.ts_ms), dims)).or_default();
+            let s = d
+                .hourly
+                .entry((time::hour_floor(e.ts_ms), dims))
+                .or_default();
             for (a, b) in s.iter_mut().zip(e.sums()) {
                 *a += b;
             }
             if !e.session_id.is_empty() {
                 let one = SessionSums::of(e);
-                d.sessions.entry((&e.session_id, dims)).and_modify(|s| s.add(&one)).or_insert(one);
+                d.sessions
+                    .entry((&e.session_id, dims))
+                    .and_modify(|s| s.add(&one))
+                    .or_insert(one);
             }
         }
         d
@@ -137,7 +143,8 @@ impl CopyData {
         self.0.extend_from_slice(&fields.to_be_bytes());
     }
     pub(crate) fn text(&mut self, t: &str) -> Result<(), MeteringError> {
-        let len = i32::try_from(t.len()).map_err(|_| MeteringError::Write("a text field over 2 GiB".into()))?;
+        let len = i32::try_from(t.len())
+            .map_err(|_| MeteringError::Write("a text field over 2 GiB".into()))?;
         self.0.extend_from_slice(&len.to_be_bytes());
         self.0.extend_from_slice(t.as_bytes());
         Ok(())
@@ -153,7 +160,11 @@ impl CopyData {
 }
 
 /// Runs `sql` (a `COPY ... FROM STDIN`) with `data`.
-pub(crate) async fn copy_in(conn: &mut PgConnection, sql: &str, data: Vec<u8>) -> Result<(), MeteringError> {
+pub(crate) async fn copy_in(
+    conn: &mut PgConnection,
+    sql: &str,
+    data: Vec<u8>,
+) -> Result<(), MeteringError> {
     let mut copy = conn.copy_in_raw(sql).await?;
     for chunk in data.chunks(COPY_CHUNK) {
         copy.send(chunk).await?;
@@ -178,7 +189,10 @@ fn hourly_sql() -> String {
              ('route', h.route), ('tier', h.tier)) AS v(dim, value)"
         )
     };
-    let day = format!("h.hour_ms - (h.hour_ms % {d} + {d}) % {d}", d = time::DAY_MS);
+    let day = format!(
+        "h.hour_ms - (h.hour_ms % {d} + {d}) % {d}",
+        d = time::DAY_MS
+    );
     format!(
         "WITH dh AS (DELETE FROM usage_delta_hourly RETURNING *), \
          h AS (SELECT hour_ms, {dims}, {sums} FROM dh GROUP BY hour_ms, {dims}), \
@@ -218,7 +232,12 @@ fn sessions_sql(part: i32) -> String {
                 ON CONFLICT (session_id, {dims}) DO UPDATE SET {set_sd}) \
          SELECT COUNT(*) FROM ds",
         mask = SESSION_PARTS - 1,
-        set_s = session_set("usage_sessions", "LEAST", "GREATEST", &["user_name", "harness"]),
+        set_s = session_set(
+            "usage_sessions",
+            "LEAST",
+            "GREATEST",
+            &["user_name", "harness"]
+        ),
         set_sd = session_set("usage_session_dims", "LEAST", "GREATEST", &[]),
     )
 }
@@ -263,7 +282,12 @@ impl Compactor {
             pool,
             folds: std::iter::once((true, hourly_sql(), 7204))
                 .chain((0..SESSION_PARTS).map(|part| (false, sessions_sql(part), 7202 + part)))
-                .map(|(hourly, sql, lock)| Fold { hourly, sql, lock, running: tokio::sync::Mutex::new(()) })
+                .map(|(hourly, sql, lock)| Fold {
+                    hourly,
+                    sql,
+                    lock,
+                    running: tokio::sync::Mutex::new(()),
+                })
                 .collect(),
             pending: AtomicU64::new(0),
             since_vacuum: AtomicU64::new(0),
@@ -284,7 +308,10 @@ impl Compactor {
     /// transaction on its own connection. Returns the delta rows folded.
     pub(crate) async fn compact(&self) -> Result<u64, MeteringError> {
         self.pending.store(0, Ordering::Relaxed);
-        Ok(try_join_all(self.folds.iter().map(|f| self.fold(f))).await?.into_iter().sum())
+        Ok(try_join_all(self.folds.iter().map(|f| self.fold(f)))
+            .await?
+            .into_iter()
+            .sum())
     }
 
     async fn fold(&self, f: &Fold) -> Result<u64, MeteringError> {
@@ -321,7 +348,12 @@ impl Compactor {
         .fetch_one(&self.pool)
         .await?;
         let pending = |f: &&Fold| if f.hourly { hourly } else { sessions };
-        Ok(try_join_all(self.folds.iter().filter(pending).map(|f| self.fold(f))).await?.into_iter().sum())
+        Ok(
+            try_join_all(self.folds.iter().filter(pending).map(|f| self.fold(f)))
+                .await?
+                .into_iter()
+                .sum(),
+        )
     }
 
     /// The background task: compacts every [`COMPACT_EVERY`] (or when woken), vacuums the delta
@@ -344,7 +376,10 @@ impl Compactor {
             }
             if self.since_vacuum.load(Ordering::Relaxed) >= VACUUM_ROWS {
                 self.since_vacuum.store(0, Ordering::Relaxed);
-                if let Err(e) = (&self.pool).execute("VACUUM usage_delta_hourly, usage_delta_sessions").await {
+                if let Err(e) = (&self.pool)
+                    .execute("VACUUM usage_delta_hourly, usage_delta_sessions")
+                    .await
+                {
                     tracing::warn!(error = %e, "metering: vacuum of the rollup deltas failed");
                 }
             }

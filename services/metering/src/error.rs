@@ -14,7 +14,10 @@ pub enum MeteringError {
     #[error("unsupported database URL {0:?}: use sqlite://... or postgres://...")]
     BadUrl(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
@@ -25,7 +28,10 @@ pub enum MeteringError {
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("spool {path}: {source}")]
-    Spool { path: String, source: std::io::Error },
+    Spool {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot reach metering at {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
 }

@@ -65,7 +65,10 @@ fn get_all(p: &[(String, String)], name: &str) -> Vec<String> {
 }
 
 fn get_one<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    p.iter().rev().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+    p.iter()
+        .rev()
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.as_str())
 }
 
 /// Filters from query parameters: `user`, `team`, `discipline`, `level`, `model`, `provider`,
@@ -75,8 +78,11 @@ pub fn filter_from(p: &[(String, String)]) -> Result<pb::UsageFilter, MeteringEr
     let t = |name: &str| -> Result<i64, MeteringError> {
         match get_one(p, name) {
             None => Ok(0),
-            Some(v) => time::parse_time(v, now)
-                .ok_or_else(|| MeteringError::Invalid(format!("{name}={v:?}: expected 7d, 24h, 30m, YYYY-MM-DD or epoch ms"))),
+            Some(v) => time::parse_time(v, now).ok_or_else(|| {
+                MeteringError::Invalid(format!(
+                    "{name}={v:?}: expected 7d, 24h, 30m, YYYY-MM-DD or epoch ms"
+                ))
+            }),
         }
     };
     Ok(pb::UsageFilter {
@@ -151,11 +157,15 @@ fn usage_query(p: &[(String, String)]) -> Result<pb::UsageQuery, MeteringError> 
 }
 
 async fn grouped(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
-    Ok(Json(rows_json(&query::grouped(&m.store, &usage_query(&p)?).await?)))
+    Ok(Json(rows_json(
+        &query::grouped(&m.store, &usage_query(&p)?).await?,
+    )))
 }
 
 async fn model_mix(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
-    Ok(Json(rows_json(&query::model_mix(&m.store, &usage_query(&p)?).await?)))
+    Ok(Json(rows_json(
+        &query::model_mix(&m.store, &usage_query(&p)?).await?,
+    )))
 }
 
 fn top_request(p: &[(String, String)]) -> Result<pb::TopRequest, MeteringError> {
@@ -167,11 +177,15 @@ fn top_request(p: &[(String, String)]) -> Result<pb::TopRequest, MeteringError> 
 }
 
 async fn top_users(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
-    Ok(Json(rows_json(&query::top_users(&m.store, &m.prices, &top_request(&p)?).await?)))
+    Ok(Json(rows_json(
+        &query::top_users(&m.store, &m.prices, &top_request(&p)?).await?,
+    )))
 }
 
 async fn top_reasoning(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
-    Ok(Json(rows_json(&query::top_reasoning(&m.store, &top_request(&p)?).await?)))
+    Ok(Json(rows_json(
+        &query::top_reasoning(&m.store, &top_request(&p)?).await?,
+    )))
 }
 
 async fn sessions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
@@ -179,8 +193,11 @@ async fn sessions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult
         None => 0,
         Some(v) => {
             let now = time::now_ms();
-            now - time::parse_time(v, now)
-                .ok_or_else(|| ApiError(MeteringError::Invalid(format!("live_within={v:?}: expected e.g. 15m"))))?
+            now - time::parse_time(v, now).ok_or_else(|| {
+                ApiError(MeteringError::Invalid(format!(
+                    "live_within={v:?}: expected e.g. 15m"
+                )))
+            })?
         }
     };
     let r = pb::SessionsRequest {
@@ -217,7 +234,10 @@ async fn dimensions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResu
     };
     let mut out = serde_json::Map::new();
     for (d, vals) in query::dimensions(&m.store, &f).await? {
-        out.insert(d.into(), Value::Array(vals.into_iter().map(Value::String).collect()));
+        out.insert(
+            d.into(),
+            Value::Array(vals.into_iter().map(Value::String).collect()),
+        );
     }
     Ok(Json(Value::Object(out)))
 }
@@ -234,14 +254,20 @@ async fn prices(State(m): State<Arc<Metering>>) -> ApiResult {
     Ok(Json(json!({ "prices": list })))
 }
 
-async fn set_price(State(m): State<Arc<Metering>>, Json(p): Json<retort_pricing::Price>) -> ApiResult {
+async fn set_price(
+    State(m): State<Arc<Metering>>,
+    Json(p): Json<retort_pricing::Price>,
+) -> ApiResult {
     let saved = m.set_price(crate::service::to_pb_price(&p)).await?;
     Ok(Json(
         json!({ "model": saved.model, "effective_from": saved.effective_from, "tier": saved.tier }),
     ))
 }
 
-async fn export_csv(State(m): State<Arc<Metering>>, Query(p): Params) -> Result<Response, ApiError> {
+async fn export_csv(
+    State(m): State<Arc<Metering>>,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
     let f = filter_from(&p)?;
     let mut out = String::from(query::CSV_HEADER);
     let mut after = None;
@@ -256,7 +282,10 @@ async fn export_csv(State(m): State<Arc<Metering>>, Query(p): Params) -> Result<
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"retort-usage.csv\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"retort-usage.csv\"",
+            ),
         ],
         out,
     )

@@ -54,23 +54,35 @@ impl Running {
 
 /// Opens the store (running migrations), loads the configured prices (the database keeps entries
 /// edited at runtime), and serves gRPC on `cfg.grpc_addr` (port 0 picks a free one).
-pub async fn start(cfg: &MeteringConfig, prices: Vec<retort_pricing::Price>) -> Result<Running, MeteringError> {
+pub async fn start(
+    cfg: &MeteringConfig,
+    prices: Vec<retort_pricing::Price>,
+) -> Result<Running, MeteringError> {
     let store = Store::connect(&cfg.store_options()?).await?;
     start_with_store(cfg, store, prices).await
 }
 
 /// Like [`start`], with an already opened store.
-pub async fn start_with_store(cfg: &MeteringConfig, store: Store, prices: Vec<retort_pricing::Price>) -> Result<Running, MeteringError> {
+pub async fn start_with_store(
+    cfg: &MeteringConfig,
+    store: Store,
+    prices: Vec<retort_pricing::Price>,
+) -> Result<Running, MeteringError> {
     let table = pricing::Prices::load(&store, prices).await?;
     let metering = Arc::new(service::Metering::new(store, table));
-    let listener = TcpListener::bind(cfg.grpc_addr).await.map_err(|source| MeteringError::Bind {
-        addr: cfg.grpc_addr,
-        source,
-    })?;
-    let grpc_addr = listener.local_addr().map_err(|source| MeteringError::Bind {
-        addr: cfg.grpc_addr,
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(cfg.grpc_addr)
+            .await
+            .map_err(|source| MeteringError::Bind {
+                addr: cfg.grpc_addr,
+                source,
+            })?;
+    let grpc_addr = listener
+        .local_addr()
+        .map_err(|source| MeteringError::Bind {
+            addr: cfg.grpc_addr,
+            source,
+        })?;
     let (stop, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -94,7 +106,11 @@ pub async fn start_with_store(cfg: &MeteringConfig, store: Store, prices: Vec<re
                     let cutoff = time::now_ms() - i64::from(days) * time::DAY_MS;
                     match m.store.delete_events_before(cutoff).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(deleted = n, days, "metering: raw events past retention deleted (rollups kept)"),
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            days,
+                            "metering: raw events past retention deleted (rollups kept)"
+                        ),
                         Err(e) => tracing::warn!(error = %e, "metering: retention job failed"),
                     }
                 }

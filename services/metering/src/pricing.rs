@@ -24,12 +24,16 @@ impl Prices {
             store.put_price(p, false).await?;
         }
         let table = PriceTable::new(store.load_prices().await?)?;
-        Ok(Prices { table: RwLock::new(table) })
+        Ok(Prices {
+            table: RwLock::new(table),
+        })
     }
 
     /// A table that is not persisted (tests, benches).
     pub fn fixed(table: PriceTable) -> Prices {
-        Prices { table: RwLock::new(table) }
+        Prices {
+            table: RwLock::new(table),
+        }
     }
 
     pub fn snapshot(&self) -> PriceTable {

@@ -28,13 +28,24 @@ pub const DIMENSIONS: [(&str, &str); 11] = [
 ];
 
 /// Orderings a grouped query accepts.
-pub const ORDERS: [&str; 6] = ["cost", "tokens", "reasoning_tokens", "reasoning_ms", "requests", "key"];
+pub const ORDERS: [&str; 6] = [
+    "cost",
+    "tokens",
+    "reasoning_tokens",
+    "reasoning_ms",
+    "requests",
+    "key",
+];
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 
 fn limit(l: u32) -> i64 {
-    i64::from(if l == 0 { DEFAULT_LIMIT } else { l.min(MAX_LIMIT) })
+    i64::from(if l == 0 {
+        DEFAULT_LIMIT
+    } else {
+        l.min(MAX_LIMIT)
+    })
 }
 
 /// `col IN (...)` conditions for the filter's dimension lists (arguments appended to `args`).
@@ -140,7 +151,11 @@ fn rollup_source(f: &pb::UsageFilter, hourly_only: bool, args: &mut Vec<Arg>) ->
             c.push(format!("{time_col} < ${}", args.len()));
         }
         let wh = where_of(&c);
-        branches.push((table == "usage_hourly", format!("SELECT {time_col} AS hour_ms, {cols} FROM {table}{wh}"), wh));
+        branches.push((
+            table == "usage_hourly",
+            format!("SELECT {time_col} AS hour_ms, {cols} FROM {table}{wh}"),
+            wh,
+        ));
     };
     if let Some(r) = daily {
         branch("usage_daily", "day_ms", r, args);
@@ -153,7 +168,11 @@ fn rollup_source(f: &pb::UsageFilter, hourly_only: bool, args: &mut Vec<Arg>) ->
         [(true, _, wh)] => format!("usage_hourly{wh}"),
         _ => format!(
             "({}) AS u",
-            branches.iter().map(|(_, sql, _)| sql.as_str()).collect::<Vec<_>>().join(" UNION ALL ")
+            branches
+                .iter()
+                .map(|(_, sql, _)| sql.as_str())
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ")
         ),
     }
 }
@@ -166,14 +185,16 @@ const SUMS: &str = "COALESCE(CAST(SUM(cost_micros) AS BIGINT), 0) AS c_cost, COA
     COALESCE(CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), 0) AS c_tokens";
 
 /// Spend and tokens grouped by `q.group_by`, filtered, ordered and limited.
-pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQueryResponse, MeteringError> {
+pub async fn grouped(
+    store: &Store,
+    q: &pb::UsageQuery,
+) -> Result<pb::UsageQueryResponse, MeteringError> {
     let mut dims = Vec::new();
     for g in &q.group_by {
         let g = g.trim();
-        let (name, expr) = DIMENSIONS
-            .iter()
-            .find(|(n, _)| *n == g)
-            .ok_or_else(|| MeteringError::Invalid(format!("group_by {g:?}: expected one of {}", dim_names())))?;
+        let (name, expr) = DIMENSIONS.iter().find(|(n, _)| *n == g).ok_or_else(|| {
+            MeteringError::Invalid(format!("group_by {g:?}: expected one of {}", dim_names()))
+        })?;
         if !dims.iter().any(|(n, _)| n == name) {
             dims.push((*name, *expr));
         }
@@ -197,7 +218,11 @@ pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQuery
     let select: Vec<String> = dims.iter().map(|(_, e)| e.to_string()).collect();
     let positions: Vec<String> = (1..=dims.len()).map(|i| i.to_string()).collect();
     let order_sql = match order {
-        "key" if !dims.is_empty() => positions.iter().map(|p| format!("{p} ASC")).collect::<Vec<_>>().join(", "),
+        "key" if !dims.is_empty() => positions
+            .iter()
+            .map(|p| format!("{p} ASC"))
+            .collect::<Vec<_>>()
+            .join(", "),
         "tokens" => "c_tokens DESC".into(),
         "reasoning_tokens" => "c_reasoning DESC, c_reasoning_ms DESC".into(),
         "reasoning_ms" => "c_reasoning_ms DESC, c_reasoning DESC".into(),
@@ -222,7 +247,13 @@ pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQuery
     );
     let mut cols: Vec<Col> = dims
         .iter()
-        .map(|(n, _)| if *n == "day" || *n == "hour" { Col::Int } else { Col::Text })
+        .map(|(n, _)| {
+            if *n == "day" || *n == "hour" {
+                Col::Int
+            } else {
+                Col::Text
+            }
+        })
         .collect();
     cols.extend([Col::Int; 12]);
     let rows = store.select(&sql, &args, &cols).await?;
@@ -265,12 +296,20 @@ pub async fn grouped(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQuery
 }
 
 pub fn dim_names() -> String {
-    DIMENSIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    DIMENSIONS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Users by spend on one price tier: the one asked for, or the most expensive tier with spend in
 /// the range (tiers are tried from the most expensive: usually one query).
-pub async fn top_users(store: &Store, prices: &Prices, r: &pb::TopRequest) -> Result<pb::UsageQueryResponse, MeteringError> {
+pub async fn top_users(
+    store: &Store,
+    prices: &Prices,
+    r: &pb::TopRequest,
+) -> Result<pb::UsageQueryResponse, MeteringError> {
     let filter = r.filter.clone().unwrap_or_default();
     let users_on = |tier: &str| {
         let mut f = filter.clone();
@@ -289,7 +328,8 @@ pub async fn top_users(store: &Store, prices: &Prices, r: &pb::TopRequest) -> Re
         resp.tier = r.tier.clone();
         return Ok(resp);
     }
-    let allowed = |t: &str| filter.tiers.iter().all(|x| x.is_empty()) || filter.tiers.iter().any(|x| x == t);
+    let allowed =
+        |t: &str| filter.tiers.iter().all(|x| x.is_empty()) || filter.tiers.iter().any(|x| x == t);
     // Only tiers seen in the range are tried (the dimension rollup answers that cheaply).
     let seen: Vec<String> = dimensions(store, &filter)
         .await?
@@ -330,7 +370,10 @@ pub async fn top_users(store: &Store, prices: &Prices, r: &pb::TopRequest) -> Re
 }
 
 /// Users by reasoning tokens, then reasoning time.
-pub async fn top_reasoning(store: &Store, r: &pb::TopRequest) -> Result<pb::UsageQueryResponse, MeteringError> {
+pub async fn top_reasoning(
+    store: &Store,
+    r: &pb::TopRequest,
+) -> Result<pb::UsageQueryResponse, MeteringError> {
     let mut resp = grouped(
         store,
         &pb::UsageQuery {
@@ -341,12 +384,16 @@ pub async fn top_reasoning(store: &Store, r: &pb::TopRequest) -> Result<pb::Usag
         },
     )
     .await?;
-    resp.rows.retain(|row| row.reasoning_tokens > 0 || row.reasoning_ms > 0);
+    resp.rows
+        .retain(|row| row.reasoning_tokens > 0 || row.reasoning_ms > 0);
     Ok(resp)
 }
 
 /// Spend and tokens by discipline, level and model (or the grouping asked for).
-pub async fn model_mix(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQueryResponse, MeteringError> {
+pub async fn model_mix(
+    store: &Store,
+    q: &pb::UsageQuery,
+) -> Result<pb::UsageQueryResponse, MeteringError> {
     let mut q = q.clone();
     if q.group_by.is_empty() {
         q.group_by = vec!["discipline".into(), "level".into(), "model".into()];
@@ -361,7 +408,10 @@ pub async fn model_mix(store: &Store, q: &pb::UsageQuery) -> Result<pb::UsageQue
 /// when those were active in the range (by the same test, on one rollup key's first and last
 /// event), with their totals, from `usage_session_dims` (one row per session and rollup key, so
 /// the sums are exact).
-pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::SessionsResponse, MeteringError> {
+pub async fn sessions(
+    store: &Store,
+    r: &pb::SessionsRequest,
+) -> Result<pb::SessionsResponse, MeteringError> {
     store.compact().await?;
     let f = r.filter.clone().unwrap_or_default();
     let mut args = Vec::new();
@@ -381,7 +431,11 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
     let order = match r.order_by.as_str() {
         "" | "cost" => "c_cost DESC, c_dur DESC",
         "duration" => "c_dur DESC, c_cost DESC",
-        o => return Err(MeteringError::Invalid(format!("order_by {o:?}: expected cost or duration"))),
+        o => {
+            return Err(MeteringError::Invalid(format!(
+                "order_by {o:?}: expected cost or duration"
+            )));
+        }
     };
     let from_rollup = dim_conditions(&f, &mut Vec::new()).is_empty();
     let sql = if from_rollup {
@@ -418,7 +472,11 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
     };
     use Col::{Int, Text};
     let rows = store
-        .select(&sql, &args, &[Text, Text, Text, Int, Int, Int, Int, Int, Text, Int])
+        .select(
+            &sql,
+            &args,
+            &[Text, Text, Text, Int, Int, Int, Int, Int, Text, Int],
+        )
         .await?;
     let mut sessions: Vec<pb::SessionRow> = rows
         .into_iter()
@@ -436,7 +494,10 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
         .collect();
     if from_rollup && !sessions.is_empty() {
         // The rollup path: the models of the sessions shown, in one query.
-        let ids: Vec<Arg> = sessions.iter().map(|s| Arg::S(s.session_id.clone())).collect();
+        let ids: Vec<Arg> = sessions
+            .iter()
+            .map(|s| Arg::S(s.session_id.clone()))
+            .collect();
         let ph: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT DISTINCT session_id, model FROM usage_session_dims WHERE session_id IN ({})",
@@ -444,7 +505,11 @@ pub async fn sessions(store: &Store, r: &pb::SessionsRequest) -> Result<pb::Sess
         );
         let rows = store.select(&sql, &ids, &[Text, Text]).await?;
         for s in &mut sessions {
-            let models: Vec<String> = rows.iter().filter(|r| r[0].text() == s.session_id).map(|r| r[1].text()).collect();
+            let models: Vec<String> = rows
+                .iter()
+                .filter(|r| r[0].text() == s.session_id)
+                .map(|r| r[1].text())
+                .collect();
             s.models = models.join(",");
         }
     }
@@ -463,7 +528,10 @@ pub const MAX_DIMENSION_VALUES: usize = 500;
 /// The values seen for each filterable dimension in the filter's time range (whole hours; other
 /// filters are ignored), in key order, at most [`MAX_DIMENSION_VALUES`] each: what the filter
 /// pickers offer. Read from the dimension rollups (whole days daily, partial days hourly).
-pub async fn dimensions(store: &Store, f: &pb::UsageFilter) -> Result<Vec<(&'static str, Vec<String>)>, MeteringError> {
+pub async fn dimensions(
+    store: &Store,
+    f: &pb::UsageFilter,
+) -> Result<Vec<(&'static str, Vec<String>)>, MeteringError> {
     store.compact().await?;
     let (daily, hourly) = split_range(f, false);
     let mut args = Vec::new();
@@ -549,8 +617,8 @@ pub async fn export_page(
     );
     use Col::{Int, Text};
     let cols = [
-        Text, Int, Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Text,
-        Text, Int,
+        Text, Int, Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Int, Int, Int, Int,
+        Int, Int, Int, Int, Int, Int, Text, Text, Int,
     ];
     let rows = store.select(&sql, &args, &cols).await?;
     let mut out = String::new();
@@ -571,5 +639,12 @@ pub async fn export_page(
         out.push('\n');
         next = Some((r[1].int(), r[0].text()));
     }
-    Ok((out, if (rows.len() as i64) < page { None } else { next }))
+    Ok((
+        out,
+        if (rows.len() as i64) < page {
+            None
+        } else {
+            next
+        },
+    ))
 }

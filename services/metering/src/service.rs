@@ -23,7 +23,9 @@ pub struct Metering {
 impl From<MeteringError> for Status {
     fn from(e: MeteringError) -> Status {
         match e {
-            MeteringError::Invalid(_) | MeteringError::Price(_) => Status::invalid_argument(e.to_string()),
+            MeteringError::Invalid(_) | MeteringError::Price(_) => {
+                Status::invalid_argument(e.to_string())
+            }
             MeteringError::Unreachable { .. } => Status::unavailable(e.to_string()),
             _ => Status::internal(e.to_string()),
         }
@@ -37,7 +39,11 @@ impl Metering {
 
     /// Validates, prices and records one batch. Malformed events are rejected by field; the rest
     /// of the batch is kept. Events already recorded (same event id) count as duplicates.
-    pub async fn ingest(&self, events: Vec<pb::UsageEvent>, summary: &mut pb::IngestSummary) -> Result<(), MeteringError> {
+    pub async fn ingest(
+        &self,
+        events: Vec<pb::UsageEvent>,
+        summary: &mut pb::IngestSummary,
+    ) -> Result<(), MeteringError> {
         let now = time::now_ms();
         let table = self.prices.snapshot();
         let mut records = Vec::with_capacity(events.len());
@@ -74,7 +80,10 @@ impl Metering {
         Ok(())
     }
 
-    pub async fn set_price(&self, p: pb::MeteringPrice) -> Result<pb::MeteringPrice, MeteringError> {
+    pub async fn set_price(
+        &self,
+        p: pb::MeteringPrice,
+    ) -> Result<pb::MeteringPrice, MeteringError> {
         let price = from_pb_price(p);
         Ok(to_pb_price(&self.prices.set(&self.store, price).await?))
     }
@@ -106,7 +115,11 @@ pub fn from_pb_price(p: pb::MeteringPrice) -> retort_pricing::Price {
         reasoning: p.reasoning,
         cache_read: p.cache_read,
         cache_write: p.cache_write,
-        tier: if p.tier.is_empty() { None } else { Some(p.tier) },
+        tier: if p.tier.is_empty() {
+            None
+        } else {
+            Some(p.tier)
+        },
     }
 }
 
@@ -117,7 +130,10 @@ type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::CsvChunk, Status>> + Send>
 
 #[tonic::async_trait]
 impl pb::metering_server::Metering for MeteringService {
-    async fn ingest(&self, request: Request<tonic::Streaming<pb::UsageBatch>>) -> Result<Response<pb::IngestSummary>, Status> {
+    async fn ingest(
+        &self,
+        request: Request<tonic::Streaming<pb::UsageBatch>>,
+    ) -> Result<Response<pb::IngestSummary>, Status> {
         let mut stream = request.into_inner();
         let mut summary = pb::IngestSummary::default();
         while let Some(batch) = stream.next().await {
@@ -126,33 +142,62 @@ impl pb::metering_server::Metering for MeteringService {
         Ok(Response::new(summary))
     }
 
-    async fn query(&self, request: Request<pb::UsageQuery>) -> Result<Response<pb::UsageQueryResponse>, Status> {
-        Ok(Response::new(query::grouped(&self.0.store, request.get_ref()).await?))
+    async fn query(
+        &self,
+        request: Request<pb::UsageQuery>,
+    ) -> Result<Response<pb::UsageQueryResponse>, Status> {
+        Ok(Response::new(
+            query::grouped(&self.0.store, request.get_ref()).await?,
+        ))
     }
 
-    async fn top_users(&self, request: Request<pb::TopRequest>) -> Result<Response<pb::UsageQueryResponse>, Status> {
+    async fn top_users(
+        &self,
+        request: Request<pb::TopRequest>,
+    ) -> Result<Response<pb::UsageQueryResponse>, Status> {
         Ok(Response::new(
             query::top_users(&self.0.store, &self.0.prices, request.get_ref()).await?,
         ))
     }
 
-    async fn top_reasoning(&self, request: Request<pb::TopRequest>) -> Result<Response<pb::UsageQueryResponse>, Status> {
-        Ok(Response::new(query::top_reasoning(&self.0.store, request.get_ref()).await?))
+    async fn top_reasoning(
+        &self,
+        request: Request<pb::TopRequest>,
+    ) -> Result<Response<pb::UsageQueryResponse>, Status> {
+        Ok(Response::new(
+            query::top_reasoning(&self.0.store, request.get_ref()).await?,
+        ))
     }
 
-    async fn model_mix(&self, request: Request<pb::UsageQuery>) -> Result<Response<pb::UsageQueryResponse>, Status> {
-        Ok(Response::new(query::model_mix(&self.0.store, request.get_ref()).await?))
+    async fn model_mix(
+        &self,
+        request: Request<pb::UsageQuery>,
+    ) -> Result<Response<pb::UsageQueryResponse>, Status> {
+        Ok(Response::new(
+            query::model_mix(&self.0.store, request.get_ref()).await?,
+        ))
     }
 
-    async fn sessions(&self, request: Request<pb::SessionsRequest>) -> Result<Response<pb::SessionsResponse>, Status> {
-        Ok(Response::new(query::sessions(&self.0.store, request.get_ref()).await?))
+    async fn sessions(
+        &self,
+        request: Request<pb::SessionsRequest>,
+    ) -> Result<Response<pb::SessionsResponse>, Status> {
+        Ok(Response::new(
+            query::sessions(&self.0.store, request.get_ref()).await?,
+        ))
     }
 
-    async fn set_price(&self, request: Request<pb::MeteringPrice>) -> Result<Response<pb::MeteringPrice>, Status> {
+    async fn set_price(
+        &self,
+        request: Request<pb::MeteringPrice>,
+    ) -> Result<Response<pb::MeteringPrice>, Status> {
         Ok(Response::new(self.0.set_price(request.into_inner()).await?))
     }
 
-    async fn list_prices(&self, _: Request<pb::ListPricesRequest>) -> Result<Response<pb::ListPricesResponse>, Status> {
+    async fn list_prices(
+        &self,
+        _: Request<pb::ListPricesRequest>,
+    ) -> Result<Response<pb::ListPricesResponse>, Status> {
         Ok(Response::new(pb::ListPricesResponse {
             prices: self.0.list_prices(),
         }))
@@ -160,7 +205,10 @@ impl pb::metering_server::Metering for MeteringService {
 
     type ExportCsvStream = CsvStream;
 
-    async fn export_csv(&self, request: Request<pb::ExportRequest>) -> Result<Response<CsvStream>, Status> {
+    async fn export_csv(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<CsvStream>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let m = Arc::clone(&self.0);
@@ -193,7 +241,9 @@ impl pb::metering_server::Metering for MeteringService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -205,20 +255,30 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let service_name = <MeteringServer<MeteringService> as tonic::server::NamedService>::NAME;
     // Health follows readiness: SERVING while the store answers.
-    let (health_service, watcher) = retort_proto::health_following(service_name, Duration::from_secs(2), {
-        let m = Arc::clone(&metering);
-        move || {
-            let m = Arc::clone(&m);
-            async move { m.store.select("SELECT 1", &[], &[crate::store::Col::Int]).await.is_ok() }
-        }
-    });
+    let (health_service, watcher) =
+        retort_proto::health_following(service_name, Duration::from_secs(2), {
+            let m = Arc::clone(&metering);
+            move || {
+                let m = Arc::clone(&m);
+                async move {
+                    m.store
+                        .select("SELECT 1", &[], &[crate::store::Col::Int])
+                        .await
+                        .is_ok()
+                }
+            }
+        });
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut routes = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20));
+        .add_service(
+            MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20),
+        );
     routes = retort_proto::add_reflection(routes);
-    let result = routes.serve_with_incoming_shutdown(incoming, shutdown).await;
+    let result = routes
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
     watcher.abort();
     result
 }

@@ -51,7 +51,8 @@ impl Spool {
         }
         let mut buf = Vec::with_capacity(events.len() * 400);
         for e in events {
-            serde_json::to_writer(&mut buf, &SpooledEvent::from(e.clone())).map_err(|e| err(&self.dir, std::io::Error::other(e)))?;
+            serde_json::to_writer(&mut buf, &SpooledEvent::from(e.clone()))
+                .map_err(|e| err(&self.dir, std::io::Error::other(e)))?;
             buf.push(b'\n');
         }
         let mut cur = self
@@ -104,7 +105,8 @@ impl Spool {
 
     /// Whether anything waits to be replayed.
     pub fn pending(&self) -> bool {
-        self.current.lock().map(|c| c.is_some()).unwrap_or(false) || self.files().map(|f| !f.is_empty()).unwrap_or(false)
+        self.current.lock().map(|c| c.is_some()).unwrap_or(false)
+            || self.files().map(|f| !f.is_empty()).unwrap_or(false)
     }
 
     /// The events of a sealed file; lines that do not parse (a torn write) are skipped.
@@ -115,7 +117,9 @@ impl Spool {
             let line = line.map_err(|e| err(path, e))?;
             match serde_json::from_str::<SpooledEvent>(&line) {
                 Ok(e) => out.push(e.into()),
-                Err(e) if !line.trim().is_empty() => tracing::warn!(path = %path.display(), error = %e, "spool: skipping a torn line"),
+                Err(e) if !line.trim().is_empty() => {
+                    tracing::warn!(path = %path.display(), error = %e, "spool: skipping a torn line")
+                }
                 Err(_) => {}
             }
         }

@@ -23,13 +23,15 @@ use foldhash::{HashSet, HashSetExt};
 use sqlx::{
     Executor, Row,
     postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::{
-    deltas::{CopyData, Compactor, Deltas, copy_in},
+    deltas::{Compactor, CopyData, Deltas, copy_in},
     error::MeteringError,
     time,
 };
@@ -291,7 +293,6 @@ impl Record {
     }
 }
 
-
 /// The rollups' dimensions, in key order.
 pub(crate) const ROLL_DIMS: [&str; 9] = [
     "user_name",
@@ -395,12 +396,21 @@ fn rollups<'a>(records: &[&'a Record]) -> Rollups<'a> {
         }
         if !e.session_id.is_empty() {
             let one = SessionSums::of(e);
-            r.sessions.entry(&e.session_id).and_modify(|s| s.add(&one)).or_insert_with(|| one.clone());
-            r.session_dims.entry((&e.session_id, dims)).and_modify(|s| s.add(&one)).or_insert(one);
+            r.sessions
+                .entry(&e.session_id)
+                .and_modify(|s| s.add(&one))
+                .or_insert_with(|| one.clone());
+            r.session_dims
+                .entry((&e.session_id, dims))
+                .and_modify(|s| s.add(&one))
+                .or_insert(one);
         }
     }
     // The dimension values come from the distinct rollup keys, not from every event.
-    for (map, set) in [(&r.hourly, &mut r.dims_hourly), (&r.daily, &mut r.dims_daily)] {
+    for (map, set) in [
+        (&r.hourly, &mut r.dims_hourly),
+        (&r.daily, &mut r.dims_daily),
+    ] {
         for (t, dims) in map.keys() {
             for ((name, _), v) in DIM_NAMES.iter().zip(dims) {
                 set.insert((*t, name, v));
@@ -427,26 +437,41 @@ struct Rows<'a> {
 
 /// The `SET` list of an upsert into `table` that adds each of `cols`: `c = table.c + excluded.c`.
 pub(crate) fn add_set(table: &str, cols: &[&str]) -> String {
-    cols.iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect::<Vec<_>>().join(", ")
+    cols.iter()
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `SET` list of an upsert into a session rollup (`usage_sessions`, `usage_session_dims`):
 /// `first_ms` and every column of `also_least` by `least`, `last_ms` by `greatest` (the database's
 /// names for them: `MIN`/`MAX` in SQLite, `LEAST`/`GREATEST` in Postgres), the sums added.
 pub(crate) fn session_set(table: &str, least: &str, greatest: &str, also_least: &[&str]) -> String {
-    let by_least = also_least.iter().chain(&["first_ms"]).map(|c| format!("{c} = {least}({table}.{c}, excluded.{c})"));
+    let by_least = also_least
+        .iter()
+        .chain(&["first_ms"])
+        .map(|c| format!("{c} = {least}({table}.{c}, excluded.{c})"));
     by_least
-        .chain([format!("last_ms = {greatest}({table}.last_ms, excluded.last_ms)")])
+        .chain([format!(
+            "last_ms = {greatest}({table}.last_ms, excluded.last_ms)"
+        )])
         .chain([add_set(table, &["requests", "cost_micros", "tokens"])])
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn sums_rows<'a>(table: &'static str, time_col: &'static str, m: &BTreeMap<RollKey<'a>, [i64; 11]>) -> Rows<'a> {
+fn sums_rows<'a>(
+    table: &'static str,
+    time_col: &'static str,
+    m: &BTreeMap<RollKey<'a>, [i64; 11]>,
+) -> Rows<'a> {
     let set = add_set(table, &ROLL_SUMS);
     Rows {
         table,
-        cols: std::iter::once(time_col).chain(ROLL_DIMS).chain(ROLL_SUMS).collect(),
+        cols: std::iter::once(time_col)
+            .chain(ROLL_DIMS)
+            .chain(ROLL_SUMS)
+            .collect(),
         rows: m
             .iter()
             .map(|((t, d), s)| {
@@ -456,7 +481,10 @@ fn sums_rows<'a>(table: &'static str, time_col: &'static str, m: &BTreeMap<RollK
                     .collect()
             })
             .collect(),
-        tail: format!(" ON CONFLICT ({time_col}, {}) DO UPDATE SET {set}", ROLL_DIMS.join(", ")),
+        tail: format!(
+            " ON CONFLICT ({time_col}, {}) DO UPDATE SET {set}",
+            ROLL_DIMS.join(", ")
+        ),
     }
 }
 
@@ -466,8 +494,10 @@ fn forget_known(r: &mut Rollups<'_>, known: &Known) -> Vec<(String, i64, String,
         return Vec::new();
     };
     let key = |t: &str, a: i64, b: &str, c: &str| (t.to_string(), a, b.to_string(), c.to_string());
-    r.dims_hourly.retain(|(h, d, v)| !k.contains(&key("h", *h, d, v)));
-    r.dims_daily.retain(|(h, d, v)| !k.contains(&key("d", *h, d, v)));
+    r.dims_hourly
+        .retain(|(h, d, v)| !k.contains(&key("h", *h, d, v)));
+    r.dims_daily
+        .retain(|(h, d, v)| !k.contains(&key("d", *h, d, v)));
     r.dims_hourly
         .iter()
         .map(|(h, d, v)| key("h", *h, d, v))
@@ -477,10 +507,15 @@ fn forget_known(r: &mut Rollups<'_>, known: &Known) -> Vec<(String, i64, String,
 
 /// The rollup upserts of one SQLite group, in a fixed table order (and key order within a table).
 fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
-    let dims = |table: &'static str, time_col: &'static str, set: &'a BTreeSet<(i64, &'static str, &'a str)>| Rows {
+    let dims = |table: &'static str,
+                time_col: &'static str,
+                set: &'a BTreeSet<(i64, &'static str, &'a str)>| Rows {
         table,
         cols: vec![time_col, "dim", "value"],
-        rows: set.iter().map(|(t, d, v)| vec![V::I(*t), V::S(d), V::S(v)]).collect(),
+        rows: set
+            .iter()
+            .map(|(t, d, v)| vec![V::I(*t), V::S(d), V::S(v)])
+            .collect(),
         tail: " ON CONFLICT DO NOTHING".into(),
     };
     vec![
@@ -488,7 +523,16 @@ fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
         sums_rows("usage_daily", "day_ms", &r.daily),
         Rows {
             table: "usage_sessions",
-            cols: vec!["session_id", "user_name", "harness", "first_ms", "last_ms", "requests", "cost_micros", "tokens"],
+            cols: vec![
+                "session_id",
+                "user_name",
+                "harness",
+                "first_ms",
+                "last_ms",
+                "requests",
+                "cost_micros",
+                "tokens",
+            ],
             rows: r
                 .sessions
                 .iter()
@@ -540,7 +584,11 @@ fn rollup_rows<'a>(r: &'a Rollups<'a>) -> Vec<Rows<'a>> {
 fn event_rows<'a>(records: &[&'a Record], recorded: i64) -> Rows<'a> {
     Rows {
         table: "usage_events",
-        cols: EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect(),
+        cols: EVENT_TEXT_COLS
+            .iter()
+            .chain(EVENT_INT_COLS.iter())
+            .copied()
+            .collect(),
         rows: records
             .iter()
             .map(|r| {
@@ -570,14 +618,22 @@ fn sqlite_bind(st: &mut rusqlite::CachedStatement<'_>, row: &[V<'_>]) -> rusqlit
 /// cached statement (`ON CONFLICT (event_id) DO NOTHING`; a change count of 1 means newly
 /// recorded), then the rollups of those newly recorded, one cached upsert per table executed
 /// once per distinct key. Returns the ids newly recorded.
-fn sqlite_write_group(conn: &mut rusqlite::Connection, records: &[&Record], known: &Known) -> Result<HashSet<String>, MeteringError> {
+fn sqlite_write_group(
+    conn: &mut rusqlite::Connection,
+    records: &[&Record],
+    known: &Known,
+) -> Result<HashSet<String>, MeteringError> {
     let recorded = time::now_ms();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut inserted = HashSet::with_capacity(records.len());
     {
         let mut st = tx.prepare_cached(&insert_sql(
             "usage_events",
-            &EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect::<Vec<_>>(),
+            &EVENT_TEXT_COLS
+                .iter()
+                .chain(EVENT_INT_COLS.iter())
+                .copied()
+                .collect::<Vec<_>>(),
             " ON CONFLICT (event_id) DO NOTHING",
         ))?;
         for r in records {
@@ -592,7 +648,11 @@ fn sqlite_write_group(conn: &mut rusqlite::Connection, records: &[&Record], know
             }
         }
     }
-    let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
+    let new: Vec<&Record> = records
+        .iter()
+        .copied()
+        .filter(|r| inserted.contains(&r.event_id))
+        .collect();
     let mut r = rollups(&new);
     let fresh = forget_known(&mut r, known);
     for w in rollup_rows(&r) {
@@ -612,7 +672,11 @@ fn sqlite_write_group(conn: &mut rusqlite::Connection, records: &[&Record], know
 
 /// `INSERT INTO table (cols) VALUES (?, ...)tail`: one row a statement.
 fn insert_sql(table: &str, cols: &[&str], tail: &str) -> String {
-    format!("INSERT INTO {table} ({}) VALUES ({}){tail}", cols.join(", "), vec!["?"; cols.len()].join(", "))
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}){tail}",
+        cols.join(", "),
+        vec!["?"; cols.len()].join(", ")
+    )
 }
 
 /// Writes `w` as one statement whatever its size: every column travels as one array, `UNNEST`ed.
@@ -657,7 +721,11 @@ async fn pg_write(conn: &mut PgConnection, w: &Rows<'_>) -> Result<Vec<String>, 
     );
     let mut q = sqlx::query(&sql);
     for (int, k) in &kinds {
-        q = if *int { q.bind(&ints[*k]) } else { q.bind(&texts[*k]) };
+        q = if *int {
+            q.bind(&ints[*k])
+        } else {
+            q.bind(&texts[*k])
+        };
     }
     let mut out = Vec::new();
     for row in q.fetch_all(&mut *conn).await? {
@@ -691,9 +759,20 @@ fn pg_copy_data(records: &[&Record], recorded: i64) -> Result<Vec<u8>, MeteringE
 /// concurrent group records one of the same ids between that probe and the copy, the copy fails
 /// with a unique violation again (the caller rolls back and redoes the group with [`pg_write`],
 /// which is exact under any race).
-async fn pg_copy_events(conn: &mut PgConnection, records: &[&Record], recorded: i64) -> Result<HashSet<String>, MeteringError> {
-    let cols: Vec<&str> = EVENT_TEXT_COLS.iter().chain(EVENT_INT_COLS.iter()).copied().collect();
-    let copy = format!("COPY usage_events ({}) FROM STDIN (FORMAT binary)", cols.join(", "));
+async fn pg_copy_events(
+    conn: &mut PgConnection,
+    records: &[&Record],
+    recorded: i64,
+) -> Result<HashSet<String>, MeteringError> {
+    let cols: Vec<&str> = EVENT_TEXT_COLS
+        .iter()
+        .chain(EVENT_INT_COLS.iter())
+        .copied()
+        .collect();
+    let copy = format!(
+        "COPY usage_events ({}) FROM STDIN (FORMAT binary)",
+        cols.join(", ")
+    );
     conn.execute("SAVEPOINT all_new").await?;
     match copy_in(conn, &copy, pg_copy_data(records, recorded)?).await {
         Ok(()) => return Ok(records.iter().map(|r| r.event_id.clone()).collect()),
@@ -703,13 +782,18 @@ async fn pg_copy_events(conn: &mut PgConnection, records: &[&Record], recorded: 
         Err(e) => return Err(e),
     }
     let ids: Vec<&str> = records.iter().map(|r| r.event_id.as_str()).collect();
-    let stored: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM usage_events WHERE event_id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
+    let stored: HashSet<String> =
+        sqlx::query_scalar("SELECT event_id FROM usage_events WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+    let new: Vec<&Record> = records
+        .iter()
+        .copied()
+        .filter(|r| !stored.contains(&r.event_id))
         .collect();
-    let new: Vec<&Record> = records.iter().copied().filter(|r| !stored.contains(&r.event_id)).collect();
     if !new.is_empty() {
         copy_in(conn, &copy, pg_copy_data(&new, recorded)?).await?;
     }
@@ -722,13 +806,20 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Writes one Postgres group in one transaction: the events, then the rollup deltas of those newly
 /// recorded (counted to `compactor` once committed). Returns the ids newly recorded.
-async fn pg_write_group(pool: &PgPool, copy: bool, records: &[&Record], compactor: &Compactor) -> Result<HashSet<String>, MeteringError> {
+async fn pg_write_group(
+    pool: &PgPool,
+    copy: bool,
+    records: &[&Record],
+    compactor: &Compactor,
+) -> Result<HashSet<String>, MeteringError> {
     let recorded = time::now_ms();
     let mut tx = pool.begin().await?;
     let first = if copy {
         pg_copy_events(&mut tx, records, recorded).await
     } else {
-        pg_write(&mut tx, &event_rows(records, recorded)).await.map(|ids| ids.into_iter().collect())
+        pg_write(&mut tx, &event_rows(records, recorded))
+            .await
+            .map(|ids| ids.into_iter().collect())
     };
     let inserted: HashSet<String> = match first {
         Ok(ids) => ids,
@@ -737,11 +828,18 @@ async fn pg_write_group(pool: &PgPool, copy: bool, records: &[&Record], compacto
             // group with `ON CONFLICT DO NOTHING`.
             drop(tx);
             tx = pool.begin().await?;
-            pg_write(&mut tx, &event_rows(records, recorded)).await?.into_iter().collect()
+            pg_write(&mut tx, &event_rows(records, recorded))
+                .await?
+                .into_iter()
+                .collect()
         }
         Err(e) => return Err(e),
     };
-    let new: Vec<&Record> = records.iter().copied().filter(|r| inserted.contains(&r.event_id)).collect();
+    let new: Vec<&Record> = records
+        .iter()
+        .copied()
+        .filter(|r| inserted.contains(&r.event_id))
+        .collect();
     let rows = Deltas::of(&new).copy(&mut tx).await?;
     tx.commit().await?;
     compactor.written(rows);
@@ -786,7 +884,11 @@ fn answer(jobs: Vec<Job>, result: Result<HashSet<String>, MeteringError>) {
         Ok(mut inserted) => {
             for j in jobs {
                 // Removing the id hands each newly recorded event to the first batch that had it.
-                let new = j.records.into_iter().filter(|r| inserted.remove(&r.event_id)).collect();
+                let new = j
+                    .records
+                    .into_iter()
+                    .filter(|r| inserted.remove(&r.event_id))
+                    .collect();
                 let _ = j.done.send(Ok(new));
             }
         }
@@ -801,7 +903,12 @@ fn answer(jobs: Vec<Job>, result: Result<HashSet<String>, MeteringError>) {
 }
 
 /// A Postgres writer task: one group commit at a time, taking turns at the queue with the others.
-async fn pg_writer(pool: PgPool, copy: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, compactor: Arc<Compactor>) {
+async fn pg_writer(
+    pool: PgPool,
+    copy: bool,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    compactor: Arc<Compactor>,
+) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -827,16 +934,26 @@ fn sqlite_writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Opens the SQLite writer's connection (the migrated database at `o`) with the pool's settings.
-fn sqlite_writer_connection(o: &SqliteConnectOptions) -> Result<rusqlite::Connection, MeteringError> {
+fn sqlite_writer_connection(
+    o: &SqliteConnectOptions,
+) -> Result<rusqlite::Connection, MeteringError> {
     let path = o.get_filename();
-    if path.as_os_str().is_empty() || path.to_string_lossy().starts_with("file:sqlx-in-memory") || path.as_os_str() == ":memory:" {
-        return Err(MeteringError::Config("metering needs a SQLite file (sqlite://FILE?mode=rwc), not an in-memory database".into()));
+    if path.as_os_str().is_empty()
+        || path.to_string_lossy().starts_with("file:sqlx-in-memory")
+        || path.as_os_str() == ":memory:"
+    {
+        return Err(MeteringError::Config(
+            "metering needs a SQLite file (sqlite://FILE?mode=rwc), not an in-memory database"
+                .into(),
+        ));
     }
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(MeteringError::Config(format!("SQLite journal_mode is {mode}, not WAL")));
+        return Err(MeteringError::Config(format!(
+            "SQLite journal_mode is {mode}, not WAL"
+        )));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // 64 MiB of page cache (the default is 2 MiB), and fewer, larger checkpoints.
@@ -871,7 +988,9 @@ impl Store {
             std::thread::Builder::new()
                 .name("metering-sqlite-writer".into())
                 .spawn(move || sqlite_writer(conn, rx))
-                .map_err(|e| MeteringError::Write(format!("cannot start the SQLite writer thread: {e}")))?;
+                .map_err(|e| {
+                    MeteringError::Write(format!("cannot start the SQLite writer thread: {e}"))
+                })?;
             Ok(Store {
                 db: Db::Sqlite(pool),
                 writes,
@@ -907,7 +1026,12 @@ impl Store {
             let rx = Arc::new(Mutex::new(rx));
             let compactor = Compactor::new(pool.clone());
             for _ in 0..opts.pg_writers.max(1) {
-                tokio::spawn(pg_writer(pool.clone(), opts.pg_copy, Arc::clone(&rx), Arc::clone(&compactor)));
+                tokio::spawn(pg_writer(
+                    pool.clone(),
+                    opts.pg_copy,
+                    Arc::clone(&rx),
+                    Arc::clone(&compactor),
+                ));
             }
             if let Some(every) = opts.pg_compact_every {
                 // Ends once every clone of the store is gone (or the pool is closed).
@@ -943,7 +1067,9 @@ impl Store {
         if let Db::Sqlite(pool) = &self.db {
             // Checkpoint what the writer left in the WAL; the writer's connection closes when its
             // thread ends (when the last clone of the store is dropped).
-            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await;
+            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await;
         }
         on_pool!(self, p => p.close().await)
     }
@@ -960,7 +1086,10 @@ impl Store {
             .send(Job { records, done })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?.map_err(MeteringError::Write)
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(MeteringError::Write)
     }
 
     /// Postgres: folds every rollup delta committed so far into the rollups (returns the delta rows
@@ -1140,8 +1269,14 @@ mod tests {
         store.close().await;
         let columns = others?;
         assert!(columns.len() > 40, "the schema's text columns: {columns:?}");
-        let default: Vec<_> = columns.iter().filter(|(_, _, c)| c.as_deref() != Some("C")).collect();
-        assert!(default.is_empty(), "text columns not COLLATE \"C\": {default:?}");
+        let default: Vec<_> = columns
+            .iter()
+            .filter(|(_, _, c)| c.as_deref() != Some("C"))
+            .collect();
+        assert!(
+            default.is_empty(),
+            "text columns not COLLATE \"C\": {default:?}"
+        );
         Ok(())
     }
 
@@ -1150,7 +1285,11 @@ mod tests {
     /// group, so neither has rollup deltas); the other commits once the group waits on it.
     /// Answers the ids the group newly recorded, and the events stored with the requests in
     /// usage_hourly and usage_daily once compacted.
-    async fn copy_race(stored: &[Record], racing: Record, group: Vec<Record>) -> Result<(HashSet<String>, Vec<Val>), MeteringError> {
+    async fn copy_race(
+        stored: &[Record],
+        racing: Record,
+        group: Vec<Record>,
+    ) -> Result<(HashSet<String>, Vec<Val>), MeteringError> {
         let (store, schema, pool) = postgres_store("metering_copy_race").await?;
         let now = time::now_ms();
         let result = async {
@@ -1168,13 +1307,21 @@ mod tests {
             });
             // Let the group's copy reach the uncommitted id and wait on its index entry.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            assert!(!task.is_finished(), "the copy should wait on the uncommitted {}", racing.event_id);
+            assert!(
+                !task.is_finished(),
+                "the copy should wait on the uncommitted {}",
+                racing.event_id
+            );
             other.commit().await?;
-            let inserted = task.await.map_err(|e| MeteringError::Write(e.to_string()))??;
+            let inserted = task
+                .await
+                .map_err(|e| MeteringError::Write(e.to_string()))??;
             store.compact().await?;
             let sql = "SELECT COUNT(*), (SELECT SUM(requests)::bigint FROM usage_hourly), \
                        (SELECT SUM(requests)::bigint FROM usage_daily) FROM usage_events";
-            let rows = store.select(sql, &[], &[Col::Int, Col::Int, Col::Int]).await?;
+            let rows = store
+                .select(sql, &[], &[Col::Int, Col::Int, Col::Int])
+                .await?;
             Ok::<_, MeteringError>((inserted, rows[0].clone()))
         }
         .await;
@@ -1187,12 +1334,17 @@ mod tests {
     /// of every event waits on it. The copy fails with a unique violation, the group rolls back
     /// to its savepoint, probes (X is stored now) and copies Y alone: only Y reaches the rollups.
     #[tokio::test]
-    async fn postgres_copy_probes_when_a_concurrent_group_records_an_id() -> Result<(), MeteringError> {
+    async fn postgres_copy_probes_when_a_concurrent_group_records_an_id()
+    -> Result<(), MeteringError> {
         let now = time::now_ms();
         let (x, y) = (record("race-x", now), record("race-y", now));
         let (inserted, counts) = copy_race(&[], x.clone(), vec![x, y]).await?;
         assert_eq!(inserted, HashSet::from_iter(["race-y".to_string()]));
-        assert_eq!(counts, vec![Val::I(2), Val::I(1), Val::I(1)], "events X and Y; rollups only Y");
+        assert_eq!(
+            counts,
+            vec![Val::I(2), Val::I(1), Val::I(1)],
+            "events X and Y; rollups only Y"
+        );
         Ok(())
     }
 
@@ -1201,12 +1353,21 @@ mod tests {
     /// second copy waits on Z and fails once it commits, and the group is redone with `ON
     /// CONFLICT DO NOTHING`: only Y is newly recorded and reaches the rollups.
     #[tokio::test]
-    async fn postgres_copy_falls_back_when_an_id_is_recorded_after_the_probe() -> Result<(), MeteringError> {
+    async fn postgres_copy_falls_back_when_an_id_is_recorded_after_the_probe()
+    -> Result<(), MeteringError> {
         let now = time::now_ms();
-        let (x, y, z) = (record("race-x", now), record("race-y", now), record("race-z", now));
+        let (x, y, z) = (
+            record("race-x", now),
+            record("race-y", now),
+            record("race-z", now),
+        );
         let (inserted, counts) = copy_race(&[x.clone()], z.clone(), vec![x, y, z]).await?;
         assert_eq!(inserted, HashSet::from_iter(["race-y".to_string()]));
-        assert_eq!(counts, vec![Val::I(3), Val::I(1), Val::I(1)], "events X, Y and Z; rollups only Y");
+        assert_eq!(
+            counts,
+            vec![Val::I(3), Val::I(1), Val::I(1)],
+            "events X, Y and Z; rollups only Y"
+        );
         Ok(())
     }
 }

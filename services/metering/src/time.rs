@@ -48,7 +48,11 @@ pub fn day_label(ms: i64) -> String {
 
 /// `YYYY-MM-DD HH:00` (UTC).
 pub fn hour_label(ms: i64) -> String {
-    format!("{} {:02}:00", day_label(ms), ms.rem_euclid(DAY_MS) / HOUR_MS)
+    format!(
+        "{} {:02}:00",
+        day_label(ms),
+        ms.rem_euclid(DAY_MS) / HOUR_MS
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -24,9 +24,20 @@ fn events(n: usize) -> Vec<pb::UsageEvent> {
             let user = ["ann", "ben", "cat", "dan", "eve", "fay", "gus"][i % 7];
             let model = ["big", "small", "other"][i / 7 % 3];
             let t = start + (i as i64 * 7919 % 3000) * 60_000 + (i as i64 % 1000);
-            let mut e = ev(&format!("c{i}"), t, user, model, 100 + (i % 900) as u64, 10 + (i % 300) as u64);
+            let mut e = ev(
+                &format!("c{i}"),
+                t,
+                user,
+                model,
+                100 + (i % 900) as u64,
+                10 + (i % 300) as u64,
+            );
             e.harness = ["codex", "cursor"][i / 3 % 2].into();
-            e.session_id = if i % 9 == 0 { String::new() } else { format!("s{}", i % 40) };
+            e.session_id = if i % 9 == 0 {
+                String::new()
+            } else {
+                format!("s{}", i % 40)
+            };
             e.reasoning_tokens = (i % 50) as u64;
             e.reasoning_ms = (i % 700) as u64;
             if i % 13 == 0 {
@@ -62,8 +73,14 @@ async fn concurrent_compactors_and_ingest_leave_rollups_exactly_equal_to_the_raw
     .await
     .unwrap();
     let ms = [
-        Arc::new(Metering::new(ts.store.clone(), Prices::load(&ts.store, prices()).await.unwrap())),
-        Arc::new(Metering::new(other.clone(), Prices::load(&other, prices()).await.unwrap())),
+        Arc::new(Metering::new(
+            ts.store.clone(),
+            Prices::load(&ts.store, prices()).await.unwrap(),
+        )),
+        Arc::new(Metering::new(
+            other.clone(),
+            Prices::load(&other, prices()).await.unwrap(),
+        )),
     ];
     let all = events(6000);
     let mut tasks = Vec::new();
@@ -101,16 +118,31 @@ async fn concurrent_compactors_and_ingest_leave_rollups_exactly_equal_to_the_raw
     for c in compactions {
         c.await.unwrap();
     }
-    assert_eq!((recorded, duplicates), (6000, 600), "every event recorded once");
+    assert_eq!(
+        (recorded, duplicates),
+        (6000, 600),
+        "every event recorded once"
+    );
     ts.store.compact().await.unwrap();
 
     let count = |sql: String| {
         let s = ts.store.clone();
         async move { s.select(&sql, &[], &[Col::Int]).await.unwrap()[0][0].int() }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM usage_delta_hourly".into()).await, 0, "no hourly delta left");
-    assert_eq!(count("SELECT COUNT(*) FROM usage_delta_sessions".into()).await, 0, "no session delta left");
-    assert_eq!(count("SELECT COUNT(*) FROM usage_events".into()).await, 6000);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM usage_delta_hourly".into()).await,
+        0,
+        "no hourly delta left"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM usage_delta_sessions".into()).await,
+        0,
+        "no session delta left"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM usage_events".into()).await,
+        6000
+    );
 
     let sums = "COUNT(*), SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), \
         SUM(reasoning_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_micros), SUM(reasoning_ms), \
@@ -161,9 +193,16 @@ async fn concurrent_compactors_and_ingest_leave_rollups_exactly_equal_to_the_raw
         ),
     ];
     for (table, rollup, raw) in checks {
-        assert!(count(format!("SELECT COUNT(*) FROM {table}")).await > 0, "{table} is empty");
+        assert!(
+            count(format!("SELECT COUNT(*) FROM {table}")).await > 0,
+            "{table} is empty"
+        );
         // (The raw SUMs are numeric, the rollup columns bigint: the set operations compare them as numeric.)
-        assert_eq!(count(differ(&rollup, &raw)).await, 0, "{table} differs from the raw events");
+        assert_eq!(
+            count(differ(&rollup, &raw)).await,
+            0,
+            "{table} differs from the raw events"
+        );
     }
     other.close().await;
     ts.cleanup().await;

@@ -37,7 +37,11 @@ fn run_chromium(args: &[String]) -> String {
         .output()
         .expect("chromium runs (Debian package `chromium`; ./scripts/test installs it)");
     let _ = std::fs::remove_dir_all(profile);
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -58,7 +62,14 @@ fn seed() -> Vec<pb::UsageEvent> {
                 n += 1;
                 let model = if (k + day) % 3 == 0 { "small" } else { "big" };
                 let t = now - day * time::DAY_MS - (k * 37 + i as i64 * 11) * 60_000 - 60_000;
-                let mut e = ev(&format!("d{n}"), t, user, model, 40_000 + 9_000 * i as u64, 4_000 + 700 * k as u64);
+                let mut e = ev(
+                    &format!("d{n}"),
+                    t,
+                    user,
+                    model,
+                    40_000 + 9_000 * i as u64,
+                    4_000 + 700 * k as u64,
+                );
                 e.team = team.to_string();
                 e.discipline = disc.to_string();
                 e.level = level.to_string();
@@ -89,13 +100,18 @@ async fn the_dashboard_renders_the_seeded_numbers_and_filters_change_them() {
     )
     .unwrap()
     .1;
-    let m = Arc::new(Metering::new(ts.store.clone(), Prices::load(&ts.store, prices).await.unwrap()));
+    let m = Arc::new(Metering::new(
+        ts.store.clone(),
+        Prices::load(&ts.store, prices).await.unwrap(),
+    ));
     let mut s = pb::IngestSummary::default();
     m.ingest(seed(), &mut s).await.unwrap();
     assert_eq!(s.rejected_count, 0);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, retort_metering::http::router(Arc::clone(&m))).into_future());
+    let server = tokio::spawn(
+        axum::serve(listener, retort_metering::http::router(Arc::clone(&m))).into_future(),
+    );
 
     // What the page must show, from the same queries.
     let since = time::now_ms() - 7 * time::DAY_MS;
@@ -154,7 +170,10 @@ async fn the_dashboard_renders_the_seeded_numbers_and_filters_change_them() {
         dom.contains(&format!("data-key=\"{}\"", top.rows[0].key[0])),
         "the top user is charted"
     );
-    assert!(dom.contains("class=\"slice\" data-key=\"claude_code\""), "harness share is charted");
+    assert!(
+        dom.contains("class=\"slice\" data-key=\"claude_code\""),
+        "harness share is charted"
+    );
     assert!(
         dom.contains("class=\"mixrow\" data-key=\"research · staff\""),
         "model mix by discipline and level"
@@ -175,17 +194,24 @@ async fn the_dashboard_renders_the_seeded_numbers_and_filters_change_them() {
     assert!(!dom.contains("data-error"), "no load error");
 
     // A filter changes the numbers.
-    let dom_ml =
-        tokio::task::spawn_blocking(move || run_chromium(&["--dump-dom".into(), format!("http://{addr}/dashboard?since=7d&team=ml")]))
-            .await
-            .unwrap();
+    let dom_ml = tokio::task::spawn_blocking(move || {
+        run_chromium(&[
+            "--dump-dom".into(),
+            format!("http://{addr}/dashboard?since=7d&team=ml"),
+        ])
+    })
+    .await
+    .unwrap();
     let ml_spend = money(ml.rows[0].cost_micros);
     assert_ne!(ml_spend, all_spend);
     assert!(
         dom_ml.contains(&format!("id=\"total-spend\" data-value=\"{ml_spend}\"")),
         "filtered spend {ml_spend} shown"
     );
-    assert!(!dom_ml.contains("data-key=\"alice\""), "alice (platform) is filtered out");
+    assert!(
+        !dom_ml.contains("data-key=\"alice\""),
+        "alice (platform) is filtered out"
+    );
 
     // A screenshot people can look at.
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
@@ -199,7 +225,9 @@ async fn the_dashboard_renders_the_seeded_numbers_and_filters_change_them() {
     .await
     .unwrap();
     assert!(
-        std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false),
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
         "screenshot saved at {}",
         shot.display()
     );

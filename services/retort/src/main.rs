@@ -1,8 +1,8 @@
 //! `retort`: runs any or all Retort services. `retort up` runs every service in one process on
 //! embedded defaults; `retort gateway` runs the gateway alone.
 mod breaker;
-mod distill;
 mod datasets;
+mod distill;
 mod metering;
 
 use std::path::PathBuf;
@@ -22,7 +22,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEMO_CONFIG: &str = include_str!("../../../deploy/retort.demo.toml");
 
 #[derive(Parser)]
-#[command(name = "retort", version, about = "One gateway in front of every LLM provider")]
+#[command(
+    name = "retort",
+    version,
+    about = "One gateway in front of every LLM provider"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,8 @@ enum DataCommand {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,retort=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,retort=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -79,16 +84,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Up { config, demo } => {
             let demo = demo || config.is_none();
             let (text, _sim) = match config {
-                Some(path) if !demo => (std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?, None),
+                Some(path) if !demo => (
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    None,
+                ),
                 _ => {
                     let mut sim_cfg = retort_sim::SimConfig::demo();
                     distill::demo_teacher(&mut sim_cfg, &std::env::temp_dir().join("retort-demo"))?;
-                    let sim = retort_sim::spawn(sim_cfg).await.context("starting the simulator")?;
+                    let sim = retort_sim::spawn(sim_cfg)
+                        .await
+                        .context("starting the simulator")?;
                     tracing::info!(simulator = %sim.base_url(), "demo: provider simulator started");
                     (DEMO_CONFIG.replace("{SIM}", &sim.base_url()), Some(sim))
                 }
             };
-            let mut file: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+            let mut file: toml::Table =
+                toml::from_str(&text).context("parsing the configuration")?;
             let mut up = Up::default();
             // Services that run beside the gateway take their own sections out of the file, start
             // in-process (still reached through their gRPC clients) and plug their hooks in.
@@ -101,12 +113,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Gateway { config } => {
             // One file serves every service: the gateway alone ignores the other services' sections.
-            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-            let mut file: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let mut file: toml::Table =
+                toml::from_str(&text).context("parsing the configuration")?;
             for section in OTHER_SERVICES_SECTIONS {
                 file.remove(section);
             }
-            run_gateway(Config::from_toml(&toml::to_string(&file)?)?, Up::default(), false).await
+            run_gateway(
+                Config::from_toml(&toml::to_string(&file)?)?,
+                Up::default(),
+                false,
+            )
+            .await
         }
         Command::Breaker(args) => breaker::run(args).await,
         Command::Metering(args) => metering::run(args).await,
@@ -137,7 +156,10 @@ async fn run_gateway(cfg: Config, up: Up, banner: bool) -> anyhow::Result<()> {
             "ready: curl -s http://{}/v1/chat/completions -H 'authorization: Bearer sk-retort-demo' -H 'content-type: application/json' -d '{{\"model\":\"frontier\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
             running.http_addr
         );
-        tracing::info!("grpc: grpcurl -plaintext -H 'authorization: Bearer sk-retort-demo' {} list", running.grpc_addr);
+        tracing::info!(
+            "grpc: grpcurl -plaintext -H 'authorization: Bearer sk-retort-demo' {} list",
+            running.grpc_addr
+        );
     }
     let stop = running.stopper();
     tokio::spawn(async move {

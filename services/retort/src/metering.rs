@@ -19,7 +19,9 @@ pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<sup
     if !cfg.enabled {
         return Ok(up);
     }
-    let running = retort_metering::start(&cfg, prices).await.context("starting metering")?;
+    let running = retort_metering::start(&cfg, prices)
+        .await
+        .context("starting metering")?;
     let mut client = cfg.client_settings()?;
     if cfg.client.endpoint.is_none() {
         client.endpoint = format!("http://{}", running.grpc_addr);
@@ -46,7 +48,9 @@ pub struct MeteringArgs {
 /// `retort metering`: the gRPC service and, on `[metering] http_addr`, the dashboard and JSON API.
 pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let text = match &args.config {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
         None => String::new(),
     };
     let (cfg, prices) = MeteringConfig::from_toml(&text)?;
@@ -67,7 +71,12 @@ pub struct UsageArgs {
     #[command(subcommand)]
     cmd: UsageCmd,
     /// Metering's gRPC address.
-    #[arg(long, global = true, env = "RETORT_METERING_ADDR", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        global = true,
+        env = "RETORT_METERING_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
     addr: String,
     /// Start of the time range: 7d, 24h, 30m, YYYY-MM-DD or epoch ms.
     #[arg(long, global = true, default_value = "7d")]
@@ -118,7 +127,8 @@ enum UsageCmd {
 fn filter(a: &UsageArgs) -> anyhow::Result<pb::UsageFilter> {
     let now = time::now_ms();
     let mut f = pb::UsageFilter {
-        since_ms: time::parse_time(&a.since, now).with_context(|| format!("--since {:?}", a.since))?,
+        since_ms: time::parse_time(&a.since, now)
+            .with_context(|| format!("--since {:?}", a.since))?,
         until_ms: match &a.until {
             Some(u) => time::parse_time(u, now).with_context(|| format!("--until {u:?}"))?,
             None => 0,
@@ -240,7 +250,10 @@ pub async fn usage(a: UsageArgs) -> anyhow::Result<()> {
                 o => anyhow::bail!("--by {o:?}: expected cost, spend, reasoning or tokens"),
             };
             if !r.tier.is_empty() {
-                println!("Top users by spend on the {} tier, since {}", r.tier, a.since);
+                println!(
+                    "Top users by spend on the {} tier, since {}",
+                    r.tier, a.since
+                );
             }
             println!("{}", grouped_table(&r));
         }
@@ -268,7 +281,8 @@ pub async fn usage(a: UsageArgs) -> anyhow::Result<()> {
                 .into_inner();
             let mut t = table(
                 [
-                    "session", "user", "harness", "models", "first", "last", "requests", "tokens", "spend",
+                    "session", "user", "harness", "models", "first", "last", "requests", "tokens",
+                    "spend",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -290,14 +304,20 @@ pub async fn usage(a: UsageArgs) -> anyhow::Result<()> {
         }
         UsageCmd::Export { .. } => {
             use std::io::Write;
-            let mut stream = client.export_csv(pb::ExportRequest { filter: Some(f) }).await?.into_inner();
+            let mut stream = client
+                .export_csv(pb::ExportRequest { filter: Some(f) })
+                .await?
+                .into_inner();
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.message().await? {
                 out.write_all(chunk.text.as_bytes())?;
             }
         }
         UsageCmd::Prices => {
-            let r = client.list_prices(pb::ListPricesRequest {}).await?.into_inner();
+            let r = client
+                .list_prices(pb::ListPricesRequest {})
+                .await?
+                .into_inner();
             let mut t = table(
                 [
                     "model",

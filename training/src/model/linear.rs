@@ -52,10 +52,7 @@ impl<B: Backend> LinearBag<B> {
     /// The weight table (`[buckets × num_labels]`, row-major) and the bias as plain floats, for
     /// serving without tensors (see [`crate::artefact::Predictor::classify`]).
     pub fn to_dense(&self) -> (Vec<f32>, Vec<f32>) {
-        (
-            floats(self.weights.weight.val()),
-            floats(self.bias.val()),
-        )
+        (floats(self.weights.weight.val()), floats(self.bias.val()))
     }
 
     /// `[batch, num_labels]` logits.

@@ -273,7 +273,9 @@ async fn start_all(
     cmd.arg("gateway").arg("--config").arg(&retort_cfg);
     if let Some(n) = args.retort_workers {
         cmd.env("TOKIO_WORKER_THREADS", n.to_string());
-        notes.push(format!("Retort ran with {n} Tokio worker thread(s) (`--retort-workers`)."));
+        notes.push(format!(
+            "Retort ran with {n} Tokio worker thread(s) (`--retort-workers`)."
+        ));
     }
     children.push(Child::spawn("retort", cmd, &tmp.join("retort.log"), false)?);
     let retort = children.last_mut().context("no child")?;

@@ -31,7 +31,10 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { rounds: 3, secs: 10.0 };
+    let mut a = Args {
+        rounds: 3,
+        secs: 10.0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
@@ -55,10 +58,17 @@ fn loadavg() -> String {
 
 /// A gateway on the bench's configuration; with `metering`, its usage hook is a `MeteringSink`
 /// sending to that metering service (as `retort up` wires them).
-async fn start_gateway(sim_url: &str, metering: Option<&MeteringConfig>) -> anyhow::Result<(retort_gateway::Running, String, Option<Arc<MeteringSink>>)> {
+async fn start_gateway(
+    sim_url: &str,
+    metering: Option<&MeteringConfig>,
+) -> anyhow::Result<(retort_gateway::Running, String, Option<Arc<MeteringSink>>)> {
     let http = procs::free_port()?;
     let grpc = procs::free_port()?;
-    let text = configs::retort_toml(sim_url, &format!("127.0.0.1:{http}"), &format!("127.0.0.1:{grpc}"));
+    let text = configs::retort_toml(
+        sim_url,
+        &format!("127.0.0.1:{http}"),
+        &format!("127.0.0.1:{grpc}"),
+    );
     let cfg = retort_gateway::config::Config::from_toml(&text)?;
     let mut hooks = retort_gateway::hooks::Hooks::default();
     let mut sink = None;
@@ -89,7 +99,11 @@ fn cpu_secs() -> f64 {
 }
 
 fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -123,8 +137,16 @@ async fn main() -> anyhow::Result<()> {
     let on_ep = Endpoint::new(&on_url, Some(RETORT_KEY))?;
 
     let scenarios = [
-        ("20 ms upstream, 256 connections (gateway bench scenario b)", MODEL_20MS, 256usize),
-        ("zero-delay upstream, 64 connections (gateway CPU-bound)", MODEL_FAST, 64),
+        (
+            "20 ms upstream, 256 connections (gateway bench scenario b)",
+            MODEL_20MS,
+            256usize,
+        ),
+        (
+            "zero-delay upstream, 64 connections (gateway CPU-bound)",
+            MODEL_FAST,
+            64,
+        ),
     ];
     let window = Duration::from_secs_f64(a.secs);
     let warmup = Duration::from_secs(2);
@@ -141,7 +163,11 @@ async fn main() -> anyhow::Result<()> {
         let mut ons = Vec::new();
         let mut pairs = Vec::new();
         for round in 0..a.rounds {
-            let order: [bool; 2] = if round % 2 == 0 { [false, true] } else { [true, false] };
+            let order: [bool; 2] = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for metering_on in order {
                 let ep = if metering_on { &on_ep } else { &off_ep };
                 let cpu0 = cpu_secs();
@@ -159,7 +185,11 @@ async fn main() -> anyhow::Result<()> {
                 let row = Row {
                     rps: r.rps(),
                     p99_us: load::Summary::of(&r.hist).p99_us,
-                    cpu_us: if requests > 0.0 { cpu * 1e6 / requests } else { 0.0 },
+                    cpu_us: if requests > 0.0 {
+                        cpu * 1e6 / requests
+                    } else {
+                        0.0
+                    },
                 };
                 eprintln!(
                     "[onoff] {name} round {round} metering {}: {:.0} req/s, p99 {:.0} µs, {:.1} CPU µs/req, load {}",
@@ -206,7 +236,11 @@ async fn main() -> anyhow::Result<()> {
     let stats = sink.stats();
     let spooled = stats.spooled.load(std::sync::atomic::Ordering::Relaxed);
     metering.shutdown().await;
-    let store = Store::connect(&StoreOptions::new(format!("sqlite://{}?mode=rw", db.display()))).await?;
+    let store = Store::connect(&StoreOptions::new(format!(
+        "sqlite://{}?mode=rw",
+        db.display()
+    )))
+    .await?;
     let recorded = store
         .select("SELECT COUNT(*) FROM usage_events", &[], &[Col::Int])
         .await?

@@ -14,10 +14,16 @@ pub struct SseEvent {
 
 impl SseEvent {
     pub fn data(data: impl Into<String>) -> Self {
-        SseEvent { event: None, data: data.into() }
+        SseEvent {
+            event: None,
+            data: data.into(),
+        }
     }
     pub fn named(event: &'static str, data: impl Into<String>) -> Self {
-        SseEvent { event: Some(event), data: data.into() }
+        SseEvent {
+            event: Some(event),
+            data: data.into(),
+        }
     }
 }
 
@@ -31,14 +37,18 @@ pub fn estimate_tokens(req: &crate::types::ChatRequest) -> u64 {
             bytes += match p {
                 Part::Text { text } | Part::Reasoning { text, .. } => text.len(),
                 Part::Image { .. } => 1_000 * 4,
-                Part::ToolCall { name, arguments, .. } => name.len() + arguments.len(),
+                Part::ToolCall {
+                    name, arguments, ..
+                } => name.len() + arguments.len(),
                 Part::ToolResult { content, .. } => content.len(),
             };
         }
         bytes += 4 * 4; // per-message framing
     }
     for t in &req.tools {
-        bytes += t.name.len() + t.description.as_ref().map_or(0, |d| d.len()) + t.parameters.to_string().len();
+        bytes += t.name.len()
+            + t.description.as_ref().map_or(0, |d| d.len())
+            + t.parameters.to_string().len();
     }
     (bytes as u64).div_ceil(4).max(1)
 }

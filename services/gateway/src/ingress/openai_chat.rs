@@ -315,8 +315,12 @@ impl OaUsage {
             prompt_tokens: prompt,
             completion_tokens: u.output,
             total_tokens: prompt + u.output,
-            prompt_tokens_details: CachedTokens { cached_tokens: u.cache_read },
-            completion_tokens_details: ReasoningTokens { reasoning_tokens: u.reasoning },
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cache_read,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: u.reasoning,
+            },
         }
     }
 }
@@ -382,7 +386,11 @@ pub fn completion(resp: &ChatResponse) -> Completion<'_> {
         .content
         .iter()
         .filter_map(|p| match p {
-            Part::ToolCall { id, name, arguments } => Some(OaToolCall {
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some(OaToolCall {
                 id,
                 kind: "function",
                 function: OaFunction { name, arguments },
@@ -514,18 +522,37 @@ impl StreamEncoder {
     /// A text delta's chunk: the same JSON as [`Self::delta`] renders, from the cached prefix.
     fn text(&mut self, text: &str) -> SseEvent {
         if self.text_prefix.is_empty() {
-            let choice = [ChunkChoice { index: 0, delta: Delta { content: Some(""), ..Delta::default() }, logprobs: None, finish_reason: None }];
+            let choice = [ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    content: Some(""),
+                    ..Delta::default()
+                },
+                logprobs: None,
+                finish_reason: None,
+            }];
             let whole = to_json(&self.chunk(&choice));
             // `...{"content":""},"logprobs":...`: keep what precedes the empty string.
-            self.text_prefix = whole.strip_suffix(TEXT_SUFFIX).and_then(|w| w.strip_suffix(r#""""#)).unwrap_or_default().to_owned();
+            self.text_prefix = whole
+                .strip_suffix(TEXT_SUFFIX)
+                .and_then(|w| w.strip_suffix(r#""""#))
+                .unwrap_or_default()
+                .to_owned();
             if self.text_prefix.is_empty() {
-                return self.delta(Delta { content: Some(text), ..Delta::default() });
+                return self.delta(Delta {
+                    content: Some(text),
+                    ..Delta::default()
+                });
             }
         }
-        let mut out = Vec::with_capacity(self.text_prefix.len() + text.len() + TEXT_SUFFIX.len() + 8);
+        let mut out =
+            Vec::with_capacity(self.text_prefix.len() + text.len() + TEXT_SUFFIX.len() + 8);
         out.extend_from_slice(self.text_prefix.as_bytes());
         if serde_json::to_writer(&mut out, text).is_err() {
-            return self.delta(Delta { content: Some(text), ..Delta::default() });
+            return self.delta(Delta {
+                content: Some(text),
+                ..Delta::default()
+            });
         }
         out.extend_from_slice(TEXT_SUFFIX.as_bytes());
         SseEvent::data(String::from_utf8(out).unwrap_or_default())
@@ -545,7 +572,12 @@ impl StreamEncoder {
     }
 
     fn delta(&self, delta: Delta<'_>) -> SseEvent {
-        let choice = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: None }];
+        let choice = [ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: None,
+        }];
         SseEvent::data(to_json(&self.chunk(&choice)))
     }
 
@@ -568,29 +600,48 @@ impl StreamEncoder {
                 }
                 self.provider = provider.clone();
                 self.text_prefix.clear();
-                vec![self.delta(Delta { role: Some("assistant"), content: Some(""), ..Delta::default() })]
+                vec![self.delta(Delta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    ..Delta::default()
+                })]
             }
             StreamEvent::TextDelta { text } => vec![self.text(text)],
             StreamEvent::ReasoningDelta { text } => {
-                vec![self.delta(Delta { reasoning_content: Some(text), ..Delta::default() })]
+                vec![self.delta(Delta {
+                    reasoning_content: Some(text),
+                    ..Delta::default()
+                })]
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 let call = ToolCallDelta {
                     index: *index,
                     id: Some(id),
                     kind: Some("function"),
-                    function: FunctionDelta { name: Some(name), arguments: "" },
+                    function: FunctionDelta {
+                        name: Some(name),
+                        arguments: "",
+                    },
                 };
-                vec![self.delta(Delta { tool_calls: Some([call]), ..Delta::default() })]
+                vec![self.delta(Delta {
+                    tool_calls: Some([call]),
+                    ..Delta::default()
+                })]
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
                 let call = ToolCallDelta {
                     index: *index,
                     id: None,
                     kind: None,
-                    function: FunctionDelta { name: None, arguments },
+                    function: FunctionDelta {
+                        name: None,
+                        arguments,
+                    },
                 };
-                vec![self.delta(Delta { tool_calls: Some([call]), ..Delta::default() })]
+                vec![self.delta(Delta {
+                    tool_calls: Some([call]),
+                    ..Delta::default()
+                })]
             }
             StreamEvent::Finish {
                 stop_reason,
@@ -606,9 +657,16 @@ impl StreamEncoder {
                     finish_reason: Some(finish_reason(*stop_reason)),
                 }];
                 let served = || Some(wire::served(&self.provider, &self.model, failed_attempts));
-                out.push(SseEvent::data(to_json(&Chunk { retort: served(), ..self.chunk(&last) })));
+                out.push(SseEvent::data(to_json(&Chunk {
+                    retort: served(),
+                    ..self.chunk(&last)
+                })));
                 if self.include_usage {
-                    let u = Chunk { usage: Some(OaUsage::new(usage)), retort: served(), ..self.chunk(&[]) };
+                    let u = Chunk {
+                        usage: Some(OaUsage::new(usage)),
+                        retort: served(),
+                        ..self.chunk(&[])
+                    };
                     out.push(SseEvent::data(to_json(&u)));
                 }
                 out.push(SseEvent::data("[DONE]"));

@@ -407,12 +407,25 @@ fn error_event_shape() {
 
 #[test]
 fn text_chunks_from_the_cached_prefix_match_the_typed_rendering() {
-    let p = parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+    let p = parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+        .unwrap();
     let mut enc = StreamEncoder::new(&p);
-    enc.event(&StreamEvent::Start { id: "up-\"1".into(), provider: "oa".into(), model: "m\n2".into() });
-    for text in ["plain", "quote \" backslash \\ newline \n tab \t", "unicode é 😀 \u{1}", ""] {
+    enc.event(&StreamEvent::Start {
+        id: "up-\"1".into(),
+        provider: "oa".into(),
+        model: "m\n2".into(),
+    });
+    for text in [
+        "plain",
+        "quote \" backslash \\ newline \n tab \t",
+        "unicode é 😀 \u{1}",
+        "",
+    ] {
         let fast = enc.text(text);
-        let typed = enc.delta(Delta { content: Some(text), ..Delta::default() });
+        let typed = enc.delta(Delta {
+            content: Some(text),
+            ..Delta::default()
+        });
         assert_eq!(fast, typed, "{text:?}");
         assert_eq!(data(&fast)["choices"][0]["delta"]["content"], text);
     }

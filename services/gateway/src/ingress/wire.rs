@@ -366,7 +366,11 @@ pub struct Served<'a> {
 }
 
 pub fn served<'a>(provider: &'a str, model: &'a str, failed: &'a [FailedAttempt]) -> Served<'a> {
-    Served { provider, model, failed_attempts: failed }
+    Served {
+        provider,
+        model,
+        failed_attempts: failed,
+    }
 }
 
 /// [`Served`] as a JSON value.

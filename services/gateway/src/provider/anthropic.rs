@@ -509,7 +509,11 @@ pub struct Anthropic {
 impl Anthropic {
     pub fn new(cfg: ProviderConfig, client: HttpClient) -> Self {
         let endpoint = Endpoint::new(format!("{}/messages", cfg.base_url));
-        Anthropic { cfg, client, endpoint }
+        Anthropic {
+            cfg,
+            client,
+            endpoint,
+        }
     }
 
     /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
@@ -518,20 +522,40 @@ impl Anthropic {
         body: &AnRequest<'_>,
         meta: &RequestMeta,
     ) -> Result<http::Response<UpstreamBody>, ProviderError> {
-        let json = serde_json::to_vec(body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
-        let invalid = |what: &str| ProviderError::Connect(format!("the {what} is not a valid header value"));
+        let json = serde_json::to_vec(body)
+            .map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
+        let invalid =
+            |what: &str| ProviderError::Connect(format!("the {what} is not a valid header value"));
         let mut headers = http::HeaderMap::new();
-        let version = meta.anthropic_version.as_deref().unwrap_or(DEFAULT_ANTHROPIC_VERSION);
-        headers.insert("anthropic-version", http::HeaderValue::from_str(version).map_err(|_| invalid("anthropic-version"))?);
+        let version = meta
+            .anthropic_version
+            .as_deref()
+            .unwrap_or(DEFAULT_ANTHROPIC_VERSION);
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_str(version).map_err(|_| invalid("anthropic-version"))?,
+        );
         if !self.cfg.api_key.is_empty() {
-            let mut key = http::HeaderValue::from_str(self.cfg.api_key.expose()).map_err(|_| invalid("API key"))?;
+            let mut key = http::HeaderValue::from_str(self.cfg.api_key.expose())
+                .map_err(|_| invalid("API key"))?;
             key.set_sensitive(true);
             headers.insert("x-api-key", key);
         }
         if let Some(beta) = &meta.anthropic_beta {
-            headers.insert("anthropic-beta", http::HeaderValue::from_str(beta).map_err(|_| invalid("anthropic-beta"))?);
+            headers.insert(
+                "anthropic-beta",
+                http::HeaderValue::from_str(beta).map_err(|_| invalid("anthropic-beta"))?,
+            );
         }
-        self.client.post_json(&self.endpoint, json, body.stream, headers, &self.cfg.headers).await
+        self.client
+            .post_json(
+                &self.endpoint,
+                json,
+                body.stream,
+                headers,
+                &self.cfg.headers,
+            )
+            .await
     }
 }
 

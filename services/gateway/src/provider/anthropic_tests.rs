@@ -10,7 +10,9 @@ use crate::{
     provider::{
         StatusKind,
         common::FINISH_GRACE,
-        test_support::{chunked_sse_server, http_response, one_shot_server, streams_share_one_connection},
+        test_support::{
+            chunked_sse_server, http_response, one_shot_server, streams_share_one_connection,
+        },
     },
     types::{Message, StreamEvent, Tool},
 };
@@ -519,7 +521,10 @@ async fn streams_read_their_chunked_body_to_its_end_and_reuse_the_connection() {
     let mut evs = vec![message_start()];
     evs.extend(text_block(0, "hello"));
     evs.extend([message_delta("end_turn"), json!({"type": "message_stop"})]);
-    let events: Vec<String> = evs.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
+    let events: Vec<String> = evs
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect();
     for last_chunk_after in [None, Some(Duration::from_millis(10))] {
         let (url, accepted) = chunked_sse_server(events.clone(), last_chunk_after).await;
         streams_share_one_connection(&adapter(url), &accepted, "hello").await;

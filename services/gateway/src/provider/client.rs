@@ -95,7 +95,9 @@ impl Endpoint {
     }
 
     fn target(&self) -> Result<&Target, ProviderError> {
-        self.target.as_ref().ok_or_else(|| ProviderError::Connect(format!("invalid provider URL {}", self.text)))
+        self.target
+            .as_ref()
+            .ok_or_else(|| ProviderError::Connect(format!("invalid provider URL {}", self.text)))
     }
 }
 
@@ -108,7 +110,11 @@ impl Target {
             Some(port) if port != default_port => format!("{host_name}:{port}"),
             _ => host_name.to_owned(),
         };
-        let origin = uri.path_and_query().map_or("/", |p| p.as_str()).parse::<Uri>().ok()?;
+        let origin = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .ok()?;
         Some(Target {
             key: format!("{scheme}://{}", uri.authority()?.as_str()).into(),
             host: HeaderValue::from_str(&host).ok()?,
@@ -135,7 +141,9 @@ impl HttpClient {
                 .pool_max_idle_per_host(MAX_IDLE)
                 .http2_only(true)
                 .http2_adaptive_window(true);
-            Inner::Http2(Box::new(builder.build(tls.enable_http2().wrap_connector(http))))
+            Inner::Http2(Box::new(
+                builder.build(tls.enable_http2().wrap_connector(http)),
+            ))
         } else {
             Inner::Http1(Arc::new(Pool {
                 connector: tls.enable_http1().wrap_connector(http),
@@ -156,16 +164,29 @@ impl HttpClient {
         extra: &[(String, String)],
     ) -> Result<Response<UpstreamBody>, ProviderError> {
         let target = endpoint.target()?;
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if stream {
-            headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+            headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
         }
         for (k, v) in extra {
-            match (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            match (
+                header::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 (Ok(k), Ok(v)) => {
                     headers.insert(k, v);
                 }
-                _ => return Err(ProviderError::Connect(format!("configured header {k} is not a valid HTTP header"))),
+                _ => {
+                    return Err(ProviderError::Connect(format!(
+                        "configured header {k} is not a valid HTTP header"
+                    )));
+                }
             }
         }
         let body = Full::new(Bytes::from(body));
@@ -176,14 +197,16 @@ impl HttpClient {
                 }
                 let mut req = Request::post(target.origin.clone())
                     .body(body)
-                    .map_err(|e| ProviderError::Connect(format!("cannot build the upstream request: {e}")))?;
+                    .map_err(|e| {
+                        ProviderError::Connect(format!("cannot build the upstream request: {e}"))
+                    })?;
                 *req.headers_mut() = headers;
                 pool.send(target, req).await
             }
             Inner::Http2(client) => {
-                let mut req = Request::post(target.uri.clone())
-                    .body(body)
-                    .map_err(|e| ProviderError::Connect(format!("cannot build the upstream request: {e}")))?;
+                let mut req = Request::post(target.uri.clone()).body(body).map_err(|e| {
+                    ProviderError::Connect(format!("cannot build the upstream request: {e}"))
+                })?;
                 *req.headers_mut() = headers;
                 let resp = client.request(req).await.map_err(|e| legacy_error(&e))?;
                 if !resp.status().is_success() {
@@ -212,8 +235,15 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(tx: http1::SendRequest<Full<Bytes>>, io: http1::Connection<Io, Full<Bytes>>) -> Box<Conn> {
-        Box::new(Conn { tx, io, inline: Inline::new() })
+    fn new(
+        tx: http1::SendRequest<Full<Bytes>>,
+        io: http1::Connection<Io, Full<Bytes>>,
+    ) -> Box<Conn> {
+        Box::new(Conn {
+            tx,
+            io,
+            inline: Inline::new(),
+        })
     }
 
     /// Polls the connection's I/O; `true` when it has finished (closed by the peer, or failed) and
@@ -247,7 +277,11 @@ impl Pool {
     /// Sends `req` on an idle connection to `target`, or a new one. A request the connection did
     /// not start writing (it had closed meanwhile) is retried on the next one; one that may have
     /// been written never is.
-    async fn send(self: &Arc<Self>, target: &Target, mut req: UpstreamRequest) -> Result<Response<UpstreamBody>, ProviderError> {
+    async fn send(
+        self: &Arc<Self>,
+        target: &Target,
+        mut req: UpstreamRequest,
+    ) -> Result<Response<UpstreamBody>, ProviderError> {
         while let Some(mut conn) = self.checkout(&target.key) {
             // A connection the upstream closed while idle completes on this poll: drop it. No waker:
             // `roundtrip` polls it again at once (queuing the request would otherwise wake this task).
@@ -277,7 +311,11 @@ impl Pool {
         target: &Target,
     ) -> Result<Response<UpstreamBody>, ProviderError> {
         if resp.status().is_success() {
-            let conn = conn.map(|conn| Lent { conn, pool: self.clone(), key: target.key.clone() });
+            let conn = conn.map(|conn| Lent {
+                conn,
+                pool: self.clone(),
+                key: target.key.clone(),
+            });
             return Ok(resp.map(|body| UpstreamBody { body, conn }));
         }
         // The error body is read capped and the connection closed after it.
@@ -288,8 +326,15 @@ impl Pool {
     /// Dials `target` and hands the connection to hyper (plain or TLS, by the scheme).
     async fn connect(&self, target: &Target) -> Result<Box<Conn>, ProviderError> {
         use tower::ServiceExt;
-        let io = self.connector.clone().oneshot(target.uri.clone()).await.map_err(|e| connect_error(&*e))?;
-        let (tx, io) = http1::handshake(io).await.map_err(|e| ProviderError::Connect(error_chain(&e)))?;
+        let io = self
+            .connector
+            .clone()
+            .oneshot(target.uri.clone())
+            .await
+            .map_err(|e| connect_error(&*e))?;
+        let (tx, io) = http1::handshake(io)
+            .await
+            .map_err(|e| ProviderError::Connect(error_chain(&e)))?;
         Ok(Conn::new(tx, io))
     }
 
@@ -297,8 +342,13 @@ impl Pool {
     fn checkout(&self, key: &Arc<str>) -> Option<Box<Conn>> {
         loop {
             let idle = {
-                let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let at = idle.iter().rposition(|i| Arc::ptr_eq(&i.key, key) || i.key == *key)?;
+                let mut idle = self
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let at = idle
+                    .iter()
+                    .rposition(|i| Arc::ptr_eq(&i.key, key) || i.key == *key)?;
                 idle.remove(at)?
             };
             if idle.since.elapsed() < IDLE_TIMEOUT {
@@ -318,12 +368,22 @@ impl Pool {
         let now = Instant::now();
         let mut expired = Vec::new();
         {
-            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            while idle.front().is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT) {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while idle
+                .front()
+                .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
+            {
                 expired.extend(idle.pop_front());
             }
             if idle.len() < MAX_IDLE {
-                idle.push_back(Idle { conn, key, since: now });
+                idle.push_back(Idle {
+                    conn,
+                    key,
+                    since: now,
+                });
             }
         }
         // Closed outside the lock.
@@ -401,7 +461,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let Some(lent) = &this.conn else {
             // HTTP/2 (hyper-util's connection task feeds the body), or the connection is gone.
@@ -443,14 +506,20 @@ impl Body for UpstreamBody {
 
 /// Classifies a failed connect: a timeout, or anything else (refused, unreachable, TLS).
 fn connect_error(e: &(dyn std::error::Error + 'static)) -> ProviderError {
-    if has_timed_out(e) { ProviderError::Timeout(TimeoutKind::Connect) } else { ProviderError::Connect(error_chain(e)) }
+    if has_timed_out(e) {
+        ProviderError::Timeout(TimeoutKind::Connect)
+    } else {
+        ProviderError::Connect(error_chain(e))
+    }
 }
 
 /// Whether `e` or one of its sources is an I/O timeout.
 fn has_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut src = Some(e);
     while let Some(s) = src {
-        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
             return true;
         }
         src = s.source();
@@ -478,7 +547,9 @@ pub async fn read_body(resp: Response<UpstreamBody>, limit: usize) -> Result<Byt
 }
 
 /// The response body as a stream of data chunks (trailers skipped).
-pub fn body_stream(resp: Response<UpstreamBody>) -> impl Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static {
+pub fn body_stream(
+    resp: Response<UpstreamBody>,
+) -> impl Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static {
     use futures::StreamExt;
     BodyStream::new(resp.into_body()).filter_map(|frame| async move {
         match frame {
@@ -520,7 +591,9 @@ mod tests {
     }
 
     async fn post(client: &HttpClient, endpoint: &Endpoint) -> Result<Bytes, ProviderError> {
-        let resp = client.post_json(endpoint, b"{}".to_vec(), false, HeaderMap::new(), &[]).await?;
+        let resp = client
+            .post_json(endpoint, b"{}".to_vec(), false, HeaderMap::new(), &[])
+            .await?;
         read_body(resp, 1 << 20).await
     }
 
@@ -531,12 +604,19 @@ mod tests {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                 let _ = req.into_body().collect().await;
                 tokio::time::sleep(delay).await;
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#))))
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    br#"{"ok":true}"#,
+                ))))
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), service)
+                .await;
         })
         .await;
-        (Endpoint::new(format!("http://{addr}/v1/chat/completions")), accepted)
+        (
+            Endpoint::new(format!("http://{addr}/v1/chat/completions")),
+            accepted,
+        )
     }
 
     #[tokio::test]
@@ -544,7 +624,10 @@ mod tests {
         let (endpoint, accepted) = counting_server(Duration::ZERO).await;
         let client = client();
         for _ in 0..20 {
-            assert_eq!(&post(&client, &endpoint).await.unwrap()[..], br#"{"ok":true}"#);
+            assert_eq!(
+                &post(&client, &endpoint).await.unwrap()[..],
+                br#"{"ok":true}"#
+            );
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -566,7 +649,10 @@ mod tests {
             }
         }
         let n = accepted.load(Ordering::SeqCst);
-        assert!((1..=CONCURRENT).contains(&n), "{n} connections for {CONCURRENT} concurrent requests");
+        assert!(
+            (1..=CONCURRENT).contains(&n),
+            "{n} connections for {CONCURRENT} concurrent requests"
+        );
     }
 
     #[tokio::test]
@@ -576,7 +662,9 @@ mod tests {
             if read_request(&mut sock).await.is_some() {
                 let body = r#"{"ok":true}"#;
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                sock.write_all(format!("{head}{body}").as_bytes())
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             drop(sock);
@@ -585,7 +673,10 @@ mod tests {
         let endpoint = Endpoint::new(format!("http://{addr}/v1/chat/completions"));
         let client = client();
         for _ in 0..3 {
-            assert_eq!(&post(&client, &endpoint).await.unwrap()[..], br#"{"ok":true}"#);
+            assert_eq!(
+                &post(&client, &endpoint).await.unwrap()[..],
+                br#"{"ok":true}"#
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -600,7 +691,8 @@ mod tests {
             let closed_tx = closed_tx.clone();
             async move {
                 if read_request(&mut sock).await.is_some() {
-                    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                    let head =
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
                     sock.write_all(head.as_bytes()).await.unwrap();
                     let _ = read_request(&mut sock).await;
                 }
@@ -611,11 +703,17 @@ mod tests {
         let endpoint = Endpoint::new(format!("http://{addr}/v1/chat/completions"));
         let client = client();
         for _ in 0..2 {
-            let resp = client.post_json(&endpoint, b"{}".to_vec(), true, HeaderMap::new(), &[]).await.unwrap();
+            let resp = client
+                .post_json(&endpoint, b"{}".to_vec(), true, HeaderMap::new(), &[])
+                .await
+                .unwrap();
             let mut body = Box::pin(body_stream(resp));
             assert_eq!(&body.next().await.unwrap().unwrap()[..], b"hello");
             drop(body);
-            tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(5), closed.recv())
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -623,13 +721,22 @@ mod tests {
     async fn refused_and_cut_connections_are_connect_errors() {
         // Nothing listens: a connect error.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = Endpoint::new(format!("http://{}/v1/chat/completions", listener.local_addr().unwrap()));
+        let endpoint = Endpoint::new(format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        ));
         drop(listener);
-        assert!(matches!(post(&client(), &endpoint).await, Err(ProviderError::Connect(_))));
+        assert!(matches!(
+            post(&client(), &endpoint).await,
+            Err(ProviderError::Connect(_))
+        ));
 
         // The upstream reads the request and closes before answering: a connect error too.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = Endpoint::new(format!("http://{}/v1/chat/completions", listener.local_addr().unwrap()));
+        let endpoint = Endpoint::new(format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        ));
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             read_request(&mut sock).await;
@@ -639,11 +746,16 @@ mod tests {
 
         // A body cut short of its length: the body breaks off.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = Endpoint::new(format!("http://{}/v1/chat/completions", listener.local_addr().unwrap()));
+        let endpoint = Endpoint::new(format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        ));
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             read_request(&mut sock).await;
-            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"ok\"").await.unwrap();
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"ok\"")
+                .await
+                .unwrap();
         });
         let err = post(&client(), &endpoint).await.unwrap_err();
         assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
@@ -664,20 +776,44 @@ mod tests {
                 Some(&self.0)
             }
         }
-        let timed_out = Wrapped(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"));
-        assert!(matches!(connect_error(&timed_out), ProviderError::Timeout(TimeoutKind::Connect)));
-        let refused = Wrapped(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
-        assert!(matches!(connect_error(&refused), ProviderError::Connect(m) if m == "tcp connect error: refused"));
+        let timed_out = Wrapped(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timeout",
+        ));
+        assert!(matches!(
+            connect_error(&timed_out),
+            ProviderError::Timeout(TimeoutKind::Connect)
+        ));
+        let refused = Wrapped(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert!(
+            matches!(connect_error(&refused), ProviderError::Connect(m) if m == "tcp connect error: refused")
+        );
     }
 
     #[test]
     fn endpoint_request_line_and_host() {
-        let t = Endpoint::new("http://127.0.0.1:8080/v1/chat/completions?x=1".into()).target.unwrap();
-        assert_eq!((t.origin.to_string().as_str(), t.host.to_str().unwrap()), ("/v1/chat/completions?x=1", "127.0.0.1:8080"));
+        let t = Endpoint::new("http://127.0.0.1:8080/v1/chat/completions?x=1".into())
+            .target
+            .unwrap();
+        assert_eq!(
+            (t.origin.to_string().as_str(), t.host.to_str().unwrap()),
+            ("/v1/chat/completions?x=1", "127.0.0.1:8080")
+        );
         assert_eq!(&*t.key, "http://127.0.0.1:8080");
-        let t = Endpoint::new("https://api.example.com:443/v1/messages".into()).target.unwrap();
-        assert_eq!((t.origin.to_string().as_str(), t.host.to_str().unwrap()), ("/v1/messages", "api.example.com"));
+        let t = Endpoint::new("https://api.example.com:443/v1/messages".into())
+            .target
+            .unwrap();
+        assert_eq!(
+            (t.origin.to_string().as_str(), t.host.to_str().unwrap()),
+            ("/v1/messages", "api.example.com")
+        );
         assert!(Endpoint::new("ftp://x/y".into()).target.is_none());
-        assert!(matches!(Endpoint::new("nonsense".into()).target(), Err(ProviderError::Connect(_))));
+        assert!(matches!(
+            Endpoint::new("nonsense".into()).target(),
+            Err(ProviderError::Connect(_))
+        ));
     }
 }

@@ -245,7 +245,10 @@ impl SseDecoder {
             }
             let (field, value) = match memchr::memchr(b':', line) {
                 Some(0) => continue,
-                Some(i) => (&line[..i], line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..])),
+                Some(i) => (
+                    &line[..i],
+                    line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..]),
+                ),
                 None => (line, &b""[..]),
             };
             if field == b"data" {
@@ -354,7 +357,8 @@ where
 /// Reads a stream on past its finish event to its end, for at most [`DRAIN_WAIT`]: an SSE stream
 /// then reads its body to the end (see [`drain_end`]), and its connection goes back to the pool.
 pub(crate) async fn finish_stream(mut stream: EventStream) {
-    let _ = tokio::time::timeout(DRAIN_WAIT, async { while stream.next().await.is_some() {} }).await;
+    let _ =
+        tokio::time::timeout(DRAIN_WAIT, async { while stream.next().await.is_some() {} }).await;
 }
 
 /// Reads a body whose answer is complete on to its end — at most [`MAX_DRAIN`] bytes, for at most
@@ -402,7 +406,11 @@ mod sse_tests {
         let whole = decode(&[text]);
         assert_eq!(whole, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
         for cut in 0..text.len() {
-            assert_eq!(decode(&[&text[..cut], &text[cut..]]), whole, "split at {cut}");
+            assert_eq!(
+                decode(&[&text[..cut], &text[cut..]]),
+                whole,
+                "split at {cut}"
+            );
         }
         let bytes: Vec<&[u8]> = text.chunks(1).collect();
         assert_eq!(decode(&bytes), whole);

@@ -75,12 +75,22 @@ impl LoadedStudent {
             Model::Classifier(p) => {
                 let c = p.classify(text);
                 let output = p.count_tokens(c.label) as u64;
-                (c.label.to_owned(), Usage { input: c.input_tokens as u64, output, ..Usage::default() })
+                (
+                    c.label.to_owned(),
+                    Usage {
+                        input: c.input_tokens as u64,
+                        output,
+                        ..Usage::default()
+                    },
+                )
             }
             Model::Generator(g) => {
                 let out = g.generate(text);
-                let usage =
-                    Usage { input: out.input_tokens as u64, output: out.output_tokens as u64, ..Usage::default() };
+                let usage = Usage {
+                    input: out.input_tokens as u64,
+                    output: out.output_tokens as u64,
+                    ..Usage::default()
+                };
                 (out.text, usage)
             }
         }
@@ -95,7 +105,10 @@ pub struct Local {
 
 impl Local {
     pub fn new(cfg: &ProviderConfig) -> Self {
-        Local { name: cfg.name.clone(), students: ArcSwap::from_pointee(HashMap::new()) }
+        Local {
+            name: cfg.name.clone(),
+            students: ArcSwap::from_pointee(HashMap::new()),
+        }
     }
 
     /// Loads the artefact in `dir` (a classifier or a generator, as its metadata says), warms it
@@ -103,10 +116,16 @@ impl Local {
     /// the async workers.
     pub fn load(dir: &Path) -> Result<LoadedStudent, retort_training::TrainingError> {
         let model = match Artefact::metadata(dir)?.task {
-            TaskKind::Classification => Model::Classifier(Predictor::<Inference>::load_for_serving(dir)?),
+            TaskKind::Classification => {
+                Model::Classifier(Predictor::<Inference>::load_for_serving(dir)?)
+            }
             TaskKind::Generation => Model::Generator(Generator::load_for_serving(dir)?),
         };
-        let mut student = LoadedStudent { model, inline: false, predict_p50: Duration::ZERO };
+        let mut student = LoadedStudent {
+            model,
+            inline: false,
+            predict_p50: Duration::ZERO,
+        };
         let probe = "Hello, this is a short probe message to time one prediction of the student.";
         // Generators take milliseconds an answer: fewer probes.
         let (warm, timed) = match student.model {
@@ -148,20 +167,30 @@ impl Local {
     }
 
     fn student(&self, model: &str) -> Result<Arc<LoadedStudent>, ProviderError> {
-        self.students.load().get(model).cloned().ok_or_else(|| ProviderError::Status {
-            status: 404,
-            kind: StatusKind::NotFound,
-            message: format!("student {model} is not deployed"),
-            retry_after: None,
-        })
+        self.students
+            .load()
+            .get(model)
+            .cloned()
+            .ok_or_else(|| ProviderError::Status {
+                status: 404,
+                kind: StatusKind::NotFound,
+                message: format!("student {model} is not deployed"),
+                retry_after: None,
+            })
     }
 
-    async fn infer(&self, req: &ChatRequest, model: &str) -> Result<(String, Usage), ProviderError> {
+    async fn infer(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+    ) -> Result<(String, Usage), ProviderError> {
         let student = self.student(model)?;
         let text = last_user_text(req).ok_or_else(|| ProviderError::Status {
             status: 400,
             kind: StatusKind::InvalidRequest,
-            message: format!("{model} answers the text of the last user message, and the request has none"),
+            message: format!(
+                "{model} answers the text of the last user message, and the request has none"
+            ),
             retry_after: None,
         })?;
         if student.inline {
@@ -199,7 +228,12 @@ impl Provider for Local {
         &self.name
     }
 
-    async fn complete(&self, req: &ChatRequest, model: &str, _meta: &RequestMeta) -> Result<ChatResponse, ProviderError> {
+    async fn complete(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        _meta: &RequestMeta,
+    ) -> Result<ChatResponse, ProviderError> {
         let (label, usage) = self.infer(req, model).await?;
         Ok(ChatResponse {
             id: response_id(),
@@ -212,12 +246,25 @@ impl Provider for Local {
         })
     }
 
-    async fn stream(&self, req: &ChatRequest, model: &str, _meta: &RequestMeta) -> Result<EventStream, ProviderError> {
+    async fn stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        _meta: &RequestMeta,
+    ) -> Result<EventStream, ProviderError> {
         let (label, usage) = self.infer(req, model).await?;
         let events = [
-            StreamEvent::Start { id: response_id(), provider: self.name.clone(), model: model.to_owned() },
+            StreamEvent::Start {
+                id: response_id(),
+                provider: self.name.clone(),
+                model: model.to_owned(),
+            },
             StreamEvent::TextDelta { text: label },
-            StreamEvent::Finish { stop_reason: StopReason::EndTurn, usage, failed_attempts: Vec::new() },
+            StreamEvent::Finish {
+                stop_reason: StopReason::EndTurn,
+                usage,
+                failed_attempts: Vec::new(),
+            },
         ];
         Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))))
     }

@@ -3,9 +3,9 @@
 pub mod anthropic;
 pub mod client;
 mod common;
-mod scan;
 pub mod local;
 pub mod openai;
+mod scan;
 #[cfg(test)]
 mod test_support;
 
@@ -29,10 +29,20 @@ pub trait Provider: Send + Sync {
     /// The configured provider name (e.g. `openai`, `sim-primary`).
     fn name(&self) -> &str;
     /// One non-streaming attempt against `model`.
-    async fn complete(&self, req: &ChatRequest, model: &str, meta: &RequestMeta) -> Result<ChatResponse, ProviderError>;
+    async fn complete(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        meta: &RequestMeta,
+    ) -> Result<ChatResponse, ProviderError>;
     /// One streaming attempt against `model`. The stream yields `Start`, deltas, then `Finish`;
     /// an upstream stream that breaks off before its end yields `Err(ProviderError::StreamCut)`.
-    async fn stream(&self, req: &ChatRequest, model: &str, meta: &RequestMeta) -> Result<EventStream, ProviderError>;
+    async fn stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        meta: &RequestMeta,
+    ) -> Result<EventStream, ProviderError>;
 }
 
 /// What an upstream HTTP error status means for routing.
@@ -63,7 +73,12 @@ pub enum ProviderError {
     #[error("{0} timeout")]
     Timeout(TimeoutKind),
     #[error("upstream returned {status}: {message}")]
-    Status { status: u16, kind: StatusKind, message: String, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        kind: StatusKind,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("malformed upstream response: {0}")]
     Malformed(String),
     #[error("stream broke off: {0}")]
@@ -105,12 +120,15 @@ pub enum Disposition {
 impl ProviderError {
     pub fn disposition(&self) -> Disposition {
         match self {
-            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Malformed(_) | ProviderError::StreamCut(_) => {
-                Disposition::Retry
-            }
+            ProviderError::Connect(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::Malformed(_)
+            | ProviderError::StreamCut(_) => Disposition::Retry,
             ProviderError::Status { kind, .. } => match kind {
                 StatusKind::RateLimited | StatusKind::Unavailable => Disposition::Retry,
-                StatusKind::Auth | StatusKind::NotFound | StatusKind::PrefillRejected => Disposition::NextTarget,
+                StatusKind::Auth | StatusKind::NotFound | StatusKind::PrefillRejected => {
+                    Disposition::NextTarget
+                }
                 StatusKind::ContextLength => Disposition::LargerContext,
                 StatusKind::ContentPolicy | StatusKind::InvalidRequest => Disposition::Fatal,
             },
@@ -181,19 +199,28 @@ pub fn classify_status(status: u16, body: &str) -> StatusKind {
         {
             StatusKind::ContentPolicy
         }
-        _ if lower.contains("prefill") || lower.contains("final assistant") => StatusKind::PrefillRejected,
+        _ if lower.contains("prefill") || lower.contains("final assistant") => {
+            StatusKind::PrefillRejected
+        }
         _ => StatusKind::InvalidRequest,
     }
 }
 
 /// Parses a `Retry-After` header: delta-seconds (fractional accepted) or an HTTP date.
 pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let when = httpdate_parse(v)?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
@@ -203,17 +230,26 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
         return None;
     }
     let day: u64 = parts[1].parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == parts[2])? as u64
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])? as u64
         + 1;
     let year: u64 = parts[3].parse().ok()?;
-    let hms: Vec<u64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let hms: Vec<u64> = parts[4]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     if hms.len() != 3 {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + day - 1;
@@ -226,8 +262,14 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
 /// Builds the adapter for one configured provider.
 pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, client::ClientError> {
     Ok(match cfg.kind {
-        ProviderKind::Openai => Arc::new(openai::OpenAi::new(cfg.clone(), client::HttpClient::new(cfg)?)),
-        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(cfg.clone(), client::HttpClient::new(cfg)?)),
+        ProviderKind::Openai => Arc::new(openai::OpenAi::new(
+            cfg.clone(),
+            client::HttpClient::new(cfg)?,
+        )),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(
+            cfg.clone(),
+            client::HttpClient::new(cfg)?,
+        )),
         ProviderKind::Local => Arc::new(local::Local::new(cfg)),
     })
 }
@@ -245,22 +287,46 @@ mod tests {
             classify_status(400, r#"{"error":{"code":"context_length_exceeded"}}"#),
             StatusKind::ContextLength
         );
-        assert_eq!(classify_status(400, "prompt is too long: 300000 tokens"), StatusKind::ContextLength);
-        assert_eq!(classify_status(400, r#"{"error":{"code":"content_policy_violation"}}"#), StatusKind::ContentPolicy);
-        assert_eq!(classify_status(400, "This model does not support assistant message prefill"), StatusKind::PrefillRejected);
-        assert_eq!(classify_status(400, "bad field"), StatusKind::InvalidRequest);
+        assert_eq!(
+            classify_status(400, "prompt is too long: 300000 tokens"),
+            StatusKind::ContextLength
+        );
+        assert_eq!(
+            classify_status(400, r#"{"error":{"code":"content_policy_violation"}}"#),
+            StatusKind::ContentPolicy
+        );
+        assert_eq!(
+            classify_status(400, "This model does not support assistant message prefill"),
+            StatusKind::PrefillRejected
+        );
+        assert_eq!(
+            classify_status(400, "bad field"),
+            StatusKind::InvalidRequest
+        );
     }
 
     #[test]
     fn parses_retry_after() {
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("0.25"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("0.25"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(250)));
-        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
-        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("soon"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("soon"),
+        );
         assert_eq!(parse_retry_after(&h), None);
     }
 }

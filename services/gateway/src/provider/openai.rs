@@ -551,9 +551,18 @@ fn parse_response(
     let non_empty = |t: &Option<Text<'_>>| t.as_ref().filter(|t| !t.0.is_empty()).map(owned);
     let mut content = Vec::new();
     if let Some(text) = non_empty(&msg.reasoning_content).or_else(|| non_empty(&msg.reasoning)) {
-        content.push(Part::Reasoning { text, signature: None });
+        content.push(Part::Reasoning {
+            text,
+            signature: None,
+        });
     }
-    if let Some(text) = msg.content.as_ref().map(|c| &c.0).filter(|t| !t.0.is_empty()).map(owned) {
+    if let Some(text) = msg
+        .content
+        .as_ref()
+        .map(|c| &c.0)
+        .filter(|t| !t.0.is_empty())
+        .map(owned)
+    {
         content.push(Part::Text { text });
     } else if let Some(text) = non_empty(&msg.refusal) {
         content.push(Part::Text { text });
@@ -562,7 +571,12 @@ fn parse_response(
         content.push(Part::ToolCall {
             id: non_empty(&tc.id).unwrap_or_else(|| generated_id("call_")),
             name: owned(&tc.function.name),
-            arguments: tc.function.arguments.as_ref().map(owned).unwrap_or_default(),
+            arguments: tc
+                .function
+                .arguments
+                .as_ref()
+                .map(owned)
+                .unwrap_or_default(),
         });
     }
     Ok(ChatResponse {
@@ -618,22 +632,41 @@ pub struct OpenAi {
 impl OpenAi {
     pub fn new(cfg: ProviderConfig, client: HttpClient) -> Self {
         let endpoint = Endpoint::new(format!("{}/chat/completions", cfg.base_url));
-        OpenAi { cfg, client, endpoint }
+        OpenAi {
+            cfg,
+            client,
+            endpoint,
+        }
     }
 
     /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
-    async fn send(&self, body: &OaRequest<'_>) -> Result<http::Response<UpstreamBody>, ProviderError> {
+    async fn send(
+        &self,
+        body: &OaRequest<'_>,
+    ) -> Result<http::Response<UpstreamBody>, ProviderError> {
         // Sized up front: growing from empty reallocated and copied the body several times.
         let mut json = Vec::with_capacity(512);
-        serde_json::to_writer(&mut json, body).map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
+        serde_json::to_writer(&mut json, body)
+            .map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
         let mut headers = http::HeaderMap::new();
         if !self.cfg.api_key.is_empty() {
-            let mut auth = http::HeaderValue::from_str(&format!("Bearer {}", self.cfg.api_key.expose()))
-                .map_err(|_| ProviderError::Connect("the API key is not a valid header value".into()))?;
+            let mut auth =
+                http::HeaderValue::from_str(&format!("Bearer {}", self.cfg.api_key.expose()))
+                    .map_err(|_| {
+                        ProviderError::Connect("the API key is not a valid header value".into())
+                    })?;
             auth.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, auth);
         }
-        self.client.post_json(&self.endpoint, json, body.stream, headers, &self.cfg.headers).await
+        self.client
+            .post_json(
+                &self.endpoint,
+                json,
+                body.stream,
+                headers,
+                &self.cfg.headers,
+            )
+            .await
     }
 }
 

@@ -5,7 +5,9 @@ use crate::{
     provider::{
         StatusKind,
         common::{FINISH_GRACE, error_message},
-        test_support::{chunked_sse_server, http_response, one_shot_server, streams_share_one_connection},
+        test_support::{
+            chunked_sse_server, http_response, one_shot_server, streams_share_one_connection,
+        },
     },
     types::{StreamEvent, Tool},
 };
@@ -673,7 +675,10 @@ async fn status_errors_over_http() {
 
 #[tokio::test]
 async fn streams_read_their_chunked_body_to_its_end_and_reuse_the_connection() {
-    let events: Vec<String> = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()].iter().map(|d| format!("data: {d}\n\n")).collect();
+    let events: Vec<String> = [text_chunk("hi"), finish_chunk("stop"), "[DONE]".into()]
+        .iter()
+        .map(|d| format!("data: {d}\n\n"))
+        .collect();
     for last_chunk_after in [None, Some(Duration::from_millis(10))] {
         let (url, accepted) = chunked_sse_server(events.clone(), last_chunk_after).await;
         streams_share_one_connection(&adapter(url, "sk-test"), &accepted, "hi").await;

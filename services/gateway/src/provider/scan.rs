@@ -172,12 +172,14 @@ impl<'a> Cursor<'a> {
     pub(crate) fn u32(&mut self) -> Option<u32> {
         self.peek()?;
         let (start, end) = self.number()?;
-        self.s.as_bytes()[start..end].iter().try_fold(0u32, |n, &d| {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-        })
+        self.s.as_bytes()[start..end]
+            .iter()
+            .try_fold(0u32, |n, &d| {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+            })
     }
 
     /// The next value, `null` or else deserialised by serde from its own text: for the parts of a
@@ -299,7 +301,10 @@ fn plain_run(b: &[u8], mut j: usize) -> usize {
         }
         j += 8;
     }
-    while b.get(j).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
+    while b
+        .get(j)
+        .is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20)
+    {
         j += 1;
     }
     j

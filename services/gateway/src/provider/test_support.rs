@@ -51,8 +51,14 @@ pub(crate) async fn one_shot_server(response: String) -> (String, tokio::task::J
 /// A keep-alive upstream that answers every request with a chunked SSE body of `events` (each a
 /// whole event: `data: …\n\n`), and the count of connections it accepted. The body's last, empty
 /// chunk comes with the last event, or `last_chunk_after` later.
-pub(crate) async fn chunked_sse_server(events: Vec<String>, last_chunk_after: Option<std::time::Duration>) -> (String, Arc<AtomicUsize>) {
-    let body: String = events.iter().map(|e| format!("{:x}\r\n{e}\r\n", e.len())).collect();
+pub(crate) async fn chunked_sse_server(
+    events: Vec<String>,
+    last_chunk_after: Option<std::time::Duration>,
+) -> (String, Arc<AtomicUsize>) {
+    let body: String = events
+        .iter()
+        .map(|e| format!("{:x}\r\n{e}\r\n", e.len()))
+        .collect();
     let (addr, accepted) = counting_listener(move |mut sock| {
         let body = body.clone();
         async move {
@@ -75,11 +81,21 @@ pub(crate) async fn chunked_sse_server(events: Vec<String>, last_chunk_after: Op
 
 /// Streams from `p` three times as the router reads a stream — up to its finish, then on to its end
 /// (`finish_stream`) — and checks the text of each and that all three went over one connection.
-pub(crate) async fn streams_share_one_connection(p: &dyn super::Provider, accepted: &AtomicUsize, text: &str) {
+pub(crate) async fn streams_share_one_connection(
+    p: &dyn super::Provider,
+    accepted: &AtomicUsize,
+    text: &str,
+) {
     use futures::StreamExt;
-    let req = crate::types::ChatRequest { messages: vec![crate::types::Message::text(crate::types::Role::User, "hey")], ..Default::default() };
+    let req = crate::types::ChatRequest {
+        messages: vec![crate::types::Message::text(crate::types::Role::User, "hey")],
+        ..Default::default()
+    };
     for _ in 0..3 {
-        let mut stream = p.stream(&req, "up", &crate::types::RequestMeta::default()).await.unwrap();
+        let mut stream = p
+            .stream(&req, "up", &crate::types::RequestMeta::default())
+            .await
+            .unwrap();
         let mut got = String::new();
         while let Some(item) = stream.next().await {
             match item.unwrap() {
@@ -108,7 +124,11 @@ pub(crate) async fn read_request(sock: &mut TcpStream) -> Option<String> {
         if let Some(end) = text.find("\r\n\r\n") {
             let len = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 return Some(text.into_owned());

@@ -15,7 +15,9 @@ pub struct Env {
 /// `sim_models`: TOML `[models."..."]` tables for the simulator. `gateway`: the gateway's models,
 /// aliases and routing tables; providers `oa` (OpenAI API) and `an` (Anthropic API) point at the sim.
 pub async fn env(sim_models: &str, gateway: &str) -> Env {
-    let sim = retort_sim::spawn(SimConfig::from_toml(sim_models).expect("sim config")).await.expect("sim");
+    let sim = retort_sim::spawn(SimConfig::from_toml(sim_models).expect("sim config"))
+        .await
+        .expect("sim");
     let text = format!(
         r#"
         [server]
@@ -40,7 +42,11 @@ pub async fn env(sim_models: &str, gateway: &str) -> Env {
     );
     let cfg = Config::from_toml(&text).expect("gateway config");
     let gw = retort_gateway::start(cfg).await.expect("gateway");
-    Env { sim, gw, http: reqwest::Client::new() }
+    Env {
+        sim,
+        gw,
+        http: reqwest::Client::new(),
+    }
 }
 
 impl Env {
@@ -54,19 +60,41 @@ impl Env {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-        let r = self.http.post(self.url(path)).bearer_auth(KEY).json(&body).send().await.expect("send");
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.expect("body");
-        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A streamed chat completion: the `data:` payloads in order (including "[DONE]").
     pub async fn chat_stream(&self, body: Value) -> (u16, Vec<String>) {
-        let r = self.http.post(self.url("/v1/chat/completions")).bearer_auth(KEY).json(&body).send().await.expect("send");
+        let r = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        let data = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_owned).collect();
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect();
         (status, data)
     }
 
@@ -82,7 +110,10 @@ impl Env {
             .json()
             .await
             .expect("json");
-        r["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned()
+        r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 

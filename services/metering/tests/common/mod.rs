@@ -16,7 +16,10 @@ pub fn pg_url() -> String {
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("retort-metering-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    let d = std::env::temp_dir().join(format!(
+        "retort-metering-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -31,7 +34,9 @@ impl TestStore {
     pub async fn sqlite() -> TestStore {
         let dir = temp_dir("db");
         let url = format!("sqlite://{}?mode=rwc", dir.join("m.db").display());
-        let store = Store::connect(&StoreOptions::new(url)).await.expect("sqlite store");
+        let store = Store::connect(&StoreOptions::new(url))
+            .await
+            .expect("sqlite store");
         TestStore {
             store,
             schema: None,
@@ -76,7 +81,10 @@ impl TestStore {
 
     /// SQLite and Postgres without the background compactor.
     pub async fn both_manual() -> Vec<TestStore> {
-        vec![TestStore::sqlite().await, TestStore::postgres_manual().await]
+        vec![
+            TestStore::sqlite().await,
+            TestStore::postgres_manual().await,
+        ]
     }
 
     pub async fn cleanup(self) {
@@ -110,7 +118,9 @@ output = 0.4
 "#;
 
 pub fn prices() -> Vec<retort_pricing::Price> {
-    retort_metering::MeteringConfig::from_toml(PRICES).unwrap().1
+    retort_metering::MeteringConfig::from_toml(PRICES)
+        .unwrap()
+        .1
 }
 
 /// Epoch ms of a UTC date plus hours.
@@ -118,7 +128,14 @@ pub fn at(day: &str, hour: i64) -> i64 {
     retort_pricing::parse_day(day).unwrap() * 86_400_000 + hour * 3_600_000
 }
 
-pub fn ev(id: &str, time_ms: i64, user: &str, model: &str, input: u64, output: u64) -> pb::UsageEvent {
+pub fn ev(
+    id: &str,
+    time_ms: i64,
+    user: &str,
+    model: &str,
+    input: u64,
+    output: u64,
+) -> pb::UsageEvent {
     pb::UsageEvent {
         event_id: id.into(),
         time_ms,

@@ -54,7 +54,8 @@ pub(super) fn decode<'a>(data: &'a str, head: &mut Head) -> Option<OaChunk<'a>> 
     let resumed = !head.bytes.is_empty() && data.as_bytes().starts_with(&head.bytes);
     let mut seen = Seen(0);
     let (mut c, mut key) = if resumed {
-        let text = |span: Option<(usize, usize)>| span.map(|(a, b)| Text(Cow::Borrowed(&data[a..b])));
+        let text =
+            |span: Option<(usize, usize)>| span.map(|(a, b)| Text(Cow::Borrowed(&data[a..b])));
         chunk.id = text(head.id);
         chunk.model = text(head.model);
         seen.0 = head.seen;
@@ -79,7 +80,9 @@ pub(super) fn decode<'a>(data: &'a str, head: &mut Head) -> Option<OaChunk<'a>> 
                 if !resumed && seen.0 & !(ID | MODEL) == 0 {
                     // A head whose id or model had escapes is not kept: they would have to be
                     // decoded again.
-                    if let (Some(id), Some(model)) = (span(data, &chunk.id), span(data, &chunk.model)) {
+                    if let (Some(id), Some(model)) =
+                        (span(data, &chunk.id), span(data, &chunk.model))
+                    {
                         new_head = Some((id, model, seen.0, c.position()));
                     }
                 }

@@ -53,10 +53,15 @@ fn every_corpus_chunk_is_read_by_the_fast_path_as_serde_reads_it() {
         let mut head = Head::default();
         for data in stream {
             let expected = serde(data).unwrap_or_else(|| panic!("the corpus is valid: {data}"));
-            let fresh = decode(data, &mut Head::default()).unwrap_or_else(|| panic!("fast path refused {data}"));
+            let fresh = decode(data, &mut Head::default())
+                .unwrap_or_else(|| panic!("fast path refused {data}"));
             assert_eq!(fresh, expected, "{data}");
-            let continued = decode(data, &mut head).unwrap_or_else(|| panic!("fast path refused {data}"));
-            assert_eq!(continued, expected, "{data} after its stream's earlier chunks");
+            let continued =
+                decode(data, &mut head).unwrap_or_else(|| panic!("fast path refused {data}"));
+            assert_eq!(
+                continued, expected,
+                "{data} after its stream's earlier chunks"
+            );
         }
     }
 }
@@ -66,7 +71,10 @@ fn a_repeated_head_is_resumed_and_a_changed_one_is_read_again() {
     let first = r#"{"id":"c1","object":"chat.completion.chunk","model":"model-a","choices":[{"index":0,"delta":{"content":"a"}}]}"#;
     let mut head = Head::default();
     decode(first, &mut head).unwrap();
-    assert_eq!(head.bytes, br#"{"id":"c1","object":"chat.completion.chunk","model":"model-a","choices":"#);
+    assert_eq!(
+        head.bytes,
+        br#"{"id":"c1","object":"chat.completion.chunk","model":"model-a","choices":"#
+    );
 
     // Same head: resumed, and id and model come from this chunk's own bytes.
     let second = r#"{"id":"c1","object":"chat.completion.chunk","model":"model-a","choices":[{"index":0,"delta":{"content":"b"}}],"usage":null}"#;
@@ -127,13 +135,19 @@ fn mutated_chunks_mean_the_same_on_both_paths() {
                 decode(p, &mut primed);
             }
             for mutant in mutants {
-                let Ok(mutant) = String::from_utf8(mutant) else { continue };
+                let Ok(mutant) = String::from_utf8(mutant) else {
+                    continue;
+                };
                 let expected = serde(&mutant);
                 for head in [&mut Head::default(), &mut primed.clone()] {
                     checked += 1;
                     if let Some(got) = decode(&mutant, head) {
                         fast += 1;
-                        assert_eq!(Some(&got), expected.as_ref(), "fast path and serde differ on {mutant}");
+                        assert_eq!(
+                            Some(&got),
+                            expected.as_ref(),
+                            "fast path and serde differ on {mutant}"
+                        );
                     }
                 }
             }

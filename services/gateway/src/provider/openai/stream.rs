@@ -45,7 +45,12 @@ impl ChunkParser {
     }
 
     fn on_delta(&mut self, delta: &OaDelta<'_>, out: &mut Vec<Item>) {
-        let text = |t: &Option<Text<'_>>| t.as_ref().map(Text::as_str).filter(|t| !t.is_empty()).map(str::to_owned);
+        let text = |t: &Option<Text<'_>>| {
+            t.as_ref()
+                .map(Text::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
         if let Some(text) = text(&delta.reasoning_content).or_else(|| text(&delta.reasoning)) {
             out.push(Ok(StreamEvent::ReasoningDelta { text }));
         }
@@ -116,7 +121,8 @@ impl EventParser for ChunkParser {
             self.finish(out);
             return true;
         }
-        let decoded = chunk::decode(data, &mut self.chunk_head).map_or_else(|| serde_json::from_str(data), Ok);
+        let decoded = chunk::decode(data, &mut self.chunk_head)
+            .map_or_else(|| serde_json::from_str(data), Ok);
         let chunk: OaChunk = match decoded {
             Ok(c) => c,
             Err(e) => {
@@ -128,12 +134,21 @@ impl EventParser for ChunkParser {
             out.push(Err(error_object_status(err, data)));
             return true;
         }
-        self.start(chunk.id.as_ref().map(Text::as_str), chunk.model.as_ref().map(Text::as_str), out);
+        self.start(
+            chunk.id.as_ref().map(Text::as_str),
+            chunk.model.as_ref().map(Text::as_str),
+            out,
+        );
         for choice in chunk.choices.iter().flatten().filter(|c| c.index == 0) {
             if let Some(delta) = &choice.delta {
                 self.on_delta(delta, out);
             }
-            if let Some(fr) = choice.finish_reason.as_ref().map(Text::as_str).filter(|f| !f.is_empty()) {
+            if let Some(fr) = choice
+                .finish_reason
+                .as_ref()
+                .map(Text::as_str)
+                .filter(|f| !f.is_empty())
+            {
                 self.finish_reason = Some(stop_reason(fr));
             }
         }
