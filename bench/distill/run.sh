@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The distillation bench (results: bench/results/distill.md): SpamAssassin classification, then short
 # generation (synthetic date normalisation, seq2seq students; no download).
-#   bench/distill/run.sh [extra retort-distill-bench arguments, e.g. --students linear/small,mlp/tiny,
+#   bench/distill/run.sh [extra retort-bench-distill arguments, e.g. --students linear/small,mlp/tiny,
 #                         --sections generation, --gen-students seq2seq/tiny,seq2seq/small]
 # Fetches the corpus with `retort data fetch-spam` (once), installs scikit-learn for the baseline into
 # bench/distill/.venv (once), then runs the bench and writes bench/out/distill.md.
@@ -16,4 +16,4 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import sklearn' 2>/de
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet scikit-learn
 fi
-cargo run -q -p retort-distill-bench -- --data "$data" --python "$venv/bin/python" --out bench/out/distill.md "$@"
+cargo run -q -p retort-bench-distill -- --data "$data" --python "$venv/bin/python" --out bench/out/distill.md "$@"

@@ -19,7 +19,7 @@ for a in "$@"; do
 done
 
 cd "$root"
-cargo build --release -p retort -p retort-sim -p retort-bench
+cargo build --release -p retort -p retort-sim -p retort-bench-gateway
 
 target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo "$root/target")"

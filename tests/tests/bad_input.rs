@@ -2,7 +2,7 @@
 //! endpoint's own error shape with a message that names the problem, nothing reaches a provider,
 //! and the gateway keeps serving afterwards.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
-use retort_e2e::*;
+use retort_tests::*;
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq)]

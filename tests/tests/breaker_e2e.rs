@@ -101,7 +101,7 @@ async fn gateway(sim: &SimHandle, breaker: &str, cfg: &SpendConfig) -> (Running,
     gc.endpoint = breaker.to_owned();
     let guard = Arc::new(Guard::start(gc, prices()).unwrap());
     let hooks = Hooks {
-        spend: guard.clone(),
+        breaker: guard.clone(),
         ..Hooks::default()
     };
     let web = retort_breaker::web::router(breaker, Some(guard.clone())).unwrap();
@@ -554,7 +554,7 @@ async fn grpcurl_confirms_and_stops_through_reflection() {
         })
         .await
         .unwrap();
-    let list = retort_e2e::run_grpcurl(&["-plaintext", &addr, "list"]).await;
+    let list = retort_tests::run_grpcurl(&["-plaintext", &addr, "list"]).await;
     assert!(
         list.success()
             && list.stdout.contains("retort.v1.Breaker")
@@ -562,7 +562,7 @@ async fn grpcurl_confirms_and_stops_through_reflection() {
         "{}",
         list.report()
     );
-    let run = retort_e2e::run_grpcurl(&[
+    let run = retort_tests::run_grpcurl(&[
         "-plaintext",
         "-d",
         r#"{"session_id":"g1","by":"ops via grpcurl"}"#,
@@ -573,7 +573,7 @@ async fn grpcurl_confirms_and_stops_through_reflection() {
     assert!(run.success(), "{}", run.report());
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["state"], "confirmed", "{v}");
-    let run = retort_e2e::run_grpcurl(&[
+    let run = retort_tests::run_grpcurl(&[
         "-plaintext",
         "-d",
         r#"{"session_id":"g1"}"#,
@@ -584,7 +584,7 @@ async fn grpcurl_confirms_and_stops_through_reflection() {
     assert!(run.success(), "{}", run.report());
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["state"], "stopped", "{v}");
-    let run = retort_e2e::run_grpcurl(&[
+    let run = retort_tests::run_grpcurl(&[
         "-plaintext",
         "-d",
         r#"{"session_id":"nope"}"#,
@@ -598,7 +598,7 @@ async fn grpcurl_confirms_and_stops_through_reflection() {
         run.report()
     );
     let health =
-        retort_e2e::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
+        retort_tests::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
     assert!(health.stdout.contains("SERVING"), "{}", health.report());
     breaker.shutdown().await;
 }
@@ -693,7 +693,7 @@ async fn readyz(http: &reqwest::Client, gw: &Running) -> (u16, String) {
 
 async fn grpc_health(gw: &Running) -> String {
     let addr = gw.grpc_addr.to_string();
-    let run = retort_e2e::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
+    let run = retort_tests::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
     assert!(run.success(), "{}", run.report());
     run.stdout
 }

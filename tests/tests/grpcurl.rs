@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 use std::path::Path;
 
-use retort_e2e::*;
+use retort_tests::*;
 use serde_json::{Value, json};
 
 const PROMPT: &str = "hello";

@@ -2,7 +2,7 @@
 //! `tests/python/` make the calls and check what the SDKs return; they exit non-zero, saying which
 //! check failed, on any difference.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
-use retort_e2e::*;
+use retort_tests::*;
 use serde_json::json;
 
 const PROMPT: &str = "Summarise the plot of Hamlet in one sentence.";

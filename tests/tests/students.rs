@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 use std::path::{Path, PathBuf};
 
-use retort_e2e::*;
+use retort_tests::*;
 use retort_gateway::config::Config;
 use retort_proto::v1::{
     self as pb, gateway_client::GatewayClient, students_client::StudentsClient,

@@ -4,7 +4,7 @@
 //! Without features the CPU backend is burn-flex. With the `cuda` feature it is burn-cuda (device 0).
 //!
 //! Why flex and not ndarray (both ship with burn 0.21), measured on this 2-core machine with
-//! `retort-train-bench` (dev profile, burn at opt-level 3; one epoch, batch 32, ~120-word mails),
+//! `retort-bench-training` (dev profile, burn at opt-level 3; one epoch, batch 32, ~120-word mails),
 //! training examples/s, ndarray → flex: linear/small 1771 → 2822, mlp/tiny 451 → 481,
 //! mlp/small 37 → 48, cnn/tiny 4 → 248, transformer/tiny 165 → 111; single-item predict p50:
 //! linear/small 178 → 44 µs, cnn/tiny 67 ms → 1.4 ms. Flex wins everywhere but the transformer.

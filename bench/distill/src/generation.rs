@@ -339,7 +339,7 @@ pub async fn run(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "## Short generation: date normalisation — `retort-distill-bench`\n"
+        "## Short generation: date normalisation — `retort-bench-distill`\n"
     );
     let _ = writeln!(
         md,

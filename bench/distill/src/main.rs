@@ -1,4 +1,4 @@
-//! `retort-distill-bench`: the spam distillation, end to end, measured. For each teacher error rate:
+//! `retort-bench-distill`: the spam distillation, end to end, measured. For each teacher error rate:
 //! the simulator answers as the teacher (dataset mode over SpamAssassin), every training and
 //! held-out mail is labelled by the teacher *through the gateway*, students are trained on the
 //! teacher's labels and scored on the gold labels, a scikit-learn baseline is trained on the same
@@ -9,7 +9,7 @@
 //! A second section does the same for short generation (date normalisation, synthetic data generated
 //! by the bench, `seq2seq` students, exact match and character error rate): see [`generation`].
 //!
-//! usage: retort-distill-bench --data DIR [--out FILE] [--error-rates 0,0.1] [--students linear/small,mlp/tiny]
+//! usage: retort-bench-distill --data DIR [--out FILE] [--error-rates 0,0.1] [--students linear/small,mlp/tiny]
 //!        [--python PY] [--latency-requests N] [--prices FILE] [--teacher-price-model M]
 //!        [--compute-usd-per-core-hour X] [--teacher-latency-ms MS]
 //!        [--sections spam,generation] [--gen-train N] [--gen-evals N] [--gen-students seq2seq/tiny]
@@ -541,7 +541,7 @@ fn teacher_prices(path: &Path, model: &str) -> anyhow::Result<(f64, f64, String)
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let work = std::env::temp_dir().join(format!("retort-distill-bench-{}", std::process::id()));
+    let work = std::env::temp_dir().join(format!("retort-bench-distill-{}", std::process::id()));
     let (pin, pout, price_from) = teacher_prices(&a.prices, &a.teacher_price_model)?;
     let mut md = String::new();
     if a.sections.iter().any(|s| s == "spam") {
@@ -595,7 +595,7 @@ async fn spam_section(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "## SpamAssassin distillation — `retort-distill-bench`\n"
+        "## SpamAssassin distillation — `retort-bench-distill`\n"
     );
     let _ = writeln!(
         md,

@@ -1,4 +1,4 @@
-//! `retort-bench`: the gateway benchmark. Four systems side by side, in one run, against the same
+//! `retort-bench-gateway`: the gateway benchmark. Four systems side by side, in one run, against the same
 //! simulator and load generator: **direct** (client to simulator), **floor** (a bare pass-through
 //! proxy, [`floor`]), **retort** (the gateway) and **litellm** (LiteLLM's proxy).
 //!

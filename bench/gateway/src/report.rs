@@ -50,25 +50,9 @@ pub fn machine() -> (usize, String, u64, String) {
     (nproc, cpu, mem_kib / 1024, kernel)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for a Unix time.
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time.
 pub fn utc(unix: u64) -> String {
-    let (days, rem) = (unix / 86_400, unix % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    retort_time::human(i64::try_from(unix).unwrap_or(i64::MAX).saturating_mul(1000))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use retort_bench::{
+use retort_bench_gateway::{
     configs, procs,
     report::{self, Meta},
     scenarios::{self, Plan, Setup, System, SystemKind},

@@ -1,4 +1,4 @@
-//! `cargo run --release -p retort-metering-bench -- [EVENTS] [QUERY_EVENTS]` (`STREAMS=N` sets the
+//! `cargo run --release -p retort-bench-metering -- [EVENTS] [QUERY_EVENTS]` (`STREAMS=N` sets the
 //! concurrent ingest streams, default 4; `IDS=v4` random event ids instead of the gateway's UUIDv7;
 //! `PG_WRITE=unnest` the Postgres `INSERT ... ON CONFLICT` path instead of `COPY`; `ONLY=sqlite` or
 //! `ONLY=postgres` one store's ingest; `PG_WRITERS=N` concurrent Postgres group commits, default 3;
@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(10_000_000);
     let dir = std::env::temp_dir().join(format!(
-        "retort-metering-bench-{}",
+        "retort-bench-metering-{}",
         uuid::Uuid::new_v4().simple()
     ));
     let only = std::env::var("ONLY").unwrap_or_default();

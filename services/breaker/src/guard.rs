@@ -1,4 +1,4 @@
-//! The gateway side: a [`SpendGuard`] that admits each request from local leases and a background
+//! The gateway side: a [`BreakerGuard`] that admits each request from local leases and a background
 //! thread that reports settled usage, refreshes and renews leases, returns idle allowance and
 //! learns which sessions are paused or stopped.
 //!
@@ -21,11 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use retort_gateway::{
-    error::ApiError,
-    hooks::{Admission, GuardHealth, SpendGuard, SpendRequest},
-    types::Usage,
-};
+use retort_hooks::{Admission, GuardHealth, Refusal, BreakerGuard, SpendRequest, Usage};
 use retort_pricing::{PriceTable, Tokens, cost_of};
 use retort_proto::v1::{self as pb, breaker_client::BreakerClient};
 
@@ -551,8 +547,8 @@ fn wait<'a>(inner: &'a Inner, mut st: MutexGuard<'a, State>, d: Duration) -> Mut
     st
 }
 
-impl SpendGuard for Guard {
-    fn admit(&self, req: &SpendRequest<'_>) -> Result<Box<dyn Admission>, ApiError> {
+impl BreakerGuard for Guard {
+    fn admit(&self, req: &SpendRequest<'_>) -> Result<Box<dyn Admission>, Refusal> {
         let inner = &self.inner;
         let (rm, rt) = self.reservation(req);
         let user = req.identity.user.as_str();
@@ -564,7 +560,7 @@ impl SpendGuard for Guard {
             && let Some(msg) = st.blocked.get(user).and_then(|s| s.get(session))
         {
             inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::PaymentRequired(msg.clone()));
+            return Err(Refusal::PaymentRequired(msg.clone()));
         }
         let accounts = st.accounts_of(user, &req.identity.team);
         let admitted = |st: &mut State, reserved| -> Box<dyn Admission> {
@@ -587,7 +583,7 @@ impl SpendGuard for Guard {
                     }
                     Unreachable::FailClosed => {
                         inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        Err(ApiError::Upstream("the spend guard cannot reach the breaker service and is configured to fail closed".into()))
+                        Err(Refusal::Unavailable("the spend guard cannot reach the breaker service and is configured to fail closed".into()))
                     }
                 };
             }
@@ -626,7 +622,7 @@ impl SpendGuard for Guard {
             }
             inner.stats.refused.fetch_add(1, Ordering::Relaxed);
             let why = spent.unwrap_or_else(|| "the spend allowance of this gateway is used up for now (the budget is nearly spent or leased to other gateways); retry shortly".into());
-            return Err(ApiError::PaymentRequired(format!(
+            return Err(Refusal::PaymentRequired(format!(
                 "request of user {user} refused: {why} (this request may cost up to ${:.4}, {rt} tokens)",
                 rm as f64 / 1e6
             )));

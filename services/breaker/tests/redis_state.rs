@@ -258,10 +258,7 @@ async fn a_soft_budget_limit_asks_on_the_webhook_and_watch_once_for_all_replicas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_stops_spending_a_lease_it_could_not_renew_and_leases_again() {
     use retort_breaker::guard::{Guard, GuardConfig};
-    use retort_gateway::{
-        hooks::{GuardHealth, SpendGuard, SpendRequest},
-        types::{Identity, Usage},
-    };
+    use retort_hooks::{GuardHealth, Identity, BreakerGuard, SpendRequest, Usage};
     let b = breaker(&prefix("guard-lapse"), BUDGET).await;
     b.set_lease_ttl_ms(1_000);
     let first = retort_breaker::grpc::serve("127.0.0.1:0".parse().unwrap(), b.clone())

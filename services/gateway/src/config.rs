@@ -402,6 +402,11 @@ impl Config {
                 name.to_ascii_uppercase().replace('-', "_")
             );
             let base_url = if p.kind == ProviderKind::Local {
+                if !cfg!(feature = "students") {
+                    return Err(invalid(format!(
+                        "provider {name}: kind `local` serves students, and this gateway was built without the `students` feature"
+                    )));
+                }
                 if p.base_url.is_some() {
                     return Err(invalid(format!(
                         "provider {name}: a local provider takes `dir`, not `base_url`"

@@ -133,3 +133,12 @@ impl From<ApiError> for tonic::Status {
         tonic::Status::new(e.grpc_code(), e.to_string())
     }
 }
+
+impl From<retort_hooks::Refusal> for ApiError {
+    fn from(r: retort_hooks::Refusal) -> Self {
+        match r {
+            retort_hooks::Refusal::PaymentRequired(m) => ApiError::PaymentRequired(m),
+            retort_hooks::Refusal::Unavailable(m) => ApiError::Upstream(m),
+        }
+    }
+}

@@ -341,7 +341,7 @@ pub async fn serve(
             let router = Arc::clone(&router);
             move || {
                 let closed = matches!(
-                    router.hooks.spend.health(),
+                    router.hooks.breaker.health(),
                     crate::hooks::GuardHealth::FailingClosed(_)
                 );
                 let ready = router.readiness().is_ok() && !closed;
@@ -351,12 +351,12 @@ pub async fn serve(
     // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    let mut routes = builder
-        .add_service(health_service)
-        .add_service(pb::students_server::StudentsServer::new(
-            crate::students::StudentsService::new(Arc::clone(&router)),
-        ))
-        .add_service(
+    let routes = builder.add_service(health_service);
+    #[cfg(feature = "students")]
+    let routes = routes.add_service(pb::students_server::StudentsServer::new(
+        crate::students::StudentsService::new(Arc::clone(&router)),
+    ));
+    let mut routes = routes.add_service(
             pb::gateway_server::GatewayServer::new(GatewayService::new(router))
                 .max_decoding_message_size(16 << 20),
         );

@@ -440,7 +440,7 @@ async fn metrics(State(router): State<Arc<Router>>) -> Response {
 
 async fn readyz(State(router): State<Arc<Router>>) -> Response {
     use crate::hooks::GuardHealth;
-    match (router.readiness(), router.hooks.spend.health()) {
+    match (router.readiness(), router.hooks.breaker.health()) {
         (Err(why), _) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
         (Ok(()), GuardHealth::FailingClosed(why)) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -9,10 +9,15 @@ pub mod grpc;
 pub mod http;
 pub mod ingress;
 mod inline;
+
+/// The usage and spend hooks (and the identity and usage types) live in `retort-hooks`, shared
+/// with the services that implement them.
+pub use retort_hooks as hooks;
 pub mod metrics;
 pub mod provider;
 pub mod router;
 pub mod routes;
+#[cfg(feature = "students")]
 pub mod students;
 pub mod types;
 
@@ -134,4 +139,3 @@ pub async fn start_with(
         tasks: vec![http_task, grpc_task],
     })
 }
-pub mod hooks;

@@ -21,7 +21,6 @@ use crate::{
     metrics::{AttemptLabels, Metrics, RouteLabels, TargetLabels},
     provider::{self, Disposition, Provider, ProviderError, StatusKind, TimeoutKind},
     routes::{Route, RouteTable, StudentRoute, Target},
-    students::Students,
     types::{
         ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent,
         Usage,
@@ -41,7 +40,8 @@ pub struct Router {
     /// Name → targets; swapped whole when students are deployed (see [`crate::routes`]).
     routes: ArcSwap<RouteTable>,
     /// Deployed students, when a `local` provider is configured.
-    pub students: Option<Students>,
+    #[cfg(feature = "students")]
+    pub students: Option<crate::students::Students>,
 }
 
 impl Router {
@@ -53,17 +53,20 @@ impl Router {
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         let mut local = None;
         for (name, p) in &cfg.providers {
+            #[cfg(feature = "students")]
             if p.kind == ProviderKind::Local {
                 let l = Arc::new(provider::local::Local::new(p));
                 providers.insert(name.clone(), Arc::clone(&l) as Arc<dyn Provider>);
                 local = Some((p.clone(), l));
-            } else {
-                providers.insert(name.clone(), provider::build(p)?);
+                continue;
             }
+            providers.insert(name.clone(), provider::build(p)?);
         }
+        #[cfg_attr(not(feature = "students"), allow(unused_mut))]
         let mut router = Self::with_providers(cfg, providers, metrics, hooks);
+        #[cfg(feature = "students")]
         if let Some((p, l)) = local {
-            router.students = Some(Students::restore(&p, l, &router.cfg));
+            router.students = Some(crate::students::Students::restore(&p, l, &router.cfg));
             router.rebuild_routes();
         }
         Ok(router)
@@ -94,6 +97,7 @@ impl Router {
             metrics,
             hooks,
             routes,
+            #[cfg(feature = "students")]
             students: None,
         }
     }
@@ -110,11 +114,14 @@ impl Router {
 
     /// Rebuilds the route table from the configuration and the deployed students, and swaps it in.
     pub(crate) fn rebuild_routes(&self) {
+        #[cfg(feature = "students")]
         let students: Vec<StudentRoute> = self
             .students
             .as_ref()
-            .map(Students::routes)
+            .map(crate::students::Students::routes)
             .unwrap_or_default();
+        #[cfg(not(feature = "students"))]
+        let students: Vec<StudentRoute> = Vec::new();
         for s in &students {
             self.metrics
                 .breaker_state
@@ -186,7 +193,7 @@ impl Router {
         plan: &Plan<'_>,
         req: &ChatRequest,
     ) -> Result<Box<dyn crate::hooks::Admission>, ApiError> {
-        self.hooks.spend.admit(&SpendRequest {
+        self.hooks.breaker.admit(&SpendRequest {
             identity: &plan.meta.identity,
             session_id: plan.meta.session_id.as_deref(),
             route: &plan.route,
@@ -198,6 +205,7 @@ impl Router {
             input_tokens: plan.estimated,
             max_output_tokens: u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)),
         })
+        .map_err(ApiError::from)
     }
 
     /// One whole answer, failing over between the route's targets as needed.

@@ -2,40 +2,7 @@
 //! provider adapter speaks them, so any ingress can reach any provider.
 use serde::{Deserialize, Serialize};
 
-/// Who is calling, resolved from the API key and request headers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Identity {
-    pub user: String,
-    pub team: String,
-    pub discipline: String,
-    pub level: String,
-}
-
-/// The harness a request came from, detected from the User-Agent (or given explicitly).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Harness {
-    ClaudeCode,
-    Codex,
-    Cursor,
-    Copilot,
-    Sdk,
-    #[default]
-    Other,
-}
-
-impl Harness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Harness::ClaudeCode => "claude_code",
-            Harness::Codex => "codex",
-            Harness::Cursor => "cursor",
-            Harness::Copilot => "copilot",
-            Harness::Sdk => "sdk",
-            Harness::Other => "other",
-        }
-    }
-}
+pub use retort_hooks::{Harness, Identity, Usage};
 
 /// Metadata that travels with every request into metering and breakers.
 #[derive(Debug, Clone, Default)]
@@ -155,27 +122,6 @@ pub enum StopReason {
     StopSequence,
     ToolUse,
     ContentFilter,
-}
-
-/// Token usage, normalised across providers. `input` excludes cached tokens; `output` includes
-/// reasoning tokens, which are also reported on their own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input: u64,
-    pub output: u64,
-    pub reasoning: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-}
-
-impl Usage {
-    pub fn add(&mut self, other: &Usage) {
-        self.input += other.input;
-        self.output += other.output;
-        self.reasoning += other.reasoning;
-        self.cache_read += other.cache_read;
-        self.cache_write += other.cache_write;
-    }
 }
 
 /// A failed attempt that preceded (or replaced) the answer.

@@ -16,7 +16,7 @@ use std::{
     time::Instant,
 };
 
-use retort_gateway::hooks::{UsageEvent, UsageSink};
+use retort_hooks::{UsageEvent, UsageSink};
 use retort_proto::v1::{self as pb, metering_client::MeteringClient};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};

@@ -1,6 +1,6 @@
 //! Conversions at the edges: the gateway's [`UsageEvent`] to the wire event, the wire event to a
 //! stored [`Record`] (with the validation that names the field at fault), and the spool's JSON form.
-use retort_gateway::hooks::UsageEvent;
+use retort_hooks::UsageEvent;
 use retort_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 

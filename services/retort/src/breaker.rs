@@ -84,7 +84,7 @@ pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<sup
         &cfg.endpoint,
         Some(std::sync::Arc::clone(&guard)),
     )?);
-    up.hooks.spend = guard;
+    up.hooks.breaker = guard;
     Ok(up)
 }
 

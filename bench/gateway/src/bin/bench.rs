@@ -1,6 +1,6 @@
 //! `bench`: the gateway benchmark. Starts `retort-sim`, the `floor` proxy, `retort gateway` and
 //! (with `--litellm`) LiteLLM's proxy on free loopback ports, runs the scenarios of
-//! `retort_bench::scenarios` against all of them, stops them, and writes the report.
+//! `retort_bench_gateway::scenarios` against all of them, stops them, and writes the report.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use retort_bench::{
+use retort_bench_gateway::{
     configs::{self, MODEL_FAST, MODEL_STREAM, RETORT_KEY},
     load::{self, Conn, Endpoint, PATH},
     procs::{self, Child},
@@ -211,7 +211,7 @@ async fn start_all(
         let p = bin_dir.join(name);
         if !p.is_file() {
             bail!(
-                "{} not found: build it first (cargo build --release -p retort -p retort-sim -p retort-bench)",
+                "{} not found: build it first (cargo build --release -p retort -p retort-sim -p retort-bench-gateway)",
                 p.display()
             );
         }

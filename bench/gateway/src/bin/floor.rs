@@ -1,4 +1,4 @@
-//! `floor`: the bare pass-through proxy of the gateway benchmark (see `retort_bench::floor`).
+//! `floor`: the bare pass-through proxy of the gateway benchmark (see `retort_bench_gateway::floor`).
 
 use anyhow::Context;
 use clap::Parser;
@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tokio::select! {
-        r = retort_bench::floor::serve(listener, &args.upstream) => r,
+        r = retort_bench_gateway::floor::serve(listener, &args.upstream) => r,
         r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c"),
     }
 }

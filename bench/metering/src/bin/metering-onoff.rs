@@ -3,18 +3,18 @@
 //! assembles them, on the gateway bench's configuration: one with no usage sink (metering off), one
 //! with metering in-process on a SQLite file and the gateway's `MeteringSink` (bounded queue,
 //! batches over gRPC) as its usage hook. Both are driven with the gateway bench's closed-loop load
-//! generator (`retort_bench::load`, real HTTP/1 keep-alive connections), alternating which goes
+//! generator (`retort_bench_gateway::load`, real HTTP/1 keep-alive connections), alternating which goes
 //! first each round. Prints a Markdown table: median req/s of each, the ratio on/off, p99 latency.
 //!
 //! ```sh
-//! cargo build --release -p retort-metering-bench
+//! cargo build --release -p retort-bench-metering
 //! target/release/metering-onoff [--rounds 3] [--secs 10]
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use retort_bench::{
+use retort_bench_gateway::{
     configs::{self, MODEL_20MS, MODEL_FAST, RETORT_KEY},
     load::{self, Endpoint},
     procs,

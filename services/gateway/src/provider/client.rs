@@ -47,8 +47,18 @@ const MAX_IDLE: usize = 1024;
 
 /// Why a provider's client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up TLS: {0}")]
-pub struct ClientError(String);
+pub enum ClientError {
+    #[error("cannot set up TLS")]
+    Tls(#[source] rustls::Error),
+    #[error("provider {0} is of kind `local`, and this gateway was built without the `students` feature")]
+    WithoutStudents(String),
+}
+
+impl ClientError {
+    pub(crate) fn without_students(provider: &str) -> ClientError {
+        ClientError::WithoutStudents(provider.to_owned())
+    }
+}
 
 /// One provider's pooled HTTP client.
 #[derive(Clone)]
@@ -132,7 +142,7 @@ impl HttpClient {
         http.enforce_http(false);
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ClientError(e.to_string()))?
+            .map_err(ClientError::Tls)?
             .https_or_http();
         let inner = if cfg.http2 {
             let mut builder = Client::builder(TokioExecutor::new());

@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod client;
 mod common;
+#[cfg(feature = "students")]
 pub mod local;
 pub mod openai;
 mod scan;
@@ -270,7 +271,13 @@ pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, client::ClientEr
             cfg.clone(),
             client::HttpClient::new(cfg)?,
         )),
+        #[cfg(feature = "students")]
         ProviderKind::Local => Arc::new(local::Local::new(cfg)),
+        // Refused when the configuration is loaded, so only reached by a hand-built config.
+        #[cfg(not(feature = "students"))]
+        ProviderKind::Local => {
+            return Err(client::ClientError::without_students(&cfg.name));
+        }
     })
 }
 

@@ -1,6 +1,6 @@
 //! Training-speed bench: examples per second for every student family on each CPU backend.
 //!
-//! `cargo run --release -p retort-training --bin retort-train-bench [-- --out FILE] [--generation]`
+//! `cargo run --release -p retort-bench-training [-- --out FILE] [--generation]`
 //!
 //! `--generation` runs only the generation table: seq2seq/tiny and seq2seq/small on the synthetic
 //! date task (`data::synthetic_dates`), on the default backend, trained for a fixed number of

@@ -1,14 +1,74 @@
-//! The gateway's two extension points for the services beside it. Both are called on the hot path
-//! and must never wait on a network round trip:
+//! The in-process contract between the gateway and the services beside it (metering, breakers):
+//! who is calling ([`Identity`], [`Harness`]), what an attempt used ([`Usage`], [`UsageEvent`]),
+//! and the two hooks the gateway calls on its hot path ([`UsageSink`], [`BreakerGuard`]). Services
+//! depend on this crate, never on each other; it must stay small, free of I/O and of any service's
+//! dependencies.
+//!
+//! Both hooks are called on the hot path and must never wait on a network round trip:
 //! - [`UsageSink`] receives one [`UsageEvent`] per attempt (metering); `record` only enqueues.
-//! - [`SpendGuard`] admits or refuses a request before it goes upstream and settles its real usage
+//! - [`BreakerGuard`] admits or refuses a request before it goes upstream and settles its real usage
 //!   after (session breakers and budgets); decisions come from local state such as leases.
 use std::{sync::Arc, time::SystemTime};
 
-use crate::{
-    error::ApiError,
-    types::{Harness, Identity, Usage},
-};
+use serde::{Deserialize, Serialize};
+
+/// Who is calling, resolved from the API key and request headers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub user: String,
+    pub team: String,
+    pub discipline: String,
+    pub level: String,
+}
+
+/// The harness a request came from, detected from the User-Agent (or given explicitly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Harness {
+    ClaudeCode,
+    Codex,
+    Cursor,
+    Copilot,
+    Sdk,
+    #[default]
+    Other,
+}
+
+impl Harness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Harness::ClaudeCode => "claude_code",
+            Harness::Codex => "codex",
+            Harness::Cursor => "cursor",
+            Harness::Copilot => "copilot",
+            Harness::Sdk => "sdk",
+            Harness::Other => "other",
+        }
+    }
+}
+
+/// Token usage, normalised across providers. `input` excludes cached tokens; `output` includes
+/// reasoning tokens, which are also reported on their own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub reasoning: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.input += other.input;
+        self.output += other.output;
+        self.reasoning += other.reasoning;
+        self.cache_read += other.cache_read;
+        self.cache_write += other.cache_write;
+    }
+}
+
+
 
 /// One attempt against one target, successful or not.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,10 +140,10 @@ pub trait Admission: Send {
     fn settle(self: Box<Self>, provider: &str, model: &str, usage: &Usage);
 }
 
-pub trait SpendGuard: Send + Sync {
-    /// Admits the request (reserving its worst case) or refuses it with the error the caller sees,
-    /// typically [`ApiError::PaymentRequired`] while a session is paused or a hard budget is spent.
-    fn admit(&self, req: &SpendRequest<'_>) -> Result<Box<dyn Admission>, ApiError>;
+pub trait BreakerGuard: Send + Sync {
+    /// Admits the request (reserving its worst case) or refuses it with the reason the caller sees,
+    /// typically [`Refusal::PaymentRequired`] while a session is paused or a hard budget is spent.
+    fn admit(&self, req: &SpendRequest<'_>) -> Result<Box<dyn Admission>, Refusal>;
 
     /// What the gateway's health output (`/readyz`, gRPC health) says about spend checks. Cheap:
     /// read from local state, never a network call.
@@ -91,6 +151,26 @@ pub trait SpendGuard: Send + Sync {
         GuardHealth::Ok
     }
 }
+
+/// Why the spend guard refused a request; the gateway answers it in the caller's protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A session is paused or stopped, or a hard budget is spent (HTTP 402, gRPC
+    /// `RESOURCE_EXHAUSTED`). The message says what crossed which limit and how to go on.
+    PaymentRequired(String),
+    /// The guard cannot decide (the breaker is unreachable and the policy is to fail closed).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::PaymentRequired(m) | Refusal::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The spend guard's part of the gateway's readiness.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,7 +187,7 @@ pub enum GuardHealth {
 }
 
 /// Admits everything (breakers off).
-pub struct NoSpendGuard;
+pub struct NoBreakerGuard;
 
 struct Unlimited;
 
@@ -115,8 +195,8 @@ impl Admission for Unlimited {
     fn settle(self: Box<Self>, _: &str, _: &str, _: &Usage) {}
 }
 
-impl SpendGuard for NoSpendGuard {
-    fn admit(&self, _: &SpendRequest<'_>) -> Result<Box<dyn Admission>, ApiError> {
+impl BreakerGuard for NoBreakerGuard {
+    fn admit(&self, _: &SpendRequest<'_>) -> Result<Box<dyn Admission>, Refusal> {
         Ok(Box::new(Unlimited))
     }
 }
@@ -125,14 +205,14 @@ impl SpendGuard for NoSpendGuard {
 #[derive(Clone)]
 pub struct Hooks {
     pub usage: Arc<dyn UsageSink>,
-    pub spend: Arc<dyn SpendGuard>,
+    pub breaker: Arc<dyn BreakerGuard>,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
         Hooks {
             usage: Arc::new(NoUsageSink),
-            spend: Arc::new(NoSpendGuard),
+            breaker: Arc::new(NoBreakerGuard),
         }
     }
 }

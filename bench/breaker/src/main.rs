@@ -1,4 +1,4 @@
-//! The breaker bench: `cargo run --release -p retort-breaker --example bench`.
+//! The breaker bench: `cargo run --release -p retort-bench-breaker`.
 //! 1. admit + settle of the spend guard, per request, from a warm lease (HDR histogram);
 //! 2. gateway throughput with breakers and budgets off vs on (in-process, zero-delay simulator);
 //! 3. overspend of one budget shared by two gateway replicas under 1,000-way concurrency, beside
@@ -14,7 +14,7 @@ use retort_breaker::{
     guard::{Guard, GuardConfig},
 };
 use retort_gateway::{
-    hooks::{Hooks, SpendGuard, SpendRequest},
+    hooks::{Hooks, BreakerGuard, SpendRequest},
     types::{Identity, Usage},
 };
 use serde_json::json;
@@ -165,7 +165,7 @@ async fn main() {
     let on = gateway(
         &sim,
         Hooks {
-            spend: guard.clone(),
+            breaker: guard.clone(),
             ..Hooks::default()
         },
     )

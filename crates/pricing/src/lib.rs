@@ -80,24 +80,8 @@ pub struct Priced {
     pub tier: String,
 }
 
-/// Days since 1970-01-01 for a `YYYY-MM-DD` date.
-pub fn parse_day(s: &str) -> Option<i64> {
-    let mut it = s.split('-');
-    let (y, m, d) = (
-        it.next()?.parse::<i64>().ok()?,
-        it.next()?.parse::<i64>().ok()?,
-        it.next()?.parse::<i64>().ok()?,
-    );
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
+/// Days since 1970-01-01 for a `YYYY-MM-DD` date; only real dates (`2025-02-31` is refused).
+pub use retort_time::parse_day;
 
 /// All prices, by model, each model's entries sorted by effective day.
 #[derive(Debug, Clone, Default, PartialEq)]
