@@ -55,6 +55,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    #[cfg(not(feature = "students"))]
     pub(crate) fn without_students(provider: &str) -> ClientError {
         ClientError::WithoutStudents(provider.to_owned())
     }
