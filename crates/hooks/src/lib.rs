@@ -1,5 +1,5 @@
 //! The in-process contract between the gateway and the services beside it (metering, breakers):
-//! who is calling ([`Identity`], [`Harness`]), what an attempt used ([`Usage`], [`UsageEvent`]),
+//! who is calling ([`Identity`], [`Harness`], and with what rights: [`Principal`], [`Role`]), what an attempt used ([`Usage`], [`UsageEvent`]),
 //! and the two hooks the gateway calls on its hot path ([`UsageSink`], [`BreakerGuard`]). Services
 //! depend on this crate, never on each other; it must stay small, free of I/O and of any service's
 //! dependencies.
@@ -19,6 +19,59 @@ pub struct Identity {
     pub team: String,
     pub discipline: String,
     pub level: String,
+}
+
+/// What a caller may do beyond their own work. One model for the whole mesh: users see and manage
+/// their own requests, sessions and jobs; team admins their team's; admins everything; service
+/// identities make the calls services make to each other (usage ingest, leases and settlements).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    User,
+    TeamAdmin,
+    Admin,
+    Service,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::TeamAdmin => "team_admin",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+}
+
+/// An authenticated caller: who they are and what role their key carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Principal {
+    pub identity: Identity,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.role == Role::Service
+    }
+
+    /// May act on what belongs to `user` of `team`: the user themself, an admin of that team, or an
+    /// admin. (Service identities act only through the calls made for them, never on a user's
+    /// behalf here.)
+    pub fn may_act_for(&self, user: &str, team: &str) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::TeamAdmin => self.identity.team == team || self.identity.user == user,
+            Role::User => self.identity.user == user,
+            Role::Service => false,
+        }
+    }
 }
 
 /// The harness a request came from, detected from the User-Agent (or given explicitly).
@@ -67,8 +120,6 @@ impl Usage {
         self.cache_write += other.cache_write;
     }
 }
-
-
 
 /// One attempt against one target, successful or not.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,5 +265,33 @@ impl Default for Hooks {
             usage: Arc::new(NoUsageSink),
             breaker: Arc::new(NoBreakerGuard),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(user: &str, team: &str, role: Role) -> Principal {
+        Principal {
+            identity: Identity {
+                user: user.into(),
+                team: team.into(),
+                ..Identity::default()
+            },
+            role,
+        }
+    }
+
+    #[test]
+    fn who_may_act_for_whom() {
+        let alice = principal("alice", "ml", Role::User);
+        assert!(alice.may_act_for("alice", "ml"));
+        assert!(!alice.may_act_for("bob", "ml"));
+        let lead = principal("carol", "ml", Role::TeamAdmin);
+        assert!(lead.may_act_for("bob", "ml"));
+        assert!(!lead.may_act_for("dave", "web"));
+        assert!(principal("root", "ops", Role::Admin).may_act_for("dave", "web"));
+        assert!(!principal("gateway", "", Role::Service).may_act_for("alice", "ml"));
     }
 }

@@ -2,18 +2,18 @@
 //! builds its tonic services and hands them to [`Grpc`], which binds the address (port 0 picks a free
 //! one), turns off Nagle, serves `grpc.health.v1` following the service's own readiness check,
 //! serves reflection listing exactly the services on that port, and stops gracefully: in-flight
-//! calls finish, then the task ends. Authentication and TLS belong here too, once, for every service.
+//! calls finish, then the task ends. With [`Grpc::authenticate`] every call but health and
+//! reflection must carry a known API key, checked before its body is read ([`auth`]).
 //!
 //! This crate knows no service: it must never depend on a service crate.
-use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
+
+pub mod auth;
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::{
-    body::Body,
-    server::NamedService,
-    service::Routes,
-    transport::server::TcpIncoming,
-};
+use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,7 @@ pub struct Grpc {
     label: &'static str,
     routes: Routes,
     names: Vec<&'static str>,
+    keys: Option<Arc<auth::KeyRing>>,
 }
 
 impl Grpc {
@@ -79,7 +80,17 @@ impl Grpc {
             label,
             routes: Routes::default(),
             names: Vec::new(),
+            keys: None,
         }
+    }
+
+    /// Every call but health and reflection must carry a key of `keys`; its [`Principal`] reaches
+    /// the handler ([`auth::principal`]). Checked before the request's body is decoded.
+    ///
+    /// [`Principal`]: retort_hooks::Principal
+    pub fn authenticate(mut self, keys: Arc<auth::KeyRing>) -> Grpc {
+        self.keys = Some(keys);
+        self
     }
 
     /// Adds one tonic service; reflection and health list it by its protobuf name.
@@ -107,7 +118,14 @@ impl Grpc {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let (health, watcher) = health_following(self.names.clone(), readiness);
-        let routes = add_reflection(self.routes.add_service(health), &self.names);
+        let mut routes = add_reflection(self.routes.add_service(health), &self.names);
+        if let Some(keys) = self.keys {
+            routes = Routes::from(
+                routes
+                    .into_axum_router()
+                    .layer(axum::middleware::from_fn_with_state(keys, auth::check)),
+            );
+        }
         // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
@@ -123,7 +141,11 @@ impl Grpc {
     }
 
     /// Binds `addr` and serves in a task of its own until [`Serving::shutdown`].
-    pub async fn spawn(self, addr: SocketAddr, readiness: Readiness) -> Result<Serving, ServeError> {
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        readiness: Readiness,
+    ) -> Result<Serving, ServeError> {
         let (listener, addr) = bind(addr).await?;
         let label = self.label;
         let (stop, mut rx) = watch::channel(false);
