@@ -1,13 +1,15 @@
-//! `retort.v1.Distill` over gRPC: thin handlers over the [`Engine`], reflection (v1 and v1alpha)
-//! and `grpc.health.v1` tied to whether the database answers.
+//! `retort.v1.Distill` over gRPC: thin handlers over the [`Engine`], served by the workspace's one
+//! scaffold ([`retort_server::Grpc`]: reflection, and `grpc.health.v1` tied to whether the database
+//! answers).
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use retort_proto::v1::{self as pb, distill_server::DistillServer};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use retort_server::{Grpc, Readiness, Serving};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::{DistillConfig, Error, pipeline::Engine, store::Store};
+use crate::{DistillConfig, Error, JobState, pipeline::Engine, store::Store};
 
 /// Inline data may be this large (training sets of a few hundred MB should be given as paths).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -43,7 +45,7 @@ impl pb::distill_server::Distill for DistillService {
             .job(&id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
-        let unfinished = matches!(row.state.as_str(), "queued" | "running");
+        let unfinished = row.state.is_unfinished();
         let stored = row.progress_json.clone();
         let here = self.engine.is_live(&id);
         let job = self.engine.to_pb(row).await?;
@@ -161,15 +163,15 @@ fn poll_store(
                     // The database is away: keep waiting, as for a job that is slow.
                     Err(_) => continue,
                 };
-                let ended = !matches!(row.state.as_str(), "queued" | "running");
+                let ended = !row.state.is_unfinished();
                 let mut p: pb::JobProgress =
                     serde_json::from_str::<crate::pipeline::Progress>(&row.progress_json)
                         .unwrap_or_default()
                         .to_pb(&id);
                 if ended {
                     p.done = true;
-                    p.state = row.state.clone();
-                    if p.error.is_empty() && row.state != "succeeded" {
+                    p.state = row.state.as_str().into();
+                    if p.error.is_empty() && row.state != JobState::Succeeded {
                         p.error = row.error.clone();
                     }
                 }
@@ -185,34 +187,41 @@ fn poll_store(
 pub struct Running {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: Serving,
+    /// Ends `Watch` streams, which would otherwise hold a graceful shutdown open.
+    stopping: watch::Sender<bool>,
+    /// Ends the `Watch` streams when the server is told to stop through [`Running::stopper`].
+    relay: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops serving (jobs in flight are interrupted where they stand and resume at the next start).
     pub async fn shutdown(self) {
         self.engine.stop().await;
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let _ = self.stopping.send(true);
+        self.server.shutdown().await;
+        self.relay.abort();
         self.engine.store.close().await;
     }
 
     /// Stops as a crash would: job tasks are aborted, nothing is recorded.
     pub async fn kill(self) {
         self.engine.kill();
-        let _ = self.stop.send(true);
-        self.task.abort();
-        let _ = self.task.await;
+        let _ = self.stopping.send(true);
+        self.server.shutdown().await;
+        self.relay.abort();
         self.engine.store.close().await;
     }
 
+    /// Waits until the server has stopped (after `true` is sent on [`Running::stopper`]).
     pub async fn wait(self) {
-        let _ = self.task.await;
+        self.server.wait().await;
+        self.relay.abort();
     }
 
+    /// A handle that stops the server (and ends `Watch` streams) when `true` is sent.
     pub fn stopper(&self) -> watch::Sender<bool> {
-        self.stop.clone()
+        self.server.stopper()
     }
 }
 
@@ -235,18 +244,13 @@ pub async fn start_with_store(
 }
 
 async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
-    let addr = engine.cfg.grpc_addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { addr, source })?;
-    let resumed = engine.resume_all().await?;
-    engine.start_keeper();
-    let name = <DistillServer<DistillService> as tonic::server::NamedService>::NAME;
+    let (stopping, rx) = watch::channel(false);
+    let svc = DistillService {
+        engine: Arc::clone(&engine),
+        stopping: rx,
+    };
     // Health follows the database.
-    let (health_service, watcher) = retort_proto::health_following(name, Duration::from_secs(1), {
+    let readiness = Readiness::new(Duration::from_secs(1), {
         let e = Arc::clone(&engine);
         move || {
             let e = Arc::clone(&e);
@@ -259,35 +263,42 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
             }
         }
     });
-    let (stop, mut rx) = watch::channel(false);
-    let svc = DistillService {
-        engine: Arc::clone(&engine),
-        stopping: rx.clone(),
+    let server = Grpc::new("distill")
+        .add(
+            DistillServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(64 << 20),
+        )
+        .spawn(engine.cfg.grpc_addr, readiness)
+        .await?;
+    // A stop sent on the server's own handle (`retort distill serve` on a signal) must end the
+    // `Watch` streams too, or the graceful shutdown would wait on them.
+    let relay = {
+        let mut stop = server.stopper().subscribe();
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            if stop.wait_for(|s| *s).await.is_ok() {
+                let _ = stopping.send(true);
+            }
+        })
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    let mut routes = builder.add_service(health_service).add_service(
-        DistillServer::new(svc)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(64 << 20),
-    );
-    routes = retort_proto::add_reflection(routes);
-    let task = tokio::spawn(async move {
-        let r = routes
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-        watcher.abort();
-        if let Err(e) = r {
-            tracing::error!(error = %e, "distill gRPC server stopped");
+    // Bound first, so that a taken port fails the start before any job is resumed.
+    let resumed = match engine.resume_all().await {
+        Ok(n) => n,
+        Err(e) => {
+            relay.abort();
+            server.shutdown().await;
+            return Err(e);
         }
-    });
+    };
+    engine.start_keeper();
+    let addr = server.addr;
     tracing::info!(%addr, db = engine.store.kind(), resumed, "distill listening");
     Ok(Running {
         addr,
         engine,
-        stop,
-        task,
+        server,
+        stopping,
+        relay,
     })
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod data;
 pub mod grpc;
+pub mod job;
 pub mod pipeline;
 pub mod report;
 pub mod store;
@@ -20,8 +21,11 @@ pub mod teacher;
 
 pub use config::DistillConfig;
 pub use grpc::{Running, start};
+pub use job::{JobState, Stage, StageState};
 
-/// Everything that can go wrong in the distill crate.
+/// Everything that can go wrong in the distill crate. Where another library's error is the cause,
+/// the variant keeps it as its `source` (its text is also in the message, which is what gRPC callers
+/// and the job's status show).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request is wrong; the message says where (line numbers for JSONL).
@@ -33,14 +37,54 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("database: {0}")]
-    Store(String),
-    #[error("{0}")]
-    Io(String),
+    Store(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A JSON document the store holds for a job (its request, its evaluation) does not parse.
+    #[error("database: job {job}: unreadable {what}: {source}")]
+    Unreadable {
+        job: String,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// A job's stored name (state, stage) is none of the known cases.
+    #[error("database: {0}")]
+    UnknownName(#[from] job::UnknownName),
+    /// A file of a job's folder: `context` says which and what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A JSON file of a job's folder does not parse.
+    #[error("{context}: {source}")]
+    Json {
+        context: String,
+        source: serde_json::Error,
+    },
     #[error("training: {0}")]
-    Training(String),
+    Training(#[source] retort_training::TrainingError),
+    /// A blocking thread (training, evaluation) panicked or was cancelled.
+    #[error("training: the {what} thread failed: {source}")]
+    Thread {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
     /// The gateway (teacher calls, deploy) failed.
     #[error("gateway: {0}")]
     Gateway(String),
+    /// The gateway could not be reached or read; `context` names the call.
+    #[error("gateway: {context}: {source}")]
+    GatewayHttp {
+        context: &'static str,
+        source: reqwest::Error,
+    },
+    /// The gateway's gRPC port could not be reached.
+    #[error("gateway: connecting to {addr}: {source}")]
+    GatewayConnect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -57,15 +101,21 @@ pub enum Error {
     Job(String),
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Store(e.to_string())
+impl Error {
+    /// An I/O error on `path`, saying what was being done (`reading`, `writing`, `creating`).
+    pub(crate) fn io(doing: &str, path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io {
+            context: format!("{doing} {}", path.display()),
+            source,
+        }
     }
 }
 
-impl From<sqlx::migrate::MigrateError> for Error {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        Error::Store(e.to_string())
+impl From<retort_server::ServeError> for Error {
+    fn from(e: retort_server::ServeError) -> Self {
+        match e {
+            retort_server::ServeError::Bind { addr, source } => Error::Bind { addr, source },
+        }
     }
 }
 
@@ -73,7 +123,7 @@ impl From<retort_training::TrainingError> for Error {
     fn from(e: retort_training::TrainingError) -> Self {
         match e {
             retort_training::TrainingError::Cancelled => Error::Cancelled,
-            e => Error::Training(e.to_string()),
+            e => Error::Training(e),
         }
     }
 }
@@ -86,16 +136,18 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) | Error::Job(_) => tonic::Code::FailedPrecondition,
             Error::Cancelled => tonic::Code::Cancelled,
             Error::TimeLimit(_) => tonic::Code::DeadlineExceeded,
-            Error::Store(_) | Error::Gateway(_) | Error::Bind { .. } => tonic::Code::Unavailable,
-            Error::Io(_) | Error::Training(_) => tonic::Code::Internal,
+            Error::Store(_)
+            | Error::Migrate(_)
+            | Error::Unreadable { .. }
+            | Error::UnknownName(_)
+            | Error::Gateway(_)
+            | Error::GatewayHttp { .. }
+            | Error::GatewayConnect { .. }
+            | Error::Bind { .. } => tonic::Code::Unavailable,
+            Error::Io { .. } | Error::Json { .. } | Error::Training(_) | Error::Thread { .. } => {
+                tonic::Code::Internal
+            }
         };
         tonic::Status::new(code, e.to_string())
     }
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -158,6 +158,45 @@ pub struct Verdict {
     /// What was compared, in words.
     pub rule: String,
     pub met: bool,
+    /// Why the verdict cannot be trusted whatever the numbers say (the teacher's labels are
+    /// worthless); set, the objective is never met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Below this accuracy on the expected answers, a teacher's labels are noise: a student that copies
+/// them well "meets" an objective measured against the teacher, and is worthless.
+pub const TEACHER_ACCURACY_FLOOR: f64 = 0.20;
+
+/// What makes the teacher's labels not worth distilling, if anything: an accuracy on the expected
+/// answers below [`TEACHER_ACCURACY_FLOOR`] or, without expected answers, agreement that measures
+/// nothing (the teacher gave every eval the same label, so a constant student agrees with it).
+pub fn teacher_warning(e: &Evaluation) -> Option<String> {
+    const CHECK: &str = "check the teacher and the template";
+    if let Some(t) = e.teacher_accuracy {
+        return (t < TEACHER_ACCURACY_FLOOR).then(|| {
+            format!(
+                "the teacher answered {:.0} % of the evals correctly: its labels are not worth distilling — {CHECK}",
+                t * 100.0
+            )
+        });
+    }
+    if e.task == TaskKind::Generation || e.agreement_n < 2 {
+        return None;
+    }
+    let answered: Vec<&str> = e
+        .student_eval
+        .per_class
+        .iter()
+        .filter(|c| c.support > 0)
+        .map(|c| c.label.as_str())
+        .collect();
+    match answered.as_slice() {
+        [only] => Some(format!(
+            "the teacher gave every eval the same label ({only}): agreement with it measures nothing and its labels are not worth distilling — {CHECK}"
+        )),
+        _ => None,
+    }
 }
 
 /// The whole report (also stored as JSON).
@@ -189,7 +228,7 @@ pub fn build(
     objective_kind: &str,
     max_drop_points: f64,
 ) -> Report {
-    let day = crate::now_ms().div_euclid(86_400_000);
+    let day = retort_time::day_of(retort_time::now_ms());
     let price = teacher_price(prices, e, day);
     let u = &e.teacher_usage;
     let teacher_usd_per_1k = price
@@ -223,7 +262,7 @@ pub fn build(
     } else {
         "accuracy"
     };
-    let objective = match (e.student_accuracy, e.teacher_accuracy) {
+    let mut objective = match (e.student_accuracy, e.teacher_accuracy) {
         (Some(s), Some(t)) => Verdict {
             kind: objective_kind.into(),
             max_accuracy_drop_points: max_drop_points,
@@ -233,6 +272,7 @@ pub fn build(
                 t * 100.0
             ),
             met: s + 1e-12 >= t - drop,
+            warning: None,
         },
         _ => Verdict {
             kind: objective_kind.into(),
@@ -247,8 +287,13 @@ pub fn build(
                 e.agreement * 100.0
             ),
             met: e.agreement + 1e-12 >= 1.0 - drop,
+            warning: None,
         },
     };
+    if let Some(w) = teacher_warning(e) {
+        objective.met = false;
+        objective.warning = Some(w);
+    }
     let mut assumptions = vec![
         format!(
             "Teacher cost per request = mean tokens of its answers in this job ({:.1} input, {:.1} output over {} answers) × the price of the served model; cached-input discounts are not applied.",
@@ -396,6 +441,20 @@ fn labelling_and_training_markdown(
 }
 
 impl Report {
+    /// The objective's verdict, with the warning that overrides it above it, in bold.
+    fn objective_markdown(&self, m: &mut String) {
+        if let Some(w) = &self.objective.warning {
+            let _ = writeln!(m, "**Warning: {w}.**\n");
+        }
+        let _ = writeln!(
+            m,
+            "**Objective** ({}): {} — **{}**.\n",
+            self.objective.kind,
+            self.objective.rule,
+            if self.objective.met { "met" } else { "not met" }
+        );
+    }
+
     /// The cost row of the table and the speed and cost ratios under it.
     fn costs_markdown(&self, m: &mut String) {
         let c = &self.costs;
@@ -430,13 +489,7 @@ impl Report {
             e.artefact_bytes as f64 / 1024.0,
             e.backend,
         );
-        let _ = writeln!(
-            m,
-            "**Objective** ({}): {} — **{}**.\n",
-            self.objective.kind,
-            self.objective.rule,
-            if self.objective.met { "met" } else { "not met" }
-        );
+        self.objective_markdown(m);
         let against = if gold {
             "the expected answers"
         } else {
@@ -550,13 +603,7 @@ impl Report {
             e.backend,
             e.labels.join(", ")
         );
-        let _ = writeln!(
-            m,
-            "**Objective** ({}): {} — **{}**.\n",
-            self.objective.kind,
-            self.objective.rule,
-            if self.objective.met { "met" } else { "not met" }
-        );
+        self.objective_markdown(&mut m);
         let _ = writeln!(m, "| | teacher | student |\n|---|---|---|");
         let _ = writeln!(
             m,
@@ -637,5 +684,142 @@ impl Report {
             let _ = writeln!(m, "- {a}");
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use retort_training::eval::ClassReport;
+
+    use super::*;
+
+    fn class(label: &str, support: usize, correct: usize) -> ClassReport {
+        ClassReport {
+            label: label.into(),
+            support,
+            correct,
+            accuracy: correct as f64 / support.max(1) as f64,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A spam/ham evaluation on 100 evals: the student agrees with the teacher on all of them.
+    fn evaluation(
+        student: Option<f64>,
+        teacher: Option<f64>,
+        per_class: Vec<ClassReport>,
+    ) -> Evaluation {
+        Evaluation {
+            task: TaskKind::Classification,
+            generation: None,
+            teacher: "teacher".into(),
+            student: "linear/tiny".into(),
+            backend: "cpu".into(),
+            labels: vec!["ham".into(), "spam".into()],
+            features: Features::default(),
+            label_stats: LabelStats::default(),
+            n_evals: 100,
+            student_accuracy: student,
+            teacher_accuracy: teacher,
+            agreement: 1.0,
+            agreement_n: 100,
+            student_eval: EvalReport {
+                n: 100,
+                accuracy: student.unwrap_or(1.0),
+                per_class,
+                confusions: Vec::new(),
+            },
+            teacher_eval: None,
+            latency: LatencyStats {
+                n: 100,
+                mean_us: 10.0,
+                p50_us: 10.0,
+                p95_us: 12.0,
+                p99_us: 15.0,
+                max_us: 20.0,
+            },
+            throughput_per_sec: 1e5,
+            parameters: 1000,
+            artefact_bytes: 4096,
+            training: Training::default(),
+            teacher_usage: TeacherUsage::default(),
+            gateway_latency: None,
+            deployed_model: None,
+        }
+    }
+
+    fn report_of(e: &Evaluation) -> Report {
+        let prices = PriceTable::new(Vec::new()).unwrap();
+        build("dj-test", e, &prices, 0.05, "max_cost_savings", 1.0)
+    }
+
+    #[test]
+    fn a_teacher_right_on_almost_no_eval_fails_the_objective_loudly() {
+        // Student and teacher equally (un)able: by the accuracy rule alone this would be "met".
+        let e = evaluation(
+            Some(0.02),
+            Some(0.03),
+            vec![class("ham", 50, 1), class("spam", 50, 1)],
+        );
+        let r = report_of(&e);
+        assert!(!r.objective.met, "{:?}", r.objective);
+        let warning = r.objective.warning.as_deref().unwrap();
+        assert_eq!(
+            warning,
+            "the teacher answered 3 % of the evals correctly: its labels are not worth distilling — check the teacher and the template"
+        );
+        let md = r.markdown();
+        assert!(md.contains(&format!("**Warning: {warning}.**")), "{md}");
+        assert!(md.contains("— **not met**"), "{md}");
+    }
+
+    #[test]
+    fn a_good_teacher_gets_no_warning_and_the_usual_verdict() {
+        let e = evaluation(
+            Some(0.95),
+            Some(0.96),
+            vec![class("ham", 50, 48), class("spam", 50, 47)],
+        );
+        let r = report_of(&e);
+        assert!(r.objective.met, "{:?}", r.objective);
+        assert_eq!(r.objective.warning, None);
+        assert!(!r.markdown().contains("Warning"));
+        // A verdict stored before warnings existed still reads.
+        let json = serde_json::to_value(&r.objective).unwrap();
+        assert!(json.get("warning").is_none(), "{json}");
+    }
+
+    #[test]
+    fn the_floor_is_twenty_percent_of_the_expected_answers() {
+        let per_class = || vec![class("ham", 50, 10), class("spam", 50, 10)];
+        assert!(teacher_warning(&evaluation(Some(0.2), Some(0.19), per_class())).is_some());
+        assert!(teacher_warning(&evaluation(Some(0.2), Some(0.2), per_class())).is_none());
+    }
+
+    #[test]
+    fn without_expected_answers_a_teacher_with_one_label_for_every_eval_is_degenerate() {
+        // Agreement 100 % with a teacher that said "ham" to all 100 evals measures nothing.
+        let e = evaluation(
+            None,
+            None,
+            vec![class("ham", 100, 100), class("spam", 0, 0)],
+        );
+        let r = report_of(&e);
+        assert!(!r.objective.met, "{:?}", r.objective);
+        assert!(
+            r.objective
+                .warning
+                .as_deref()
+                .unwrap()
+                .starts_with("the teacher gave every eval the same label (ham)"),
+            "{:?}",
+            r.objective
+        );
+        let varied = evaluation(
+            None,
+            None,
+            vec![class("ham", 60, 60), class("spam", 40, 40)],
+        );
+        assert!(report_of(&varied).objective.met);
     }
 }

@@ -9,7 +9,12 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
 };
 
-use crate::{Error, now_ms};
+use retort_time::now_ms;
+
+use crate::{
+    Error,
+    job::{JobState, Stage, StageState},
+};
 
 #[derive(Clone, Debug)]
 enum Pool {
@@ -24,14 +29,14 @@ pub struct Store {
 }
 
 /// A job as stored.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobRow {
     pub id: String,
     pub teacher: String,
     pub target: String,
-    /// queued, running, succeeded, failed, cancelled.
-    pub state: String,
-    pub stage: String,
+    pub state: JobState,
+    /// The stage it runs, or the last it ran.
+    pub stage: Stage,
     pub error: String,
     /// The submit request without its data ([`crate::pipeline::JobSpec`]).
     pub request_json: String,
@@ -52,9 +57,8 @@ pub struct JobRow {
 /// A stage a job entered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageRow {
-    pub name: String,
-    /// running, done, failed.
-    pub state: String,
+    pub name: Stage,
+    pub state: StageState,
     pub started_ms: i64,
     pub finished_ms: i64,
     pub summary: String,
@@ -120,11 +124,11 @@ macro_rules! fetch {
         match &$store.pool {
             Pool::Sqlite(p) => {
                 let rows = sqlx::query(&sql)$(.bind($arg))*.fetch_all(p).await?;
-                rows.iter().map(|$row| $body).collect::<Result<Vec<_>, sqlx::Error>>()?
+                rows.iter().map(|$row| $body).collect::<Result<Vec<_>, Error>>()?
             }
             Pool::Postgres(p) => {
                 let rows = sqlx::query(&sql)$(.bind($arg))*.fetch_all(p).await?;
-                rows.iter().map(|$row| $body).collect::<Result<Vec<_>, sqlx::Error>>()?
+                rows.iter().map(|$row| $body).collect::<Result<Vec<_>, Error>>()?
             }
         }
     }};
@@ -138,8 +142,8 @@ macro_rules! job_from_row {
             id: $r.try_get("id")?,
             teacher: $r.try_get("teacher")?,
             target: $r.try_get("target")?,
-            state: $r.try_get("state")?,
-            stage: $r.try_get("stage")?,
+            state: $r.try_get::<String, _>("state")?.parse()?,
+            stage: $r.try_get::<String, _>("stage")?.parse()?,
             error: $r.try_get("error")?,
             request_json: $r.try_get("request_json")?,
             progress_json: $r.try_get("progress_json")?,
@@ -260,8 +264,8 @@ impl Store {
                 &j.id,
                 &j.teacher,
                 &j.target,
-                &j.state,
-                &j.stage,
+                j.state.as_str(),
+                j.stage.as_str(),
                 &j.error,
                 &j.request_json,
                 &j.progress_json,
@@ -323,11 +327,11 @@ impl Store {
 
     /// Marks an unfinished job as running `stage`; `false` when it was cancelled (or ended)
     /// meanwhile, possibly by another process.
-    pub async fn set_running(&self, id: &str, stage: &str, error: &str) -> Result<bool, Error> {
+    pub async fn set_running(&self, id: &str, stage: Stage, error: &str) -> Result<bool, Error> {
         let n = execute!(
             self,
             "UPDATE distill_jobs SET state = 'running', stage = ?, error = ?, updated_ms = ? WHERE id = ? AND state IN ('queued', 'running')",
-            [stage, error, now_ms(), id]
+            [stage.as_str(), error, now_ms(), id]
         );
         Ok(n == 1)
     }
@@ -358,21 +362,21 @@ impl Store {
             self,
             "SELECT id FROM distill_jobs WHERE state IN ('queued', 'running') ORDER BY created_ms",
             [],
-            |r| r.try_get::<String, _>("id")
+            |r| r.try_get::<String, _>("id").map_err(Error::from)
         ))
     }
 
     pub async fn set_state(
         &self,
         id: &str,
-        state: &str,
-        stage: &str,
+        state: JobState,
+        stage: Stage,
         error: &str,
     ) -> Result<(), Error> {
         execute!(
             self,
             "UPDATE distill_jobs SET state = ?, stage = ?, error = ?, updated_ms = ? WHERE id = ?",
-            [state, stage, error, now_ms(), id]
+            [state.as_str(), stage.as_str(), error, now_ms(), id]
         );
         Ok(())
     }
@@ -424,16 +428,16 @@ impl Store {
     }
 
     /// Marks a stage as running (again, after a restart).
-    pub async fn stage_started(&self, id: &str, name: &str) -> Result<(), Error> {
+    pub async fn stage_started(&self, id: &str, name: Stage) -> Result<(), Error> {
         execute!(
             self,
             "DELETE FROM distill_stages WHERE job_id = ? AND name = ?",
-            [id, name]
+            [id, name.as_str()]
         );
         execute!(
             self,
-            "INSERT INTO distill_stages (job_id, name, state, started_ms, finished_ms, summary) VALUES (?, ?, 'running', ?, 0, '')",
-            [id, name, now_ms()]
+            "INSERT INTO distill_stages (job_id, name, state, started_ms, finished_ms, summary) VALUES (?, ?, ?, ?, 0, '')",
+            [id, name.as_str(), StageState::Running.as_str(), now_ms()]
         );
         Ok(())
     }
@@ -441,14 +445,14 @@ impl Store {
     pub async fn stage_finished(
         &self,
         id: &str,
-        name: &str,
-        state: &str,
+        name: Stage,
+        state: StageState,
         summary: &str,
     ) -> Result<(), Error> {
         execute!(
             self,
             "UPDATE distill_stages SET state = ?, finished_ms = ?, summary = ? WHERE job_id = ? AND name = ?",
-            [state, now_ms(), summary, id, name]
+            [state.as_str(), now_ms(), summary, id, name.as_str()]
         );
         Ok(())
     }
@@ -460,8 +464,8 @@ impl Store {
             "SELECT name, state, started_ms, finished_ms, summary FROM distill_stages WHERE job_id = ? ORDER BY started_ms, name",
             [id],
             |r| Ok(StageRow {
-                name: r.try_get("name")?,
-                state: r.try_get("state")?,
+                name: r.try_get::<String, _>("name")?.parse()?,
+                state: r.try_get::<String, _>("state")?.parse()?,
                 started_ms: r.try_get("started_ms")?,
                 finished_ms: r.try_get("finished_ms")?,
                 summary: r.try_get("summary")?,

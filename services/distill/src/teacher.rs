@@ -64,12 +64,15 @@ impl Gateway {
             .bearer_auth(&self.key)
             .send()
             .await
-            .map_err(|e| Error::Gateway(format!("GET /v1/models: {e}")))?;
+            .map_err(|source| Error::GatewayHttp {
+                context: "GET /v1/models",
+                source,
+            })?;
         let status = r.status();
-        let body: Value = r
-            .json()
-            .await
-            .map_err(|e| Error::Gateway(format!("GET /v1/models: {e}")))?;
+        let body: Value = r.json().await.map_err(|source| Error::GatewayHttp {
+            context: "GET /v1/models",
+            source,
+        })?;
         if !status.is_success() {
             return Err(Error::Gateway(format!(
                 "GET /v1/models: {status}: {}",

@@ -5,8 +5,19 @@ use std::{path::Path, time::Duration};
 use retort_proto::v1 as pb;
 use retort_training::eval;
 
-use super::{Engine, JobSpec, valid_name};
+use super::{Engine, JobSpec, JobState};
 use crate::{Error, data, report::Evaluation, store::JobRow};
+
+/// A deployed student's name: what the gateway's `local` provider accepts as a folder and model
+/// name (`distilled/NAME`).
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
 
 impl Engine {
     /// Deploys the job's student through the gateway's `retort.v1.Students`, then times it through
@@ -19,39 +30,18 @@ impl Engine {
                 r.name
             )));
         }
-        let row = self
-            .store
-            .job(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
-        if row.state != "succeeded" {
+        let row = self.row(id).await?;
+        if row.state != JobState::Succeeded {
             return Err(Error::FailedPrecondition(format!(
                 "job {id} is {} (stage {}): only a finished job can be deployed",
                 row.state, row.stage
             )));
         }
-        let spec: JobSpec = serde_json::from_str(&row.request_json)
-            .map_err(|e| Error::Store(format!("job {id}: unreadable request: {e}")))?;
+        let spec = JobSpec::parse(id, &row.request_json)?;
         let artefact = self.artefact_dir(id);
-        self.store.stage_started(id, "deploy").await?;
-        let result = self.deploy_inner(id, &r, &spec, &row, &artefact).await;
-        match &result {
-            Ok((model, summary)) => {
-                self.store
-                    .stage_finished(id, "deploy", "done", summary)
-                    .await?;
-                self.store.set_deployed(id, model).await?;
-                self.store
-                    .set_state(id, "succeeded", "deploy", &row.error)
-                    .await?;
-            }
-            Err(e) => {
-                self.store
-                    .stage_finished(id, "deploy", "failed", &e.to_string())
-                    .await?
-            }
-        }
-        let (model, _) = result?;
+        let model = self
+            .deploy_staged(&row, self.deploy_inner(id, &r, &spec, &row, &artefact))
+            .await?;
         Ok(pb::DeployResponse {
             model,
             job: Some(self.job(id).await?),
@@ -71,7 +61,10 @@ impl Engine {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| Error::Gateway(format!("connecting to {}: {e}", self.cfg.gateway_grpc)))?;
+            .map_err(|source| Error::GatewayConnect {
+                addr: self.cfg.gateway_grpc.clone(),
+                source,
+            })?;
         let mut client = pb::students_client::StudentsClient::new(channel);
         let mut req = tonic::Request::new(pb::DeployStudentRequest {
             name: r.name.clone(),

@@ -1,16 +1,51 @@
-//! The evaluate stage's measurements: student and teacher on the same evals, agreement, latency,
-//! throughput, size.
-use std::path::Path;
-use std::time::Instant;
+//! The evaluate stage: student and teacher on the same evals, agreement, latency, throughput, size;
+//! the measurements are stored with the job for the report.
+use std::{path::Path, sync::Arc, time::Instant};
 
 use retort_training::{EvalReport, Example, GenEvalReport, TaskKind, engine, eval};
 
-use super::{JobSpec, Labelled};
+use super::{Engine, JobSpec, Labelled};
 use crate::{
     Error,
     data::{self, Item},
     report::{Evaluation, GenerationEval},
 };
+
+impl Engine {
+    pub(super) async fn evaluate(
+        self: &Arc<Self>,
+        id: &str,
+        spec: &JobSpec,
+    ) -> Result<String, Error> {
+        let labelled = self.labelled(id)?;
+        let (train, evals) = self.load_items(id)?;
+        let features = data::features(&train, &evals, &spec.template, spec.task);
+        let artefact = self.artefact_dir(id);
+        let spec2 = spec.clone();
+        let eval = tokio::task::spawn_blocking(move || {
+            evaluate_blocking(&artefact, &spec2, &evals, labelled, features)
+        })
+        .await
+        .map_err(|source| Error::Thread {
+            what: "evaluation",
+            source,
+        })??;
+        let summary = format!(
+            "student {} vs teacher {} on {} evals, agreement {:.2}%, p50 {:.0} µs",
+            eval.student_accuracy
+                .map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
+            eval.teacher_accuracy
+                .map_or_else(|| "—".into(), |a| format!("{:.2}%", a * 100.0)),
+            eval.n_evals,
+            eval.agreement * 100.0,
+            eval.latency.p50_us
+        );
+        self.store
+            .set_eval(id, &serde_json::to_string(&eval).unwrap_or_default())
+            .await?;
+        Ok(summary)
+    }
+}
 
 /// The size of an artefact folder, in bytes.
 fn folder_bytes(dir: &Path) -> u64 {
@@ -25,7 +60,7 @@ fn folder_bytes(dir: &Path) -> u64 {
 }
 
 /// The evaluate stage's work (CPU-bound: runs on a blocking thread).
-pub(super) fn evaluate_blocking(
+fn evaluate_blocking(
     artefact: &Path,
     spec: &JobSpec,
     evals: &[Item],
