@@ -10,7 +10,6 @@
 pub mod client;
 pub mod config;
 pub mod convert;
-mod deltas;
 pub mod error;
 pub mod http;
 pub mod pricing;
