@@ -14,7 +14,7 @@ use retort_breaker::{
     guard::{Guard, GuardConfig},
 };
 use retort_gateway::{
-    hooks::{Hooks, BreakerGuard, SpendRequest},
+    hooks::{BreakerGuard, Hooks, SpendRequest},
     types::{Identity, Usage},
 };
 use serde_json::json;
@@ -246,7 +246,7 @@ async fn main() {
     let ra = gateway(
         &sim2,
         Hooks {
-            spend: ga.clone(),
+            breaker: ga.clone(),
             ..Hooks::default()
         },
     )
@@ -254,7 +254,7 @@ async fn main() {
     let rb = gateway(
         &sim2,
         Hooks {
-            spend: gb.clone(),
+            breaker: gb.clone(),
             ..Hooks::default()
         },
     )

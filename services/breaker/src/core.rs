@@ -1,6 +1,8 @@
-//! The breaker's domain: session accounting and the state machine
-//! `ok → asked → (confirmed | paused → confirmed | stopped)`, budget leases and settlement, and
-//! the questions to users (alerts on `Watch`, Slack-compatible webhooks).
+//! The breaker's domain: session accounting and the state machine of [`crate::session`] kept in
+//! the store, budget leases and settlement. What the breaker tells people (alerts on `Watch`,
+//! Slack-compatible webhooks) is in [`notify`].
+mod notify;
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
@@ -15,32 +17,14 @@ use tokio::sync::broadcast;
 
 use crate::{
     Error, now_ms,
-    policy::{Mode, Policies, Policy},
-    store::{
-        BlockedRec, Holder, LimitsRec, SessionRec, SlotArgs, Store, TransitionRec, session_key,
-    },
+    policy::{Mode, Policies},
+    session::{SessionState, Tier, crossed, new_session, raise, transition},
+    store::{BlockedRec, Holder, SessionRec, SlotArgs, Store, session_key},
 };
 
-pub const OK: &str = "ok";
-pub const ASKED: &str = "asked";
-pub const PAUSED: &str = "paused";
-pub const CONFIRMED: &str = "confirmed";
-pub const STOPPED: &str = "stopped";
-
-/// Alerts already sent are remembered this long (longer than the longest budget window).
-const ALERT_MEMORY_MS: i64 = 32 * 86_400_000;
 /// A settled batch id is remembered this long: a gateway retries a batch within seconds, until the
 /// breaker takes it (one small Redis key per batch, so not much longer).
-const BATCH_MEMORY_MS: i64 = 600_000;
-
-pub fn tier_rank(t: &str) -> u8 {
-    match t {
-        "frontier" => 3,
-        "mid" => 2,
-        "small" => 1,
-        _ => 0,
-    }
-}
+const BATCH_MEMORY_MS: i64 = 10 * retort_time::MINUTE_MS;
 
 pub struct Breaker {
     pub store: Store,
@@ -67,7 +51,7 @@ impl Breaker {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
-                .map_err(|e| Error::Config(e.to_string()))?,
+                .map_err(Error::HttpClient)?,
             public_url: RwLock::new(public_url),
             lease_ttl_ms: AtomicI64::new(30_000),
         });
@@ -135,7 +119,7 @@ impl Breaker {
             .map(|b| pb::BlockedSession {
                 user: b.user,
                 session_id: b.session_id,
-                state: b.state,
+                state: b.state.as_str().into(),
                 message: b.message,
             })
             .collect())
@@ -143,33 +127,31 @@ impl Breaker {
 
     /// What the gateways tell callers of `s`, if it is paused or stopped.
     fn blocked_rec(&self, s: &SessionRec) -> Option<BlockedRec> {
-        if s.state == PAUSED || s.state == STOPPED {
-            let message = if s.state == PAUSED {
-                format!(
-                    "session {} of user {} crossed its spend threshold ({}) and is paused — confirm with `retort breaker confirm {}` or open {}",
-                    s.session_id,
-                    s.user,
-                    s.history.last().map_or("", |t| t.reason.as_str()),
-                    s.session_id,
-                    self.page_url(&s.user, &s.session_id)
-                )
-            } else {
-                format!(
-                    "session {} of user {} was stopped by {} and accepts no more requests; start a new session",
-                    s.session_id,
-                    s.user,
-                    s.history.last().map_or("the breaker", |t| t.by.as_str())
-                )
-            };
-            Some(BlockedRec {
-                user: s.user.clone(),
-                session_id: s.session_id.clone(),
-                state: s.state.clone(),
-                message,
-            })
-        } else {
-            None
-        }
+        let last = s.history.last();
+        let at = retort_time::human(last.map_or(s.last_ms, |t| t.at_ms));
+        let message = match s.state {
+            SessionState::Ok | SessionState::Asked | SessionState::Confirmed => return None,
+            SessionState::Paused => format!(
+                "session {} of user {} crossed its spend threshold ({}) and is paused since {at} — confirm with `retort breaker confirm {}` or open {}",
+                s.session_id,
+                s.user,
+                last.map_or("", |t| t.reason.as_str()),
+                s.session_id,
+                self.page_url(&s.user, &s.session_id)
+            ),
+            SessionState::Stopped => format!(
+                "session {} of user {} was stopped by {} at {at} and accepts no more requests; start a new session",
+                s.session_id,
+                s.user,
+                last.map_or("the breaker", |t| t.by.as_str())
+            ),
+        };
+        Some(BlockedRec {
+            user: s.user.clone(),
+            session_id: s.session_id.clone(),
+            state: s.state,
+            message,
+        })
     }
 
     /// Writes a session and its place in the blocked set in one step.
@@ -253,80 +235,6 @@ impl Breaker {
         Ok(())
     }
 
-    /// Asks (soft limit) or tells (hard limit) once per budget window, like a session question:
-    /// an alert on `Watch` and the team's webhook.
-    async fn check_budgets(
-        &self,
-        policies: &Policies,
-        principal: &str,
-        team_of_user: &str,
-        now: i64,
-    ) -> Result<(), Error> {
-        for b in policies.budgets_of(principal) {
-            let slot = slot_args(b, now / 1000);
-            let st = self.store.budget_status(&slot, now).await?;
-            for (level, crossed) in [
-                (
-                    "hard",
-                    b.hard_micros.is_some_and(|h| st.used_micros >= h)
-                        || b.hard_tokens.is_some_and(|h| st.used_tokens >= h as i64),
-                ),
-                (
-                    "soft",
-                    b.soft_micros.is_some_and(|h| st.used_micros >= h)
-                        || b.soft_tokens.is_some_and(|h| st.used_tokens >= h as i64),
-                ),
-            ] {
-                if !crossed {
-                    continue;
-                }
-                // Once per window and level, whichever replica sees it first.
-                if !self
-                    .store
-                    .claim(
-                        &format!("alert:{}|{}|{level}", slot.id, slot.window),
-                        now,
-                        ALERT_MEMORY_MS,
-                    )
-                    .await?
-                {
-                    break;
-                }
-                let (user, team) = match principal.split_once(':') {
-                    Some(("user", u)) => (u.to_owned(), team_of_user.to_owned()),
-                    Some((_, t)) => (String::new(), t.to_owned()),
-                    None => (String::new(), String::new()),
-                };
-                let text = format!(
-                    "The {} {} budget of {principal} reached its {level} limit: ${:.4} and {} tokens spent{}",
-                    if b.rolling { "rolling" } else { "calendar" },
-                    b.window.as_str(),
-                    st.used_micros as f64 / 1e6,
-                    st.used_tokens,
-                    if level == "hard" {
-                        " — further requests are refused until the window moves on."
-                    } else {
-                        " — requests go on; did you mean to spend this?"
-                    }
-                );
-                if let Some(url) = policies.webhook(&team) {
-                    self.webhook(url, &text);
-                }
-                self.alert(pb::Alert {
-                    kind: "budget".into(),
-                    user,
-                    team,
-                    state: level.into(),
-                    text,
-                    at_unix_ms: now_ms(),
-                    ..Default::default()
-                });
-                break;
-            }
-        }
-        Ok(())
-    }
-
     async fn apply(
         &self,
         user: &str,
@@ -356,84 +264,28 @@ impl Breaker {
                 s.cost_micros += r.cost_micros;
                 s.requests += r.requests.max(1);
                 s.last_ms = s.last_ms.max(r.time_unix_ms);
-                if tier_rank(&r.tier) > tier_rank(&s.tier) {
-                    s.tier = r.tier.clone();
-                }
+                s.tier = s.tier.max(Tier::of_label(&r.tier));
             }
-            let mut alert = None;
-            if (s.state == OK || s.state == CONFIRMED)
+            let mut ask = false;
+            if s.state.watches_thresholds()
                 && let Some(reason) = crossed(&s, now_ms())
             {
                 let to = match policy.mode {
-                    Mode::Notify => ASKED,
-                    Mode::Pause => PAUSED,
-                    Mode::Stop => STOPPED,
+                    Mode::Notify => SessionState::Asked,
+                    Mode::Pause => SessionState::Paused,
+                    Mode::Stop => SessionState::Stopped,
                 };
-                s.mode = policy.mode.as_str().into();
+                s.mode = policy.mode;
                 transition(&mut s, to, "breaker", &reason);
-                alert = Some(reason);
+                ask = true;
             }
             if self.put(version, &s).await? {
-                if let Some(reason) = alert {
-                    self.ask(&s, &reason, &policies);
+                if ask {
+                    self.ask(&s, &policies);
                 }
                 return Ok(());
             }
         }
-    }
-
-    /// Tells the user: an alert on `Watch` and the team's webhook.
-    fn ask(&self, s: &SessionRec, reason: &str, policies: &Policies) {
-        let page = self.page_url(&s.user, &s.session_id);
-        let what = match s.state.as_str() {
-            ASKED => "is still running — did you mean to spend this?",
-            PAUSED => "is paused until you confirm — did you mean to spend this?",
-            _ => "was stopped by its policy",
-        };
-        let text = format!(
-            "Retort: session {} of user {} crossed its threshold ({reason}) and {what} ${:.4}, {} tokens, {} requests so far. Confirm: {page} · Stop: {page}&action=stop · or `retort breaker confirm {}` / `retort breaker stop {}`",
-            s.session_id,
-            s.user,
-            s.cost_micros as f64 / 1e6,
-            s.tokens,
-            s.requests,
-            s.session_id,
-            s.session_id
-        );
-        self.alert(pb::Alert {
-            kind: "session".into(),
-            user: s.user.clone(),
-            team: s.team.clone(),
-            session_id: s.session_id.clone(),
-            state: s.state.clone(),
-            text: text.clone(),
-            confirm_url: page.clone(),
-            stop_url: format!("{page}&action=stop"),
-            at_unix_ms: now_ms(),
-        });
-        if let Some(url) = policies.webhook(&s.team) {
-            self.webhook(url, &text);
-        }
-    }
-
-    /// Posts a Slack-compatible notification in the background.
-    fn webhook(&self, url: &str, text: &str) {
-        let (http, url) = (self.http.clone(), url.to_owned());
-        let body = serde_json::json!({ "text": text });
-        tokio::spawn(async move {
-            match http.post(&url).json(&body).send().await {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => {
-                    tracing::warn!(status = %r.status(), "breaker webhook refused the notification")
-                }
-                Err(e) => tracing::warn!(error = %e, "breaker webhook unreachable"),
-            }
-        });
-    }
-
-    fn alert(&self, a: pb::Alert) {
-        tracing::info!(kind = %a.kind, user = %a.user, session = %a.session_id, state = %a.state, "{}", a.text);
-        let _ = self.alerts.send(a);
     }
 
     /// Finds a session by id (and user when two users share the id).
@@ -476,19 +328,22 @@ impl Breaker {
     pub async fn confirm(&self, session: &str, user: &str, by: &str) -> Result<SessionRec, Error> {
         loop {
             let (mut s, v) = self.find(session, user).await?;
-            match s.state.as_str() {
-                STOPPED => {
+            match s.state {
+                SessionState::Stopped => {
+                    let when = s.history.last().map_or(String::new(), |t| {
+                        format!(" by {} at {}", t.by, retort_time::human(t.at_ms))
+                    });
                     return Err(Error::FailedPrecondition(format!(
-                        "session {session} was stopped for good; it cannot be confirmed"
+                        "session {session} was stopped for good{when}; it cannot be confirmed"
                     )));
                 }
-                OK | CONFIRMED => return Ok(s),
-                _ => {}
+                SessionState::Ok | SessionState::Confirmed => return Ok(s),
+                SessionState::Asked | SessionState::Paused => {}
             }
             let policies = self.policies();
             let base = policies.for_session(&s.user, &s.team).clone();
             raise(&mut s, &base, now_ms());
-            transition(&mut s, CONFIRMED, by, "confirmed");
+            transition(&mut s, SessionState::Confirmed, by, "confirmed");
             if self.put(v, &s).await? {
                 return Ok(s);
             }
@@ -499,10 +354,10 @@ impl Breaker {
     pub async fn stop(&self, session: &str, user: &str, by: &str) -> Result<SessionRec, Error> {
         loop {
             let (mut s, v) = self.find(session, user).await?;
-            if s.state == STOPPED {
+            if s.state == SessionState::Stopped {
                 return Ok(s);
             }
-            transition(&mut s, STOPPED, by, "stopped");
+            transition(&mut s, SessionState::Stopped, by, "stopped");
             if self.put(v, &s).await? {
                 return Ok(s);
             }
@@ -604,27 +459,27 @@ impl Breaker {
             session_id: s.session_id.clone(),
             user: s.user.clone(),
             team: s.team.clone(),
-            state: s.state.clone(),
-            mode: s.mode.clone(),
+            state: s.state.as_str().into(),
+            mode: s.mode.as_str().into(),
             tokens: s.tokens,
             cost_micros: s.cost_micros,
             requests: s.requests,
             started_unix_ms: s.started_ms,
             last_unix_ms: s.last_ms,
-            tier: s.tier.clone(),
+            tier: s.tier.map_or("", Tier::as_str).into(),
             thresholds: Some(pb::Thresholds {
                 tokens: s.limits.tokens.unwrap_or(0),
                 cost_micros: s.limits.cost_micros.unwrap_or(0),
                 requests: s.limits.requests.unwrap_or(0),
                 duration_s: s.limits.duration_s.unwrap_or(0),
-                tier: s.limits.tier.clone().unwrap_or_default(),
+                tier: s.limits.tier.map_or("", Tier::as_str).into(),
             }),
             history: s
                 .history
                 .iter()
                 .map(|t| pb::Transition {
-                    from: t.from.clone(),
-                    to: t.to.clone(),
+                    from: t.from.map_or("", SessionState::as_str).into(),
+                    to: t.to.as_str().into(),
                     by: t.by.clone(),
                     at_unix_ms: t.at_ms,
                     reason: t.reason.clone(),
@@ -644,128 +499,6 @@ pub fn slot_args(b: &crate::policy::Budget, now_s: i64) -> SlotArgs {
         hard_micros: b.hard_micros,
         hard_tokens: b.hard_tokens,
     }
-}
-
-fn new_session(user: &str, team: &str, session: &str, p: &Policy, at: i64) -> SessionRec {
-    SessionRec {
-        session_id: session.into(),
-        user: user.into(),
-        team: team.into(),
-        state: OK.into(),
-        mode: p.mode.as_str().into(),
-        tokens: 0,
-        cost_micros: 0,
-        requests: 0,
-        started_ms: at,
-        last_ms: at,
-        tier: String::new(),
-        limits: LimitsRec {
-            tokens: p.limits.tokens,
-            cost_micros: p.limits.cost_micros,
-            requests: p.limits.requests,
-            duration_s: p.limits.duration_s,
-            tier: p.limits.tier.clone(),
-        },
-        history: vec![TransitionRec {
-            from: String::new(),
-            to: OK.into(),
-            by: "gateway".into(),
-            at_ms: at,
-            reason: "first request".into(),
-        }],
-    }
-}
-
-/// The first threshold the session has reached, described.
-pub fn crossed(s: &SessionRec, now: i64) -> Option<String> {
-    let l = &s.limits;
-    let dur = ((s.last_ms.max(now) - s.started_ms) / 1000).max(0) as u64;
-    if let Some(t) = l.tokens.filter(|t| s.tokens >= *t) {
-        return Some(format!("{} tokens ≥ {t}", s.tokens));
-    }
-    if let Some(c) = l.cost_micros.filter(|c| s.cost_micros >= *c) {
-        return Some(format!(
-            "${:.4} ≥ ${:.4}",
-            s.cost_micros as f64 / 1e6,
-            c as f64 / 1e6
-        ));
-    }
-    if let Some(r) = l.requests.filter(|r| s.requests >= *r) {
-        return Some(format!("{} requests ≥ {r}", s.requests));
-    }
-    if let Some(d) = l.duration_s.filter(|d| dur >= *d) {
-        return Some(format!("running {dur} s ≥ {d} s"));
-    }
-    if let Some(t) = l
-        .tier
-        .as_deref()
-        .filter(|t| tier_rank(&s.tier) > tier_rank(t))
-    {
-        return Some(format!("model tier {} above {t}", s.tier));
-    }
-    None
-}
-
-/// Raises each threshold by `step × base` until the session is below it again.
-pub fn raise(s: &mut SessionRec, base: &Policy, now: i64) {
-    let step = base.step;
-    let dur = ((now - s.started_ms) / 1000).max(0) as u64;
-    fn up<T: Copy + PartialOrd + std::ops::Add<Output = T>>(
-        cur: Option<T>,
-        inc: Option<T>,
-        used: T,
-    ) -> Option<T> {
-        let (mut c, i) = (cur?, inc?);
-        // At most a few hundred steps; a zero increment would never pass the usage.
-        for _ in 0..1000 {
-            if c > used {
-                break;
-            }
-            c = c + i;
-        }
-        Some(c)
-    }
-    let inc_u = |v: Option<u64>| v.map(|v| ((v as f64 * step).ceil() as u64).max(1));
-    s.limits.tokens = up(
-        s.limits.tokens,
-        inc_u(base.limits.tokens).or(s.limits.tokens),
-        s.tokens,
-    );
-    s.limits.cost_micros = up(
-        s.limits.cost_micros,
-        base.limits
-            .cost_micros
-            .map(|v| ((v as f64 * step).ceil() as i64).max(1))
-            .or(s.limits.cost_micros),
-        s.cost_micros,
-    );
-    s.limits.requests = up(
-        s.limits.requests,
-        inc_u(base.limits.requests).or(s.limits.requests),
-        s.requests,
-    );
-    s.limits.duration_s = up(
-        s.limits.duration_s,
-        inc_u(base.limits.duration_s).or(s.limits.duration_s),
-        dur,
-    );
-    // A tier has no step: confirming accepts the tier the session reached.
-    if let Some(t) = &s.limits.tier
-        && tier_rank(&s.tier) > tier_rank(t)
-    {
-        s.limits.tier = Some(s.tier.clone());
-    }
-}
-
-pub fn transition(s: &mut SessionRec, to: &str, by: &str, reason: &str) {
-    s.history.push(TransitionRec {
-        from: s.state.clone(),
-        to: to.into(),
-        by: by.into(),
-        at_ms: now_ms(),
-        reason: reason.into(),
-    });
-    s.state = to.into();
 }
 
 /// Percent-encodes a path or query component.
@@ -829,17 +562,29 @@ mod tests {
             blocked[0].message
         );
         let s = b.confirm("s1", "", "ann@cli").await.unwrap();
-        assert_eq!(s.state, CONFIRMED);
+        assert_eq!(s.state, SessionState::Confirmed);
         assert_eq!(s.limits.tokens, Some(200));
         assert!(b.blocked().await.unwrap().is_empty());
         b.record(vec![rec("ann", "s1", 100)], false, "", "")
             .await
             .unwrap();
-        assert_eq!(b.find("s1", "ann").await.unwrap().0.state, PAUSED);
+        assert_eq!(
+            b.find("s1", "ann").await.unwrap().0.state,
+            SessionState::Paused
+        );
         let s = b.stop("s1", "ann", "ann@web").await.unwrap();
-        assert_eq!(s.state, STOPPED);
-        let states: Vec<_> = s.history.iter().map(|t| t.to.as_str()).collect();
-        assert_eq!(states, [OK, PAUSED, CONFIRMED, PAUSED, STOPPED]);
+        assert_eq!(s.state, SessionState::Stopped);
+        let states: Vec<_> = s.history.iter().map(|t| t.to).collect();
+        assert_eq!(
+            states,
+            [
+                SessionState::Ok,
+                SessionState::Paused,
+                SessionState::Confirmed,
+                SessionState::Paused,
+                SessionState::Stopped
+            ]
+        );
         assert_eq!(s.history.last().unwrap().by, "ann@web");
         assert!(matches!(
             b.confirm("s1", "", "x").await,
@@ -860,12 +605,66 @@ mod tests {
             .unwrap();
         assert!(b.blocked().await.unwrap().is_empty());
         let a = rx.try_recv().unwrap();
-        assert_eq!((a.kind.as_str(), a.state.as_str()), ("session", ASKED));
+        assert_eq!((a.kind.as_str(), a.state.as_str()), ("session", "asked"));
         assert!(
             b.set_policies("[policies.default]\nmax_requests = -1")
                 .is_err()
         );
         assert_eq!(b.policies().default.limits.requests, Some(2));
+    }
+
+    #[tokio::test]
+    async fn what_people_read_says_when_in_dates_not_epoch_milliseconds() {
+        let b = breaker("[policies.default]\nmode = \"pause\"\nmax_tokens = 100").await;
+        let mut rx = b.subscribe();
+        let blocked = b
+            .record(vec![rec("ann", "s1", 150)], false, "", "")
+            .await
+            .unwrap();
+        let (s, _) = b.find("s1", "ann").await.unwrap();
+        let paused_at = retort_time::human(s.history.last().unwrap().at_ms);
+        let started = retort_time::human(s.started_ms);
+        // The gateway's 402.
+        assert!(
+            blocked[0]
+                .message
+                .contains(&format!("is paused since {paused_at}")),
+            "{}",
+            blocked[0].message
+        );
+        // The alert on Watch (and the webhook: the same text).
+        let a = rx.try_recv().unwrap();
+        assert!(
+            a.text.contains(&format!("at {paused_at} and is paused"))
+                && a.text.contains(&format!("(since {started})")),
+            "{}",
+            a.text
+        );
+        // A person's stop, and the status that refuses to confirm it.
+        b.stop("s1", "ann", "ann@web").await.unwrap();
+        let (s, _) = b.find("s1", "ann").await.unwrap();
+        let stopped_at = retort_time::human(s.history.last().unwrap().at_ms);
+        let blocked = b.blocked().await.unwrap();
+        assert!(
+            blocked[0]
+                .message
+                .contains(&format!("was stopped by ann@web at {stopped_at}")),
+            "{}",
+            blocked[0].message
+        );
+        let e = tonic::Status::from(b.confirm("s1", "ann", "x").await.unwrap_err());
+        assert!(
+            e.message()
+                .contains(&format!("stopped for good by ann@web at {stopped_at}")),
+            "{}",
+            e.message()
+        );
+        for text in [&blocked[0].message, &a.text, &e.message().to_owned()] {
+            assert!(
+                !text.contains(&s.started_ms.to_string()[..8]),
+                "epoch milliseconds in {text}"
+            );
+        }
     }
 
     #[tokio::test]

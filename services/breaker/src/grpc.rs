@@ -1,10 +1,12 @@
-//! `retort.v1.Breaker` over gRPC: thin handlers over [`Breaker`], reflection (v1 and v1alpha) and
-//! `grpc.health.v1` tied to whether the state store answers.
+//! `retort.v1.Breaker` over gRPC: thin handlers over [`Breaker`], served by the one scaffold
+//! ([`retort_server::Grpc`]: reflection, and `grpc.health.v1` tied to whether the state store
+//! answers).
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use retort_proto::v1::{self as pb, breaker_server::BreakerServer};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use retort_server::{Grpc, Readiness};
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 
@@ -70,15 +72,21 @@ impl pb::breaker_server::Breaker for BreakerService {
 
     type WatchStream = AlertStream;
 
+    /// Where things stand first (every session of the watcher's scope that is not `ok`), then
+    /// alerts as they happen. The live feed is subscribed before the snapshot is read, so nothing
+    /// that happens in between is missed (it may arrive twice: once in each).
     async fn watch(&self, r: Request<pb::WatchRequest>) -> Result<Response<AlertStream>, Status> {
         let user = r.into_inner().user;
-        let s = BroadcastStream::new(self.breaker.subscribe()).filter_map(move |a| match a {
+        let live = self.breaker.subscribe();
+        let now = self.breaker.current_alerts(&user).await?;
+        let live = BroadcastStream::new(live).filter_map(move |a| match a {
             Ok(a) if user.is_empty() || a.user == user => Some(Ok(a)),
             Ok(_) => None,
             Err(_) => Some(Err(Status::data_loss(
                 "alerts were dropped: this watcher fell behind",
             ))),
         });
+        let s = tokio_stream::iter(now.into_iter().map(Ok)).chain(live);
         let mut stopping = self.stopping.clone();
         let s = futures::StreamExt::take_until(s, async move {
             let _ = stopping.wait_for(|s| *s).await;
@@ -188,50 +196,38 @@ pub async fn start(cfg: &SpendConfig) -> Result<Running, Error> {
     serve(cfg.grpc_addr, breaker).await
 }
 
+/// Serves `breaker` on `addr` (port 0 picks a free one) until [`Running::shutdown`].
 pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { addr, source })?;
-    let name = <BreakerServer<BreakerService> as tonic::server::NamedService>::NAME;
+    let (listener, addr) = retort_server::bind(addr).await?;
     // Health follows the store: NOT_SERVING while Redis does not answer.
-    let (health_service, watcher) =
-        retort_proto::health_following(name, Duration::from_millis(500), {
-            let b = Arc::clone(&breaker);
-            move || {
-                let b = Arc::clone(&b);
-                async move {
-                    b.store
-                        .ping()
-                        .await
-                        .map_err(|e| tracing::warn!(error = %e, "breaker state store unreachable"))
-                        .is_ok()
-                }
+    let readiness = Readiness::new(Duration::from_millis(500), {
+        let b = Arc::clone(&breaker);
+        move || {
+            let b = Arc::clone(&b);
+            async move {
+                b.store
+                    .ping()
+                    .await
+                    .map_err(|e| tracing::warn!(error = %crate::chain(&e), "breaker state store unreachable"))
+                    .is_ok()
             }
-        });
+        }
+    });
+    // One signal stops the server and ends the `Watch` streams, which graceful shutdown waits for.
     let (stop, mut rx) = watch::channel(false);
     let svc = BreakerService {
         breaker: Arc::clone(&breaker),
         stopping: rx.clone(),
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    let mut routes = builder
-        .add_service(health_service)
-        .add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
-    routes = retort_proto::add_reflection(routes);
+    let grpc =
+        Grpc::new("breaker").add(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
     let task = tokio::spawn(async move {
-        let r = routes
-            .serve_with_incoming_shutdown(incoming, async move {
+        // The scaffold logs a server that stops on an error.
+        let _ = grpc
+            .serve(listener, readiness, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await;
-        watcher.abort();
-        if let Err(e) = r {
-            tracing::error!(error = %e, "breaker gRPC server stopped");
-        }
     });
     tracing::info!(%addr, "breaker listening");
     Ok(Running {
@@ -240,4 +236,127 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         stop,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use retort_proto::v1::breaker_client::BreakerClient;
+
+    use super::*;
+    use crate::{now_ms, policy::Policies};
+
+    fn usage(user: &str, session: &str, tokens: u64) -> pb::UsageRecord {
+        pb::UsageRecord {
+            user: user.into(),
+            team: "qa".into(),
+            session_id: session.into(),
+            model: "m".into(),
+            tier: "mid".into(),
+            tokens,
+            cost_micros: 10,
+            time_unix_ms: now_ms(),
+            requests: 1,
+        }
+    }
+
+    async fn next(w: &mut tonic::Streaming<pb::Alert>) -> pb::Alert {
+        tokio::time::timeout(Duration::from_secs(5), w.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn watch_sends_where_things_stand_first_then_what_happens() {
+        let b = Breaker::new(
+            Store::memory(),
+            Policies::from_toml("[policies.default]\nmode = \"pause\"\nmax_tokens = 100").unwrap(),
+            "http://x".into(),
+        )
+        .await
+        .unwrap();
+        // Before anyone watches: ann has a paused and an ok session, bob a paused one.
+        b.record(
+            vec![
+                usage("ann", "p1", 150),
+                usage("ann", "ok1", 10),
+                usage("bob", "b1", 150),
+            ],
+            false,
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+        let running = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&b))
+            .await
+            .unwrap();
+        let mut c = BreakerClient::connect(format!("http://{}", running.addr))
+            .await
+            .unwrap();
+        let mut ann = c
+            .watch(pb::WatchRequest { user: "ann".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = next(&mut ann).await;
+        let (p1, _) = b.find("p1", "ann").await.unwrap();
+        let paused_at = p1.history.last().unwrap().at_ms;
+        assert_eq!(
+            (
+                first.kind.as_str(),
+                first.session_id.as_str(),
+                first.state.as_str(),
+                first.at_unix_ms
+            ),
+            ("session", "p1", "paused", paused_at)
+        );
+        assert!(
+            first.text.contains(&retort_time::human(paused_at))
+                && first.confirm_url.contains("/breaker/sessions/p1"),
+            "{first:?}"
+        );
+        // Then live alerts; ann's ok session and bob's were never sent to her.
+        b.record(vec![usage("ann", "p2", 150)], false, "", "")
+            .await
+            .unwrap();
+        let live = next(&mut ann).await;
+        assert_eq!(
+            (live.session_id.as_str(), live.state.as_str()),
+            ("p2", "paused")
+        );
+        // A watcher of everyone gets every session that is not ok, then what happens next.
+        let mut all = c
+            .watch(pb::WatchRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut now: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            now.push(next(&mut all).await.session_id);
+        }
+        now.sort();
+        assert_eq!(now, ["b1", "p1", "p2"]);
+        b.confirm("b1", "bob", "bob@cli").await.unwrap();
+        b.record(vec![usage("bob", "b2", 150)], false, "", "")
+            .await
+            .unwrap();
+        assert_eq!(next(&mut all).await.session_id, "b2");
+        // A confirmed session is not `ok`: a new watcher hears that it was confirmed.
+        let mut bob = c
+            .watch(pb::WatchRequest { user: "bob".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let b1 = next(&mut bob).await;
+        assert_eq!(b1.state, "confirmed");
+        assert!(
+            b1.text.contains("was confirmed by bob@cli at "),
+            "{}",
+            b1.text
+        );
+        running.shutdown().await;
+    }
 }

@@ -2,9 +2,9 @@
 //! runtime types with every check. A payload that fails any check is refused as a whole.
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, session::Tier};
 
 /// The most a threshold or limit may be: beyond these a value is a typo, not a policy.
 const MAX_TOKENS: f64 = 1e12;
@@ -13,8 +13,9 @@ const MAX_REQUESTS: f64 = 1e9;
 const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
 const MAX_STEP: f64 = 100.0;
 
-/// What happens when a session crosses a threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens when a session crosses a threshold (stored in each session as its label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Keep serving; ask the user.
     Notify,
@@ -88,7 +89,7 @@ pub struct RawWebhooks {
     pub teams: BTreeMap<String, String>,
 }
 
-/// The policy payload (`SetPolicies`, and the policy part of `[spend]`).
+/// The policy payload (`SetPolicies`, and the policy part of `[breaker]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicyFile {
@@ -108,11 +109,8 @@ pub struct Limits {
     pub requests: Option<u64>,
     pub duration_s: Option<u64>,
     /// The highest model tier used without asking.
-    pub tier: Option<String>,
+    pub tier: Option<Tier>,
 }
-
-/// Model tiers, lowest first (the price table's labels).
-pub const TIERS: [&str; 3] = ["small", "mid", "frontier"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -191,13 +189,17 @@ impl Budget {
                 rolling_from: Some(now_s.div_euclid(bucket_s) - ROLLING_BUCKETS + 1),
             };
         }
-        let day = now_s.div_euclid(86_400);
+        let day = retort_time::day_of(now_s.saturating_mul(1000));
+        // These ids are the store's keys: spend already recorded under them must still count.
         let window = match self.window {
             Window::Day => format!("d{day}"),
-            // 1970-01-01 was a Thursday; ISO weeks start on Monday.
-            Window::Week => format!("w{}", (day + 3).div_euclid(7)),
+            // ISO weeks counted from the one 1970-01-01 falls in (it began on Monday 1969-12-29).
+            Window::Week => format!(
+                "w{}",
+                (retort_time::iso_week_start(day) - retort_time::iso_week_start(0)).div_euclid(7)
+            ),
             Window::Month => {
-                let (y, m) = civil_month(day);
+                let (y, m, _) = retort_time::civil(day);
                 format!("m{y}-{m:02}")
             }
         };
@@ -213,18 +215,6 @@ impl Budget {
 pub struct Slot {
     pub window: String,
     pub rolling_from: Option<i64>,
-}
-
-/// (year, month) of a day since the epoch.
-fn civil_month(day: i64) -> (i64, i64) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m)
 }
 
 /// Every policy, budget and webhook in force.
@@ -262,8 +252,7 @@ impl Policies {
 
     /// Parses and validates a TOML policy payload as a whole.
     pub fn from_toml(text: &str) -> Result<Policies, Error> {
-        let raw: RawPolicyFile = toml::from_str(text)
-            .map_err(|e| Error::InvalidPolicy(format!("malformed policy: {e}")))?;
+        let raw: RawPolicyFile = toml::from_str(text).map_err(Error::MalformedPolicy)?;
         load(raw)
     }
 }
@@ -296,13 +285,14 @@ fn policy(at: &str, raw: &RawPolicy) -> Result<Policy, Error> {
             )));
         }
     };
-    let tier = match raw.max_tier.as_deref() {
+    let tier = match raw.max_tier.as_deref().map(str::parse::<Tier>) {
         None => None,
-        Some(t) if TIERS.contains(&t) => Some(t.to_owned()),
-        Some(t) => {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
             return Err(Error::InvalidPolicy(format!(
-                "{at}.max_tier must be one of {} (lowest first), not {t:?}",
-                TIERS.join(", ")
+                "{at}.max_tier must be one of {} (lowest first), not {:?}",
+                Tier::ALL.map(Tier::as_str).join(", "),
+                e.value
             )));
         }
     };
@@ -475,10 +465,7 @@ mod tests {
             Some(2_500_000)
         );
         assert_eq!(p.for_session("bob", "qa").limits.tokens, Some(1000));
-        assert_eq!(
-            p.for_session("ann", "x").limits.tier.as_deref(),
-            Some("mid")
-        );
+        assert_eq!(p.for_session("ann", "x").limits.tier, Some(Tier::Mid));
         assert_eq!(p.for_session("bob", "qa").limits.tier, None);
         assert_eq!(p.budgets[0].hard_micros, Some(100_000_000));
         assert_eq!(p.webhook("qa"), Some("http://127.0.0.1:9/hook"));
@@ -540,5 +527,44 @@ mod tests {
         );
         let r = b(Window::Day, true).slot(now);
         assert_eq!(r.rolling_from, Some(r.window.parse::<i64>().unwrap() - 47));
+    }
+
+    /// Calendar window ids are the store's keys: spend an older breaker recorded must still count,
+    /// so the ids stay what its hand-written arithmetic made them.
+    #[test]
+    fn calendar_window_ids_are_the_ones_already_stored() {
+        let b = |window| Budget {
+            principal: "user:a".into(),
+            window,
+            rolling: false,
+            soft_micros: None,
+            hard_micros: Some(1),
+            soft_tokens: None,
+            hard_tokens: None,
+        };
+        // The older breaker's week id: weeks since Monday 1969-12-29 (1970-01-01 was a Thursday).
+        for day in (-800..800).chain(20_000..21_000) {
+            let at = day * 86_400 + 43_200;
+            assert_eq!(
+                b(Window::Week).slot(at).window,
+                format!("w{}", (day + 3_i64).div_euclid(7)),
+                "day {day}"
+            );
+        }
+        for (date, id) in [
+            ("2024-02-29", "m2024-02"),
+            ("2024-03-01", "m2024-03"),
+            ("2025-12-31", "m2025-12"),
+            ("2026-01-01", "m2026-01"),
+            ("1969-12-31", "m1969-12"),
+        ] {
+            let day = retort_time::parse_day(date).unwrap();
+            assert_eq!(b(Window::Month).slot(day * 86_400).window, id, "{date}");
+            assert_eq!(
+                b(Window::Month).slot(day * 86_400 + 86_399).window,
+                id,
+                "{date}"
+            );
+        }
     }
 }

@@ -8,13 +8,19 @@ use std::{
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{
+    Error,
+    policy::Mode,
+    session::{SessionState, Tier},
+};
 
 /// One recorded state change of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransitionRec {
-    pub from: String,
-    pub to: String,
+    /// None for the session's first transition (stored as `""`).
+    #[serde(with = "crate::session::state_or_blank")]
+    pub from: Option<SessionState>,
+    pub to: SessionState,
     pub by: String,
     pub at_ms: i64,
     pub reason: String,
@@ -29,7 +35,7 @@ pub struct LimitsRec {
     pub duration_s: Option<u64>,
     /// The highest model tier used without asking (`small`, `mid`, `frontier`).
     #[serde(default)]
-    pub tier: Option<String>,
+    pub tier: Option<Tier>,
 }
 
 /// Everything the breaker knows about one session.
@@ -38,14 +44,17 @@ pub struct SessionRec {
     pub session_id: String,
     pub user: String,
     pub team: String,
-    pub state: String,
-    pub mode: String,
+    pub state: SessionState,
+    /// The policy's mode when the session started or last crossed a threshold.
+    pub mode: Mode,
     pub tokens: u64,
     pub cost_micros: i64,
     pub requests: u64,
     pub started_ms: i64,
     pub last_ms: i64,
-    pub tier: String,
+    /// The highest model tier used so far; None (stored as `""`) before any ranked one.
+    #[serde(with = "crate::session::tier_or_blank")]
+    pub tier: Option<Tier>,
     pub limits: LimitsRec,
     pub history: Vec<TransitionRec>,
 }
@@ -86,7 +95,7 @@ pub struct Granted {
 pub struct BlockedRec {
     pub user: String,
     pub session_id: String,
-    pub state: String,
+    pub state: SessionState,
     pub message: String,
 }
 
@@ -296,11 +305,16 @@ impl Store {
 
     /// Connects to Redis; every key starts with `prefix`.
     pub async fn redis(url: &str, prefix: &str) -> Result<Store, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::Store(format!("redis URL {url:?}: {e}")))?;
+        let client = redis::Client::open(url).map_err(|source| Error::RedisOpen {
+            what: "the Redis URL is not valid",
+            source,
+        })?;
         let conn = ConnectionManager::new(client)
             .await
-            .map_err(|e| Error::Store(format!("cannot reach redis: {e}")))?;
+            .map_err(|source| Error::RedisOpen {
+                what: "cannot reach Redis",
+                source,
+            })?;
         Ok(Store::Redis {
             conn,
             prefix: prefix.to_owned(),
@@ -336,8 +350,10 @@ impl Store {
                     .await?;
                 match (v, json) {
                     (Some(v), Some(j)) => Ok(Some((
-                        serde_json::from_str(&j)
-                            .map_err(|e| Error::Store(format!("session {key}: {e}")))?,
+                        serde_json::from_str(&j).map_err(|source| Error::Record {
+                            what: format!("session {key} is unreadable"),
+                            source,
+                        })?,
                         v,
                     ))),
                     _ => Ok(None),
@@ -371,9 +387,15 @@ impl Store {
             }
             Store::Redis { conn, prefix } => {
                 let mut c = conn.clone();
-                let json = serde_json::to_string(s).map_err(|e| Error::Store(e.to_string()))?;
+                let json = serde_json::to_string(s).map_err(|source| Error::Record {
+                    what: format!("session {key} cannot be written"),
+                    source,
+                })?;
                 let blocked = match blocked {
-                    Some(b) => serde_json::to_string(b).map_err(|e| Error::Store(e.to_string()))?,
+                    Some(b) => serde_json::to_string(b).map_err(|source| Error::Record {
+                        what: format!("blocked session {key} cannot be written"),
+                        source,
+                    })?,
                     None => String::new(),
                 };
                 let ok: i64 = CAS
@@ -400,8 +422,10 @@ impl Store {
                 let all: BTreeMap<String, String> = c.hgetall(format!("{prefix}blocked")).await?;
                 all.into_iter()
                     .map(|(k, j)| {
-                        serde_json::from_str(&j)
-                            .map_err(|e| Error::Store(format!("blocked session {k}: {e}")))
+                        serde_json::from_str(&j).map_err(|source| Error::Record {
+                            what: format!("blocked session {k} is unreadable"),
+                            source,
+                        })
                     })
                     .collect()
             }

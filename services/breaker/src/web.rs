@@ -13,7 +13,9 @@ use axum::{
 use retort_proto::v1::{self as pb, breaker_client::BreakerClient};
 use tonic::transport::Channel;
 
-use crate::{Error, core::enc, guard::Guard};
+use retort_time::{human, human_duration};
+
+use crate::{Error, core::enc, guard::Guard, session::SessionState};
 
 #[derive(Clone)]
 struct Web {
@@ -24,7 +26,10 @@ struct Web {
 /// The routes; `guard` (when this gateway has one) feeds `/breaker/health`.
 pub fn router(endpoint: &str, guard: Option<Arc<Guard>>) -> Result<Router, Error> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| Error::Config(format!("breaker endpoint: {e}")))?
+        .map_err(|source| Error::Endpoint {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?
         .connect_lazy();
     let web = Web {
         client: BreakerClient::new(channel),
@@ -79,17 +84,36 @@ async fn page(
         Ok(s) => s.into_inner(),
         Err(e) => return failure(e),
     };
-    let th = s.thresholds.unwrap_or_default();
+    Html(render(&s)).into_response()
+}
+
+/// A threshold as a person reads it: 0 is what the wire says for "no threshold".
+fn limit<T: PartialEq + Default>(v: T, show: impl Fn(T) -> String) -> String {
+    if v == T::default() {
+        "no limit".to_owned()
+    } else {
+        show(v)
+    }
+}
+
+/// The confirm page of one session.
+fn render(s: &pb::Session) -> String {
+    let th = s.thresholds.clone().unwrap_or_default();
     let history: String = s
         .history
         .iter()
         .map(|t| {
+            // The first transition comes from nowhere.
+            let from = if t.from.is_empty() {
+                "·".to_owned()
+            } else {
+                esc(&t.from)
+            };
             format!(
-                "<li>{} → {} by {} at {} ms ({})</li>",
-                esc(&t.from),
+                "<li>{from} → {} by {} at {} ({})</li>",
                 esc(&t.to),
                 esc(&t.by),
-                t.at_unix_ms,
+                human(t.at_unix_ms),
                 esc(&t.reason)
             )
         })
@@ -101,7 +125,7 @@ async fn page(
             enc(&s.user)
         )
     };
-    let buttons = if s.state == "stopped" {
+    let buttons = if s.state == SessionState::Stopped.as_str() {
         "<p>This session was stopped for good.</p>".to_owned()
     } else {
         format!(
@@ -110,24 +134,40 @@ async fn page(
             action("stop", "Stop this session")
         )
     };
-    Html(format!(
+    format!(
         "<!doctype html><meta charset=utf-8><title>Retort breaker — session {id}</title>\
          <h1>Session {id} of {user}</h1><p>State: <b>{state}</b> (mode {mode})</p>\
-         <table><tr><td>tokens<td>{tokens} (threshold {tt})<tr><td>cost<td>${cost:.4} (threshold ${tc:.4})\
-         <tr><td>requests<td>{req} (threshold {tr})<tr><td>tier<td>{tier}</table>{buttons}<h2>History</h2><ul>{history}</ul>",
+         <p>Started {started}; last request {last}.</p>\
+         <table><tr><td>tokens<td>{tokens} (threshold {tt})<tr><td>cost<td>${cost:.4} (threshold {tc})\
+         <tr><td>requests<td>{req} (threshold {tr})<tr><td>running for<td>{dur} (threshold {td})\
+         <tr><td>tier<td>{tier} (threshold {ttier})</table>{buttons}<h2>History</h2><ul>{history}</ul>",
         id = esc(&s.session_id),
         user = esc(&s.user),
         state = esc(&s.state),
         mode = esc(&s.mode),
+        started = human(s.started_unix_ms),
+        last = human(s.last_unix_ms),
         tokens = s.tokens,
-        tt = th.tokens,
+        tt = limit(th.tokens, |v| v.to_string()),
         cost = s.cost_micros as f64 / 1e6,
-        tc = th.cost_micros as f64 / 1e6,
+        tc = limit(th.cost_micros, |v| format!("${:.4}", v as f64 / 1e6)),
         req = s.requests,
-        tr = th.requests,
-        tier = esc(&s.tier),
-    ))
-    .into_response()
+        tr = limit(th.requests, |v| v.to_string()),
+        dur = human_duration(s.last_unix_ms - s.started_unix_ms),
+        td = limit(th.duration_s, |v| human_duration(
+            v.saturating_mul(1000).min(i64::MAX as u64) as i64
+        )),
+        tier = if s.tier.is_empty() {
+            "none yet".to_owned()
+        } else {
+            esc(&s.tier)
+        },
+        ttier = if th.tier.is_empty() {
+            "no limit".to_owned()
+        } else {
+            esc(&th.tier)
+        },
+    )
 }
 
 async fn act(w: Web, id: String, q: HashMap<String, String>, stop: bool) -> Response {
@@ -189,5 +229,104 @@ async fn health(State(w): State<Web>) -> Response {
             (code, axum::Json(h)).into_response()
         }
         None => (StatusCode::OK, "no spend guard on this gateway").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(thresholds: pb::Thresholds) -> pb::Session {
+        // 2025-03-01 05:01:01 UTC, and 90 s later.
+        let t0 = 1_740_805_261_000;
+        pb::Session {
+            session_id: "s<1>".into(),
+            user: "ann".into(),
+            team: "qa".into(),
+            state: "paused".into(),
+            mode: "pause".into(),
+            tokens: 120,
+            cost_micros: 1_500,
+            requests: 3,
+            started_unix_ms: t0,
+            last_unix_ms: t0 + 90_000,
+            tier: "mid".into(),
+            thresholds: Some(thresholds),
+            history: vec![
+                pb::Transition {
+                    from: String::new(),
+                    to: "ok".into(),
+                    by: "gateway".into(),
+                    at_unix_ms: t0,
+                    reason: "first request".into(),
+                },
+                pb::Transition {
+                    from: "ok".into(),
+                    to: "paused".into(),
+                    by: "breaker".into(),
+                    at_unix_ms: t0 + 90_000,
+                    reason: "120 tokens ≥ 100".into(),
+                },
+            ],
+            confirm_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_page_shows_times_a_person_reads_and_no_epoch_milliseconds() {
+        let page = render(&session(pb::Thresholds {
+            tokens: 100,
+            ..Default::default()
+        }));
+        assert!(
+            page.contains("· → ok by gateway at 2025-03-01 05:01:01 UTC (first request)"),
+            "{page}"
+        );
+        assert!(
+            page.contains("ok → paused by breaker at 2025-03-01 05:02:31 UTC"),
+            "{page}"
+        );
+        assert!(page.contains("Started 2025-03-01 05:01:01 UTC"), "{page}");
+        assert!(page.contains("1 min 30 s"), "{page}");
+        assert!(!page.contains("1740805"), "{page}");
+        assert!(!page.contains(" ms"), "{page}");
+        // The session id is escaped wherever it is shown.
+        assert!(page.contains("Session s&lt;1&gt; of ann"), "{page}");
+        assert!(page.contains("Confirm"), "{page}");
+    }
+
+    #[test]
+    fn a_threshold_of_zero_reads_as_no_limit() {
+        let page = render(&session(pb::Thresholds {
+            tokens: 100,
+            ..Default::default()
+        }));
+        assert!(page.contains("120 (threshold 100)"), "{page}");
+        assert!(page.contains("$0.0015 (threshold no limit)"), "{page}");
+        assert!(page.contains("3 (threshold no limit)"), "{page}");
+        assert!(page.contains("mid (threshold no limit)"), "{page}");
+        assert!(!page.contains("threshold 0"), "{page}");
+        assert!(!page.contains("threshold $0.0000"), "{page}");
+        let page = render(&session(pb::Thresholds {
+            cost_micros: 2_000_000,
+            duration_s: 3_600,
+            tier: "small".into(),
+            ..Default::default()
+        }));
+        assert!(page.contains("(threshold $2.0000)"), "{page}");
+        assert!(page.contains("(threshold 1 h 00 min)"), "{page}");
+        assert!(page.contains("mid (threshold small)"), "{page}");
+        assert!(page.contains("120 (threshold no limit)"), "{page}");
+    }
+
+    #[test]
+    fn a_stopped_session_offers_no_buttons() {
+        let mut s = session(pb::Thresholds::default());
+        s.state = "stopped".into();
+        let page = render(&s);
+        assert!(
+            page.contains("stopped for good") && !page.contains("<button>"),
+            "{page}"
+        );
     }
 }

@@ -7,7 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use retort_breaker::{core::Breaker, now_ms, policy::Policies, store::Store};
+use retort_breaker::{
+    core::Breaker,
+    now_ms,
+    policy::Policies,
+    session::{SessionState, Tier},
+    store::Store,
+};
 use retort_proto::v1 as pb;
 use serde_json::Value;
 
@@ -155,14 +161,14 @@ async fn a_session_asks_when_it_moves_above_its_model_tier() {
     )
     .await
     .unwrap();
-    assert_eq!(b.find("t1", "ann").await.unwrap().0.state, "ok");
+    assert_eq!(b.find("t1", "ann").await.unwrap().0.state, SessionState::Ok);
     let blocked = b
         .record(vec![usage("t1", 10, 1, "frontier")], false, "gw", "")
         .await
         .unwrap();
     assert_eq!(blocked.len(), 1);
     let (s, _) = b.find("t1", "ann").await.unwrap();
-    assert_eq!(s.state, "paused");
+    assert_eq!(s.state, SessionState::Paused);
     assert!(
         s.history
             .last()
@@ -174,19 +180,22 @@ async fn a_session_asks_when_it_moves_above_its_model_tier() {
     );
     // Confirming accepts the tier reached: more frontier use goes on without asking again.
     let s = b.confirm("t1", "ann", "test").await.unwrap();
-    assert_eq!(s.limits.tier.as_deref(), Some("frontier"));
+    assert_eq!(s.limits.tier, Some(Tier::Frontier));
     assert_eq!(b.to_pb(&s).thresholds.unwrap().tier, "frontier");
     b.record(vec![usage("t1", 10, 1, "frontier")], false, "gw", "")
         .await
         .unwrap();
-    assert_eq!(b.find("t1", "ann").await.unwrap().0.state, "confirmed");
+    assert_eq!(
+        b.find("t1", "ann").await.unwrap().0.state,
+        SessionState::Confirmed
+    );
     // An unknown tier is refused with the known ones named; the old policy stays.
     let e = b
         .set_policies("[policies.default]\nmax_tier = \"gpt-5\"\n")
         .unwrap_err()
         .to_string();
     assert!(e.contains("small, mid, frontier"), "{e}");
-    assert_eq!(b.policies().default.limits.tier.as_deref(), Some("mid"));
+    assert_eq!(b.policies().default.limits.tier, Some(Tier::Mid));
 }
 
 /// A test webhook receiver: every POST body.
@@ -258,7 +267,7 @@ async fn a_soft_budget_limit_asks_on_the_webhook_and_watch_once_for_all_replicas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_stops_spending_a_lease_it_could_not_renew_and_leases_again() {
     use retort_breaker::guard::{Guard, GuardConfig};
-    use retort_hooks::{GuardHealth, Identity, BreakerGuard, SpendRequest, Usage};
+    use retort_hooks::{BreakerGuard, GuardHealth, Identity, SpendRequest, Usage};
     let b = breaker(&prefix("guard-lapse"), BUDGET).await;
     b.set_lease_ttl_ms(1_000);
     let first = retort_breaker::grpc::serve("127.0.0.1:0".parse().unwrap(), b.clone())
