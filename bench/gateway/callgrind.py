@@ -86,7 +86,7 @@ stall_timeout_ms = 30000
 total_timeout_ms = 60000
 max_retries_per_target = 1
 
-[breaker]
+[circuit]
 failure_threshold = 5
 open_ms = 30000
 """

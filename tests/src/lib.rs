@@ -56,7 +56,7 @@ backoff_max_ms = 50
 first_token_timeout_ms = 10000
 stall_timeout_ms = 10000
 total_timeout_ms = 30000
-[breaker]
+[circuit]
 failure_threshold = 1000
 "#;
 

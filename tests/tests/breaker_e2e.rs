@@ -8,7 +8,7 @@ use std::{
 };
 
 use retort_breaker::{
-    SpendConfig, grpc,
+    BreakerConfig, grpc,
     guard::{Guard, GuardConfig},
 };
 use retort_gateway::{Running, config::Config, hooks::Hooks};
@@ -48,11 +48,11 @@ fn uuid() -> String {
     )
 }
 
-/// A `[spend]` section (TOML body, without the header) → config.
-fn spend(body: &str) -> SpendConfig {
+/// A `[breaker]` section (TOML body, without the header) → config.
+fn spend(body: &str) -> BreakerConfig {
     let text = format!("grpc_addr = \"127.0.0.1:0\"\n{body}");
     let v: toml::Value = toml::from_str(&text).unwrap();
-    SpendConfig::load(v.try_into().unwrap(), None).unwrap()
+    BreakerConfig::load(v.try_into().unwrap(), None).unwrap()
 }
 
 async fn sim(latency_ms: u64) -> SimHandle {
@@ -69,7 +69,7 @@ fn prices() -> retort_pricing::PriceTable {
 }
 
 /// A gateway in front of `sim` whose spend guard talks to the breaker at `breaker`.
-async fn gateway(sim: &SimHandle, breaker: &str, cfg: &SpendConfig) -> (Running, Arc<Guard>) {
+async fn gateway(sim: &SimHandle, breaker: &str, cfg: &BreakerConfig) -> (Running, Arc<Guard>) {
     let text = format!(
         r#"
         [server]
@@ -92,12 +92,12 @@ async fn gateway(sim: &SimHandle, breaker: &str, cfg: &SpendConfig) -> (Running,
         [models.sim-claude]
         provider = "an"
         model = "sim-fast"
-        [breaker]
+        [circuit]
         failure_threshold = 100000
         "#,
         base = sim.base_url()
     );
-    let mut gc = GuardConfig::from_spend(cfg);
+    let mut gc = GuardConfig::from_breaker(cfg);
     gc.endpoint = breaker.to_owned();
     let guard = Arc::new(Guard::start(gc, prices()).unwrap());
     let hooks = Hooks {

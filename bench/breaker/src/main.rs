@@ -10,7 +10,7 @@ use std::{
 };
 
 use retort_breaker::{
-    SpendConfig, grpc,
+    BreakerConfig, grpc,
     guard::{Guard, GuardConfig},
 };
 use retort_gateway::{
@@ -21,9 +21,9 @@ use serde_json::json;
 
 const KEY: &str = "sk-bench";
 
-fn spend(body: &str) -> SpendConfig {
+fn spend(body: &str) -> BreakerConfig {
     let v: toml::Value = toml::from_str(&format!("grpc_addr = \"127.0.0.1:0\"\n{body}")).unwrap();
-    SpendConfig::load(v.try_into().unwrap(), std::env::var("REDIS_URL").ok()).unwrap()
+    BreakerConfig::load(v.try_into().unwrap(), std::env::var("REDIS_URL").ok()).unwrap()
 }
 
 fn prices() -> retort_pricing::PriceTable {
@@ -37,7 +37,7 @@ fn prices() -> retort_pricing::PriceTable {
 async fn gateway(sim: &retort_sim::SimHandle, hooks: Hooks) -> retort_gateway::Running {
     let text = format!(
         "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[[users]]\nname = \"bench\"\nteam = \"perf\"\ndiscipline = \"x\"\nlevel = \"x\"\nkey = \"{KEY}\"\n\
-         [providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[models.m]\nprovider = \"oa\"\n[breaker]\nfailure_threshold = 1000000\n",
+         [providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[models.m]\nprovider = \"oa\"\n[circuit]\nfailure_threshold = 1000000\n",
         sim.base_url()
     );
     retort_gateway::start_with_hooks(
@@ -107,7 +107,7 @@ async fn main() {
     ));
     let breaker = grpc::start(&cfg).await.unwrap();
     let endpoint = format!("http://{}", breaker.addr);
-    let mut gc = GuardConfig::from_spend(&cfg);
+    let mut gc = GuardConfig::from_breaker(&cfg);
     gc.endpoint = endpoint.clone();
 
     // 1. admit + settle.
@@ -233,7 +233,7 @@ async fn main() {
         "key_prefix = \"{prefix}o:\"\nlease_usd = 0.002\nlease_wait_ms = 200\nflush_ms = 20\n[[budgets]]\nscope = \"user\"\nname = \"bench\"\nwindow = \"day\"\nhard_usd = 0.02\n"
     ));
     let b2 = grpc::start(&cfg2).await.unwrap();
-    let mut gc2 = GuardConfig::from_spend(&cfg2);
+    let mut gc2 = GuardConfig::from_breaker(&cfg2);
     gc2.endpoint = format!("http://{}", b2.addr);
     let sim2 = retort_sim::spawn(
         retort_sim::SimConfig::from_toml("strict_models = false\n[default]\nlatency_ms = 20\n")

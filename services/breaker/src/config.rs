@@ -1,5 +1,7 @@
-//! The `[spend]` section: where the breaker listens, its state store, how gateways reach it and
-//! lease, and the policies (`[spend.policies.*]`, `[[spend.budgets]]`, `[spend.webhooks]`).
+//! The `[breaker]` section (the session and budget service; `[spend]` before): where the breaker
+//! listens, its state store, how gateways reach it and lease, and the policies
+//! (`[breaker.policies.*]`, `[[breaker.budgets]]`, `[breaker.webhooks]`). Loaded in two steps:
+//! [`RawBreaker`] as written (unknown keys refused), then [`BreakerConfig::load`] with the checks.
 use std::net::SocketAddr;
 
 use serde::Deserialize;
@@ -9,10 +11,13 @@ use crate::{
     policy::{self, Policies, RawBudget, RawPolicies, RawPolicyFile, RawWebhooks},
 };
 
+/// Overrides `[breaker] redis_url`.
+pub const ENV_REDIS_URL: &str = "REDIS_URL";
+
 /// The section as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSpend {
+pub struct RawBreaker {
     /// Breakers and budgets on (default true when the section is present).
     pub enabled: Option<bool>,
     /// gRPC address of the breaker service (default 127.0.0.1:50053).
@@ -27,8 +32,9 @@ pub struct RawSpend {
     pub public_url: Option<String>,
     /// `fail_open` (default: admit, with a warning) or `fail_closed` when the breaker is unreachable.
     pub on_unreachable: Option<String>,
-    /// Allowance a gateway asks for per principal and refresh (default $0.50 and 200,000 tokens).
+    /// Allowance in USD a gateway asks for per principal and refresh (default $0.50).
     pub lease_usd: Option<f64>,
+    /// Allowance in tokens a gateway asks for per principal and refresh (default 200,000).
     pub lease_tokens: Option<u64>,
     /// How long a request may wait for an in-flight lease refresh (default 25 ms).
     pub lease_wait_ms: Option<u64>,
@@ -39,10 +45,13 @@ pub struct RawSpend {
     /// A gateway's leases lapse this long after it last renewed them (default 30 s; gateways renew
     /// every third of it), so a gateway that dies holding one does not hold the allowance for ever.
     pub lease_ttl_ms: Option<u64>,
+    /// Session policies: `default`, per team, per user.
     #[serde(default)]
     pub policies: RawPolicies,
+    /// Budgets per user or team and window.
     #[serde(default)]
     pub budgets: Vec<RawBudget>,
+    /// Where users are asked (Slack-compatible webhooks), per team.
     #[serde(default)]
     pub webhooks: RawWebhooks,
 }
@@ -54,9 +63,9 @@ pub enum Unreachable {
     FailClosed,
 }
 
-/// The loaded section.
+/// The loaded section (the fields of [`RawBreaker`] with their defaults applied and checked).
 #[derive(Debug, Clone)]
-pub struct SpendConfig {
+pub struct BreakerConfig {
     pub enabled: bool,
     pub grpc_addr: SocketAddr,
     pub endpoint: String,
@@ -72,50 +81,48 @@ pub struct SpendConfig {
     pub policies: Policies,
 }
 
-impl SpendConfig {
-    /// Loads `[spend]` (a TOML value); `REDIS_URL` in the environment overrides `redis_url`.
-    pub fn from_value(v: toml::Value) -> Result<SpendConfig, Error> {
-        let raw: RawSpend = v
-            .try_into()
-            .map_err(|e| Error::Config(format!("[spend]: {e}")))?;
+impl BreakerConfig {
+    /// Loads the section as written; `REDIS_URL` in the environment overrides `redis_url`.
+    pub fn from_raw(raw: RawBreaker) -> Result<BreakerConfig, Error> {
         Self::load(
             raw,
-            std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()),
+            std::env::var(ENV_REDIS_URL).ok().filter(|s| !s.is_empty()),
         )
     }
 
-    pub fn load(raw: RawSpend, redis_env: Option<String>) -> Result<SpendConfig, Error> {
+    /// Loads the section with `redis_env` (the environment's `REDIS_URL`, if any) in force.
+    pub fn load(raw: RawBreaker, redis_env: Option<String>) -> Result<BreakerConfig, Error> {
         let grpc_addr: SocketAddr = raw
             .grpc_addr
             .as_deref()
             .unwrap_or("127.0.0.1:50053")
             .parse()
-            .map_err(|e| Error::Config(format!("[spend] grpc_addr: {e}")))?;
+            .map_err(|e| Error::Config(format!("[breaker] grpc_addr: {e}")))?;
         let on_unreachable = match raw.on_unreachable.as_deref() {
             None | Some("fail_open") => Unreachable::FailOpen,
             Some("fail_closed") => Unreachable::FailClosed,
             Some(o) => {
                 return Err(Error::Config(format!(
-                    "[spend] on_unreachable must be fail_open or fail_closed, not {o:?}"
+                    "[breaker] on_unreachable must be fail_open or fail_closed, not {o:?}"
                 )));
             }
         };
         let lease_usd = raw.lease_usd.unwrap_or(0.5);
         if !(lease_usd.is_finite() && lease_usd > 0.0 && lease_usd <= 1e4) {
             return Err(Error::Config(format!(
-                "[spend] lease_usd = {lease_usd} must be in (0, 10000]"
+                "[breaker] lease_usd = {lease_usd} must be in (0, 10000]"
             )));
         }
         let lease_ttl_ms = raw.lease_ttl_ms.unwrap_or(30_000);
         if !(1_000..=3_600_000).contains(&lease_ttl_ms) {
             return Err(Error::Config(format!(
-                "[spend] lease_ttl_ms = {lease_ttl_ms} must be between 1000 (1 s) and 3600000 (1 h)"
+                "[breaker] lease_ttl_ms = {lease_ttl_ms} must be between 1000 (1 s) and 3600000 (1 h)"
             )));
         }
         let flush_ms = raw.flush_ms.unwrap_or(200).max(1);
         if flush_ms * 3 > lease_ttl_ms {
             return Err(Error::Config(format!(
-                "[spend] flush_ms = {flush_ms} must be under a third of lease_ttl_ms = {lease_ttl_ms} (leases are renewed on flushes)"
+                "[breaker] flush_ms = {flush_ms} must be under a third of lease_ttl_ms = {lease_ttl_ms} (leases are renewed on flushes)"
             )));
         }
         let policies = policy::load(RawPolicyFile {
@@ -123,7 +130,7 @@ impl SpendConfig {
             budgets: raw.budgets,
             webhooks: raw.webhooks,
         })?;
-        Ok(SpendConfig {
+        Ok(BreakerConfig {
             enabled: raw.enabled.unwrap_or(true),
             endpoint: raw
                 .endpoint

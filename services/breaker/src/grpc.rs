@@ -10,7 +10,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 
-use crate::{Error, config::SpendConfig, core::Breaker, store::Store};
+use crate::{Error, config::BreakerConfig, core::Breaker, store::Store};
 
 pub struct BreakerService {
     pub breaker: Arc<Breaker>,
@@ -182,7 +182,7 @@ impl Running {
 }
 
 /// Opens the store (Redis when configured), loads the policies and serves `retort.v1.Breaker`.
-pub async fn start(cfg: &SpendConfig) -> Result<Running, Error> {
+pub async fn start(cfg: &BreakerConfig) -> Result<Running, Error> {
     let store = match &cfg.redis_url {
         Some(url) => Store::redis(url, &cfg.key_prefix).await?,
         None => Store::memory(),

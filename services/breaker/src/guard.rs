@@ -46,7 +46,7 @@ pub struct GuardConfig {
 }
 
 impl GuardConfig {
-    pub fn from_spend(c: &crate::SpendConfig) -> GuardConfig {
+    pub fn from_breaker(c: &crate::BreakerConfig) -> GuardConfig {
         GuardConfig {
             endpoint: c.endpoint.clone(),
             on_unreachable: c.on_unreachable,

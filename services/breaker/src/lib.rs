@@ -12,7 +12,7 @@ pub mod session;
 pub mod store;
 pub mod web;
 
-pub use config::SpendConfig;
+pub use config::BreakerConfig;
 /// Milliseconds since the epoch: the one clock every Retort service reads.
 pub use retort_time::now_ms;
 

@@ -1,5 +1,6 @@
-//! The `[distill]` section of a Retort configuration (plus the top-level `[[prices]]`, which price
-//! the teacher's tokens in reports).
+//! The `[distill]` section of a Retort configuration (`retort`'s loader reads the top-level
+//! `[[prices]]` beside it; they price the teacher's tokens in reports). [`DistillConfig::load`] fills
+//! in what the rest of the file implies and applies the environment overrides.
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
@@ -15,15 +16,20 @@ pub struct DistillConfig {
     /// gRPC listener of `retort.v1.Distill`.
     pub grpc_addr: SocketAddr,
     /// Job folders (inputs, teacher labels, checkpoints, artefacts) live under `DATA_DIR/distill/`;
-    /// the SQLite file too, unless `database_url` says otherwise.
+    /// the SQLite file too, unless `database_url` says otherwise. Empty (the default): `retort`
+    /// puts the configuration's top-level `data_dir` here; otherwise the current directory.
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; default `sqlite://DATA_DIR/retort-distill.db`.
     pub database_url: Option<String>,
     /// Postgres only: a schema to create and use.
     pub database_schema: Option<String>,
-    /// The gateway's HTTP base URL (teacher calls, latency of deployed students).
+    /// The gateway's HTTP base URL (teacher calls, latency of deployed students). Absent from the
+    /// file: `http://` + `[server] http_addr` (see [`DistillConfig::load`]).
+    #[serde(default)]
     pub gateway_url: String,
-    /// The gateway's gRPC endpoint (`retort.v1.Students`).
+    /// The gateway's gRPC endpoint (`retort.v1.Students`). Absent from the file: `http://` +
+    /// `[server] grpc_addr`.
+    #[serde(default)]
     pub gateway_grpc: String,
     /// API key of a gateway user for teacher calls (env `RETORT_DISTILL_GATEWAY_KEY` overrides).
     pub gateway_key: String,
@@ -60,7 +66,7 @@ impl Default for DistillConfig {
         DistillConfig {
             enabled: true,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50054)),
-            data_dir: PathBuf::from("."),
+            data_dir: PathBuf::new(),
             database_url: None,
             database_schema: None,
             gateway_url: "http://127.0.0.1:8080".into(),
@@ -81,31 +87,22 @@ impl Default for DistillConfig {
 }
 
 impl DistillConfig {
-    /// Reads `[distill]` and `[[prices]]` from a whole configuration file, leaving both in place.
-    pub fn from_table(
-        file: &toml::Table,
-    ) -> Result<(DistillConfig, Vec<retort_pricing::Price>), Error> {
-        let cfg: DistillConfig = match file.get("distill") {
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| Error::Config(format!("[distill]: {e}")))?,
-            None => DistillConfig::default(),
-        };
-        let prices = match file.get("prices") {
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| Error::Config(format!("[[prices]]: {e}")))?,
-            None => Vec::new(),
-        };
-        cfg.with_env().map(|c| (c, prices))
-    }
-
-    /// Parses a whole file (`retort distill serve --config FILE`).
-    pub fn from_toml(text: &str) -> Result<(DistillConfig, Vec<retort_pricing::Price>), Error> {
-        let file: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        Self::from_table(&file)
+    /// The section as written, completed and checked: an empty `gateway_url` / `gateway_grpc` (absent
+    /// from the file) becomes `http://` + the gateway's address given here (the `[server]` addresses
+    /// of the same file), and the environment overrides the keys (`RETORT_DISTILL_GATEWAY_KEY`,
+    /// `RETORT_DISTILL_ADMIN_KEY`).
+    pub fn load(
+        mut self,
+        gateway_http: SocketAddr,
+        gateway_grpc: SocketAddr,
+    ) -> Result<Self, Error> {
+        if self.gateway_url.is_empty() {
+            self.gateway_url = format!("http://{gateway_http}");
+        }
+        if self.gateway_grpc.is_empty() {
+            self.gateway_grpc = format!("http://{gateway_grpc}");
+        }
+        self.with_env()
     }
 
     fn with_env(mut self) -> Result<Self, Error> {

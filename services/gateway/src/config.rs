@@ -66,23 +66,33 @@ impl fmt::Debug for Secret {
 // ---------------------------------------------------------------------------------------------
 // Raw file format.
 
+/// The gateway's part of a configuration file. `retort` reads the whole file into its own typed
+/// struct (with the other services' sections) and hands these sections over.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `[server]`: listen addresses and request limits.
     #[serde(default)]
     pub server: RawServer,
+    /// `[[users]]`: API keys and who they stand for.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// `[providers.NAME]`: upstream APIs.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
+    /// `[models.NAME]`: one upstream model of one provider each.
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
+    /// `[aliases.NAME]`: names clients call, with targets tried in order.
     #[serde(default)]
     pub aliases: BTreeMap<String, RawAlias>,
+    /// `[routing]`: timeouts and retries (aliases may override them).
     #[serde(default)]
     pub routing: RawRouting,
+    /// `[circuit]`: the per-target circuit breakers (`[breaker]` before; that name is now the
+    /// session and budget service's).
     #[serde(default)]
-    pub breaker: RawBreaker,
+    pub circuit: RawCircuit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,8 +199,8 @@ pub struct RawRouting {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBreaker {
-    /// Consecutive failures that open a provider's breaker. Default 5.
+pub struct RawCircuit {
+    /// Consecutive failures that open a target's circuit breaker. Default 5.
     pub failure_threshold: Option<u32>,
     /// How long an open breaker stays open before one probe is let through. Default 30 s.
     pub open_ms: Option<u64>,
@@ -533,8 +543,8 @@ impl Config {
         }
 
         let breaker = BreakerConfig {
-            failure_threshold: raw.breaker.failure_threshold.unwrap_or(5).max(1),
-            open_for: Duration::from_millis(raw.breaker.open_ms.unwrap_or(30_000)),
+            failure_threshold: raw.circuit.failure_threshold.unwrap_or(5).max(1),
+            open_for: Duration::from_millis(raw.circuit.open_ms.unwrap_or(30_000)),
         };
         Ok(Config {
             server,

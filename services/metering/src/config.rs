@@ -1,5 +1,6 @@
-//! The `[metering]` section (and the top-level `[[prices]]` entries) of a Retort configuration.
-//! Every field has a default, so an absent section runs metering on a SQLite file.
+//! The `[metering]` section of a Retort configuration (the top-level `[[prices]]` entries are read
+//! beside it by `retort`'s loader). Every field has a default, so an absent section runs metering on
+//! a SQLite file. [`MeteringConfig::load`] applies the environment overrides.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
@@ -23,7 +24,8 @@ pub struct MeteringConfig {
     pub http_addr: SocketAddr,
     /// `sqlite://FILE?mode=rwc` or `postgres://...`; default: `retort-metering.db` in `data_dir`.
     pub database_url: Option<String>,
-    /// Where the default SQLite file lives (default `.`).
+    /// Where the default SQLite file and spool live. Empty (the default): `retort` puts the
+    /// configuration's top-level `data_dir` here; otherwise the current directory.
     pub data_dir: PathBuf,
     /// Raw events older than this many days are deleted (hourly rollups are kept); 0 keeps them all.
     pub retention_days: u32,
@@ -40,7 +42,7 @@ impl Default for MeteringConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
             database_url: None,
-            data_dir: PathBuf::from("."),
+            data_dir: PathBuf::new(),
             retention_days: 90,
             max_connections: 8,
             client: ClientConfig::default(),
@@ -94,40 +96,30 @@ pub struct ClientSettings {
     pub retry: Duration,
 }
 
-impl MeteringConfig {
-    /// Takes `[metering]` out of `file` (the gateway rejects sections it does not know) and reads
-    /// `[[prices]]` (left in place for the other services that price tokens; the caller removes it
-    /// before the gateway parses the rest). Environment overrides are applied.
-    pub fn from_table(
-        file: &mut toml::Table,
-    ) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
-        let cfg = match file.remove("metering") {
-            Some(v) => v
-                .try_into()
-                .map_err(|e: toml::de::Error| MeteringError::Config(format!("[metering]: {e}")))?,
-            None => MeteringConfig::default(),
-        };
-        let prices = match file.get("prices") {
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| MeteringError::Config(format!("[[prices]]: {e}")))?,
-            None => Vec::new(),
-        };
-        Ok((cfg.with_env()?, prices))
-    }
+/// A file that holds only `[metering]` and `[[prices]]` (metering embedded in tests and tools;
+/// `retort` reads whole configuration files with its own loader and calls [`MeteringConfig::load`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeteringFile {
+    #[serde(default)]
+    metering: Option<MeteringConfig>,
+    #[serde(default)]
+    prices: Vec<retort_pricing::Price>,
+}
 
-    /// Parses a whole file (for `retort metering --config FILE`): `[metering]` and `[[prices]]`;
-    /// other sections are ignored.
+impl MeteringConfig {
+    /// Parses a file of `[metering]` and `[[prices]]` only (any other key is refused) and loads it.
     pub fn from_toml(
         text: &str,
     ) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
-        let mut file: toml::Table =
+        let file: MeteringFile =
             toml::from_str(text).map_err(|e| MeteringError::Config(e.to_string()))?;
-        Self::from_table(&mut file)
+        Ok((file.metering.unwrap_or_default().load()?, file.prices))
     }
 
-    fn with_env(mut self) -> Result<Self, MeteringError> {
+    /// The section as written, with the environment overrides applied (`DATABASE_URL`,
+    /// `RETORT_METERING_GRPC_ADDR`).
+    pub fn load(mut self) -> Result<Self, MeteringError> {
         if let Ok(url) = std::env::var(ENV_DATABASE_URL)
             && !url.is_empty()
         {

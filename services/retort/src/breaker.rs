@@ -1,18 +1,20 @@
-//! `retort breaker`: the breaker service alone (`--config FILE`, its `[spend]` section), the CLI that
-//! confirms, stops or shows a session, and the breaker's part of `retort up`.
+//! `retort breaker`: the breaker service alone (`--config FILE`, its `[breaker]` section), the CLI
+//! that confirms, stops or shows a session, and the breaker's part of `retort up`.
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use retort_breaker::{SpendConfig, grpc, guard};
+use retort_breaker::{BreakerConfig, grpc, guard};
 use retort_proto::v1::{self as pb, breaker_client::BreakerClient};
+
+use crate::config::RetortConfig;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BreakerArgs {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Configuration file (TOML) with a `[spend]` section; serves the breaker alone.
+    /// Configuration file (TOML) with a `[breaker]` section; serves the breaker alone.
     #[arg(long, short, env = "RETORT_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -25,6 +27,7 @@ enum Cmd {
     Stop(Target),
     /// Shows a session (or, without one, every session).
     Status {
+        /// The session id (as sent in `x-retort-session`); without it, every session.
         session: Option<String>,
         #[command(flatten)]
         at: At,
@@ -33,9 +36,14 @@ enum Cmd {
 
 #[derive(Args)]
 struct At {
-    /// The breaker's gRPC address.
-    #[arg(long, env = "RETORT_BREAKER", default_value = "http://127.0.0.1:50053")]
-    endpoint: String,
+    /// The breaker's gRPC address: `host:port` or a URL.
+    #[arg(
+        long,
+        alias = "endpoint",
+        env = "RETORT_BREAKER_ADDR",
+        default_value = "127.0.0.1:50053"
+    )]
+    addr: String,
     /// The session's user, when two users have sessions with the same id.
     #[arg(long, default_value = "")]
     user: String,
@@ -43,41 +51,37 @@ struct At {
 
 #[derive(Args)]
 struct Target {
+    /// The session id (as sent in `x-retort-session`).
     session: String,
     #[command(flatten)]
     at: At,
 }
 
-/// `retort up`: takes `[spend]` out of the file, starts the breaker in-process on its own gRPC
-/// address and plugs a spend guard (its gRPC client) and the confirm page into the gateway.
-pub async fn up(file: &mut toml::Table, mut up: super::Up) -> anyhow::Result<super::Up> {
-    let Some(spend) = file.remove("spend") else {
+/// `retort up`: with a `[breaker]` section, starts the breaker in-process on its own gRPC address
+/// and plugs a breaker guard (its gRPC client) and the confirm page into the gateway.
+pub async fn up(
+    file: &RetortConfig,
+    gateway: &retort_gateway::config::Config,
+    mut up: super::Up,
+) -> anyhow::Result<super::Up> {
+    let Some(section) = &file.breaker else {
         return Ok(up);
     };
-    // One `[[prices]]` list serves metering and breakers; the gateway's own config has no prices.
-    let prices: Vec<retort_pricing::Price> = match file.remove("prices") {
-        Some(p) => p.try_into().context("[[prices]]")?,
-        None => Vec::new(),
-    };
-    let mut cfg = SpendConfig::from_value(spend)?;
+    let mut cfg = BreakerConfig::from_raw(section.clone())?;
     if !cfg.enabled {
         return Ok(up);
     }
     if cfg.public_url.is_none() {
-        let http = file
-            .get("server")
-            .and_then(|s| s.get("http_addr"))
-            .and_then(|a| a.as_str())
-            .unwrap_or("127.0.0.1:8080");
-        cfg.public_url = Some(format!("http://{http}"));
+        cfg.public_url = Some(format!("http://{}", gateway.server.http_addr));
     }
     let running = grpc::start(&cfg).await.context("starting the breaker")?;
     cfg.endpoint = format!("http://{}", running.addr);
     tracing::info!(addr = %running.addr, redis = cfg.redis_url.is_some(), "breaker: sessions and budgets guarded");
     tokio::spawn(running.wait());
-    let table = retort_pricing::PriceTable::new(prices).context("[[prices]]")?;
+    // One `[[prices]]` list serves metering and the breaker.
+    let table = retort_pricing::PriceTable::new(file.prices.clone()).context("[[prices]]")?;
     let guard = std::sync::Arc::new(guard::Guard::start(
-        guard::GuardConfig::from_spend(&cfg),
+        guard::GuardConfig::from_breaker(&cfg),
         table,
     )?);
     up.http = up.http.merge(retort_breaker::web::router(
@@ -94,14 +98,10 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
             let path = args.config.context(
                 "retort breaker needs --config FILE (or a subcommand: confirm, stop, status)",
             )?;
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut file: toml::Table =
-                toml::from_str(&text).context("parsing the configuration")?;
-            let spend = file
-                .remove("spend")
-                .context("the configuration has no [spend] section")?;
-            let running = grpc::start(&SpendConfig::from_value(spend)?).await?;
+            let section = RetortConfig::read(&path)?
+                .breaker
+                .context("the configuration has no [breaker] section")?;
+            let running = grpc::start(&BreakerConfig::from_raw(section)?).await?;
             let stop = running.stopper();
             tokio::spawn(async move {
                 super::shutdown_signal().await;
@@ -140,9 +140,12 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
 }
 
 async fn client(at: &At) -> anyhow::Result<BreakerClient<tonic::transport::Channel>> {
-    BreakerClient::connect(at.endpoint.clone())
+    let endpoint = super::endpoint(&at.addr);
+    BreakerClient::connect(endpoint.clone())
         .await
-        .with_context(|| format!("connecting to the breaker at {}", at.endpoint))
+        .with_context(|| {
+            format!("connecting to the breaker at {endpoint} (--addr, RETORT_BREAKER_ADDR)")
+        })
 }
 
 async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
@@ -170,7 +173,7 @@ async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
 fn print(s: &pb::Session) {
     let th = s.thresholds.clone().unwrap_or_default();
     println!(
-        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {} / {}",
+        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {} / {}; started {}, last request {}",
         s.session_id,
         s.user,
         s.team,
@@ -187,7 +190,9 @@ fn print(s: &pb::Session) {
             "any"
         } else {
             th.tier.as_str()
-        }
+        },
+        retort_time::human(s.started_unix_ms),
+        retort_time::human(s.last_unix_ms)
     );
     for t in &s.history {
         println!(
@@ -195,7 +200,7 @@ fn print(s: &pb::Session) {
             if t.from.is_empty() { "·" } else { &t.from },
             t.to,
             t.by,
-            t.at_unix_ms,
+            retort_time::human(t.at_unix_ms),
             t.reason
         );
     }

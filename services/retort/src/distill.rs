@@ -7,69 +7,71 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use retort_distill::DistillConfig;
 use retort_proto::v1::{self as pb, distill_client::DistillClient};
 use tonic::transport::Channel;
+
+use crate::config::RetortConfig;
 
 /// The demo's training inputs, evals and the simulated teacher's answer key (a synthetic spam/ham set).
 const DEMO_TRAIN: &str = include_str!("../../distill/fixtures/spam_train.jsonl");
 const DEMO_EVALS: &str = include_str!("../../distill/fixtures/spam_evals.jsonl");
 const DEMO_TEACHER: &str = include_str!("../../distill/fixtures/spam_teacher.jsonl");
+/// The answer key of the README's generation example (dates to normalise; its prompts are
+/// rendered with "Normalise the date to YYYY-MM-DD: {input}").
+const DEMO_DATES_TEACHER: &str = include_str!("../../distill/fixtures/dates_teacher.jsonl");
 /// The demo's prompt template.
 pub const DEMO_TEMPLATE: &str = "Is this email spam or ham? Answer with one word.\n\n{input}";
 
-/// `retort up --demo`: the simulator gets `sim-teacher`, a dataset-mode model that knows the demo's
-/// answers and is wrong on 5% of them. Its answer key is written under `dir`.
+/// `retort up --demo`: the simulator gets the demo's teachers, dataset-mode models that know the
+/// answers of the bundled sets (a lorem-speaking model would teach a student nothing): `sim-teacher`
+/// (spam/ham, wrong on 5%) and `sim-dates-teacher` (date normalisation, one character off on 5%).
+/// Their answer keys are written under `dir`.
 pub fn demo_teacher(sim: &mut retort_sim::SimConfig, dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key = dir.join("demo-teacher.jsonl");
-    std::fs::write(&key, DEMO_TEACHER).with_context(|| format!("writing {}", key.display()))?;
-    sim.models.insert(
-        "sim-teacher".into(),
-        retort_sim::ModelBehavior {
-            mode: retort_sim::AnswerMode::Dataset,
-            dataset: Some(key),
-            error_rate: 0.05,
-            seed: 7,
-            latency_ms: 5,
-            ..retort_sim::ModelBehavior::default()
-        },
-    );
+    for (model, file, key, wrong_answers) in [
+        (
+            "sim-teacher",
+            "demo-teacher.jsonl",
+            DEMO_TEACHER,
+            retort_sim::WrongAnswers::Other,
+        ),
+        (
+            "sim-dates-teacher",
+            "demo-dates-teacher.jsonl",
+            DEMO_DATES_TEACHER,
+            retort_sim::WrongAnswers::Typo,
+        ),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, key).with_context(|| format!("writing {}", path.display()))?;
+        sim.models.insert(
+            model.into(),
+            retort_sim::ModelBehavior {
+                mode: retort_sim::AnswerMode::Dataset,
+                dataset: Some(path),
+                error_rate: 0.05,
+                wrong_answers,
+                seed: 7,
+                latency_ms: 5,
+                ..retort_sim::ModelBehavior::default()
+            },
+        );
+    }
     Ok(())
 }
 
-/// Distill in-process under `retort up`: reads `[distill]` (removing it: the gateway must not see
-/// it) and `[[prices]]` (leaving them), reaches the gateway through the addresses of `[server]`.
-/// With `demo`, submits the spam distillation once the gateway answers.
-pub async fn up(
-    file: &mut toml::Table,
-    mut up: super::Up,
-    demo: bool,
-) -> anyhow::Result<super::Up> {
-    let Some(section) = file.get("distill").cloned() else {
+/// Distill in-process under `retort up`, from `[distill]` (absent: not run) with `[[prices]]`;
+/// it reaches the gateway at the `[server]` addresses unless the section names others. With
+/// `demo`, submits the spam distillation once the gateway answers.
+pub async fn up(file: &RetortConfig, mut up: super::Up, demo: bool) -> anyhow::Result<super::Up> {
+    if file.distill.is_none() {
         return Ok(up);
-    };
-    let (mut cfg, prices) = DistillConfig::from_table(file)?;
-    file.remove("distill");
+    }
+    let cfg = file.distill()?;
     if !cfg.enabled {
         return Ok(up);
     }
-    let server = file.get("server").and_then(|s| s.as_table());
-    let addr = |k: &str, default: &str| {
-        server
-            .and_then(|s| s.get(k))
-            .and_then(|v| v.as_str())
-            .unwrap_or(default)
-            .to_string()
-    };
-    let has = |k: &str| section.as_table().is_some_and(|t| t.contains_key(k));
-    if !has("gateway_url") {
-        cfg.gateway_url = format!("http://{}", addr("http_addr", "127.0.0.1:8080"));
-    }
-    if !has("gateway_grpc") {
-        cfg.gateway_grpc = format!("http://{}", addr("grpc_addr", "127.0.0.1:50051"));
-    }
-    let running = retort_distill::start(cfg.clone(), prices)
+    let running = retort_distill::start(cfg.clone(), file.prices.clone())
         .await
         .context("starting distill")?;
     tracing::info!(grpc = %running.addr, db = %cfg.database_url().split('?').next().unwrap_or_default(), "distill: in-process; `retort distill list` reads it");
@@ -116,12 +118,12 @@ fn inline(bytes: Vec<u8>) -> Option<pb::DataSource> {
 pub struct DistillArgs {
     #[command(subcommand)]
     cmd: DistillCmd,
-    /// The distill service's gRPC address.
+    /// The distill service's gRPC address (client commands): `host:port` or a URL.
     #[arg(
         long,
         global = true,
         env = "RETORT_DISTILL_ADDR",
-        default_value = "http://127.0.0.1:50054"
+        default_value = "127.0.0.1:50054"
     )]
     addr: String,
 }
@@ -130,15 +132,20 @@ pub struct DistillArgs {
 enum DistillCmd {
     /// Run the distill service alone: `[distill]` and `[[prices]]` of the configuration file.
     Serve {
+        /// Configuration file (TOML); without it, the defaults.
         #[arg(long, short, env = "RETORT_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Submit a job, then follow it with progress bars (unless --detach).
     Submit(SubmitArgs),
     /// Follow a job with progress bars until it ends.
-    Watch { id: String },
+    Watch {
+        /// The job id.
+        id: String,
+    },
     /// A job's state and stages.
     Get {
+        /// The job id.
         id: String,
         /// The job as JSON-ish debug output instead of a table.
         #[arg(long)]
@@ -146,20 +153,28 @@ enum DistillCmd {
     },
     /// Jobs, newest first.
     List {
+        /// Jobs to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Stop a job (no artefact is left behind).
-    Cancel { id: String },
+    Cancel {
+        /// The job id.
+        id: String,
+    },
     /// Print a finished job's report (Markdown; --json for the JSON).
     Report {
+        /// The job id.
         id: String,
+        /// The report as JSON instead of Markdown.
         #[arg(long)]
         json: bool,
     },
     /// Serve a finished job's student through the gateway as `distilled/NAME`.
     Deploy {
+        /// The job id (a finished job).
         id: String,
+        /// The student's name: it is served as `distilled/NAME`.
         #[arg(long)]
         name: String,
         /// Also add it to this alias of the gateway.
@@ -190,7 +205,7 @@ struct SubmitArgs {
     template_file: Option<PathBuf>,
     /// `classification` (the teacher's answers are labels) or `generation` (short answers kept as
     /// text, scored by exact match and character error rate; evals' label is the expected answer).
-    #[arg(long, default_value = "classification")]
+    #[arg(long, default_value = "classification", value_parser = ["classification", "generation"])]
     task: String,
     /// Student `class/size`: linear|mlp|cnn|transformer (classification) or seq2seq (generation) /
     /// tiny|small|base. Default: linear/small, or seq2seq/small with --task generation.
@@ -205,6 +220,7 @@ struct SubmitArgs {
     /// Teacher requests in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: u32,
+    /// Training epochs at most (training stops earlier when validation stops improving).
     #[arg(long, default_value_t = 20)]
     max_epochs: u32,
     /// Seconds; 0 = no limit.
@@ -213,8 +229,10 @@ struct SubmitArgs {
     /// Fail the job when more than this fraction of teacher answers fail.
     #[arg(long, default_value_t = 0.1)]
     max_failures: f64,
+    /// Random seed of the job (the validation split and training).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// A note kept with the job.
     #[arg(long, default_value = "")]
     description: String,
     /// Send the paths instead of the contents: the files are on the machine of the distill service.
@@ -226,10 +244,11 @@ struct SubmitArgs {
 }
 
 async fn connect(addr: &str) -> anyhow::Result<DistillClient<Channel>> {
-    let c = DistillClient::connect(addr.to_string())
+    let endpoint = super::endpoint(addr);
+    let c = DistillClient::connect(endpoint.clone())
         .await
         .with_context(|| {
-            format!("connecting to the distill service at {addr} (RETORT_DISTILL_ADDR)")
+            format!("connecting to the distill service at {endpoint} (--addr, RETORT_DISTILL_ADDR)")
         })?;
     Ok(c.max_decoding_message_size(64 << 20)
         .max_encoding_message_size(retort_distill::grpc::MAX_MESSAGE_BYTES))
@@ -248,13 +267,8 @@ fn out(s: &str) {
 pub async fn run(args: DistillArgs) -> anyhow::Result<()> {
     match args.cmd {
         DistillCmd::Serve { config } => {
-            let text = match &config {
-                Some(p) => std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?,
-                None => String::new(),
-            };
-            let (cfg, prices) = DistillConfig::from_toml(&text)?;
-            let running = retort_distill::start(cfg, prices).await?;
+            let file = RetortConfig::read_or_default(config.as_deref())?;
+            let running = retort_distill::start(file.distill()?, file.prices).await?;
             tracing::info!(grpc = %running.addr, "distill ready");
             let stop = running.stopper();
             tokio::spawn(async move {

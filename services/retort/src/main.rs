@@ -1,6 +1,7 @@
 //! `retort`: runs any or all Retort services. `retort up` runs every service in one process on
 //! embedded defaults; `retort gateway` runs the gateway alone.
 mod breaker;
+mod config;
 mod datasets;
 mod distill;
 mod metering;
@@ -9,10 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use config::RetortConfig;
 use retort_gateway::config::Config;
-
-/// Sections of the configuration file that belong to services other than the gateway.
-const OTHER_SERVICES_SECTIONS: [&str; 4] = ["metering", "spend", "prices", "distill"];
 
 /// mimalloc: the gateway allocates a few dozen small objects per request; glibc malloc/free were a
 /// quarter of its instructions (callgrind, bench scenario a), mimalloc a fraction of that.
@@ -20,6 +19,8 @@ const OTHER_SERVICES_SECTIONS: [&str; 4] = ["metering", "spend", "prices", "dist
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEMO_CONFIG: &str = include_str!("../../../deploy/retort.demo.toml");
+/// Stands for the simulator's base URL in the demo configuration's provider URLs.
+const DEMO_SIM: &str = "{SIM}";
 
 #[derive(Parser)]
 #[command(
@@ -36,16 +37,18 @@ struct Cli {
 enum Command {
     /// Run every service in one process (embedded defaults).
     Up {
-        /// Configuration file (TOML). Without it, `--demo` is implied.
-        #[arg(long, short, env = "RETORT_CONFIG")]
+        /// Configuration file (TOML; `deploy/retort.example.toml` documents it). Without it,
+        /// `--demo` is implied.
+        #[arg(long, short, env = "RETORT_CONFIG", conflicts_with = "demo")]
         config: Option<PathBuf>,
         /// Start the provider simulator in-process and route to it (a healthy primary, a flaky
         /// target, a fallback), so failover can be seen without any provider keys.
         #[arg(long)]
         demo: bool,
     },
-    /// Run the gateway alone.
+    /// Run the gateway alone (the file's other services' sections are not run: a warning names them).
     Gateway {
+        /// Configuration file (TOML).
         #[arg(long, short, env = "RETORT_CONFIG")]
         config: PathBuf,
     },
@@ -53,7 +56,7 @@ enum Command {
     Breaker(breaker::BreakerArgs),
     /// Run the metering service alone (gRPC, and the dashboard on its own HTTP port).
     Metering(metering::MeteringArgs),
-    /// Usage reports from metering: `top --by cost`, `by discipline`, `sessions`, `export --csv`.
+    /// Usage reports from metering: `top --by cost`, `by discipline`, `sessions`, `export`, `prices`.
     Usage(metering::UsageArgs),
     /// Distillation: `serve`, `submit` (with progress bars), `watch`, `get`, `list`, `cancel`,
     /// `report`, `deploy`.
@@ -83,49 +86,46 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { config, demo } => {
             let demo = demo || config.is_none();
-            let (text, _sim) = match config {
-                Some(path) if !demo => (
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                    None,
-                ),
+            let (mut file, _sim) = match config {
+                Some(path) if !demo => (RetortConfig::read(&path)?, None),
                 _ => {
+                    let mut file =
+                        RetortConfig::parse(DEMO_CONFIG).context("the demo configuration")?;
                     let mut sim_cfg = retort_sim::SimConfig::demo();
-                    distill::demo_teacher(&mut sim_cfg, &std::env::temp_dir().join("retort-demo"))?;
+                    distill::demo_teacher(&mut sim_cfg, &file.data_dir().join("demo"))?;
                     let sim = retort_sim::spawn(sim_cfg)
                         .await
                         .context("starting the simulator")?;
                     tracing::info!(simulator = %sim.base_url(), "demo: provider simulator started");
-                    (DEMO_CONFIG.replace("{SIM}", &sim.base_url()), Some(sim))
+                    for p in file.providers.values_mut() {
+                        if let Some(url) = &mut p.base_url {
+                            *url = url.replace(DEMO_SIM, &sim.base_url());
+                        }
+                    }
+                    (file, Some(sim))
                 }
             };
-            let mut file: toml::Table =
-                toml::from_str(&text).context("parsing the configuration")?;
+            let example = file.example();
+            // The gateway's sections are checked before any service starts.
+            let gateway = file.gateway()?;
             let mut up = Up::default();
-            // Services that run beside the gateway take their own sections out of the file, start
-            // in-process (still reached through their gRPC clients) and plug their hooks in.
-            // services: (one line per service)
-            up = distill::up(&mut file, up, demo).await?; // [distill] (reads [[prices]]: keep it before breaker)
-            up = metering::up(&mut file, up).await?; // [metering] (reads [[prices]]; removes it only when no [spend] follows)
-            up = breaker::up(&mut file, up).await?; // [spend] (and [[prices]], which it removes: keep it last)
-            let cfg = Config::from_toml(&toml::to_string(&file)?)?;
-            run_gateway(cfg, up, true).await
+            // Services that run beside the gateway start in-process from their sections (still
+            // reached through their gRPC clients) and plug their hooks in.
+            up = distill::up(&file, up, demo).await?;
+            up = metering::up(&file, up).await?;
+            up = breaker::up(&file, &gateway, up).await?;
+            run_gateway(gateway, up, Some(example)).await
         }
         Command::Gateway { config } => {
-            // One file serves every service: the gateway alone ignores the other services' sections.
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            let mut file: toml::Table =
-                toml::from_str(&text).context("parsing the configuration")?;
-            for section in OTHER_SERVICES_SECTIONS {
-                file.remove(section);
+            let mut file = RetortConfig::read(&config)?;
+            // One file serves every service; the gateway alone runs none of the others, and says so.
+            for section in file.other_services() {
+                tracing::warn!(
+                    section,
+                    "`retort gateway` does not run this section (`retort up` runs every service; each also runs alone)"
+                );
             }
-            run_gateway(
-                Config::from_toml(&toml::to_string(&file)?)?,
-                Up::default(),
-                false,
-            )
-            .await
+            run_gateway(file.gateway()?, Up::default(), None).await
         }
         Command::Breaker(args) => breaker::run(args).await,
         Command::Metering(args) => metering::run(args).await,
@@ -139,6 +139,15 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A service address as typed: `host:port` or a URL (`http://host:port`).
+pub fn endpoint(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// What `retort up` assembles around the gateway: hooks and extra HTTP routes from the services.
 #[derive(Default)]
 struct Up {
@@ -148,16 +157,18 @@ struct Up {
     on_stop: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
-async fn run_gateway(cfg: Config, up: Up, banner: bool) -> anyhow::Result<()> {
+/// Runs the gateway until SIGINT or SIGTERM; with `example`, first says how to call it.
+async fn run_gateway(cfg: Config, up: Up, example: Option<config::Example>) -> anyhow::Result<()> {
     let running = retort_gateway::start_with_hooks(cfg, up.hooks, up.http).await?;
     let on_stop = up.on_stop;
-    if banner {
+    if let Some(config::Example { key, model }) = example {
+        // Double quotes: a `$KEY` placeholder expands from the caller's shell.
         tracing::info!(
-            "ready: curl -s http://{}/v1/chat/completions -H 'authorization: Bearer sk-retort-demo' -H 'content-type: application/json' -d '{{\"model\":\"frontier\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
+            "ready: curl -s http://{}/v1/chat/completions -H \"authorization: Bearer {key}\" -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
             running.http_addr
         );
         tracing::info!(
-            "grpc: grpcurl -plaintext -H 'authorization: Bearer sk-retort-demo' {} list",
+            "grpc: grpcurl -plaintext -H \"authorization: Bearer {key}\" {} list",
             running.grpc_addr
         );
     }
