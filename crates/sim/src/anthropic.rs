@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    answer::{Answer, Conversation, Finish, Output, Tail, Usage},
+    answer::{Answer, Conversation, Finish, Output, Tail, Tokens, Usage, fnv1a, lorem},
     faults::{Api, ApiError, admit, parse_body, reject},
     openai::Content,
     server::{Sim, new_id},
@@ -203,7 +203,7 @@ struct MessageOut<'a> {
     kind: &'static str,
     role: &'static str,
     model: &'a str,
-    content: [BlockOut<'a>; 1],
+    content: Vec<BlockOut<'a>>,
     stop_reason: &'static str,
     stop_sequence: Option<()>,
     usage: UsageOut,
@@ -212,6 +212,10 @@ struct MessageOut<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockOut<'a> {
+    Thinking {
+        thinking: &'a str,
+        signature: String,
+    },
     Text {
         text: &'a str,
     },
@@ -241,16 +245,20 @@ pub(crate) async fn messages(
     let b = &ticket.model.behavior;
     let answer = ticket.model.answer(&conv, &ticket.state.script_cursor);
     let usage = Usage::new(b, &conv, &answer);
+    let thinking = thinking(b.reasoning_tokens, &conv);
     let id = new_id("msg_");
     if req.stream == Some(true) {
         sse_response(
-            stream(&id, &req.model, &answer, usage),
+            stream(&id, &req.model, thinking.as_ref(), &answer, usage),
             ticket.fault,
             b.tokens_per_sec,
         )
     } else {
         let mut buf = Vec::with_capacity(1024);
-        write_json(&mut buf, &message(&id, &req.model, &answer, usage));
+        write_json(
+            &mut buf,
+            &message(&id, &req.model, thinking.as_ref(), &answer, usage),
+        );
         json_response(buf, ticket.fault)
     }
 }
@@ -281,7 +289,36 @@ fn tool_id(hash: &str) -> String {
     format!("toolu_{hash}")
 }
 
-fn message<'a>(id: &'a str, model: &'a str, answer: &'a Answer, usage: Usage) -> MessageOut<'a> {
+/// The thinking a model with `reasoning_tokens` shows before its answer: that many words, as
+/// Anthropic counts thinking in `output_tokens`. None on a prefill (Anthropic refuses prefills
+/// with thinking enabled, and a continued answer must not think again).
+fn thinking(reasoning_tokens: u64, conv: &Conversation) -> Option<Tokens> {
+    if reasoning_tokens == 0 || matches!(conv.tail, Tail::Prefill(_)) {
+        return None;
+    }
+    let n = u32::try_from(reasoning_tokens).unwrap_or(u32::MAX);
+    Some(lorem(&format!("thinking: {}", conv.last_user), n))
+}
+
+/// A stand-in for the signature Anthropic puts on thinking (opaque to clients, handed back as is).
+fn signature(thinking: &Tokens) -> String {
+    format!("sig_{:016x}", fnv1a(thinking.text().as_bytes()))
+}
+
+fn message<'a>(
+    id: &'a str,
+    model: &'a str,
+    thinking: Option<&'a Tokens>,
+    answer: &'a Answer,
+    usage: Usage,
+) -> MessageOut<'a> {
+    let mut content = Vec::with_capacity(2);
+    if let Some(t) = thinking {
+        content.push(BlockOut::Thinking {
+            thinking: t.text(),
+            signature: signature(t),
+        });
+    }
     let block = match &answer.output {
         Output::Text(t) => BlockOut::Text { text: t.text() },
         Output::ToolCall(tc) => BlockOut::ToolUse {
@@ -295,14 +332,17 @@ fn message<'a>(id: &'a str, model: &'a str, answer: &'a Answer, usage: Usage) ->
         kind: "message",
         role: "assistant",
         model,
-        content: [block],
+        content: {
+            content.push(block);
+            content
+        },
         stop_reason: stop_reason(answer.finish),
         stop_sequence: None,
         usage: usage_out(usage, usage.output),
     }
 }
 
-fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
+fn stream(id: &str, model: &str, thinking: Option<&Tokens>, answer: &Answer, usage: Usage) -> Sse {
     let mut sse = Sse::new(b"event: content_block_delta\ndata: {broken\n\n");
     let start = json!({
         "type": "message_start",
@@ -318,6 +358,30 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
         },
     });
     sse.event(Part::Prelude, Some("message_start"), &start);
+    // The thinking block comes first; its deltas are tokens (paced, and counted by the faults), and
+    // its end rides in the frame of its last delta, so that no fault finds a place between the
+    // two blocks.
+    let index = if let Some(t) = thinking {
+        let block_start = json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "thinking", "thinking": "" } });
+        sse.event(Part::Prelude, Some("content_block_start"), &block_start);
+        let n = t.len();
+        for (i, tok) in t.iter().enumerate() {
+            sse.frame(Part::Token, |b| {
+                b.extend_from_slice(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":");
+                write_json(b, tok);
+                b.extend_from_slice(b"}}\n\n");
+                if i + 1 == n {
+                    let sig = json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "signature_delta", "signature": signature(t) } });
+                    b.extend_from_slice(b"event: content_block_delta\ndata: ");
+                    write_json(b, &sig);
+                    b.extend_from_slice(b"\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+                }
+            });
+        }
+        1
+    } else {
+        0
+    };
     let (block, delta_kind, delta_field, tokens) = match &answer.output {
         Output::Text(t) => (
             json!({ "type": "text", "text": "" }),
@@ -332,11 +396,12 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
             &tc.arguments,
         ),
     };
-    let block_start = json!({ "type": "content_block_start", "index": 0, "content_block": block });
+    let block_start =
+        json!({ "type": "content_block_start", "index": index, "content_block": block });
     sse.event(Part::Prelude, Some("content_block_start"), &block_start);
     sse.event(Part::Prelude, Some("ping"), &json!({ "type": "ping" }));
     let prefix = format!(
-        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"{delta_kind}\",\"{delta_field}\":"
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"{delta_kind}\",\"{delta_field}\":"
     );
     for t in tokens.iter() {
         sse.frame(Part::Token, |b| {
@@ -348,7 +413,7 @@ fn stream(id: &str, model: &str, answer: &Answer, usage: Usage) -> Sse {
     sse.event(
         Part::Tail,
         Some("content_block_stop"),
-        &json!({ "type": "content_block_stop", "index": 0 }),
+        &json!({ "type": "content_block_stop", "index": index }),
     );
     let delta = json!({
         "type": "message_delta",

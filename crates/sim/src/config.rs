@@ -109,6 +109,9 @@ pub enum Fault {
     RateLimit { retry_after: Option<f64> },
     /// The first request to the model gets 500; later ones are healthy.
     ErrorOnce,
+    /// Requests 1, N+1, 2N+1, ... to the model get 500; the others are healthy (a target that
+    /// fails sometimes, evenly spread, starting with the first request).
+    FailEvery { n: u32 },
     /// 503 on every request.
     Unavailable,
     /// 503 for this many seconds counted from the first request to the model, then healthy.
@@ -170,6 +173,10 @@ impl FromStr for Fault {
                 retry_after: arg.map(secs).transpose()?,
             }),
             "error_once" => none(Fault::ErrorOnce),
+            "fail_every" => match count(need()?)? {
+                0 => Err(bad("expected a positive integer")),
+                n => Ok(Fault::FailEvery { n }),
+            },
             "unavailable" => none(Fault::Unavailable),
             "unavailable_for" => Ok(Fault::UnavailableFor {
                 secs: secs(need()?)?,
@@ -206,6 +213,7 @@ impl fmt::Display for Fault {
                 retry_after: Some(s),
             } => write!(f, "rate_limit:{s}"),
             Fault::ErrorOnce => f.write_str("error_once"),
+            Fault::FailEvery { n } => write!(f, "fail_every:{n}"),
             Fault::Unavailable => f.write_str("unavailable"),
             Fault::UnavailableFor { secs } => write!(f, "unavailable_for:{secs}"),
             Fault::Reset => f.write_str("reset"),
@@ -271,10 +279,12 @@ impl SimConfig {
                     ..Default::default()
                 },
             ),
+            // Fails every third request (the first included), so a route that puts it first
+            // shows failovers for as long as it runs, not just once.
             (
                 "sim-flaky",
                 ModelBehavior {
-                    fault: Some(Fault::ErrorOnce),
+                    fault: Some(Fault::FailEvery { n: 3 }),
                     ..Default::default()
                 },
             ),
@@ -285,7 +295,23 @@ impl SimConfig {
                     ..Default::default()
                 },
             ),
-            ("sim-claude", ModelBehavior::default()),
+            // The Anthropic-shaped frontier model thinks before it answers (a `thinking` block,
+            // counted in its output tokens as Anthropic bills it).
+            (
+                "sim-claude",
+                ModelBehavior {
+                    reasoning_tokens: 24,
+                    ..Default::default()
+                },
+            ),
+            // An OpenAI reasoning model: reasoning tokens reported in usage, the reasoning unseen.
+            (
+                "sim-reasoner",
+                ModelBehavior {
+                    reasoning_tokens: 96,
+                    ..Default::default()
+                },
+            ),
             (
                 "sim-small",
                 ModelBehavior {
@@ -362,6 +388,7 @@ mod tests {
             "rate_limit",
             "rate_limit:1.5",
             "error_once",
+            "fail_every:3",
             "unavailable",
             "unavailable_for:2",
             "unavailable_for:0.3",
@@ -382,6 +409,7 @@ mod tests {
         }
         assert!("cut_after".parse::<Fault>().is_err());
         assert!("hang:3".parse::<Fault>().is_err());
+        assert!("fail_every:0".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().is_err());
         assert!("rate_limit:-1".parse::<Fault>().is_err());
     }

@@ -247,6 +247,14 @@ pub(crate) async fn admit(
         Some(Fault::ErrorOnce) if !state.error_once_fired.swap(true, Ordering::Relaxed) => {
             return fail(ApiError::server_error());
         }
+        Some(Fault::FailEvery { n })
+            if state
+                .fail_every_seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(u64::from(n)) =>
+        {
+            return fail(ApiError::server_error());
+        }
         Some(Fault::Unavailable) => return fail(ApiError::unavailable()),
         Some(Fault::UnavailableFor { secs })
             if state.first_seen.elapsed() < Duration::from_secs_f64(secs) =>

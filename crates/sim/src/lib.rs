@@ -78,7 +78,7 @@ impl SimHandle {
         self.sim.total_attempts()
     }
 
-    /// Clears the counts and the state of `error_once`, `unavailable_for` and scripts.
+    /// Clears the counts and the state of `error_once`, `fail_every`, `unavailable_for` and scripts.
     pub fn reset(&self) {
         self.sim.reset();
     }

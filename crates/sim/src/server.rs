@@ -39,6 +39,8 @@ pub(crate) struct ModelState {
     pub first_seen: Instant,
     /// `error_once` has fired.
     pub error_once_fired: AtomicBool,
+    /// Requests that met a `fail_every` fault (which of them fails is counted here).
+    pub fail_every_seen: AtomicU64,
     /// Position in the script.
     pub script_cursor: AtomicU64,
 }
@@ -105,6 +107,7 @@ impl Sim {
                         attempts: AtomicU64::new(0),
                         first_seen: Instant::now(),
                         error_once_fired: AtomicBool::new(false),
+                        fail_every_seen: AtomicU64::new(0),
                         script_cursor: AtomicU64::new(0),
                     })
                 }))

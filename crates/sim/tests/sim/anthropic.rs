@@ -227,3 +227,103 @@ async fn anthropic_model_list_shape() {
     assert_eq!(v["data"][0]["id"], "m");
     assert_eq!(v["has_more"], false);
 }
+
+/// A model with reasoning tokens thinks first: one thinking block of that many words (with a
+/// signature) before the text, counted in output_tokens; streamed, the same blocks at indexes 0
+/// and 1, and a cut counts thinking deltas as tokens.
+#[tokio::test]
+async fn reasoning_models_think_in_a_block_before_the_answer() {
+    let s = sim_with(ModelBehavior {
+        answer_tokens: 3,
+        reasoning_tokens: 5,
+        ..Default::default()
+    })
+    .await;
+    let (status, v) = post_json(&s, "/v1/messages", &messages("m", "hi", false)).await;
+    assert_eq!(status, 200);
+    let content = v["content"].as_array().unwrap();
+    assert_eq!(content.len(), 2, "{v}");
+    assert_eq!(content[0]["type"], "thinking");
+    let thinking = content[0]["thinking"].as_str().unwrap();
+    assert_eq!(thinking.split(' ').count(), 5);
+    assert!(
+        content[0]["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("sig_")
+    );
+    assert_eq!(content[1]["type"], "text");
+    let text = content[1]["text"].as_str().unwrap();
+    assert_eq!(v["usage"]["output_tokens"], 8);
+
+    let resp = post(&s, "/v1/messages", &messages("m", "hi", true)).await;
+    let evs = events(&resp.text().await.unwrap());
+    let deltas: Vec<Value> = evs
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("content_block_delta"))
+        .filter_map(Event::json)
+        .collect();
+    let streamed_thinking: String = deltas
+        .iter()
+        .filter(|d| d["index"] == 0)
+        .filter_map(|d| d["delta"]["thinking"].as_str())
+        .collect();
+    assert_eq!(streamed_thinking, thinking);
+    assert!(
+        deltas
+            .iter()
+            .any(|d| d["delta"]["type"] == "signature_delta" && d["index"] == 0)
+    );
+    assert!(
+        deltas
+            .iter()
+            .filter(|d| d["index"] == 1)
+            .all(|d| d["delta"]["type"] == "text_delta")
+    );
+    assert_eq!(stream_text(&evs), text);
+    let starts: Vec<Value> = evs
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("content_block_start"))
+        .filter_map(Event::json)
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[0]["content_block"]["type"], "thinking");
+    assert_eq!(
+        (
+            starts[1]["index"].clone(),
+            starts[1]["content_block"]["type"].clone()
+        ),
+        (json!(1), json!("text"))
+    );
+    let last = evs
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("message_delta"))
+        .find_map(Event::json)
+        .unwrap();
+    assert_eq!(last["usage"]["output_tokens"], 8);
+
+    // Cut after 6 tokens: all 5 thinking deltas and one text delta went out.
+    let resp = client()
+        .post(format!("{}/v1/messages", s.base_url()))
+        .header("x-sim-fault", "cut_after:6")
+        .json(&messages("m", "hi", true))
+        .send()
+        .await
+        .unwrap();
+    let (body, err) = read_stream(resp).await;
+    assert!(err.is_some());
+    let evs = events(&body);
+    assert_eq!(stream_text(&evs).split_whitespace().count(), 1, "{body}");
+
+    // A prefill continues the answer without thinking again.
+    let body = json!({
+        "model": "m",
+        "max_tokens": 100,
+        "messages": [
+            { "role": "user", "content": "hi" },
+            { "role": "assistant", "content": text.split(' ').next().unwrap() },
+        ],
+    });
+    let (_, v) = post_json(&s, "/v1/messages", &body).await;
+    assert_eq!(v["content"][0]["type"], "text", "{v}");
+}

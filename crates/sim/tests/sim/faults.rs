@@ -79,6 +79,26 @@ async fn error_once() {
 }
 
 #[tokio::test]
+async fn fail_every_fails_the_first_request_and_every_nth_after_it() {
+    let s = sim_with(faulty("fail_every:3")).await;
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let resp = if i % 2 == 0 {
+            post(&s, "/v1/chat/completions", &chat("m", "x")).await
+        } else {
+            post(&s, "/v1/messages", &messages("m", "x", false)).await
+        };
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [500, 200, 200, 500, 200, 200, 500]);
+    // reset() starts the count again.
+    s.reset();
+    let (status, v) = post_json(&s, "/v1/messages", &messages("m", "x", false)).await;
+    assert_eq!(status, 500);
+    assert_eq!(v["error"]["type"], "api_error");
+}
+
+#[tokio::test]
 async fn unavailable() {
     let s = sim_with(faulty("unavailable")).await;
     let (status, v) = post_json(&s, "/v1/chat/completions", &chat("m", "x")).await;
