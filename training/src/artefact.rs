@@ -21,8 +21,8 @@ use crate::data::LabelVocab;
 use crate::error::{Result, TrainingError};
 use crate::features::Featuriser;
 use crate::model::{Student, StudentClass, StudentConfig, TaskKind};
+use crate::report::TrainReport;
 use crate::rng;
-use crate::trainer::{TrainReport, predict_ids};
 
 /// Version of the artefact layout; bumped on incompatible changes.
 pub const ARTEFACT_FORMAT: u32 = 1;
@@ -259,7 +259,8 @@ impl<B: Backend> Predictor<B> {
             .iter()
             .map(|t| self.metadata.featuriser.encode(t))
             .collect();
-        predict_ids(&self.model, &ids, &self.device)
+        self.model
+            .predict_ids(&ids, &self.device)
             .into_iter()
             .map(|(i, p)| {
                 (
@@ -435,7 +436,8 @@ impl Predictor<crate::backend::Inference> {
         let input_tokens = ids.len();
         let fast = self.dense.as_ref().and_then(|d| d.best(&ids));
         let (index, probability) = fast.unwrap_or_else(|| {
-            predict_ids(&self.model, std::slice::from_ref(&ids), &self.device)
+            self.model
+                .predict_ids(std::slice::from_ref(&ids), &self.device)
                 .first()
                 .copied()
                 .unwrap_or((0, 0.0))

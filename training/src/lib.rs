@@ -10,6 +10,7 @@
 //! - [`features`]: hashed n-gram, hashed word and byte featurisers (built from the text alone).
 //! - [`model`]: the student families and their sizes, behind one [`Student`] module.
 //! - [`trainer`]: AdamW, early stopping, determinism under a seed, resumable checkpoints.
+//! - [`report`]: what training reports (per epoch, and the finished run).
 //! - [`generation`]: the seq2seq student's training objective and the [`Generator`] that serves it.
 //! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
 //! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
@@ -28,6 +29,7 @@ pub mod eval;
 pub mod features;
 pub mod generation;
 pub mod model;
+pub mod report;
 mod rng;
 pub mod trainer;
 
@@ -38,4 +40,5 @@ pub use eval::{EvalReport, GenError, GenEvalReport, LatencyStats};
 pub use features::{Featuriser, Inputs};
 pub use generation::{GenTrainJob, Generation, Generator, TrainedGenerator};
 pub use model::{Student, StudentClass, StudentConfig, StudentSpec, TaskKind};
-pub use trainer::{EpochProgress, TrainJob, TrainOptions, TrainReport, Trained, train};
+pub use report::{EpochProgress, TrainReport};
+pub use trainer::{TrainJob, TrainOptions, Trained, train};

@@ -30,6 +30,7 @@ use crate::data::{Example, LabelVocab, SplitMix64};
 use crate::error::{Result, TrainingError};
 use crate::features::{Featuriser, Inputs};
 use crate::model::{Student, StudentConfig, TaskKind};
+pub use crate::report::{EpochProgress, TrainReport};
 use crate::rng;
 
 /// How to train (the architecture is in [`StudentConfig`]).
@@ -53,63 +54,6 @@ pub struct TrainOptions {
     /// AdamW decoupled weight decay.
     #[config(default = 1e-4)]
     pub weight_decay: f64,
-}
-
-/// What the progress callback sees after every epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochProgress {
-    /// 1-based epoch just finished.
-    pub epoch: usize,
-    /// The configured upper bound.
-    pub max_epochs: usize,
-    /// Mean training cross-entropy over the epoch.
-    pub train_loss: f64,
-    /// Accuracy on the validation split after the epoch.
-    pub val_accuracy: f64,
-    /// Best validation accuracy so far.
-    pub best_val_accuracy: f64,
-    /// Epoch that reached it.
-    pub best_epoch: usize,
-    /// Seconds this epoch took (training and validation).
-    pub epoch_secs: f64,
-    /// Training examples per second in this epoch (optimiser steps only).
-    pub examples_per_sec: f64,
-    /// Upper bound on the seconds left: mean epoch time × epochs left before `max_epochs`
-    /// (early stopping usually ends sooner).
-    pub eta_secs: f64,
-}
-
-/// What a finished training run reports (also stored in the artefact's metadata).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainReport {
-    /// Backend that ran, as burn names it.
-    pub backend: String,
-    /// The seed.
-    pub seed: u64,
-    /// The learning rate used.
-    pub learning_rate: f64,
-    /// Epochs completed (including those before a resume).
-    pub epochs_run: usize,
-    /// Epoch whose weights were kept.
-    pub best_epoch: usize,
-    /// Validation accuracy of the kept weights.
-    pub best_val_accuracy: f64,
-    /// Whether patience ran out before `max_epochs`.
-    pub stopped_early: bool,
-    /// Epoch the run resumed after, if it resumed from a checkpoint.
-    pub resumed_after_epoch: Option<usize>,
-    /// Training examples.
-    pub train_examples: usize,
-    /// Validation examples.
-    pub validation_examples: usize,
-    /// Seconds spent in optimiser steps, over all epochs (including those before a resume).
-    pub train_secs: f64,
-    /// Training examples per second over all epochs.
-    pub examples_per_sec: f64,
-    /// Trainable parameters.
-    pub num_params: usize,
-    /// One entry per epoch.
-    pub history: Vec<EpochProgress>,
 }
 
 /// One training job.
@@ -171,40 +115,8 @@ fn encode(featuriser: &Featuriser, labels: &LabelVocab, examples: &[Example]) ->
     Ok(out)
 }
 
-/// Argmax predictions for pre-encoded inputs, in batches.
-pub(crate) fn predict_ids<B: Backend>(
-    model: &Student<B>,
-    ids: &[Vec<u32>],
-    device: &B::Device,
-) -> Vec<(usize, f32)> {
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(256) {
-        let logits = model.forward(&Inputs::from_ids(chunk, 1, device));
-        let probs = burn::tensor::activation::softmax(logits, 1);
-        let [rows, cols] = probs.dims();
-        let values = probs
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap_or_default();
-        for r in 0..rows.min(values.len() / cols.max(1)) {
-            let row = &values[r * cols..(r + 1) * cols];
-            let (best, p) = row
-                .iter()
-                .copied()
-                .enumerate()
-                .fold(
-                    (0, f32::MIN),
-                    |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
-                );
-            out.push((best, p));
-        }
-    }
-    out
-}
-
 fn accuracy_of<B: Backend>(model: &Student<B>, data: &Encoded, device: &B::Device) -> f64 {
-    let predicted = predict_ids(model, &data.ids, device);
+    let predicted = model.predict_ids(&data.ids, device);
     let correct = predicted
         .iter()
         .zip(&data.labels)

@@ -462,6 +462,34 @@ pub enum Student<B: Backend> {
 }
 
 impl<B: Backend> Student<B> {
+    /// Argmax predictions for pre-encoded inputs, in batches.
+    pub(crate) fn predict_ids(&self, ids: &[Vec<u32>], device: &B::Device) -> Vec<(usize, f32)> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(256) {
+            let logits = self.forward(&Inputs::from_ids(chunk, 1, device));
+            let probs = burn::tensor::activation::softmax(logits, 1);
+            let [rows, cols] = probs.dims();
+            let values = probs
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default();
+            for r in 0..rows.min(values.len() / cols.max(1)) {
+                let row = &values[r * cols..(r + 1) * cols];
+                let (best, p) =
+                    row.iter()
+                        .copied()
+                        .enumerate()
+                        .fold(
+                            (0, f32::MIN),
+                            |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
+                        );
+                out.push((best, p));
+            }
+        }
+        out
+    }
+
     /// `[batch, num_labels]` logits for a padded batch.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
         match self {
