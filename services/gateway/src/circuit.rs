@@ -1,7 +1,8 @@
-//! Provider circuit breakers, one per target model, shared by every request in the process:
-//! closed → open after `failure_threshold` consecutive failures → after `open_for`, half-open with a
-//! single probe → closed on the probe's success (open again on its failure). While a breaker is open
-//! the router skips that target, so traffic moves to the next one without waiting.
+//! Provider circuits, one per target model, shared by every request in the process: closed → open
+//! after `failure_threshold` consecutive failures → after `open_for`, half-open with a single probe →
+//! closed on the probe's success (open again on its failure). While a circuit is open the router
+//! skips that target, so traffic moves to the next one without waiting. ("Breaker" names the breaker
+//! service's session and budget breakers; these are the gateway's own, per target.)
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -9,21 +10,21 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::config::BreakerConfig;
+use crate::config::CircuitConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub enum CircuitState {
     Closed,
     Open,
     HalfOpen,
 }
 
-impl BreakerState {
+impl CircuitState {
     pub fn as_gauge(self) -> i64 {
         match self {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
         }
     }
 }
@@ -36,16 +37,16 @@ enum Inner {
 }
 
 #[derive(Debug)]
-pub struct Breaker {
-    cfg: BreakerConfig,
+pub struct Circuit {
+    cfg: CircuitConfig,
     inner: Mutex<Inner>,
 }
 
-/// Permission to send one attempt. Report its outcome with [`Breaker::record`]; a permit dropped
+/// Permission to send one attempt. Report its outcome with [`Circuit::record`]; a permit dropped
 /// without a report (a cancelled request) frees the half-open probe slot.
 #[derive(Debug)]
 pub struct Permit {
-    breaker: Arc<Breaker>,
+    circuit: Arc<Circuit>,
     probe: bool,
     reported: bool,
 }
@@ -53,9 +54,9 @@ pub struct Permit {
 impl Permit {
     /// Records the attempt's outcome. `healthy` is false for failures that say the target is sick
     /// (connection errors, timeouts, 429/5xx); request-specific refusals count as healthy.
-    pub fn record(mut self, healthy: bool) -> Option<BreakerState> {
+    pub fn record(mut self, healthy: bool) -> Option<CircuitState> {
         self.reported = true;
-        self.breaker.record(self.probe, healthy)
+        self.circuit.record(self.probe, healthy)
     }
 }
 
@@ -63,7 +64,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if self.probe
             && !self.reported
-            && let Ok(mut g) = self.breaker.inner.lock()
+            && let Ok(mut g) = self.circuit.inner.lock()
             && let Inner::HalfOpen { probing } = &mut *g
         {
             *probing = false;
@@ -71,27 +72,27 @@ impl Drop for Permit {
     }
 }
 
-impl Breaker {
-    pub fn new(cfg: BreakerConfig) -> Self {
-        Breaker {
+impl Circuit {
+    pub fn new(cfg: CircuitConfig) -> Self {
+        Circuit {
             cfg,
             inner: Mutex::new(Inner::Closed { failures: 0 }),
         }
     }
 
-    pub fn state(&self) -> BreakerState {
+    pub fn state(&self) -> CircuitState {
         match self.inner.lock().map(|g| match &*g {
-            Inner::Closed { .. } => BreakerState::Closed,
-            Inner::Open { until } if Instant::now() >= *until => BreakerState::HalfOpen,
-            Inner::Open { .. } => BreakerState::Open,
-            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+            Inner::Closed { .. } => CircuitState::Closed,
+            Inner::Open { until } if Instant::now() >= *until => CircuitState::HalfOpen,
+            Inner::Open { .. } => CircuitState::Open,
+            Inner::HalfOpen { .. } => CircuitState::HalfOpen,
         }) {
             Ok(s) => s,
-            Err(_) => BreakerState::Closed,
+            Err(_) => CircuitState::Closed,
         }
     }
 
-    /// A permit to try this target now, or `None` while the breaker is open (or its one probe is out).
+    /// A permit to try this target now, or `None` while the circuit is open (or its one probe is out).
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         let mut g = self.inner.lock().ok()?;
         let probe = match &mut *g {
@@ -112,14 +113,14 @@ impl Breaker {
             }
         };
         Some(Permit {
-            breaker: Arc::clone(self),
+            circuit: Arc::clone(self),
             probe,
             reported: false,
         })
     }
 
     /// Returns the new state when it changed.
-    fn record(&self, probe: bool, healthy: bool) -> Option<BreakerState> {
+    fn record(&self, probe: bool, healthy: bool) -> Option<CircuitState> {
         let mut g = self.inner.lock().ok()?;
         let open = || Inner::Open {
             until: Instant::now() + self.cfg.open_for,
@@ -133,44 +134,44 @@ impl Breaker {
                 *failures += 1;
                 if *failures >= self.cfg.failure_threshold {
                     *g = open();
-                    Some(BreakerState::Open)
+                    Some(CircuitState::Open)
                 } else {
                     None
                 }
             }
             (Inner::HalfOpen { .. }, true) if probe => {
                 *g = Inner::Closed { failures: 0 };
-                Some(BreakerState::Closed)
+                Some(CircuitState::Closed)
             }
             (Inner::HalfOpen { .. }, false) if probe => {
                 *g = open();
-                Some(BreakerState::Open)
+                Some(CircuitState::Open)
             }
-            // Outcomes of attempts admitted before the breaker opened change nothing.
+            // Outcomes of attempts admitted before the circuit opened change nothing.
             _ => None,
         }
     }
 }
 
-/// Every target's breaker, created once at start-up (the map itself is never locked).
+/// Every target's circuit, created once at start-up (the map itself is never locked).
 #[derive(Debug)]
-pub struct Breakers {
-    map: HashMap<String, Arc<Breaker>>,
+pub struct Circuits {
+    map: HashMap<String, Arc<Circuit>>,
 }
 
-impl Breakers {
-    pub fn new<'a>(targets: impl IntoIterator<Item = &'a str>, cfg: BreakerConfig) -> Self {
-        Breakers {
+impl Circuits {
+    pub fn new<'a>(targets: impl IntoIterator<Item = &'a str>, cfg: CircuitConfig) -> Self {
+        Circuits {
             map: targets
                 .into_iter()
-                .map(|t| (t.to_owned(), Arc::new(Breaker::new(cfg))))
+                .map(|t| (t.to_owned(), Arc::new(Circuit::new(cfg))))
                 .collect(),
         }
     }
-    pub fn get(&self, target: &str) -> Option<&Arc<Breaker>> {
+    pub fn get(&self, target: &str) -> Option<&Arc<Circuit>> {
         self.map.get(target)
     }
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Breaker>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Circuit>)> {
         self.map.iter()
     }
 }
@@ -181,8 +182,8 @@ mod tests {
 
     use super::*;
 
-    fn breaker() -> Arc<Breaker> {
-        Arc::new(Breaker::new(BreakerConfig {
+    fn circuit() -> Arc<Circuit> {
+        Arc::new(Circuit::new(CircuitConfig {
             failure_threshold: 3,
             open_for: Duration::from_secs(10),
         }))
@@ -190,44 +191,44 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_probes_and_closes() {
-        let b = breaker();
+        let b = circuit();
         for _ in 0..2 {
             assert_eq!(b.try_acquire().unwrap().record(false), None);
         }
         assert_eq!(
             b.try_acquire().unwrap().record(false),
-            Some(BreakerState::Open)
+            Some(CircuitState::Open)
         );
-        assert!(b.try_acquire().is_none(), "open breaker admits nothing");
+        assert!(b.try_acquire().is_none(), "open circuit admits nothing");
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
         let probe = b.try_acquire().unwrap();
         assert!(b.try_acquire().is_none(), "only one probe while half-open");
-        assert_eq!(probe.record(true), Some(BreakerState::Closed));
-        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(probe.record(true), Some(CircuitState::Closed));
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_probe_reopens_and_dropped_probe_frees_slot() {
-        let b = breaker();
+        let b = circuit();
         for _ in 0..3 {
             b.try_acquire().unwrap().record(false);
         }
         tokio::time::advance(Duration::from_secs(10)).await;
         drop(b.try_acquire().unwrap());
         let probe = b.try_acquire().expect("slot freed by the dropped probe");
-        assert_eq!(probe.record(false), Some(BreakerState::Open));
+        assert_eq!(probe.record(false), Some(CircuitState::Open));
         assert!(b.try_acquire().is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn success_resets_failure_count() {
-        let b = breaker();
+        let b = circuit();
         b.try_acquire().unwrap().record(false);
         b.try_acquire().unwrap().record(false);
         b.try_acquire().unwrap().record(true);
         b.try_acquire().unwrap().record(false);
         b.try_acquire().unwrap().record(false);
-        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 }

@@ -220,7 +220,7 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     pub aliases: BTreeMap<String, AliasConfig>,
     pub routing: RoutingConfig,
-    pub breaker: BreakerConfig,
+    pub circuit: CircuitConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -331,7 +331,7 @@ impl RoutingConfig {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerConfig {
+pub struct CircuitConfig {
     pub failure_threshold: u32,
     pub open_for: Duration,
 }
@@ -542,7 +542,7 @@ impl Config {
             );
         }
 
-        let breaker = BreakerConfig {
+        let circuit = CircuitConfig {
             failure_threshold: raw.circuit.failure_threshold.unwrap_or(5).max(1),
             open_for: Duration::from_millis(raw.circuit.open_ms.unwrap_or(30_000)),
         };
@@ -554,7 +554,7 @@ impl Config {
             models,
             aliases,
             routing,
-            breaker,
+            circuit,
         })
     }
 

@@ -1,16 +1,17 @@
 //! The gRPC ingress (`retort.v1.Gateway`): thin handlers that authenticate from metadata, convert
 //! the protobuf messages to the internal model and call the router. Reflection and `grpc.health.v1`
-//! are served beside it, health tied to the router's real readiness.
+//! are served beside it by `retort-server`, health tied to the gateway's real readiness.
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use retort_proto::v1::{self as pb, gateway_server::Gateway};
+use retort_proto::v1::{self as pb, gateway_server::Gateway as GatewayRpc};
+use retort_server::{Grpc, Readiness};
 use tonic::{Request, Response, Status};
 
 use crate::{
     auth,
     error::ApiError,
-    router::Router,
+    router::Gateway,
     routes::RouteKind,
     types::{
         ChatRequest, ChatResponse, FailedAttempt, Harness, Message, Part, RequestMeta, Role,
@@ -19,12 +20,12 @@ use crate::{
 };
 
 pub struct GatewayService {
-    router: Arc<Router>,
+    gateway: Arc<Gateway>,
 }
 
 impl GatewayService {
-    pub fn new(router: Arc<Router>) -> Self {
-        GatewayService { router }
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        GatewayService { gateway }
     }
 
     fn meta<T>(
@@ -33,7 +34,7 @@ impl GatewayService {
         md: Option<&pb::RequestMetadata>,
     ) -> Result<RequestMeta, Status> {
         let headers = req.metadata().clone().into_headers();
-        let identity = auth::authenticate(&self.router.cfg, &headers)?;
+        let identity = auth::authenticate(&self.gateway.cfg, &headers)?;
         let hint = md.map(|m| m.session_id.clone()).filter(|s| !s.is_empty());
         let harness = match md.map(|m| m.harness.as_str()).filter(|h| !h.is_empty()) {
             Some(h) => auth::harness(Some(h)),
@@ -56,14 +57,14 @@ impl GatewayService {
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CompleteChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Gateway for GatewayService {
+impl GatewayRpc for GatewayService {
     async fn complete(
         &self,
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let meta = self.meta(&request, request.get_ref().metadata.as_ref())?;
         let req = to_chat_request(request.into_inner(), false)?;
-        let resp = self.router.complete(&req, &meta).await?;
+        let resp = self.gateway.complete(&req, &meta).await?;
         Ok(Response::new(from_chat_response(resp)))
     }
 
@@ -75,7 +76,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<ChunkStream>, Status> {
         let meta = self.meta(&request, request.get_ref().metadata.as_ref())?;
         let req = to_chat_request(request.into_inner(), true)?;
-        let mut events = Box::pin(Arc::clone(&self.router).stream(req, meta));
+        let mut events = Box::pin(Arc::clone(&self.gateway).stream(req, meta));
         // As over HTTP: an error before the first token is the call's status, not a stream item.
         let first = match events.next().await {
             Some(Ok(ev)) => ev,
@@ -96,8 +97,11 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        auth::authenticate(&self.router.cfg, &request.metadata().clone().into_headers())?;
-        let table = self.router.routes();
+        auth::authenticate(
+            &self.gateway.cfg,
+            &request.metadata().clone().into_headers(),
+        )?;
+        let table = self.gateway.routes();
         let models = table
             .sorted()
             .into_iter()
@@ -326,44 +330,35 @@ fn to_chunk(ev: StreamEvent, served: &mut (String, String)) -> pb::CompleteChunk
     pb::CompleteChunk { event: Some(event) }
 }
 
-/// Serves `retort.v1.Gateway` with reflection and health on `listener` until `shutdown` resolves.
+/// Serves `retort.v1.Gateway` (and `retort.v1.Students`, with the `students` feature) on `listener`
+/// until `shutdown` resolves; the server scaffold adds health and reflection and logs a failure.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Arc<Router>,
+    gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service_name =
-        <pb::gateway_server::GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
     // Health follows readiness: SERVING while every route has a usable target and spend checks
     // are not failing closed.
-    let (health_service, watcher) =
-        retort_proto::health_following(service_name, Duration::from_millis(500), {
-            let router = Arc::clone(&router);
-            move || {
-                let closed = matches!(
-                    router.hooks.breaker.health(),
-                    crate::hooks::GuardHealth::FailingClosed(_)
-                );
-                let ready = router.readiness().is_ok() && !closed;
-                async move { ready }
-            }
-        });
-    // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    let routes = builder.add_service(health_service);
+    let readiness = Readiness::new(Duration::from_millis(500), {
+        let gateway = Arc::clone(&gateway);
+        move || {
+            let closed = matches!(
+                gateway.hooks.breaker.health(),
+                crate::hooks::GuardHealth::FailingClosed(_)
+            );
+            let ready = gateway.readiness().is_ok() && !closed;
+            async move { ready }
+        }
+    });
+    let grpc = Grpc::new("gateway");
     #[cfg(feature = "students")]
-    let routes = routes.add_service(pb::students_server::StudentsServer::new(
-        crate::students::StudentsService::new(Arc::clone(&router)),
+    let grpc = grpc.add(pb::students_server::StudentsServer::new(
+        crate::students::StudentsService::new(Arc::clone(&gateway)),
     ));
-    let mut routes = routes.add_service(
-            pb::gateway_server::GatewayServer::new(GatewayService::new(router))
-                .max_decoding_message_size(16 << 20),
-        );
-    routes = retort_proto::add_reflection(routes);
-    let result = routes
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    watcher.abort();
-    result
+    grpc.add(
+        pb::gateway_server::GatewayServer::new(GatewayService::new(gateway))
+            .max_decoding_message_size(16 << 20),
+    )
+    .serve(listener, readiness, shutdown)
+    .await
 }

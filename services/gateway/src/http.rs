@@ -3,7 +3,7 @@
 use std::{convert::Infallible, sync::Arc};
 
 use axum::{
-    Router as AxumRouter,
+    Router,
     body::{Body, Bytes},
     extract::{Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
@@ -21,7 +21,7 @@ use crate::{
     ingress::{self, SseEvent},
     inline,
     metrics::RequestLabels,
-    router::Router,
+    router::Gateway,
     types::{ChatRequest, ChatResponse, RequestMeta, StreamEvent},
 };
 
@@ -99,8 +99,8 @@ wire!(
 wire!(Anthropic, anthropic, "anthropic", anthropic_body, render);
 
 /// Builds the HTTP application.
-pub fn app(router: Arc<Router>) -> AxumRouter {
-    AxumRouter::new()
+pub fn app(gateway: Arc<Gateway>) -> Router {
+    Router::new()
         .route("/v1/chat/completions", post(handle::<OpenAiChat>))
         .route("/v1/responses", post(handle::<Responses>))
         .route("/v1/messages", post(handle::<Anthropic>))
@@ -110,7 +110,7 @@ pub fn app(router: Arc<Router>) -> AxumRouter {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .with_state(router)
+        .with_state(gateway)
 }
 
 fn error_response<W: Wire>(err: &ApiError) -> Response {
@@ -124,8 +124,8 @@ fn error_response<W: Wire>(err: &ApiError) -> Response {
 }
 
 /// Reads the body, refusing more than the configured limit with a 413 in the protocol's shape.
-async fn read_body(router: &Router, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
-    let limit = router.cfg.server.max_body_bytes;
+async fn read_body(gateway: &Gateway, req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let limit = gateway.cfg.server.max_body_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
             "request body is larger than the limit of {limit} bytes"
@@ -188,8 +188,8 @@ fn request_meta(
     }
 }
 
-fn count(router: &Router, ingress: &'static str, route: &str, outcome: &'static str) {
-    router
+fn count(gateway: &Gateway, ingress: &'static str, route: &str, outcome: &'static str) {
+    gateway
         .metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -200,41 +200,41 @@ fn count(router: &Router, ingress: &'static str, route: &str, outcome: &'static 
         .inc();
 }
 
-async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Response {
-    let (headers, body) = match read_body(&router, req).await {
+async fn handle<W: Wire>(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+    let (headers, body) = match read_body(&gateway, req).await {
         Ok(x) => x,
         Err(e) => return error_response::<W>(&e),
     };
     // Authenticate before parsing, so an unknown caller learns nothing about the body's validity.
-    let identity = match auth::authenticate(&router.cfg, &headers) {
+    let identity = match auth::authenticate(&gateway.cfg, &headers) {
         Ok(identity) => identity,
         Err(e) => {
-            count(&router, W::NAME, "", "unauthorized");
+            count(&gateway, W::NAME, "", "unauthorized");
             return error_response::<W>(&e);
         }
     };
     let parsed = match W::parse(&body) {
         Ok(p) => p,
         Err(e) => {
-            count(&router, W::NAME, "", "bad_request");
+            count(&gateway, W::NAME, "", "bad_request");
             return error_response::<W>(&e);
         }
     };
     let meta = request_meta(identity, &headers, W::session_hint(&parsed));
     let span = tracing::debug_span!("request", ingress = W::NAME, route = %W::request(&parsed).model, user = %meta.identity.user, session = ?meta.session_id, harness = meta.harness.as_str(), id = %meta.request_id);
     if W::request(&parsed).stream {
-        stream_response::<W>(router, parsed, meta)
+        stream_response::<W>(gateway, parsed, meta)
             .instrument(span)
             .await
     } else {
         let route = W::request(&parsed).model.clone();
-        match router
+        match gateway
             .complete(W::request(&parsed), &meta)
             .instrument(span)
             .await
         {
             Ok(resp) => {
-                count(&router, W::NAME, &route, "ok");
+                count(&gateway, W::NAME, &route, "ok");
                 let mut r = Response::new(Body::from(W::render(&resp)));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -249,7 +249,7 @@ async fn handle<W: Wire>(State(router): State<Arc<Router>>, req: Request) -> Res
                 r
             }
             Err(e) => {
-                count(&router, W::NAME, &route, "error");
+                count(&gateway, W::NAME, &route, "error");
                 error_response::<W>(&e)
             }
         }
@@ -288,18 +288,18 @@ fn sse_bytes(events: Vec<SseEvent>) -> Bytes {
 /// Waits for the first event before answering, so a request that fails on every target gets a
 /// proper HTTP error status rather than a 200 stream that only carries an error.
 async fn stream_response<W: Wire>(
-    router: Arc<Router>,
+    gateway: Arc<Gateway>,
     parsed: W::Parsed,
     meta: RequestMeta,
 ) -> Response {
     let route = W::request(&parsed).model.clone();
     let req = W::request(&parsed).clone();
     let mut enc = W::encoder(&parsed);
-    let mut events = Box::pin(Arc::clone(&router).stream(req, meta));
+    let mut events = Box::pin(Arc::clone(&gateway).stream(req, meta));
     let first = match events.next().await {
         Some(Ok(ev)) => ev,
         Some(Err(e)) => {
-            count(&router, W::NAME, &route, "error");
+            count(&gateway, W::NAME, &route, "error");
             return error_response::<W>(&e);
         }
         None => {
@@ -354,7 +354,7 @@ async fn stream_response<W: Wire>(
             }
             next = events.next().await;
         }
-        count(&router, W::NAME, &route, outcome);
+        count(&gateway, W::NAME, &route, outcome);
     };
     let mut resp = Response::new(Body::from_stream(body));
     *resp.headers_mut() = headers;
@@ -368,16 +368,16 @@ async fn stream_response<W: Wire>(
     resp
 }
 
-async fn count_tokens(State(router): State<Arc<Router>>, req: Request) -> Response {
-    let (headers, body) = match read_body(&router, req).await {
+async fn count_tokens(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+    let (headers, body) = match read_body(&gateway, req).await {
         Ok(x) => x,
         Err(e) => return error_response::<Anthropic>(&e),
     };
-    if let Err(e) = auth::authenticate(&router.cfg, &headers) {
+    if let Err(e) = auth::authenticate(&gateway.cfg, &headers) {
         return error_response::<Anthropic>(&e);
     }
     match ingress::anthropic::parse_count_tokens(&body) {
-        Ok(req) if router.resolve(&req.model).is_none() => {
+        Ok(req) if gateway.resolve(&req.model).is_none() => {
             error_response::<Anthropic>(&ApiError::ModelNotFound(format!(
                 "model `{}` is not served by this gateway",
                 req.model
@@ -391,9 +391,9 @@ async fn count_tokens(State(router): State<Arc<Router>>, req: Request) -> Respon
     }
 }
 
-async fn list_models(State(router): State<Arc<Router>>, headers: HeaderMap) -> Response {
+async fn list_models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     // Anthropic clients send `anthropic-version`; answer errors in their shape.
-    if let Err(e) = auth::authenticate(&router.cfg, &headers) {
+    if let Err(e) = auth::authenticate(&gateway.cfg, &headers) {
         return if headers.contains_key("anthropic-version") {
             error_response::<Anthropic>(&e)
         } else {
@@ -401,7 +401,7 @@ async fn list_models(State(router): State<Arc<Router>>, headers: HeaderMap) -> R
         };
     }
     let created = 1_700_000_000u64;
-    let table = router.routes();
+    let table = gateway.routes();
     let data: Vec<serde_json::Value> = table
         .sorted()
         .into_iter()
@@ -427,20 +427,20 @@ async fn list_models(State(router): State<Arc<Router>>, headers: HeaderMap) -> R
     axum::Json(serde_json::json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
 }
 
-async fn metrics(State(router): State<Arc<Router>>) -> Response {
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        router.metrics.encode(),
+        gateway.metrics.encode(),
     )
         .into_response()
 }
 
-async fn readyz(State(router): State<Arc<Router>>) -> Response {
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     use crate::hooks::GuardHealth;
-    match (router.readiness(), router.hooks.breaker.health()) {
+    match (gateway.readiness(), gateway.hooks.breaker.health()) {
         (Err(why), _) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
         (Ok(()), GuardHealth::FailingClosed(why)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -468,8 +468,8 @@ async fn not_found(req: Request) -> Response {
 /// Serves the HTTP app on a listener until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Arc<Router>,
-    extra: AxumRouter,
+    gateway: Arc<Gateway>,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::{Listener, ListenerExt};
@@ -484,7 +484,7 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let service = TowerToHyperService::new(app(router).merge(extra));
+    let service = TowerToHyperService::new(app(gateway).merge(extra));
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

@@ -1,8 +1,8 @@
 //! The Retort gateway: one endpoint — OpenAI Chat Completions, OpenAI Responses, Anthropic Messages
 //! and gRPC — in front of every model provider, with per-request failover, retries, timeouts and
-//! provider circuit breakers. It never waits on metering and never retries outside the router.
+//! a circuit per provider target. It never waits on metering and never retries outside the router.
 pub mod auth;
-pub mod breaker;
+pub mod circuit;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -21,19 +21,19 @@ pub mod routes;
 pub mod students;
 pub mod types;
 
+pub use router::Gateway;
+
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{sync::watch, task::JoinHandle};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot build the HTTP client of a provider: {0}")]
+    /// An address could not be bound (it names the address; the cause is its source).
+    #[error(transparent)]
+    Bind(#[from] retort_server::ServeError),
+    #[error("cannot build the HTTP client of a provider")]
     Client(#[from] provider::client::ClientError),
 }
 
@@ -41,7 +41,7 @@ pub enum StartError {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
-    pub router: Arc<router::Router>,
+    pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -81,60 +81,39 @@ pub async fn start_with_hooks(
 ) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(metrics::Metrics::new());
-    let router = Arc::new(router::Router::new(Arc::clone(&cfg), metrics, hooks)?);
-    start_with(router, extra).await
+    let gateway = Arc::new(Gateway::new(Arc::clone(&cfg), metrics, hooks)?);
+    start_with(gateway, extra).await
 }
 
-/// Serves an already built router (plus `extra` HTTP routes).
-pub async fn start_with(
-    router: Arc<router::Router>,
-    extra: axum::Router,
-) -> Result<Running, StartError> {
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let http_listener = bind(router.cfg.server.http_addr).await?;
-    let grpc_listener = bind(router.cfg.server.grpc_addr).await?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: router.cfg.server.http_addr,
-            source,
-        })?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: router.cfg.server.grpc_addr,
-            source,
-        })?;
+/// Serves an already built gateway (plus `extra` HTTP routes).
+pub async fn start_with(gateway: Arc<Gateway>, extra: axum::Router) -> Result<Running, StartError> {
+    let (http_listener, http_addr) = retort_server::bind(gateway.cfg.server.http_addr).await?;
+    let (grpc_listener, grpc_addr) = retort_server::bind(gateway.cfg.server.grpc_addr).await?;
     let (stop, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let http_task = tokio::spawn({
-        let router = Arc::clone(&router);
+        let gateway = Arc::clone(&gateway);
         let rx = rx.clone();
         async move {
-            if let Err(e) = http::serve(http_listener, router, extra, stopped(rx)).await {
+            if let Err(e) = http::serve(http_listener, gateway, extra, stopped(rx)).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         }
     });
     let grpc_task = tokio::spawn({
-        let router = Arc::clone(&router);
+        let gateway = Arc::clone(&gateway);
         async move {
-            if let Err(e) = grpc::serve(grpc_listener, router, stopped(rx)).await {
-                tracing::error!(error = %e, "gRPC server stopped");
-            }
+            // The server scaffold logs its own failure.
+            let _ = grpc::serve(grpc_listener, gateway, stopped(rx)).await;
         }
     });
     tracing::info!(%http_addr, %grpc_addr, "gateway listening");
     Ok(Running {
         http_addr,
         grpc_addr,
-        router,
+        gateway,
         stop,
         tasks: vec![http_task, grpc_task],
     })

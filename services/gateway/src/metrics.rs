@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): requests, attempts and failovers by route/provider/model/
-//! outcome, breaker states, latency and time-to-first-token histograms.
+//! outcome, provider circuit states, latency and time-to-first-token histograms.
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -66,7 +66,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub attempts: Family<AttemptLabels, Counter>,
     pub failovers: Family<RouteLabels, Counter>,
-    pub breaker_state: Family<TargetLabels, Gauge>,
+    pub circuit_state: Family<TargetLabels, Gauge>,
     pub request_duration: HistogramFamily<ServedLabels>,
     pub time_to_first_token: HistogramFamily<ServedLabels>,
 }
@@ -83,7 +83,7 @@ impl Metrics {
         let requests = Family::default();
         let attempts = Family::default();
         let failovers = Family::default();
-        let breaker_state = Family::default();
+        let circuit_state = Family::default();
         let request_duration: HistogramFamily<ServedLabels> =
             Family::new_with_constructor(latency_histogram);
         let time_to_first_token: HistogramFamily<ServedLabels> =
@@ -104,9 +104,9 @@ impl Metrics {
             failovers.clone(),
         );
         registry.register(
-            "breaker_state",
-            "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
-            breaker_state.clone(),
+            "circuit_state",
+            "Provider circuit: 0 closed, 1 open, 2 half-open",
+            circuit_state.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -123,7 +123,7 @@ impl Metrics {
             requests,
             attempts,
             failovers,
-            breaker_state,
+            circuit_state,
             request_duration,
             time_to_first_token,
         }

@@ -1,6 +1,6 @@
 //! Routing and failover, the heart of the gateway. A request names a model or alias; the [`Plan`]
 //! walks its targets in order, retrying transient failures with exponential backoff and jitter
-//! (honouring `Retry-After`), skipping targets whose breaker is open, sending context-length failures
+//! (honouring `Retry-After`), skipping targets whose circuit is open, sending context-length failures
 //! only to targets with a larger window, and stopping at errors that are the caller's answer. This is
 //! the single place that retries; adapters never do.
 use std::{borrow::Cow, collections::HashMap, sync::Arc, time::Duration};
@@ -13,14 +13,14 @@ use tracing::Instrument;
 use arc_swap::ArcSwap;
 
 use crate::{
-    breaker::{Breakers, Permit},
-    config::{Config, ModelConfig, ProviderKind, RoutingConfig},
+    circuit::{CircuitState, Circuits, Permit},
+    config::{Config, ModelConfig, RoutingConfig},
     error::ApiError,
     hooks::{Hooks, SpendRequest, UsageEvent},
     ingress::estimate_tokens,
     metrics::{AttemptLabels, Metrics, RouteLabels, TargetLabels},
     provider::{self, Disposition, Provider, ProviderError, StatusKind, TimeoutKind},
-    routes::{Route, RouteTable, StudentRoute, Target},
+    routes::{Route, RouteTable, Target},
     types::{
         ChatRequest, ChatResponse, FailedAttempt, Message, Part, RequestMeta, Role, StreamEvent,
         Usage,
@@ -30,11 +30,12 @@ use crate::{
 /// The output budget assumed for a worst-case reservation when the request sets no `max_tokens`.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
-/// Shared state of the gateway: configuration, provider adapters, breakers and metrics.
-pub struct Router {
+/// The gateway's shared state: configuration, provider adapters, circuits and metrics. Its
+/// `complete` and `stream` are the one place a request is retried or failed over.
+pub struct Gateway {
     pub cfg: Arc<Config>,
     providers: HashMap<String, Arc<dyn Provider>>,
-    pub breakers: Breakers,
+    pub circuits: Circuits,
     pub metrics: Arc<Metrics>,
     pub hooks: Hooks,
     /// Name → targets; swapped whole when students are deployed (see [`crate::routes`]).
@@ -44,17 +45,19 @@ pub struct Router {
     pub students: Option<crate::students::Students>,
 }
 
-impl Router {
+impl Gateway {
     pub fn new(
         cfg: Arc<Config>,
         metrics: Arc<Metrics>,
         hooks: Hooks,
-    ) -> Result<Router, crate::provider::client::ClientError> {
+    ) -> Result<Gateway, crate::provider::client::ClientError> {
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        // The `local` provider's adapter, kept to restore the students it serves.
+        #[cfg(feature = "students")]
         let mut local = None;
         for (name, p) in &cfg.providers {
             #[cfg(feature = "students")]
-            if p.kind == ProviderKind::Local {
+            if p.kind == crate::config::ProviderKind::Local {
                 let l = Arc::new(provider::local::Local::new(p));
                 providers.insert(name.clone(), Arc::clone(&l) as Arc<dyn Provider>);
                 local = Some((p.clone(), l));
@@ -63,37 +66,37 @@ impl Router {
             providers.insert(name.clone(), provider::build(p)?);
         }
         #[cfg_attr(not(feature = "students"), allow(unused_mut))]
-        let mut router = Self::with_providers(cfg, providers, metrics, hooks);
+        let mut gateway = Self::with_providers(cfg, providers, metrics, hooks);
         #[cfg(feature = "students")]
         if let Some((p, l)) = local {
-            router.students = Some(crate::students::Students::restore(&p, l, &router.cfg));
-            router.rebuild_routes();
+            gateway.students = Some(crate::students::Students::restore(&p, l, &gateway.cfg));
+            gateway.rebuild_routes();
         }
-        Ok(router)
+        Ok(gateway)
     }
 
-    /// A router over the given adapters (one per configured provider name).
+    /// A gateway over the given adapters (one per configured provider name).
     pub fn with_providers(
         cfg: Arc<Config>,
         providers: HashMap<String, Arc<dyn Provider>>,
         metrics: Arc<Metrics>,
         hooks: Hooks,
-    ) -> Router {
-        let breakers = Breakers::new(cfg.models.keys().map(String::as_str), cfg.breaker);
+    ) -> Gateway {
+        let circuits = Circuits::new(cfg.models.keys().map(String::as_str), cfg.circuit);
         for m in cfg.models.values() {
             metrics
-                .breaker_state
+                .circuit_state
                 .get_or_create(&TargetLabels {
                     provider: m.provider.clone(),
                     model: m.name.clone(),
                 })
                 .set(0);
         }
-        let routes = ArcSwap::from_pointee(RouteTable::build(&cfg, &breakers, &[]));
-        Router {
+        let routes = ArcSwap::from_pointee(RouteTable::build(&cfg, &circuits, &[]));
+        Gateway {
             cfg,
             providers,
-            breakers,
+            circuits,
             metrics,
             hooks,
             routes,
@@ -113,48 +116,47 @@ impl Router {
     }
 
     /// Rebuilds the route table from the configuration and the deployed students, and swaps it in.
+    /// Only deploying and undeploying students changes the table after start-up.
+    #[cfg(feature = "students")]
     pub(crate) fn rebuild_routes(&self) {
-        #[cfg(feature = "students")]
-        let students: Vec<StudentRoute> = self
+        let students: Vec<crate::routes::StudentRoute> = self
             .students
             .as_ref()
             .map(crate::students::Students::routes)
             .unwrap_or_default();
-        #[cfg(not(feature = "students"))]
-        let students: Vec<StudentRoute> = Vec::new();
         for s in &students {
             self.metrics
-                .breaker_state
+                .circuit_state
                 .get_or_create(&TargetLabels {
                     provider: s.target.model.provider.clone(),
                     model: s.target.model.name.clone(),
                 })
-                .set(s.target.breaker.state().as_gauge());
+                .set(s.target.circuit.state().as_gauge());
         }
         self.routes.store(Arc::new(RouteTable::build(
             &self.cfg,
-            &self.breakers,
+            &self.circuits,
             &students,
         )));
     }
 
-    /// Ready when every alias (and model) has at least one target whose breaker is not open.
+    /// Ready when every alias (and model) has at least one target whose circuit is not open.
     pub fn readiness(&self) -> Result<(), String> {
         let usable = |m: &str| {
-            self.breakers
+            self.circuits
                 .get(m)
-                .is_some_and(|b| b.state() != crate::breaker::BreakerState::Open)
+                .is_some_and(|c| c.state() != CircuitState::Open)
         };
         for a in self.cfg.aliases.values() {
             if !a.targets.iter().any(|t| usable(t)) {
                 return Err(format!(
-                    "route {}: every target's circuit breaker is open",
+                    "route {}: every target's provider circuit is open",
                     a.name
                 ));
             }
         }
         if !self.cfg.models.is_empty() && !self.cfg.models.keys().any(|m| usable(m)) {
-            return Err("every model's circuit breaker is open".into());
+            return Err("every model's provider circuit is open".into());
         }
         Ok(())
     }
@@ -167,7 +169,7 @@ impl Router {
             ))
         })?;
         Ok(Plan {
-            router: self,
+            gateway: self,
             meta,
             stream: req.stream,
             route: req.model.clone(),
@@ -193,19 +195,21 @@ impl Router {
         plan: &Plan<'_>,
         req: &ChatRequest,
     ) -> Result<Box<dyn crate::hooks::Admission>, ApiError> {
-        self.hooks.breaker.admit(&SpendRequest {
-            identity: &plan.meta.identity,
-            session_id: plan.meta.session_id.as_deref(),
-            route: &plan.route,
-            models: plan
-                .targets
-                .iter()
-                .map(|t| t.model.upstream_model.as_str())
-                .collect(),
-            input_tokens: plan.estimated,
-            max_output_tokens: u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)),
-        })
-        .map_err(ApiError::from)
+        self.hooks
+            .breaker
+            .admit(&SpendRequest {
+                identity: &plan.meta.identity,
+                session_id: plan.meta.session_id.as_deref(),
+                route: &plan.route,
+                models: plan
+                    .targets
+                    .iter()
+                    .map(|t| t.model.upstream_model.as_str())
+                    .collect(),
+                input_tokens: plan.estimated,
+                max_output_tokens: u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)),
+            })
+            .map_err(ApiError::from)
     }
 
     /// One whole answer, failing over between the route's targets as needed.
@@ -253,12 +257,12 @@ impl Router {
         meta: RequestMeta,
     ) -> impl Stream<Item = Result<StreamEvent, ApiError>> + Send + 'static {
         async_stream::stream! {
-            let router = self;
-            let mut plan = match router.plan(&req, &meta) {
+            let gateway = self;
+            let mut plan = match gateway.plan(&req, &meta) {
                 Ok(p) => p,
                 Err(e) => { yield Err(e); return; }
             };
-            let admission = match router.admit(&plan, &req) {
+            let admission = match gateway.admit(&plan, &req) {
                 Ok(a) => a,
                 Err(e) => { yield Err(e); return; }
             };
@@ -415,7 +419,7 @@ impl Attempt {
 
 /// The walk over one request's targets.
 struct Plan<'a> {
-    router: &'a Router,
+    gateway: &'a Gateway,
     meta: &'a RequestMeta,
     stream: bool,
     route: String,
@@ -459,9 +463,9 @@ impl<'a> Plan<'a> {
                 }
                 tokio::time::sleep(w).await;
             }
-            let Some(permit) = target.breaker.try_acquire() else {
+            let Some(permit) = target.circuit.try_acquire() else {
                 self.skipped
-                    .push(format!("{}: circuit breaker open", model.name));
+                    .push(format!("{}: provider circuit open", model.name));
                 self.record_attempt(model, "breaker_open");
                 self.advance();
                 continue;
@@ -470,7 +474,7 @@ impl<'a> Plan<'a> {
             if remaining.is_zero() {
                 return Err(self.deadline_error());
             }
-            let Some(provider) = self.router.providers.get(&model.provider).cloned() else {
+            let Some(provider) = self.gateway.providers.get(&model.provider).cloned() else {
                 self.advance();
                 continue;
             };
@@ -516,7 +520,7 @@ impl<'a> Plan<'a> {
         self.attempt = 0;
         self.wait = None;
         if self.idx < self.targets.len() {
-            self.router
+            self.gateway
                 .metrics
                 .failovers
                 .get_or_create(&RouteLabels {
@@ -536,11 +540,11 @@ impl<'a> Plan<'a> {
 
     /// The metric series of the attempt's target on this route.
     fn series(&self, a: &Attempt) -> Option<&crate::metrics::ServedSeries> {
-        self.table_route.served(a.idx, &self.router.metrics)
+        self.table_route.served(a.idx, &self.gateway.metrics)
     }
 
     fn record_attempt(&self, model: &ModelConfig, outcome: &'static str) {
-        self.router
+        self.gateway
             .metrics
             .attempts
             .get_or_create(&AttemptLabels {
@@ -552,12 +556,12 @@ impl<'a> Plan<'a> {
             .inc();
     }
 
-    fn set_breaker_gauge(&self, model: &ModelConfig, state: Option<crate::breaker::BreakerState>) {
+    fn set_circuit_gauge(&self, model: &ModelConfig, state: Option<CircuitState>) {
         if let Some(s) = state {
-            tracing::info!(provider = %model.provider, model = %model.name, state = ?s, "circuit breaker changed");
-            self.router
+            tracing::info!(provider = %model.provider, model = %model.name, state = ?s, "provider circuit changed");
+            self.gateway
                 .metrics
-                .breaker_state
+                .circuit_state
                 .get_or_create(&TargetLabels {
                     provider: model.provider.clone(),
                     model: model.name.clone(),
@@ -578,10 +582,10 @@ impl<'a> Plan<'a> {
         reasoning: Option<Duration>,
     ) {
         // Nothing to build (ids, clones) when nobody meters.
-        if !self.router.hooks.usage.enabled() {
+        if !self.gateway.hooks.usage.enabled() {
             return;
         }
-        self.router.hooks.usage.record(UsageEvent {
+        self.gateway.hooks.usage.record(UsageEvent {
             // Time-ordered (UUIDv7): metering's event-id index then appends instead of rewriting random pages.
             event_id: uuid::Uuid::now_v7().to_string(),
             time: std::time::SystemTime::now(),
@@ -614,8 +618,8 @@ impl<'a> Plan<'a> {
         let model = &a.target.model;
         self.usage_event(model, "ok", None, *usage, t0, ttft, reasoning);
         let state = a.permit.record(true);
-        self.set_breaker_gauge(model, state);
-        if let Some(series) = self.table_route.served(a.idx, &self.router.metrics) {
+        self.set_circuit_gauge(model, state);
+        if let Some(series) = self.table_route.served(a.idx, &self.gateway.metrics) {
             series.attempt_ok.inc();
             series.duration.observe(started.elapsed().as_secs_f64());
         }
@@ -637,7 +641,7 @@ impl<'a> Plan<'a> {
             None,
         );
         let state = a.permit.record(healthy);
-        self.set_breaker_gauge(model, state);
+        self.set_circuit_gauge(model, state);
         self.record_attempt(model, err.label());
         tracing::warn!(route = %self.route, target = %model.name, attempt = self.attempt, error = %err, "attempt failed");
         self.failed.push(FailedAttempt {
@@ -757,3 +761,7 @@ fn truncate(s: &str, n: usize) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

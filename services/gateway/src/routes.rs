@@ -8,16 +8,16 @@ use std::{
 };
 
 use crate::{
-    breaker::{Breaker, Breakers},
+    circuit::{Circuit, Circuits},
     config::{Config, ModelConfig, RoutingConfig},
     metrics::{Metrics, ServedSeries},
 };
 
-/// One target: a model and the circuit breaker it shares with every route that names it.
+/// One target: a model and the provider circuit it shares with every route that names it.
 #[derive(Debug)]
 pub struct Target {
     pub model: ModelConfig,
-    pub breaker: Arc<Breaker>,
+    pub circuit: Arc<Circuit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,15 +92,15 @@ pub struct RouteTable {
 impl RouteTable {
     /// The configuration's models and aliases, plus `students` (in deploy order: a later student put
     /// first on an alias goes before an earlier one).
-    pub fn build(cfg: &Config, breakers: &Breakers, students: &[StudentRoute]) -> RouteTable {
+    pub fn build(cfg: &Config, circuits: &Circuits, students: &[StudentRoute]) -> RouteTable {
         let mut targets: HashMap<&str, Arc<Target>> = HashMap::new();
         for m in cfg.models.values() {
-            if let Some(b) = breakers.get(&m.name) {
+            if let Some(c) = circuits.get(&m.name) {
                 targets.insert(
                     &m.name,
                     Arc::new(Target {
                         model: m.clone(),
-                        breaker: Arc::clone(b),
+                        circuit: Arc::clone(c),
                     }),
                 );
             }

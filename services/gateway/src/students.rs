@@ -18,10 +18,10 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     auth,
-    breaker::Breaker,
+    circuit::Circuit,
     config::{Config, ModelConfig, ProviderConfig, STUDENT_PREFIX},
     provider::local::{LoadedStudent, Local},
-    router::Router,
+    router::Gateway,
     routes::{StudentRoute, Target},
 };
 
@@ -46,12 +46,38 @@ pub enum StudentError {
     MissingPath,
     #[error("route {route:?} is not an alias of this gateway (aliases: {known})")]
     UnknownRoute { route: String, known: String },
-    #[error("cannot load the artefact at {path}: {message}")]
-    Artefact { path: String, message: String },
+    // These two also print their cause: the gRPC status a caller gets carries only the message.
+    #[error("cannot load the artefact at {path}: {source}")]
+    Artefact {
+        path: String,
+        #[source]
+        source: ArtefactError,
+    },
     #[error("student {0:?} is not deployed")]
     NotDeployed(String),
-    #[error("cannot record the deployment in {path}: {message}")]
-    Store { path: String, message: String },
+    #[error("cannot record the deployment in {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why a student artefact could not be made ready to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtefactError {
+    #[error("no metadata.json there: not a student artefact")]
+    NotAnArtefact,
+    #[error("cannot copy it to {to}: {source}")]
+    Copy {
+        to: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Load(#[from] retort_training::TrainingError),
+    #[error("the loading task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl From<StudentError> for Status {
@@ -92,7 +118,7 @@ pub struct Students {
     provider: String,
     local: Arc<Local>,
     dir: Option<PathBuf>,
-    breaker: crate::config::BreakerConfig,
+    circuit: crate::config::CircuitConfig,
     deployed: Mutex<BTreeMap<String, Deployed>>,
     /// Serialises deploys and undeploys (the slow part, loading, runs before it is taken).
     ops: tokio::sync::Mutex<u64>,
@@ -105,12 +131,6 @@ pub struct Deploy {
     pub artefact_path: String,
     pub route: Option<String>,
     pub first: bool,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -159,7 +179,7 @@ impl Students {
             provider: cfg.name.clone(),
             local,
             dir: cfg.dir.clone(),
-            breaker: gateway.breaker,
+            circuit: gateway.circuit,
             deployed: Mutex::new(BTreeMap::new()),
             ops: tokio::sync::Mutex::new(0),
         };
@@ -229,7 +249,7 @@ impl Students {
         };
         let target = Arc::new(Target {
             model,
-            breaker: Arc::new(Breaker::new(self.breaker)),
+            circuit: Arc::new(Circuit::new(self.circuit)),
         });
         Deployed {
             record,
@@ -271,18 +291,18 @@ impl Students {
     fn persist(&self, map: &BTreeMap<String, Deployed>) -> Result<(), StudentError> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let path = dir.join(REGISTRY);
-        let store_err = |e: String| StudentError::Store {
+        let store_err = |e: Box<dyn std::error::Error + Send + Sync>| StudentError::Store {
             path: path.display().to_string(),
-            message: e,
+            source: e,
         };
         let mut records: Vec<&Deployed> = map.values().collect();
         records.sort_by_key(|d| d.seq);
         let records: Vec<&Record> = records.into_iter().map(|d| &d.record).collect();
-        let text = serde_json::to_string_pretty(&records).map_err(|e| store_err(e.to_string()))?;
-        std::fs::create_dir_all(dir).map_err(|e| store_err(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&records).map_err(|e| store_err(e.into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| store_err(e.into()))?;
         let tmp = dir.join(format!("{REGISTRY}.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| store_err(e.to_string()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| store_err(e.to_string()))
+        std::fs::write(&tmp, text).map_err(|e| store_err(e.into()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| store_err(e.into()))
     }
 }
 
@@ -301,8 +321,8 @@ fn info(d: &Deployed) -> pb::StudentInfo {
 }
 
 /// Deploys (or replaces) a student; see `retort.v1.Students/DeployStudent`.
-pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, StudentError> {
-    let students = router
+pub async fn deploy(gateway: &Gateway, req: Deploy) -> Result<pb::StudentInfo, StudentError> {
+    let students = gateway
         .students
         .as_ref()
         .ok_or(StudentError::NoLocalProvider)?;
@@ -314,9 +334,9 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
     }
     let route = req.route.filter(|r| !r.trim().is_empty());
     if let Some(r) = &route
-        && !router.cfg.aliases.contains_key(r)
+        && !gateway.cfg.aliases.contains_key(r)
     {
-        let known: Vec<&str> = router.cfg.aliases.keys().map(String::as_str).collect();
+        let known: Vec<&str> = gateway.cfg.aliases.keys().map(String::as_str).collect();
         let known = if known.is_empty() {
             "none".to_owned()
         } else {
@@ -327,7 +347,7 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
             known,
         });
     }
-    let deployed_at_ms = now_ms();
+    let deployed_at_ms = retort_time::now_ms();
     let source = PathBuf::from(&req.artefact_path);
     let stored = students.dir.as_ref().map(|d| {
         d.join(ARTEFACTS)
@@ -336,19 +356,21 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
     // Copy (when recording) and load off the async workers: file I/O and a few timed predictions.
     let loaded = {
         let (source, stored) = (source.clone(), stored.clone());
-        tokio::task::spawn_blocking(move || -> Result<LoadedStudent, String> {
+        tokio::task::spawn_blocking(move || -> Result<LoadedStudent, ArtefactError> {
             let serve_from = match &stored {
                 Some(to) => {
                     if !source.join("metadata.json").is_file() {
-                        return Err("no metadata.json there: not a student artefact".into());
+                        return Err(ArtefactError::NotAnArtefact);
                     }
-                    copy_dir(&source, to)
-                        .map_err(|e| format!("cannot copy it to {}: {e}", to.display()))?;
+                    copy_dir(&source, to).map_err(|source| ArtefactError::Copy {
+                        to: to.display().to_string(),
+                        source,
+                    })?;
                     to.clone()
                 }
                 None => source.clone(),
             };
-            let loaded = Local::load(&serve_from).map_err(|e| e.to_string());
+            let loaded = Local::load(&serve_from).map_err(ArtefactError::from);
             if loaded.is_err()
                 && let Some(to) = &stored
             {
@@ -357,11 +379,11 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
             loaded
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ArtefactError::Task)
         .and_then(|r| r)
-        .map_err(|message| StudentError::Artefact {
+        .map_err(|source| StudentError::Artefact {
             path: req.artefact_path.clone(),
-            message,
+            source,
         })?
     };
     let student = Arc::new(loaded);
@@ -380,7 +402,7 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
     let (info, old) = {
         let mut g = students.deployed.lock().map_err(|_| StudentError::Store {
             path: "(memory)".into(),
-            message: "poisoned lock".into(),
+            source: "poisoned lock".into(),
         })?;
         let info = info(&d);
         let old = g.insert(req.name.clone(), d);
@@ -402,7 +424,7 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
         (info, old)
     };
     students.local.insert(&model, student);
-    router.rebuild_routes();
+    gateway.rebuild_routes();
     if let Some(old) = old
         && let Some(p) = old.record.stored_path
         && Some(&p) != stored.as_ref()
@@ -414,8 +436,8 @@ pub async fn deploy(router: &Router, req: Deploy) -> Result<pb::StudentInfo, Stu
 }
 
 /// Stops serving a student and takes it off its route.
-pub async fn undeploy(router: &Router, name: &str) -> Result<(), StudentError> {
-    let students = router
+pub async fn undeploy(gateway: &Gateway, name: &str) -> Result<(), StudentError> {
+    let students = gateway
         .students
         .as_ref()
         .ok_or(StudentError::NoLocalProvider)?;
@@ -423,7 +445,7 @@ pub async fn undeploy(router: &Router, name: &str) -> Result<(), StudentError> {
     let removed = {
         let mut g = students.deployed.lock().map_err(|_| StudentError::Store {
             path: "(memory)".into(),
-            message: "poisoned lock".into(),
+            source: "poisoned lock".into(),
         })?;
         let removed = g
             .remove(name)
@@ -434,7 +456,7 @@ pub async fn undeploy(router: &Router, name: &str) -> Result<(), StudentError> {
         }
         removed
     };
-    router.rebuild_routes();
+    gateway.rebuild_routes();
     students.local.remove(&removed.target.model.name);
     if let Some(p) = removed.record.stored_path {
         let _ = std::fs::remove_dir_all(p);
@@ -445,19 +467,19 @@ pub async fn undeploy(router: &Router, name: &str) -> Result<(), StudentError> {
 
 /// `retort.v1.Students`, for admins only.
 pub struct StudentsService {
-    router: Arc<Router>,
+    gateway: Arc<Gateway>,
 }
 
 impl StudentsService {
-    pub fn new(router: Arc<Router>) -> Self {
-        StudentsService { router }
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        StudentsService { gateway }
     }
 
     fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let headers = req.metadata().clone().into_headers();
-        auth::authenticate(&self.router.cfg, &headers)?;
+        auth::authenticate(&self.gateway.cfg, &headers)?;
         match auth::api_key(&headers) {
-            Some(k) if self.router.cfg.admin_keys.contains(k) => Ok(()),
+            Some(k) if self.gateway.cfg.admin_keys.contains(k) => Ok(()),
             _ => Err(Status::permission_denied(
                 "managing students needs the key of a gateway user with `admin = true`",
             )),
@@ -479,7 +501,7 @@ impl pb::students_server::Students for StudentsService {
             route: Some(r.route),
             first: r.first,
         };
-        let student = deploy(&self.router, req).await?;
+        let student = deploy(&self.gateway, req).await?;
         Ok(Response::new(pb::DeployStudentResponse {
             student: Some(student),
         }))
@@ -490,7 +512,7 @@ impl pb::students_server::Students for StudentsService {
         request: Request<pb::UndeployStudentRequest>,
     ) -> Result<Response<pb::UndeployStudentResponse>, Status> {
         self.admin(&request)?;
-        undeploy(&self.router, &request.into_inner().name).await?;
+        undeploy(&self.gateway, &request.into_inner().name).await?;
         Ok(Response::new(pb::UndeployStudentResponse {}))
     }
 
@@ -500,7 +522,7 @@ impl pb::students_server::Students for StudentsService {
     ) -> Result<Response<pb::ListStudentsResponse>, Status> {
         self.admin(&request)?;
         let students = self
-            .router
+            .gateway
             .students
             .as_ref()
             .map(Students::list)

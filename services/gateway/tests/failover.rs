@@ -12,7 +12,7 @@ const FAST: &str = r#"
     first_token_timeout_ms = 500
     stall_timeout_ms = 300
     total_timeout_ms = 10000
-    [breaker]
+    [circuit]
     failure_threshold = 100
 "#;
 
@@ -151,7 +151,7 @@ async fn persistent_503_fails_over_and_all_down_is_502() {
 }
 
 #[tokio::test]
-async fn breaker_opens_skips_target_and_recovers_after_probe() {
+async fn circuit_opens_skips_target_and_recovers_after_probe() {
     let e = env(
         r#"[models."blip"]
         fault = "unavailable_for:0.4""#,
@@ -164,7 +164,7 @@ async fn breaker_opens_skips_target_and_recovers_after_probe() {
         targets = ["blip", "ok"]
         [routing]
         max_retries_per_target = 0
-        [breaker]
+        [circuit]
         failure_threshold = 2
         open_ms = 600
         "#,
@@ -185,7 +185,7 @@ async fn breaker_opens_skips_target_and_recovers_after_probe() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"retort_breaker_state{provider="oa",model="blip"} 1"#),
+        metrics.contains(r#"retort_circuit_state{provider="oa",model="blip"} 1"#),
         "{metrics}"
     );
     // Open: the target is skipped, traffic goes straight to the next.
@@ -195,9 +195,9 @@ async fn breaker_opens_skips_target_and_recovers_after_probe() {
     assert_eq!(
         e.sim.attempts("blip"),
         2,
-        "no attempt while the breaker is open"
+        "no attempt while the circuit is open"
     );
-    // After open_ms one probe goes through; the simulator has recovered, so the breaker closes.
+    // After open_ms one probe goes through; the simulator has recovered, so the circuit closes.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 200);

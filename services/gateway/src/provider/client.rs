@@ -50,7 +50,9 @@ const MAX_IDLE: usize = 1024;
 pub enum ClientError {
     #[error("cannot set up TLS")]
     Tls(#[source] rustls::Error),
-    #[error("provider {0} is of kind `local`, and this gateway was built without the `students` feature")]
+    #[error(
+        "provider {0} is of kind `local`, and this gateway was built without the `students` feature"
+    )]
     WithoutStudents(String),
 }
 

@@ -207,6 +207,11 @@ pub fn classify_status(status: u16, body: &str) -> StatusKind {
     }
 }
 
+/// HTTP dates (RFC 9110's IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`, and the other RFC 2822
+/// forms). A weekday that does not match the date is forgiven: the date is what the server meant.
+static HTTP_DATE: jiff::fmt::rfc2822::DateTimeParser =
+    jiff::fmt::rfc2822::DateTimeParser::new().relaxed_weekday(true);
+
 /// Parses a `Retry-After` header: delta-seconds (fractional accepted) or an HTTP date.
 pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers
@@ -217,47 +222,12 @@ pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
-    let when = httpdate_parse(v)?;
+    let when = std::time::SystemTime::from(HTTP_DATE.parse_timestamp(v).ok()?);
+    // A date already past means "now".
     Some(
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or_default(),
     )
-}
-
-fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
-    // RFC 7231 IMF-fixdate only, e.g. "Wed, 21 Oct 2015 07:28:00 GMT".
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    if parts.len() != 6 || parts[5] != "GMT" {
-        return None;
-    }
-    let day: u64 = parts[1].parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == parts[2])? as u64
-        + 1;
-    let year: u64 = parts[3].parse().ok()?;
-    let hms: Vec<u64> = parts[4]
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if hms.len() != 3 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// Builds the adapter for one configured provider.
@@ -335,5 +305,22 @@ mod tests {
             http::HeaderValue::from_static("soon"),
         );
         assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[test]
+    fn retry_after_dates_are_real_dates() {
+        let at = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static(v));
+            parse_retry_after(&h)
+        };
+        // A future date waits until then (from now: at least the years between).
+        let wait = at("Fri, 01 Jan 2100 00:00:00 GMT").unwrap();
+        assert!(wait > Duration::from_secs(60 * 365 * 86_400), "{wait:?}");
+        // Not a day of October: calendar arithmetic would have rolled it into November.
+        assert_eq!(at("Thu, 32 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(at("Wed, 21 Foo 2015 07:28:00 GMT"), None);
+        // The wrong weekday is forgiven; the date stands.
+        assert_eq!(at("Mon, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
     }
 }
