@@ -688,6 +688,7 @@ impl Report {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use retort_training::eval::ClassReport;
 
