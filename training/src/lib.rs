@@ -13,6 +13,7 @@
 //! - [`report`]: what training reports (per epoch, and the finished run).
 //! - [`generation`]: the seq2seq student's training objective and the [`Generator`] that serves it.
 //! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
+//! - [`bandit`]: Neural-Linear Thompson sampling, the learning core of the selector and learned routes.
 //! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
 //! - [`backend`]: the one place a backend is chosen (CPU by default, CUDA with `--features cuda`).
 //! - [`engine`]: the same operations, non-generic, on that backend (compiled optimised here, for services).
@@ -22,6 +23,7 @@
 
 pub mod artefact;
 pub mod backend;
+pub mod bandit;
 pub mod data;
 pub mod engine;
 pub mod error;
