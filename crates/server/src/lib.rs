@@ -94,7 +94,7 @@ impl Grpc {
     }
 
     /// Adds one tonic service; reflection and health list it by its protobuf name.
-    pub fn add<S>(mut self, svc: S) -> Grpc
+    pub fn add_service<S>(mut self, svc: S) -> Grpc
     where
         S: tonic::codegen::Service<tonic::codegen::http::Request<Body>, Error = Infallible>
             + NamedService

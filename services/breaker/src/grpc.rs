@@ -219,8 +219,8 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         breaker: Arc::clone(&breaker),
         stopping: rx.clone(),
     };
-    let grpc =
-        Grpc::new("breaker").add(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
+    let grpc = Grpc::new("breaker")
+        .add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
     let task = tokio::spawn(async move {
         // The scaffold logs a server that stops on an error.
         let _ = grpc

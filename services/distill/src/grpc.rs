@@ -264,7 +264,7 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
         }
     });
     let server = Grpc::new("distill")
-        .add(
+        .add_service(
             DistillServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(64 << 20),

@@ -352,10 +352,10 @@ pub async fn serve(
     });
     let grpc = Grpc::new("gateway");
     #[cfg(feature = "students")]
-    let grpc = grpc.add(pb::students_server::StudentsServer::new(
+    let grpc = grpc.add_service(pb::students_server::StudentsServer::new(
         crate::students::StudentsService::new(Arc::clone(&gateway)),
     ));
-    grpc.add(
+    grpc.add_service(
         pb::gateway_server::GatewayServer::new(GatewayService::new(gateway))
             .max_decoding_message_size(16 << 20),
     )
