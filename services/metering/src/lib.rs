@@ -17,11 +17,13 @@ pub mod query;
 pub mod service;
 pub mod spool;
 pub mod store;
-pub mod time;
+/// Epoch milliseconds, UTC days and labels: the workspace's one calendar (`retort_time`), under the
+/// path metering's callers have always used.
+pub use retort_time as time;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{sync::watch, task::JoinHandle};
 
 pub use config::MeteringConfig;
 pub use error::MeteringError;
@@ -69,18 +71,12 @@ pub async fn start_with_store(
 ) -> Result<Running, MeteringError> {
     let table = pricing::Prices::load(&store, prices).await?;
     let metering = Arc::new(service::Metering::new(store, table));
-    let listener =
-        TcpListener::bind(cfg.grpc_addr)
-            .await
-            .map_err(|source| MeteringError::Bind {
-                addr: cfg.grpc_addr,
-                source,
-            })?;
-    let grpc_addr = listener
-        .local_addr()
-        .map_err(|source| MeteringError::Bind {
-            addr: cfg.grpc_addr,
-            source,
+    let (listener, grpc_addr) = retort_server::bind(cfg.grpc_addr)
+        .await
+        .map_err(|e| match e {
+            retort_server::ServeError::Bind { addr, source } => {
+                MeteringError::Bind { addr, source }
+            }
         })?;
     let (stop, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -90,9 +86,8 @@ pub async fn start_with_store(
         let m = Arc::clone(&metering);
         let rx = rx.clone();
         async move {
-            if let Err(e) = service::serve(listener, m, stopped(rx)).await {
-                tracing::error!(error = %e, "metering gRPC server stopped");
-            }
+            // The scaffold logs a server that stops on an error.
+            let _ = service::serve(listener, m, stopped(rx)).await;
         }
     });
     let retention = tokio::spawn({

@@ -1,18 +1,28 @@
 //! `retort.v1.Metering` over gRPC: thin handlers over the domain ([`Metering`]), errors mapped to
-//! statuses in one `From`, reflection (v1 and v1alpha) and `grpc.health.v1` tied to the store's
-//! readiness.
+//! statuses in one `From`, served by `retort_server::Grpc` (reflection, and `grpc.health.v1` tied
+//! to the store's readiness).
 use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use retort_proto::v1::{self as pb, metering_server::MeteringServer};
+use retort_server::{Grpc, Readiness};
 use tonic::{Request, Response, Status};
 
-use crate::{convert, error::MeteringError, pricing::Prices, query, store::Store, time};
+use crate::{
+    convert,
+    error::MeteringError,
+    pricing::Prices,
+    query,
+    store::{Col, Store},
+    time,
+};
 
 /// Rejections listed in one summary (the count is always exact).
 const MAX_LISTED_REJECTIONS: usize = 1000;
 /// Events per CSV chunk read from the store.
 const EXPORT_PAGE: i64 = 5000;
+/// How often readiness (and so `grpc.health.v1`) asks the store.
+const READY_EVERY: Duration = Duration::from_secs(2);
 
 /// The domain: the store and the price table. gRPC and HTTP both call these.
 pub struct Metering {
@@ -35,6 +45,23 @@ impl From<MeteringError> for Status {
 impl Metering {
     pub fn new(store: Store, prices: Prices) -> Self {
         Metering { store, prices }
+    }
+
+    /// Ready while the store answers a query: what `grpc.health.v1` reports.
+    pub async fn ready(&self) -> bool {
+        // A BIGINT: Postgres types a bare `SELECT 1` as int4, which the store's integer columns
+        // (read as i64) refuse, so the probe failed there forever.
+        match self
+            .store
+            .select("SELECT CAST(1 AS BIGINT)", &[], &[Col::Int])
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, store = self.store.kind(), "metering: store not ready");
+                false
+            }
+        }
     }
 
     /// Validates, prices and records one batch. Malformed events are rejected by field; the rest
@@ -247,38 +274,22 @@ impl pb::metering_server::Metering for MeteringService {
     }
 }
 
-/// Serves `retort.v1.Metering`, health and reflection on `listener` until `shutdown`.
+/// Serves `retort.v1.Metering` on `listener` until `shutdown`, through the workspace's one gRPC
+/// scaffold: `grpc.health.v1` follows [`Metering::ready`], reflection lists the service.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metering: Arc<Metering>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service_name = <MeteringServer<MeteringService> as tonic::server::NamedService>::NAME;
-    // Health follows readiness: SERVING while the store answers.
-    let (health_service, watcher) =
-        retort_proto::health_following(service_name, Duration::from_secs(2), {
-            let m = Arc::clone(&metering);
-            move || {
-                let m = Arc::clone(&m);
-                async move {
-                    m.store
-                        .select("SELECT 1", &[], &[crate::store::Col::Int])
-                        .await
-                        .is_ok()
-                }
-            }
-        });
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut routes = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(
-            MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20),
-        );
-    routes = retort_proto::add_reflection(routes);
-    let result = routes
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    watcher.abort();
-    result
+    let readiness = Readiness::new(READY_EVERY, {
+        let m = Arc::clone(&metering);
+        move || {
+            let m = Arc::clone(&m);
+            async move { m.ready().await }
+        }
+    });
+    Grpc::new("metering")
+        .add_service(MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20))
+        .serve(listener, readiness, shutdown)
+        .await
 }

@@ -234,7 +234,7 @@ async fn cost_is_tokens_times_the_price_version_in_force() {
         let reloaded = Prices::load(&m.store, vec![]).await.unwrap().snapshot();
         assert_eq!(
             reloaded
-                .lookup("small", retort_pricing::parse_day("2025-08-05").unwrap())
+                .lookup("small", retort_time::parse_day("2025-08-05").unwrap())
                 .unwrap()
                 .input,
             1.0,

@@ -1,19 +1,17 @@
-//! The client side: metering down → events spooled → metering back → all arrive exactly once; and
-//! end to end through the gateway (simulator + metering + gateway with the MeteringSink).
+//! The client side: metering down → events spooled → metering back → all arrive exactly once. (The
+//! same sink behind a real gateway is tested in `retort-tests`, tests/tests/metering_gateway.rs:
+//! no service crate depends on another, even to test.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
+    sync::atomic::Ordering,
     time::{Duration, SystemTime},
 };
 
 use common::{TestStore, temp_dir};
-use retort_gateway::{
-    hooks::{Hooks, UsageEvent, UsageSink},
-    types::{Harness, Identity, Usage},
-};
+use retort_hooks::{Harness, Identity, Usage, UsageEvent, UsageSink};
 use retort_metering::{MeteringConfig, client::MeteringSink, query};
 use retort_proto::v1 as pb;
 
@@ -134,161 +132,6 @@ async fn events_spool_while_metering_is_down_and_arrive_exactly_once_when_it_ret
     let mut s = pb::IngestSummary::default();
     running.metering.ingest(dup, &mut s).await.unwrap();
     assert_eq!((s.recorded, s.duplicates), (0, 10));
-    running.shutdown().await;
-    ts.cleanup().await;
-    let _ = std::fs::remove_dir_all(spool);
-}
-
-#[tokio::test]
-async fn gateway_traffic_arrives_priced_through_the_metering_sink() {
-    // Metering, on Postgres this time.
-    let ts = TestStore::postgres().await;
-    let spool = temp_dir("gw-spool");
-    let cfg = config(SocketAddr::from(([127, 0, 0, 1], 0)), &spool);
-    let prices = MeteringConfig::from_toml(
-        r#"
-        [[prices]]
-        model = "sim-fast"
-        effective_from = "2024-01-01"
-        input = 1.0
-        output = 2.0
-        "#,
-    )
-    .unwrap()
-    .1;
-    let running = retort_metering::start_with_store(&cfg, ts.store.clone(), prices)
-        .await
-        .unwrap();
-    let mut cfg = cfg;
-    cfg.grpc_addr = running.grpc_addr;
-    let sink = MeteringSink::start(cfg.client_settings().unwrap()).unwrap();
-
-    let sim = retort_sim::spawn(
-        retort_sim::SimConfig::from_toml(
-            "strict_models = false\n[models.\"sim-down\"]\nfault = \"unavailable\"\n",
-        )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    let gw_cfg = retort_gateway::config::Config::from_toml(&format!(
-        r#"
-        [server]
-        http_addr = "127.0.0.1:0"
-        grpc_addr = "127.0.0.1:0"
-        [[users]]
-        name = "erin"
-        team = "qa"
-        discipline = "backend"
-        level = "senior"
-        key = "sk-m"
-        [providers.oa]
-        kind = "openai"
-        base_url = "{}/v1"
-        [models."sim-down"]
-        provider = "oa"
-        [models."sim-fast"]
-        provider = "oa"
-        [aliases.resilient]
-        targets = ["sim-down", "sim-fast"]
-        [routing]
-        max_retries_per_target = 0
-        [breaker]
-        failure_threshold = 1000
-        "#,
-        sim.base_url()
-    ))
-    .unwrap();
-    let hooks = Hooks {
-        usage: Arc::clone(&sink) as Arc<dyn UsageSink>,
-        ..Hooks::default()
-    };
-    let gw = retort_gateway::start_with_hooks(gw_cfg, hooks, running.http_router())
-        .await
-        .unwrap();
-    let http = reqwest::Client::new();
-    for _ in 0..3 {
-        let r = http
-            .post(format!("http://{}/v1/chat/completions", gw.http_addr))
-            .bearer_auth("sk-m")
-            .header("user-agent", "codex_cli_rs/0.1")
-            .json(&serde_json::json!({"model": "resilient", "messages": [{"role": "user", "content": "hello there"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    }
-    sink.flush().await;
-    assert_eq!(
-        sink.stats().delivered.load(Ordering::Relaxed),
-        6,
-        "3 failed attempts + 3 served"
-    );
-
-    let r = query::grouped(
-        &ts.store,
-        &pb::UsageQuery {
-            group_by: vec!["model".into(), "user".into(), "route".into()],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let fast = r
-        .rows
-        .iter()
-        .find(|r| r.key[0] == "sim-fast")
-        .expect("served by the fallback");
-    let down = r
-        .rows
-        .iter()
-        .find(|r| r.key[0] == "sim-down")
-        .expect("failed attempts recorded");
-    assert_eq!((down.requests, down.failed, down.cost_micros), (3, 3, 0));
-    assert_eq!(
-        (
-            fast.requests,
-            fast.failed,
-            fast.key[1].as_str(),
-            fast.key[2].as_str()
-        ),
-        (3, 0, "erin", "resilient")
-    );
-    assert!(fast.input_tokens > 0 && fast.output_tokens > 0);
-    // $1 per million input, $2 per million output.
-    assert_eq!(
-        fast.cost_micros,
-        (fast.input_tokens + 2 * fast.output_tokens) as i64
-    );
-
-    // The JSON API is served on the gateway's listener.
-    let j: serde_json::Value = http
-        .get(format!(
-            "http://{}/api/usage/query?group_by=harness&since=1h",
-            gw.http_addr
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(j["rows"][0]["key"]["harness"], "codex", "{j}");
-    let dash = http
-        .get(format!("http://{}/dashboard", gw.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        dash.contains("Retort") && !dash.contains("https://"),
-        "the page is self-contained"
-    );
-
-    gw.shutdown().await;
-    sink.shutdown().await;
     running.shutdown().await;
     ts.cleanup().await;
     let _ = std::fs::remove_dir_all(spool);

@@ -125,7 +125,7 @@ pub fn prices() -> Vec<retort_pricing::Price> {
 
 /// Epoch ms of a UTC date plus hours.
 pub fn at(day: &str, hour: i64) -> i64 {
-    retort_pricing::parse_day(day).unwrap() * 86_400_000 + hour * 3_600_000
+    retort_time::parse_day(day).unwrap() * 86_400_000 + hour * 3_600_000
 }
 
 pub fn ev(
