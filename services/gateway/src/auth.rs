@@ -98,6 +98,7 @@ pub fn harness(user_agent: Option<&str>) -> Harness {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

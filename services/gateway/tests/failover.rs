@@ -1,4 +1,5 @@
 //! One test per fault class: what the caller sees, and the attempts the simulator saw.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use common::*;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use crate::types::FailedAttempt;
 
@@ -310,7 +311,7 @@ fn encodes_a_stream() {
     let p = parse(br#"{"model":"sonnet","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"stream":true}"#)
         .unwrap();
     let mut enc = StreamEncoder::new(&p);
-    let events = vec![
+    let events = [
         StreamEvent::Start {
             id: "msg_up".into(),
             provider: "sim".into(),
@@ -433,7 +434,7 @@ fn consecutive_tool_calls_get_their_own_blocks() {
     let p = parse(br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#)
         .unwrap();
     let mut enc = StreamEncoder::new(&p);
-    let events = vec![
+    let events = [
         StreamEvent::Start {
             id: String::new(),
             provider: "p".into(),

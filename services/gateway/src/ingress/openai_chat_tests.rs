@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use crate::types::{FailedAttempt, ToolChoice};
 use serde_json::json;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use crate::{
     ingress::SseEvent,
@@ -255,7 +256,7 @@ fn ev(e: &SseEvent) -> (&'static str, Value) {
 fn encodes_a_stream() {
     let p = parse(br#"{"model":"codex-alias","input":"hi","stream":true}"#).unwrap();
     let mut enc = StreamEncoder::new(&p);
-    let events = vec![
+    let events = [
         StreamEvent::Start {
             id: "up".into(),
             provider: "anthropic".into(),

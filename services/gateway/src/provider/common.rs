@@ -385,6 +385,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod sse_tests {
     use super::SseDecoder;
 

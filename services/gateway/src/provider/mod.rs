@@ -252,6 +252,7 @@ pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, client::ClientEr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 
 /// Streams as servers send them (one `data:` payload per entry), covering what the fast path must
