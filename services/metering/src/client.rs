@@ -60,8 +60,9 @@ impl MeteringSink {
     pub fn start(settings: ClientSettings) -> Result<Arc<MeteringSink>, MeteringError> {
         let spool = Arc::new(Spool::open(&settings.spool_dir)?);
         let endpoint = Endpoint::from_shared(settings.endpoint.clone())
-            .map_err(|e| {
-                MeteringError::Config(format!("metering endpoint {:?}: {e}", settings.endpoint))
+            .map_err(|source| MeteringError::Endpoint {
+                endpoint: settings.endpoint.clone(),
+                source,
             })?
             .connect_timeout(settings.send_timeout)
             .tcp_nodelay(true);

@@ -112,8 +112,7 @@ impl MeteringConfig {
     pub fn from_toml(
         text: &str,
     ) -> Result<(MeteringConfig, Vec<retort_pricing::Price>), MeteringError> {
-        let file: MeteringFile =
-            toml::from_str(text).map_err(|e| MeteringError::Config(e.to_string()))?;
+        let file: MeteringFile = toml::from_str(text)?;
         Ok((file.metering.unwrap_or_default().load()?, file.prices))
     }
 
@@ -128,8 +127,10 @@ impl MeteringConfig {
         if let Ok(a) = std::env::var(ENV_GRPC_ADDR)
             && !a.is_empty()
         {
-            self.grpc_addr = a.parse().map_err(|_| {
-                MeteringError::Config(format!("{ENV_GRPC_ADDR}={a:?} is not an address"))
+            self.grpc_addr = a.parse().map_err(|source| MeteringError::EnvAddr {
+                var: ENV_GRPC_ADDR,
+                value: a.clone(),
+                source,
             })?;
         }
         Ok(self)

@@ -1,6 +1,7 @@
 //! The crate's one error type. gRPC and HTTP statuses are chosen in one place each
-//! (`service.rs`, `http.rs`) from these variants.
-use std::net::SocketAddr;
+//! (`service.rs`, `http.rs`) from these variants. A variant with a cause keeps it as its `source`;
+//! its message also names the cause, because the statuses carry `to_string()` alone.
+use std::{net::SocketAddr, sync::Arc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeteringError {
@@ -20,11 +21,31 @@ pub enum MeteringError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("configuration: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("configuration: {var}={value:?} is not an address")]
+    EnvAddr {
+        var: &'static str,
+        value: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("configuration: metering endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
     #[error(transparent)]
     Price(#[from] retort_pricing::PriceError),
-    /// A write failed for a whole group of batches (each caller gets the same message).
+    /// A group commit failed: every batch in it gets this, sharing the one cause.
     #[error("database write: {0}")]
-    Write(String),
+    Write(#[source] Arc<MeteringError>),
+    #[error("database write: the writer has stopped")]
+    WriterStopped,
+    #[error("cannot start the SQLite writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// Postgres's binary `COPY` sizes a field with an i32.
+    #[error("database write: a text field of {0} bytes (over 2 GiB)")]
+    TextTooLong(usize),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("spool {path}: {source}")]
@@ -32,6 +53,4 @@ pub enum MeteringError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot reach metering at {endpoint}: {reason}")]
-    Unreachable { endpoint: String, reason: String },
 }

@@ -36,7 +36,6 @@ impl From<MeteringError> for Status {
             MeteringError::Invalid(_) | MeteringError::Price(_) => {
                 Status::invalid_argument(e.to_string())
             }
-            MeteringError::Unreachable { .. } => Status::unavailable(e.to_string()),
             _ => Status::internal(e.to_string()),
         }
     }
@@ -289,7 +288,9 @@ pub async fn serve(
         }
     });
     Grpc::new("metering")
-        .add_service(MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20))
+        .add_service(
+            MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20),
+        )
         .serve(listener, readiness, shutdown)
         .await
 }

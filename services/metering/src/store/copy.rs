@@ -23,8 +23,7 @@ impl CopyData {
         self.0.extend_from_slice(&fields.to_be_bytes());
     }
     pub(crate) fn text(&mut self, t: &str) -> Result<(), MeteringError> {
-        let len = i32::try_from(t.len())
-            .map_err(|_| MeteringError::Write("a text field over 2 GiB".into()))?;
+        let len = i32::try_from(t.len()).map_err(|_| MeteringError::TextTooLong(t.len()))?;
         self.0.extend_from_slice(&len.to_be_bytes());
         self.0.extend_from_slice(t.as_bytes());
         Ok(())

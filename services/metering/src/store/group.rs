@@ -1,6 +1,8 @@
 //! The group commit's queue, shared by both writers: each ingest call's batch waits as a [`Job`];
 //! a writer takes every batch waiting (up to [`GROUP_MAX`] events) into one transaction, writes
 //! each event id once, and answers every caller with its own records newly recorded.
+use std::sync::Arc;
+
 // foldhash: these sets hold a group's ids (SipHash was the service's top symbol at ingest).
 use foldhash::{HashSet, HashSetExt};
 use tokio::sync::oneshot;
@@ -11,7 +13,7 @@ use crate::error::MeteringError;
 /// One ingest call's batch, waiting for the writer; answered with the records newly recorded.
 pub(super) struct Job {
     pub(super) records: Vec<Record>,
-    pub(super) done: oneshot::Sender<Result<Vec<Record>, String>>,
+    pub(super) done: oneshot::Sender<Result<Vec<Record>, Arc<MeteringError>>>,
 }
 
 /// Batches queued for the writer before `insert` waits (backpressure).
@@ -57,9 +59,9 @@ pub(super) fn answer(jobs: Vec<Job>, result: Result<HashSet<String>, MeteringErr
         }
         Err(e) => {
             tracing::warn!(error = %e, batches = jobs.len(), "metering: group write failed");
-            let msg = e.to_string();
+            let e = Arc::new(e);
             for j in jobs {
-                let _ = j.done.send(Err(msg.clone()));
+                let _ = j.done.send(Err(Arc::clone(&e)));
             }
         }
     }

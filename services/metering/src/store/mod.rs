@@ -156,14 +156,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let (done, answer) = oneshot::channel();
-        let stopped = || MeteringError::Write("the writer has stopped".into());
         self.writes
             .send(Job { records, done })
             .await
-            .map_err(|_| stopped())?;
+            .map_err(|_| MeteringError::WriterStopped)?;
         answer
             .await
-            .map_err(|_| stopped())?
+            .map_err(|_| MeteringError::WriterStopped)?
             .map_err(MeteringError::Write)
     }
 

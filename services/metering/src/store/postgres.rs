@@ -282,6 +282,7 @@ pub(super) async fn open(
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use std::time::Duration;
 
@@ -391,9 +392,7 @@ mod tests {
                 racing.event_id
             );
             other.commit().await?;
-            let inserted = task
-                .await
-                .map_err(|e| MeteringError::Write(e.to_string()))??;
+            let inserted = task.await.expect("the group's task")?;
             store.compact().await?;
             let sql = "SELECT COUNT(*), (SELECT SUM(requests)::bigint FROM usage_hourly), \
                        (SELECT SUM(requests)::bigint FROM usage_daily) FROM usage_events";

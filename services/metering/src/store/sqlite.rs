@@ -196,6 +196,6 @@ pub(super) async fn open(
     std::thread::Builder::new()
         .name("metering-sqlite-writer".into())
         .spawn(move || writer(conn, rx))
-        .map_err(|e| MeteringError::Write(format!("cannot start the SQLite writer thread: {e}")))?;
+        .map_err(MeteringError::WriterThread)?;
     Ok((pool, writes))
 }
