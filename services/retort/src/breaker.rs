@@ -172,19 +172,24 @@ async fn act(t: Target, stop: bool) -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)]
 fn print(s: &pb::Session) {
     let th = s.thresholds.clone().unwrap_or_default();
+    // A threshold of 0 is no threshold.
+    let cap = |none: bool, show: String| if none { "no limit".into() } else { show };
     println!(
-        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / ${:.4}, {} requests / {}, tier {} / {}; started {}, last request {}",
+        "session {} (user {}, team {}): {} [mode {}] — {} tokens / {}, ${:.4} / {}, {} requests / {}, tier {} / {}; started {}, last request {}",
         s.session_id,
         s.user,
         s.team,
         s.state,
         s.mode,
         s.tokens,
-        th.tokens,
+        cap(th.tokens == 0, th.tokens.to_string()),
         s.cost_micros as f64 / 1e6,
-        th.cost_micros as f64 / 1e6,
+        cap(
+            th.cost_micros == 0,
+            format!("${:.4}", th.cost_micros as f64 / 1e6)
+        ),
         s.requests,
-        th.requests,
+        cap(th.requests == 0, th.requests.to_string()),
         s.tier,
         if th.tier.is_empty() {
             "any"

@@ -250,6 +250,7 @@ fn describe(e: &serde_path_to_error::Error<toml::de::Error>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
