@@ -375,6 +375,13 @@ fn stop_reason(s: &str) -> StopReason {
     }
 }
 
+/// Anthropic counts thinking inside `output_tokens` and does not report it apart: the reasoning share
+/// is estimated from the thinking text (about four bytes a token, as the gateway estimates prompts),
+/// never more than the output it is part of.
+fn reasoning_tokens(thinking_bytes: usize, output: u64) -> u64 {
+    (thinking_bytes as u64).div_ceil(4).min(output)
+}
+
 /// Overwrites the fields of `usage` that `u` carries.
 fn merge_usage(usage: &mut Usage, u: &AnUsage) {
     if let Some(v) = u.input_tokens {
@@ -445,7 +452,7 @@ fn parse_response(
             "messages response without content".into(),
         ));
     };
-    let content = blocks
+    let content: Vec<Part> = blocks
         .into_iter()
         .filter_map(|b| match b {
             AnResponseBlock::Text { text } => Some(Part::Text { text }),
@@ -475,6 +482,14 @@ fn parse_response(
     if let Some(u) = &resp.usage {
         merge_usage(&mut usage, u);
     }
+    let thinking_bytes = content
+        .iter()
+        .map(|p| match p {
+            Part::Reasoning { text, .. } => text.len(),
+            _ => 0,
+        })
+        .sum();
+    usage.reasoning = reasoning_tokens(thinking_bytes, usage.output);
     Ok(ChatResponse {
         id: resp
             .id

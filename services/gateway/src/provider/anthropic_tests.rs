@@ -208,7 +208,8 @@ fn parses_response() {
         Usage {
             input: 12,
             output: 40,
-            reasoning: 0,
+            // "let me see": 10 bytes of thinking, about 3 tokens of the output.
+            reasoning: 3,
             cache_read: 100,
             cache_write: 7
         }
@@ -355,7 +356,8 @@ async fn stream_with_thinking_and_tool_use() {
                 usage: Usage {
                     input: 20,
                     output: 42,
-                    reasoning: 0,
+                    // "Let me think": 12 bytes of thinking, 3 tokens of the output.
+                    reasoning: 3,
                     cache_read: 5,
                     cache_write: 2
                 },
@@ -563,4 +565,11 @@ async fn overloaded_status_over_http() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn reasoning_is_estimated_from_thinking_and_never_exceeds_the_output() {
+    assert_eq!(super::reasoning_tokens(0, 10), 0);
+    assert_eq!(super::reasoning_tokens(9, 10), 3);
+    assert_eq!(super::reasoning_tokens(4_000, 10), 10);
 }

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use futures::Stream;
 
-use super::{AnDelta, AnEvent, AnStartBlock, error_status, generated_id, merge_usage, stop_reason};
+use super::{
+    AnDelta, AnEvent, AnStartBlock, error_status, generated_id, merge_usage, reasoning_tokens,
+    stop_reason,
+};
 pub(super) use crate::provider::common::Item;
 use crate::{
     provider::{
@@ -20,6 +23,8 @@ struct MessagesParser {
     head: StreamStart,
     stop_reason: Option<StopReason>,
     usage: Usage,
+    /// Bytes of thinking text seen, for the reasoning share of the output (see `reasoning_tokens`).
+    thinking_bytes: usize,
     /// Content block index → tool-call ordinal (counting only `tool_use` blocks).
     tool_calls: HashMap<u32, u32>,
 }
@@ -30,6 +35,7 @@ impl MessagesParser {
             head: StreamStart::new(provider, requested_model),
             stop_reason: None,
             usage: Usage::default(),
+            thinking_bytes: 0,
             tool_calls: HashMap::new(),
         }
     }
@@ -48,9 +54,11 @@ impl EventParser for MessagesParser {
 
     fn finish(&mut self, out: &mut Vec<Item>) {
         self.start(None, None, out);
+        let mut usage = self.usage;
+        usage.reasoning = reasoning_tokens(self.thinking_bytes, usage.output);
         out.push(Ok(StreamEvent::Finish {
             stop_reason: self.stop_reason.unwrap_or_default(),
-            usage: self.usage,
+            usage,
             failed_attempts: Vec::new(),
         }));
     }
@@ -88,6 +96,7 @@ impl EventParser for MessagesParser {
                         out.push(Ok(StreamEvent::TextDelta { text }))
                     }
                     AnStartBlock::Thinking { thinking } if !thinking.is_empty() => {
+                        self.thinking_bytes += thinking.len();
                         out.push(Ok(StreamEvent::ReasoningDelta { text: thinking }));
                     }
                     AnStartBlock::ToolUse { id, name, input } => {
@@ -117,6 +126,7 @@ impl EventParser for MessagesParser {
                         out.push(Ok(StreamEvent::TextDelta { text }))
                     }
                     AnDelta::ThinkingDelta { thinking } if !thinking.is_empty() => {
+                        self.thinking_bytes += thinking.len();
                         out.push(Ok(StreamEvent::ReasoningDelta { text: thinking }));
                     }
                     AnDelta::InputJsonDelta { partial_json } if !partial_json.is_empty() => {
