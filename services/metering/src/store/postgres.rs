@@ -438,7 +438,8 @@ mod tests {
             record("race-y", now),
             record("race-z", now),
         );
-        let (inserted, counts) = copy_race(&[x.clone()], z.clone(), vec![x, y, z]).await?;
+        let (inserted, counts) =
+            copy_race(std::slice::from_ref(&x), z.clone(), vec![x.clone(), y, z]).await?;
         assert_eq!(inserted, HashSet::from_iter(["race-y".to_string()]));
         assert_eq!(
             counts,
