@@ -693,7 +693,8 @@ async fn readyz(http: &reqwest::Client, gw: &Running) -> (u16, String) {
 
 async fn grpc_health(gw: &Running) -> String {
     let addr = gw.grpc_addr.to_string();
-    let run = retort_tests::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
+    let run =
+        retort_tests::run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
     assert!(run.success(), "{}", run.report());
     run.stdout
 }

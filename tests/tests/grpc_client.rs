@@ -1,7 +1,7 @@
 //! A tonic client (the generated `retort.v1.Gateway` stub) against the gateway's gRPC ingress.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
-use retort_tests::*;
 use retort_proto::v1::{self as pb, complete_chunk::Event, gateway_client::GatewayClient};
+use retort_tests::*;
 use tonic::{Code, Request, transport::Channel};
 
 const PROMPT: &str = "Name three primary colours.";

@@ -39,7 +39,10 @@ impl PgStore {
     }
 
     async fn cleanup(self) {
-        self.store.drop_schema(&self.schema).await.expect("drop schema");
+        self.store
+            .drop_schema(&self.schema)
+            .await
+            .expect("drop schema");
         self.store.close().await;
     }
 }

@@ -6,11 +6,11 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 use std::path::{Path, PathBuf};
 
-use retort_tests::*;
 use retort_gateway::config::Config;
 use retort_proto::v1::{
     self as pb, gateway_client::GatewayClient, students_client::StudentsClient,
 };
+use retort_tests::*;
 use retort_training::{
     Example, LabelVocab, Predictor, StudentSpec, TrainJob, TrainOptions, backend::Inference,
     data::read_jsonl,
@@ -199,7 +199,7 @@ async fn deploy_serve_through_every_ingress_and_undeploy() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.students, [info.clone()]);
+    assert_eq!(listed.students, std::slice::from_ref(&info));
 
     // What the student answers, computed in-process from the same artefact.
     let predictor = Predictor::<Inference>::load_for_serving(&artefact).unwrap();

@@ -1,5 +1,6 @@
 //! End-to-end tests of the training crate on a small synthetic spam/ham fixture
 //! (`fixtures/spam_ham.jsonl`, 400 lines, generated once by a seeded script).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ops::ControlFlow;
 use std::path::Path;

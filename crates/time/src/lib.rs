@@ -29,7 +29,12 @@ fn date_of_day(day: i64) -> Option<Date> {
 }
 
 fn day_of_date(d: Date) -> i64 {
-    i64::from(Date::constant(1970, 1, 1).until(d).map(|s| s.get_days()).unwrap_or(0))
+    i64::from(
+        Date::constant(1970, 1, 1)
+            .until(d)
+            .map(|s| s.get_days())
+            .unwrap_or(0),
+    )
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date; `None` unless it is exactly such a date and a real
@@ -39,7 +44,9 @@ pub fn parse_day(s: &str) -> Option<i64> {
     let shaped = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shaped {
         return None;
     }
@@ -50,7 +57,11 @@ pub fn parse_day(s: &str) -> Option<i64> {
 /// (year, month 1–12, day 1–31) of a day since the epoch.
 pub fn civil(day: i64) -> (i64, i64, i64) {
     match date_of_day(day) {
-        Some(d) => (i64::from(d.year()), i64::from(d.month()), i64::from(d.day())),
+        Some(d) => (
+            i64::from(d.year()),
+            i64::from(d.month()),
+            i64::from(d.day()),
+        ),
         None => (1970, 1, 1),
     }
 }
@@ -63,7 +74,11 @@ pub fn day_label(ms: i64) -> String {
 
 /// `YYYY-MM-DD HH:00` (UTC).
 pub fn hour_label(ms: i64) -> String {
-    format!("{} {:02}:00", day_label(ms), ms.rem_euclid(DAY_MS) / HOUR_MS)
+    format!(
+        "{} {:02}:00",
+        day_label(ms),
+        ms.rem_euclid(DAY_MS) / HOUR_MS
+    )
 }
 
 fn timestamp(ms: i64) -> Timestamp {
@@ -194,7 +209,15 @@ mod tests {
 
     #[test]
     fn only_real_dates_in_the_exact_shape_parse() {
-        for bad in ["2025-02-31", "2025-13-01", "2025-1-01", "25-01-01", "2025/01/01", "", "2025-01-01T00:00:00Z"] {
+        for bad in [
+            "2025-02-31",
+            "2025-13-01",
+            "2025-1-01",
+            "25-01-01",
+            "2025/01/01",
+            "",
+            "2025-01-01T00:00:00Z",
+        ] {
             assert_eq!(parse_day(bad), None, "{bad}");
         }
         assert!(parse_day("2024-02-29").is_some());
@@ -208,7 +231,13 @@ mod tests {
         assert_eq!(iso_week(thu), (2026, 1));
         assert_eq!(iso_week(parse_day("2027-01-01").unwrap()), (2026, 53));
         let (first, next) = month_bounds(parse_day("2024-02-17").unwrap());
-        assert_eq!((first, next), (parse_day("2024-02-01").unwrap(), parse_day("2024-03-01").unwrap()));
+        assert_eq!(
+            (first, next),
+            (
+                parse_day("2024-02-01").unwrap(),
+                parse_day("2024-03-01").unwrap()
+            )
+        );
         assert_eq!(hour_ceil(HOUR_MS + 1), 2 * HOUR_MS);
         assert_eq!(hour_floor(HOUR_MS + 1), HOUR_MS);
         assert_eq!(day_ceil(DAY_MS), DAY_MS);
