@@ -62,6 +62,18 @@ async fn reflection_lists_and_describes_the_services() {
         "the reflection service is not listed:\n{}",
         run.report()
     );
+    // Each port lists what it serves, not every service of the contracts.
+    for other in [
+        "retort.v1.Metering",
+        "retort.v1.Breaker",
+        "retort.v1.Distill",
+    ] {
+        assert!(
+            !services.contains(&other),
+            "{other} is listed but not served here:\n{}",
+            run.report()
+        );
+    }
     let run = run_grpcurl(&["-plaintext", &addr, "describe", "retort.v1.Gateway"]).await;
     run.assert_ok();
     for m in ["Complete", "CompleteStream", "ListModels"] {

@@ -213,13 +213,15 @@ fn health_following(
     (health_service, watcher)
 }
 
-/// Adds reflection (v1 and v1alpha, for older grpcurl) advertising exactly `names` and health.
+/// Adds reflection (v1 and v1alpha, for older grpcurl) advertising exactly `names`, health and itself.
 fn add_reflection(routes: Routes, names: &[&'static str]) -> Routes {
     let builder = || {
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(retort_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
         for name in names {
             b = b.with_service_name(*name);
         }

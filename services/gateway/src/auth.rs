@@ -16,26 +16,9 @@ const SESSION_HEADER_NAMES: [HeaderName; 2] = [
     HeaderName::from_static(SESSION_HEADERS[0]),
     HeaderName::from_static(SESSION_HEADERS[1]),
 ];
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-
-/// The key from `Authorization: Bearer KEY` or `x-api-key: KEY` (or gRPC metadata of the same names).
-pub fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        let key = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .unwrap_or(v);
-        return Some(key.trim());
-    }
-    headers
-        .get(X_API_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
+/// The key from `Authorization: Bearer KEY` or `x-api-key: KEY` (or gRPC metadata of the same names):
+/// every service reads it the same way.
+pub use retort_server::auth::api_key;
 
 /// Maps the request's key to a user; unknown or missing keys are refused unless auth is off.
 pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiError> {
