@@ -196,3 +196,47 @@ async fn no_key_is_unauthenticated() {
     assert_eq!(r.text, e.expected_answer(PROMPT).await);
     e.shutdown().await;
 }
+
+/// A raw gRPC call over HTTP/2 (no generated stub), so the body can be a malformed message.
+async fn raw_call(e: &Env, key: Option<&str>, body: &'static [u8]) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut req = client
+        .post(format!(
+            "http://{}/retort.v1.Gateway/Complete",
+            e.grpc_addr()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.expect("send")
+}
+
+#[tokio::test]
+async fn the_key_is_checked_before_the_message_is_decoded() {
+    let e = env().await;
+    // A gRPC frame (uncompressed, 3 bytes) holding bytes that are no CompleteRequest.
+    const MALFORMED: &[u8] = &[0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
+    let status = |r: &reqwest::Response| {
+        r.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    let anonymous = raw_call(&e, None, MALFORMED).await;
+    assert_eq!(
+        status(&anonymous),
+        Some(Code::Unauthenticated as i32),
+        "without a key the call is refused before its body is read"
+    );
+    let stranger = raw_call(&e, Some("sk-nobody"), MALFORMED).await;
+    assert_eq!(status(&stranger), Some(Code::Unauthenticated as i32));
+    // With a valid key the body is decoded, and only then found malformed.
+    let known = raw_call(&e, Some(KEY), MALFORMED).await;
+    assert_ne!(status(&known), Some(Code::Unauthenticated as i32));
+}

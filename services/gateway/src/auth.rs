@@ -36,6 +36,39 @@ pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiEr
     }
 }
 
+/// The gateway's users as the key ring its gRPC port checks before a call is decoded (the same users
+/// and answers as [`authenticate`]): users with `admin = true` are admins; with `require_auth = false` a
+/// call without a key is `anonymous`.
+pub fn key_ring(cfg: &Config) -> retort_server::auth::KeyRing {
+    use retort_hooks::{Principal, Role};
+    let mut ring = retort_server::auth::KeyRing::new();
+    for (key, identity) in &cfg.users {
+        let role = if cfg.admin_keys.contains(key) {
+            Role::Admin
+        } else {
+            Role::User
+        };
+        let principal = Principal {
+            identity: identity.clone(),
+            role,
+        };
+        // The configuration already refused empty and shared keys; a refusal here is only logged.
+        if let Err(e) = ring.insert(key, principal) {
+            tracing::warn!(error = %e, "a gateway key is left out of the gRPC key check");
+        }
+    }
+    if !cfg.server.require_auth {
+        ring.allow_anonymous(Principal {
+            identity: Identity {
+                user: "anonymous".into(),
+                ..Identity::default()
+            },
+            role: Role::User,
+        });
+    }
+    ring
+}
+
 /// The session id from the headers, falling back to what the request body carried.
 pub fn session_id(headers: &HeaderMap, hint: Option<String>) -> Option<String> {
     SESSION_HEADER_NAMES

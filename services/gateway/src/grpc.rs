@@ -1,5 +1,6 @@
-//! The gRPC ingress (`retort.v1.Gateway`): thin handlers that authenticate from metadata, convert
-//! the protobuf messages to the internal model and call the router. Reflection and `grpc.health.v1`
+//! The gRPC ingress (`retort.v1.Gateway`): thin handlers that take the caller's principal (the server
+//! scaffold checks the key before a call is decoded), convert the protobuf messages to the internal
+//! model and call the router. Reflection and `grpc.health.v1`
 //! are served beside it by `retort-server`, health tied to the gateway's real readiness.
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -33,8 +34,8 @@ impl GatewayService {
         req: &Request<T>,
         md: Option<&pb::RequestMetadata>,
     ) -> Result<RequestMeta, Status> {
+        let identity = retort_server::auth::principal(req)?.identity.clone();
         let headers = req.metadata().clone().into_headers();
-        let identity = auth::authenticate(&self.gateway.cfg, &headers)?;
         let hint = md.map(|m| m.session_id.clone()).filter(|s| !s.is_empty());
         let harness = match md.map(|m| m.harness.as_str()).filter(|h| !h.is_empty()) {
             Some(h) => auth::harness(Some(h)),
@@ -97,10 +98,7 @@ impl GatewayRpc for GatewayService {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        auth::authenticate(
-            &self.gateway.cfg,
-            &request.metadata().clone().into_headers(),
-        )?;
+        retort_server::auth::principal(&request)?;
         let table = self.gateway.routes();
         let models = table
             .sorted()
@@ -350,7 +348,7 @@ pub async fn serve(
             async move { ready }
         }
     });
-    let grpc = Grpc::new("gateway");
+    let grpc = Grpc::new("gateway").authenticate(Arc::new(auth::key_ring(&gateway.cfg)));
     #[cfg(feature = "students")]
     let grpc = grpc.add_service(pb::students_server::StudentsServer::new(
         crate::students::StudentsService::new(Arc::clone(&gateway)),

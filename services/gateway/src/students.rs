@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth,
     circuit::Circuit,
     config::{Config, ModelConfig, ProviderConfig, STUDENT_PREFIX},
     provider::local::{LoadedStudent, Local},
@@ -476,13 +475,12 @@ impl StudentsService {
     }
 
     fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let headers = req.metadata().clone().into_headers();
-        auth::authenticate(&self.gateway.cfg, &headers)?;
-        match auth::api_key(&headers) {
-            Some(k) if self.gateway.cfg.admin_keys.contains(k) => Ok(()),
-            _ => Err(Status::permission_denied(
+        if retort_server::auth::principal(req)?.is_admin() {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
                 "managing students needs the key of a gateway user with `admin = true`",
-            )),
+            ))
         }
     }
 }
