@@ -240,3 +240,36 @@ async fn the_key_is_checked_before_the_message_is_decoded() {
     let known = raw_call(&e, Some(KEY), MALFORMED).await;
     assert_ne!(status(&known), Some(Code::Unauthenticated as i32));
 }
+
+#[tokio::test]
+async fn grpc_requests_are_counted_and_unknown_models_are_one_label() {
+    let e = env().await;
+    client(&e)
+        .await
+        .complete(request(ALIAS, PROMPT, Some(KEY)))
+        .await
+        .expect("complete");
+    let unknown = client(&e)
+        .await
+        .complete(request("no-such-model-7f3a", PROMPT, Some(KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let metrics = reqwest::get(e.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let line = format!(r#"retort_requests_total{{ingress="grpc",route="{ALIAS}",outcome="ok"}} 1"#);
+    assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    assert!(
+        metrics
+            .contains(r#"retort_requests_total{ingress="grpc",route="unknown",outcome="error"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("no-such-model-7f3a"),
+        "a caller's model name became a label"
+    );
+}

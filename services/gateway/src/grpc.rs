@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth,
     error::ApiError,
+    http::count,
     router::Gateway,
     routes::RouteKind,
     types::{
@@ -19,6 +20,9 @@ use crate::{
         StopReason, StreamEvent, Tool, Usage,
     },
 };
+
+/// The `ingress` label of gRPC requests in `retort_requests_total`.
+const INGRESS: &str = "grpc";
 
 pub struct GatewayService {
     gateway: Arc<Gateway>,
@@ -64,9 +68,20 @@ impl GatewayRpc for GatewayService {
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let meta = self.meta(&request, request.get_ref().metadata.as_ref())?;
-        let req = to_chat_request(request.into_inner(), false)?;
-        let resp = self.gateway.complete(&req, &meta).await?;
-        Ok(Response::new(from_chat_response(resp)))
+        let route = request.get_ref().model.clone();
+        let req = to_chat_request(request.into_inner(), false).inspect_err(|_| {
+            count(&self.gateway, INGRESS, "", "bad_request");
+        })?;
+        match self.gateway.complete(&req, &meta).await {
+            Ok(resp) => {
+                count(&self.gateway, INGRESS, &route, "ok");
+                Ok(Response::new(from_chat_response(resp)))
+            }
+            Err(e) => {
+                count(&self.gateway, INGRESS, &route, "error");
+                Err(e.into())
+            }
+        }
     }
 
     type CompleteStreamStream = ChunkStream;
@@ -76,14 +91,24 @@ impl GatewayRpc for GatewayService {
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let meta = self.meta(&request, request.get_ref().metadata.as_ref())?;
-        let req = to_chat_request(request.into_inner(), true)?;
+        let route = request.get_ref().model.clone();
+        let req = to_chat_request(request.into_inner(), true).inspect_err(|_| {
+            count(&self.gateway, INGRESS, "", "bad_request");
+        })?;
         let mut events = Box::pin(Arc::clone(&self.gateway).stream(req, meta));
         // As over HTTP: an error before the first token is the call's status, not a stream item.
         let first = match events.next().await {
             Some(Ok(ev)) => ev,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(Status::internal("the stream ended before it began")),
+            Some(Err(e)) => {
+                count(&self.gateway, INGRESS, &route, "error");
+                return Err(e.into());
+            }
+            None => {
+                count(&self.gateway, INGRESS, &route, "error");
+                return Err(Status::internal("the stream ended before it began"));
+            }
         };
+        count(&self.gateway, INGRESS, &route, "ok");
         let mut served = (String::new(), String::new());
         let head = to_chunk(first, &mut served);
         let rest = events.map(move |item| match item {

@@ -188,7 +188,15 @@ fn request_meta(
     }
 }
 
-fn count(gateway: &Gateway, ingress: &'static str, route: &str, outcome: &'static str) {
+/// Counts a request in `retort_requests_total`. The route label is a name the gateway serves, or
+/// `unknown`: a caller's made-up model names never become label values (they would grow the metrics
+/// without bound).
+pub(crate) fn count(gateway: &Gateway, ingress: &'static str, route: &str, outcome: &'static str) {
+    let route = if route.is_empty() || gateway.resolve(route).is_some() {
+        route
+    } else {
+        "unknown"
+    };
     gateway
         .metrics
         .requests
