@@ -263,6 +263,27 @@ impl Scale {
             .collect();
         Scale { mean, std }
     }
+
+    /// Outcome `k` in standard units.
+    fn standard(&self, k: usize, y: f64) -> f64 {
+        (y - self.mean[k]) / self.std[k]
+    }
+
+    /// Outcome `k` back in its own units.
+    fn original(&self, k: usize, v: f64) -> f64 {
+        self.mean[k] + v * self.std[k]
+    }
+}
+
+/// `rows` (each `width` long) as a `[rows, width]` tensor.
+fn rows_tensor<'a, T: Backend>(
+    rows: impl Iterator<Item = &'a Vec<f32>>,
+    width: usize,
+    device: &T::Device,
+) -> Tensor<T, 2> {
+    let flat: Vec<f32> = rows.flat_map(|r| r.iter().copied()).collect();
+    let n = flat.len() / width.max(1);
+    Tensor::from_data(TensorData::new(flat, [n, width]), device)
 }
 
 /// The bandit. `B` is an autodiff backend (the representation trains on it).
@@ -353,10 +374,10 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
     /// [`NeuralLinear::fit`]).
     pub fn observe(&mut self, o: Observation) -> Result<()> {
         self.check(&o)?;
-        let z = self.represent(std::slice::from_ref(&o.input));
+        let z = self.represent(std::iter::once(&o.input));
         if let Some(z) = z.first() {
             for (k, p) in self.posteriors.iter_mut().enumerate() {
-                p.add(z, (o.outcomes[k] - self.scale.mean[k]) / self.scale.std[k]);
+                p.add(z, self.scale.standard(k, o.outcomes[k]));
                 p.solve();
             }
         }
@@ -379,17 +400,17 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
                     order.swap(i, rng.random_range(0..=i));
                 }
                 for batch in order.chunks(self.cfg.batch_size.max(1)) {
-                    let x =
-                        self.inputs_tensor::<B>(batch.iter().map(|&i| &self.observations[i].input));
+                    let x = rows_tensor::<B>(
+                        batch.iter().map(|&i| &self.observations[i].input),
+                        self.cfg.inputs,
+                        &self.device,
+                    );
                     let y: Vec<f32> = batch
                         .iter()
                         .flat_map(|&i| {
                             let o = &self.observations[i];
                             (0..self.cfg.outcomes)
-                                .map(|k| {
-                                    ((o.outcomes[k] - self.scale.mean[k]) / self.scale.std[k])
-                                        as f32
-                                })
+                                .map(|k| self.scale.standard(k, o.outcomes[k]) as f32)
                                 .collect::<Vec<_>>()
                         })
                         .collect();
@@ -404,7 +425,7 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
             }
             self.net = net;
         }
-        let zs = self.represent_all();
+        let zs = self.represent(self.observations.iter().map(|o| &o.input));
         self.posteriors = (0..self.cfg.outcomes)
             .map(|k| {
                 let mut p = Posterior::new(
@@ -414,7 +435,7 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
                     self.cfg.noise_scale,
                 );
                 for (z, o) in zs.iter().zip(&self.observations) {
-                    p.add(z, (o.outcomes[k] - self.scale.mean[k]) / self.scale.std[k]);
+                    p.add(z, self.scale.standard(k, o.outcomes[k]));
                 }
                 p.solve();
                 p
@@ -422,38 +443,13 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
             .collect();
     }
 
-    fn represent_all(&self) -> Vec<Vec<f64>> {
-        let inputs: Vec<Vec<f32>> = self.observations.iter().map(|o| o.input.clone()).collect();
-        self.represent(&inputs)
-    }
-
-    fn inputs_tensor<'a, T: Backend>(
-        &self,
-        rows: impl Iterator<Item = &'a Vec<f32>>,
-    ) -> Tensor<T, 2>
-    where
-        T::Device: From<B::Device>,
-    {
-        let flat: Vec<f32> = rows.flat_map(|r| r.iter().copied()).collect();
-        let n = flat.len() / self.cfg.inputs.max(1);
-        Tensor::from_data(
-            TensorData::new(flat, [n, self.cfg.inputs]),
-            &T::Device::from(self.device.clone()),
-        )
-    }
-
     /// `z = φ(x)` for each input, on the inference backend.
-    fn represent(&self, inputs: &[Vec<f32>]) -> Vec<Vec<f64>> {
-        if inputs.is_empty() {
+    fn represent<'a>(&self, inputs: impl ExactSizeIterator<Item = &'a Vec<f32>>) -> Vec<Vec<f64>> {
+        if inputs.len() == 0 {
             return Vec::new();
         }
-        let net = self.net.valid();
-        let flat: Vec<f32> = inputs.iter().flat_map(|r| r.iter().copied()).collect();
-        let x = Tensor::<B::InnerBackend, 2>::from_data(
-            TensorData::new(flat, [inputs.len(), self.cfg.inputs]),
-            &self.device,
-        );
-        let z = net.represent(x);
+        let x = rows_tensor::<B::InnerBackend>(inputs, self.cfg.inputs, &self.device);
+        let z = self.net.valid().represent(x);
         let values = z
             .into_data()
             .convert::<f32>()
@@ -467,7 +463,7 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
 
     /// Posterior mean and standard deviation of every outcome, per input, in the outcomes' units.
     pub fn predict(&self, inputs: &[Vec<f32>]) -> Vec<Vec<(f64, f64)>> {
-        self.represent(inputs)
+        self.represent(inputs.iter())
             .iter()
             .map(|z| {
                 self.posteriors
@@ -475,10 +471,7 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
                     .enumerate()
                     .map(|(k, p)| {
                         let (m, s) = p.predict(z);
-                        (
-                            self.scale.mean[k] + m * self.scale.std[k],
-                            s * self.scale.std[k],
-                        )
+                        (self.scale.original(k, m), s * self.scale.std[k])
                     })
                     .collect()
             })
@@ -489,7 +482,7 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
     /// compared under the same plausible world). Outcomes in their own units.
     pub fn sample(&self, inputs: &[Vec<f32>], rng: &mut StdRng) -> Vec<Vec<f64>> {
         let weights: Vec<Vec<f64>> = self.posteriors.iter().map(|p| p.sample(rng)).collect();
-        self.represent(inputs)
+        self.represent(inputs.iter())
             .iter()
             .map(|z| {
                 weights
@@ -497,7 +490,7 @@ impl<B: AutodiffBackend> NeuralLinear<B> {
                     .enumerate()
                     .map(|(k, w)| {
                         let v: f64 = w.iter().zip(z).map(|(w, z)| w * z).sum();
-                        self.scale.mean[k] + v * self.scale.std[k]
+                        self.scale.original(k, v)
                     })
                     .collect()
             })

@@ -20,16 +20,21 @@ const SESSION_HEADER_NAMES: [HeaderName; 2] = [
 /// every service reads it the same way.
 pub use retort_server::auth::api_key;
 
+/// Who a request without a key is when `require_auth = false`.
+fn anonymous() -> Identity {
+    Identity {
+        user: "anonymous".into(),
+        ..Identity::default()
+    }
+}
+
 /// Maps the request's key to a user; unknown or missing keys are refused unless auth is off.
 pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiError> {
     match api_key(headers) {
         Some(key) if !key.is_empty() => cfg.users.get(key).cloned().ok_or_else(|| {
             ApiError::Unauthorized("invalid API key: it is not known to this gateway".into())
         }),
-        _ if !cfg.server.require_auth => Ok(Identity {
-            user: "anonymous".into(),
-            ..Identity::default()
-        }),
+        _ if !cfg.server.require_auth => Ok(anonymous()),
         _ => Err(ApiError::Unauthorized(
             "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
         )),
@@ -59,10 +64,7 @@ pub fn key_ring(cfg: &Config) -> retort_server::auth::KeyRing {
     }
     if !cfg.server.require_auth {
         ring.allow_anonymous(Principal {
-            identity: Identity {
-                user: "anonymous".into(),
-                ..Identity::default()
-            },
+            identity: anonymous(),
             role: Role::User,
         });
     }

@@ -1,7 +1,7 @@
 //! The gRPC ingress (`retort.v1.Gateway`): thin handlers that take the caller's principal (the server
 //! scaffold checks the key before a call is decoded), convert the protobuf messages to the internal
-//! model and call the router. Reflection and `grpc.health.v1`
-//! are served beside it by `retort-server`, health tied to the gateway's real readiness.
+//! model and call the router. Reflection and `grpc.health.v1` are served beside it by
+//! `retort-server`, health tied to the gateway's real readiness.
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
