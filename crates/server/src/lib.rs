@@ -71,6 +71,8 @@ pub struct Grpc {
     routes: Routes,
     names: Vec<&'static str>,
     keys: Option<Arc<auth::KeyRing>>,
+    /// What [`Grpc::spawn`]'s server stops on: its [`Serving`] handle sends on it.
+    stop: watch::Sender<bool>,
 }
 
 impl Grpc {
@@ -81,7 +83,15 @@ impl Grpc {
             routes: Routes::default(),
             names: Vec::new(),
             keys: None,
+            stop: watch::channel(false).0,
         }
+    }
+
+    /// Turns `true` when the server [`Grpc::spawn`] starts is told to stop. Server streams (a
+    /// `Watch`) end on it: a graceful shutdown waits for every open call, and a stream that never
+    /// ends would hold it open.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// Every call but health and reflection must carry a key of `keys`; its [`Principal`] reaches
@@ -148,7 +158,8 @@ impl Grpc {
     ) -> Result<Serving, ServeError> {
         let (listener, addr) = bind(addr).await?;
         let label = self.label;
-        let (stop, mut rx) = watch::channel(false);
+        let stop = self.stop.clone();
+        let mut rx = self.stopping();
         let task = tokio::spawn(async move {
             let _ = self
                 .serve(listener, readiness, async move {

@@ -118,3 +118,17 @@ async fn the_principal_reaches_the_handler() {
     let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
     assert_eq!(&body[..], b"alice");
 }
+
+#[tokio::test]
+async fn streams_learn_that_the_server_is_stopping_from_its_own_handle() {
+    let grpc = Grpc::new("test");
+    let mut stopping = grpc.stopping();
+    let serving = grpc
+        .spawn("127.0.0.1:0".parse().unwrap(), Readiness::always())
+        .await
+        .unwrap();
+    assert!(!*stopping.borrow());
+    let _ = serving.stopper().send(true);
+    stopping.wait_for(|s| *s).await.unwrap();
+    serving.wait().await;
+}

@@ -5,8 +5,8 @@ use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use retort_proto::v1::{self as pb, breaker_server::BreakerServer};
-use retort_server::{Grpc, Readiness};
-use tokio::{sync::watch, task::JoinHandle};
+use retort_server::{Grpc, Readiness, Serving};
+use tokio::sync::watch;
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 
@@ -162,22 +162,23 @@ impl pb::breaker_server::Breaker for BreakerService {
 pub struct Running {
     pub addr: SocketAddr,
     pub breaker: Arc<Breaker>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: Serving,
 }
 
 impl Running {
+    /// Stops accepting, ends the `Watch` streams, lets other calls finish, and waits.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.server.shutdown().await;
     }
 
+    /// Waits until the server has stopped (after `true` is sent on [`Running::stopper`]).
     pub async fn wait(self) {
-        let _ = self.task.await;
+        self.server.wait().await;
     }
 
+    /// A handle that stops the server (and ends `Watch` streams) when `true` is sent.
     pub fn stopper(&self) -> watch::Sender<bool> {
-        self.stop.clone()
+        self.server.stopper()
     }
 }
 
@@ -198,7 +199,6 @@ pub async fn start(cfg: &BreakerConfig) -> Result<Running, Error> {
 
 /// Serves `breaker` on `addr` (port 0 picks a free one) until [`Running::shutdown`].
 pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, Error> {
-    let (listener, addr) = retort_server::bind(addr).await?;
     // Health follows the store: NOT_SERVING while Redis does not answer.
     let readiness = Readiness::new(Duration::from_millis(500), {
         let b = Arc::clone(&breaker);
@@ -214,27 +214,19 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         }
     });
     // One signal stops the server and ends the `Watch` streams, which graceful shutdown waits for.
-    let (stop, mut rx) = watch::channel(false);
+    let grpc = Grpc::new("breaker");
     let svc = BreakerService {
         breaker: Arc::clone(&breaker),
-        stopping: rx.clone(),
+        stopping: grpc.stopping(),
     };
-    let grpc = Grpc::new("breaker")
-        .add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20));
-    let task = tokio::spawn(async move {
-        // The scaffold logs a server that stops on an error.
-        let _ = grpc
-            .serve(listener, readiness, async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    tracing::info!(%addr, "breaker listening");
+    let server = grpc
+        .add_service(BreakerServer::new(svc).max_decoding_message_size(16 << 20))
+        .spawn(addr, readiness)
+        .await?;
     Ok(Running {
-        addr,
+        addr: server.addr,
         breaker,
-        stop,
-        task,
+        server,
     })
 }
 

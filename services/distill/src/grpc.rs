@@ -187,36 +187,28 @@ fn poll_store(
 pub struct Running {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
+    /// Its stop signal also ends the `Watch` streams ([`Grpc::stopping`]).
     server: Serving,
-    /// Ends `Watch` streams, which would otherwise hold a graceful shutdown open.
-    stopping: watch::Sender<bool>,
-    /// Ends the `Watch` streams when the server is told to stop through [`Running::stopper`].
-    relay: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops serving (jobs in flight are interrupted where they stand and resume at the next start).
     pub async fn shutdown(self) {
         self.engine.stop().await;
-        let _ = self.stopping.send(true);
         self.server.shutdown().await;
-        self.relay.abort();
         self.engine.store.close().await;
     }
 
     /// Stops as a crash would: job tasks are aborted, nothing is recorded.
     pub async fn kill(self) {
         self.engine.kill();
-        let _ = self.stopping.send(true);
         self.server.shutdown().await;
-        self.relay.abort();
         self.engine.store.close().await;
     }
 
     /// Waits until the server has stopped (after `true` is sent on [`Running::stopper`]).
     pub async fn wait(self) {
         self.server.wait().await;
-        self.relay.abort();
     }
 
     /// A handle that stops the server (and ends `Watch` streams) when `true` is sent.
@@ -244,10 +236,10 @@ pub async fn start_with_store(
 }
 
 async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
-    let (stopping, rx) = watch::channel(false);
+    let grpc = Grpc::new("distill");
     let svc = DistillService {
         engine: Arc::clone(&engine),
-        stopping: rx,
+        stopping: grpc.stopping(),
     };
     // Health follows the database.
     let readiness = Readiness::new(Duration::from_secs(1), {
@@ -263,7 +255,7 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
             }
         }
     });
-    let server = Grpc::new("distill")
+    let server = grpc
         .add_service(
             DistillServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -271,22 +263,10 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
         )
         .spawn(engine.cfg.grpc_addr, readiness)
         .await?;
-    // A stop sent on the server's own handle (`retort distill serve` on a signal) must end the
-    // `Watch` streams too, or the graceful shutdown would wait on them.
-    let relay = {
-        let mut stop = server.stopper().subscribe();
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            if stop.wait_for(|s| *s).await.is_ok() {
-                let _ = stopping.send(true);
-            }
-        })
-    };
     // Bound first, so that a taken port fails the start before any job is resumed.
     let resumed = match engine.resume_all().await {
         Ok(n) => n,
         Err(e) => {
-            relay.abort();
             server.shutdown().await;
             return Err(e);
         }
@@ -298,7 +278,5 @@ async fn serve(engine: Arc<Engine>) -> Result<Running, Error> {
         addr,
         engine,
         server,
-        stopping,
-        relay,
     })
 }
