@@ -57,10 +57,6 @@ impl Principal {
         self.role == Role::Admin
     }
 
-    pub fn is_service(&self) -> bool {
-        self.role == Role::Service
-    }
-
     /// May act on what belongs to `user` of `team`: the user themself, an admin of that team, or an
     /// admin. (Service identities act only through the calls made for them, never on a user's
     /// behalf here.)

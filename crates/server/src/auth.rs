@@ -97,14 +97,6 @@ impl KeyRing {
         self.anonymous = Some(principal);
     }
 
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
-
     /// The principal behind `key` (as sent, `None` or blank when absent).
     pub fn authenticate(&self, key: Option<&str>) -> Result<Principal, AuthError> {
         match key.map(str::trim).filter(|k| !k.is_empty()) {

@@ -137,29 +137,6 @@ pub fn iso_week_start(day: i64) -> i64 {
     }
 }
 
-/// (ISO year, ISO week 1–53) of a day.
-pub fn iso_week(day: i64) -> (i64, i64) {
-    match date_of_day(day) {
-        Some(d) => {
-            let w = d.iso_week_date();
-            (i64::from(w.year()), i64::from(w.week()))
-        }
-        None => (1970, 1),
-    }
-}
-
-/// The first day (UTC day number) of the month that `day` falls in, and of the month after it.
-pub fn month_bounds(day: i64) -> (i64, i64) {
-    match date_of_day(day) {
-        Some(d) => {
-            let first = d.first_of_month();
-            let next = first.checked_add(1.month()).unwrap_or(first);
-            (day_of_date(first), day_of_date(next))
-        }
-        None => (day, day + 1),
-    }
-}
-
 /// A point in time a person typed: `7d`, `24h`, `30m`, `2w` (that long before `now`),
 /// `YYYY-MM-DD` (its start, UTC), an RFC 3339 timestamp, or epoch milliseconds.
 pub fn parse_time(s: &str, now: i64) -> Option<i64> {
@@ -228,16 +205,6 @@ mod tests {
     fn calendar_windows() {
         let thu = parse_day("2026-01-01").unwrap(); // a Thursday, ISO week 1 of 2026
         assert_eq!(iso_week_start(thu), parse_day("2025-12-29").unwrap());
-        assert_eq!(iso_week(thu), (2026, 1));
-        assert_eq!(iso_week(parse_day("2027-01-01").unwrap()), (2026, 53));
-        let (first, next) = month_bounds(parse_day("2024-02-17").unwrap());
-        assert_eq!(
-            (first, next),
-            (
-                parse_day("2024-02-01").unwrap(),
-                parse_day("2024-03-01").unwrap()
-            )
-        );
         assert_eq!(hour_ceil(HOUR_MS + 1), 2 * HOUR_MS);
         assert_eq!(hour_floor(HOUR_MS + 1), HOUR_MS);
         assert_eq!(day_ceil(DAY_MS), DAY_MS);
