@@ -15,7 +15,7 @@ use std::{
     pin::pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering::SeqCst},
+        atomic::{AtomicU8, Ordering::SeqCst},
     },
     task::{Context, Poll, Wake, Waker},
 };
@@ -25,10 +25,21 @@ use futures::task::AtomicWaker;
 /// How often one poll goes round again for wakes raised inside it before it yields to the scheduler.
 const MAX_INLINE_TURNS: usize = 8;
 
+/// Not inside a poll: a wake goes to the task.
+const IDLE: u8 = 0;
+/// Inside a poll, not woken yet.
+const POLLING: u8 = 1;
+/// Inside a poll that was woken: the poller turns again.
+const WOKEN: u8 = 2;
+
+/// One state word, changed only by atomic read-modify-writes: a wake either marks the running poll
+/// (which then sees it when it ends its turn) or finds no poll running and wakes the task — never
+/// neither. (With two flags, a wake from another thread could read "polling", the poll end and read
+/// "not woken", and only then the wake record itself: lost, and the connection hung until something
+/// else woke it — the 1-in-1,000 hang of issue #19.)
 struct InlineWaker {
     task: AtomicWaker,
-    polling: AtomicBool,
-    woken: AtomicBool,
+    state: AtomicU8,
 }
 
 impl Wake for InlineWaker {
@@ -37,10 +48,10 @@ impl Wake for InlineWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.polling.load(SeqCst) {
-            self.woken.store(true, SeqCst);
-        } else {
-            self.task.wake();
+        match self.state.compare_exchange(POLLING, WOKEN, SeqCst, SeqCst) {
+            // Marked: the poll turns again. Already marked: nothing to add.
+            Ok(_) | Err(WOKEN) => {}
+            _ => self.task.wake(),
         }
     }
 }
@@ -58,8 +69,7 @@ impl Inline {
     pub(crate) fn new() -> Inline {
         let state = Arc::new(InlineWaker {
             task: AtomicWaker::new(),
-            polling: AtomicBool::new(false),
-            woken: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
         });
         Inline {
             waker: Waker::from(Arc::clone(&state)),
@@ -77,12 +87,12 @@ impl Inline {
         w.task.register(cx.waker());
         let mut inner = Context::from_waker(&self.waker);
         for _ in 0..MAX_INLINE_TURNS {
-            w.woken.store(false, SeqCst);
-            w.polling.store(true, SeqCst);
+            w.state.store(POLLING, SeqCst);
             let out = f(&mut inner);
-            w.polling.store(false, SeqCst);
-            // A wake after this point reaches the task through `task`.
-            if out.is_ready() || !w.woken.load(SeqCst) {
+            // One swap ends the turn and reads whether it was woken; a wake after it reaches the
+            // task through `task`.
+            let woken = w.state.swap(IDLE, SeqCst) == WOKEN;
+            if out.is_ready() || !woken {
                 return out;
             }
         }
