@@ -57,6 +57,16 @@ impl Principal {
         self.role == Role::Admin
     }
 
+    /// A service identity (the calls services make to each other).
+    pub fn is_service(&self) -> bool {
+        self.role == Role::Service
+    }
+
+    /// An admin or a service identity: what runs the mesh (policies, budgets, settlements).
+    pub fn is_operator(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Service)
+    }
+
     /// May act on what belongs to `user` of `team`: the user themself, an admin of that team, or an
     /// admin. (Service identities act only through the calls made for them, never on a user's
     /// behalf here.)

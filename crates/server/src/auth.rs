@@ -114,6 +114,56 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// A fresh random key (a service identity's key when none is configured: it lives as long as the
+/// process that made it).
+pub fn random_key(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `PERMISSION_DENIED` with `why` (what the caller may not do and who may).
+pub fn denied(why: impl Into<String>) -> tonic::Status {
+    tonic::Status::permission_denied(why.into())
+}
+
+/// Allows the call when `allowed`, else `PERMISSION_DENIED` saying who may make it.
+pub fn require(allowed: bool, who_may: &str) -> Result<(), tonic::Status> {
+    if allowed {
+        Ok(())
+    } else {
+        Err(denied(format!(
+            "permission denied: only {who_may} may do this"
+        )))
+    }
+}
+
+/// A gRPC client interceptor that sends `authorization: Bearer KEY` with every call (a service's
+/// internal clients). Without a key it sends nothing.
+#[derive(Clone, Default)]
+pub struct WithKey(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl WithKey {
+    pub fn new(key: Option<&str>) -> WithKey {
+        WithKey(key.and_then(|k| format!("Bearer {}", k.trim()).parse().ok()))
+    }
+}
+
+impl tonic::service::Interceptor for WithKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Adds `authorization: Bearer KEY` to one request (a client that is not built with [`WithKey`]).
+pub fn with_key<T>(mut req: tonic::Request<T>, key: Option<&str>) -> tonic::Request<T> {
+    if let Some(v) = key.and_then(|k| format!("Bearer {}", k.trim()).parse().ok()) {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
 /// The caller of a gRPC request, as the server's key check found it. A service served without a key
 /// check has none: the request is refused rather than served as nobody.
 pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, tonic::Status> {
@@ -138,6 +188,30 @@ pub async fn check(State(ring): State<Arc<KeyRing>>, mut req: Request, next: Nex
         }
         Err(e) => tonic::Status::unauthenticated(e.to_string()).into_http(),
     }
+}
+
+/// Rewrites tonic's status for a body it could not decode: a malformed message is the caller's
+/// (`INVALID_ARGUMENT`, tonic says `INTERNAL`), one over the size limit is `RESOURCE_EXHAUSTED`
+/// (tonic says `OUT_OF_RANGE`). Only trailers-only answers (a unary call refused before its handler
+/// ran) carry the status in the headers, which is where a decode failure lands.
+pub async fn map_decode_errors(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers();
+    let code = h.get("grpc-status").and_then(|v| v.to_str().ok());
+    let msg = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let new = match code {
+        Some("13") if msg.contains("decode") => Some("3"),
+        Some("11") if msg.contains("too large") || msg.contains("length") => Some("8"),
+        _ => None,
+    };
+    if let Some(new) = new {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(new));
+    }
+    resp
 }
 
 #[cfg(test)]

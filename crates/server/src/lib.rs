@@ -11,6 +11,7 @@ use std::{
 };
 
 pub mod auth;
+pub mod web;
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
@@ -128,14 +129,14 @@ impl Grpc {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let (health, watcher) = health_following(self.names.clone(), readiness);
-        let mut routes = add_reflection(self.routes.add_service(health), &self.names);
+        let routes = add_reflection(self.routes.add_service(health), &self.names);
+        let mut router = routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(auth::map_decode_errors));
         if let Some(keys) = self.keys {
-            routes = Routes::from(
-                routes
-                    .into_axum_router()
-                    .layer(axum::middleware::from_fn_with_state(keys, auth::check)),
-            );
+            router = router.layer(axum::middleware::from_fn_with_state(keys, auth::check));
         }
+        let routes = Routes::from(router);
         // No Nagle delays: the builder's tcp_nodelay only applies to listeners tonic binds itself.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
