@@ -14,6 +14,7 @@
 //! - [`generation`]: the seq2seq student's training objective and the [`Generator`] that serves it.
 //! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
 //! - [`bandit`]: Neural-Linear Thompson sampling, the learning core of the selector and learned routes.
+//! - [`selector`]: which student to distill a task to (or keep the teacher), learned from every run.
 //! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
 //! - [`backend`]: the one place a backend is chosen (CPU by default, CUDA with `--features cuda`).
 //! - [`engine`]: the same operations, non-generic, on that backend (compiled optimised here, for services).
@@ -32,6 +33,7 @@ pub mod features;
 pub mod generation;
 pub mod model;
 pub mod report;
+pub mod selector;
 mod rng;
 pub mod trainer;
 
