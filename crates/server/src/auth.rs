@@ -114,6 +114,69 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// Who made a call, as a handler sees it: a key's principal, or (a service embedded without a key
+/// ring: tests, tools in one process) the process itself, which may do everything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// No key ring is installed in front of this service: the caller is trusted.
+    Open,
+    Key(Principal),
+}
+
+impl Caller {
+    /// The caller of a gRPC request: its principal when the server checks keys (every request then
+    /// has one), else [`Caller::Open`].
+    pub fn of<T>(request: &tonic::Request<T>) -> Caller {
+        Caller::from_extensions(request.extensions())
+    }
+
+    /// The same from a request's extensions (HTTP handlers).
+    pub fn from_extensions(ext: &http::Extensions) -> Caller {
+        match ext.get::<Principal>() {
+            Some(p) => Caller::Key(p.clone()),
+            None => Caller::Open,
+        }
+    }
+
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Caller::Open => None,
+            Caller::Key(p) => Some(p),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.principal().is_none_or(Principal::is_admin)
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.principal().is_none_or(Principal::is_service)
+    }
+
+    /// An admin or a service identity.
+    pub fn is_operator(&self) -> bool {
+        self.principal().is_none_or(Principal::is_operator)
+    }
+
+    /// May act on (or see) what belongs to `user` of `team`: themself, their team admin, an admin
+    /// or a service identity.
+    pub fn may_act_for(&self, user: &str, team: &str) -> bool {
+        match self.principal() {
+            None => true,
+            Some(p) => p.is_service() || p.may_act_for(user, team),
+        }
+    }
+
+    /// The name audit records carry: the authenticated user or service (`internal` for an embedded
+    /// caller without keys).
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Open => "internal",
+            Caller::Key(p) => &p.identity.user,
+        }
+    }
+}
+
 /// A fresh random key (a service identity's key when none is configured: it lives as long as the
 /// process that made it).
 pub fn random_key(prefix: &str) -> String {

@@ -79,6 +79,11 @@ pub struct BreakerConfig {
     pub flush_ms: u64,
     pub lease_ttl_ms: u64,
     pub policies: Policies,
+    /// The keys every call must carry (`retort` sets it from `[[users]]` and `[[services]]`);
+    /// without it (a breaker embedded in a test or tool) every caller is trusted.
+    pub keys: Option<std::sync::Arc<retort_server::auth::KeyRing>>,
+    /// The service key the gateway's guard and the confirm page call the breaker with.
+    pub service_key: Option<String>,
 }
 
 impl BreakerConfig {
@@ -146,6 +151,8 @@ impl BreakerConfig {
             flush_ms,
             lease_ttl_ms,
             policies,
+            keys: None,
+            service_key: None,
         })
     }
 }

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use retort_proto::v1::{self as pb, breaker_server::BreakerServer};
-use retort_server::{Grpc, Readiness, Serving};
+use retort_server::{
+    Grpc, Readiness, Serving,
+    auth::{Caller, KeyRing, require},
+};
 use tokio::sync::watch;
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
@@ -18,12 +21,29 @@ pub struct BreakerService {
     pub stopping: watch::Receiver<bool>,
 }
 
+/// Who the audit trail names: the authenticated caller; a service identity (the confirm page)
+/// may name the person it acts for, having checked them itself.
 fn by<T>(req: &Request<T>, given: &str) -> String {
-    if !given.is_empty() {
+    let caller = Caller::of(req);
+    if caller.is_service() && !given.is_empty() {
         return given.to_owned();
     }
-    req.remote_addr()
-        .map_or_else(|| "grpc".into(), |a| format!("grpc {a}"))
+    match caller {
+        Caller::Key(p) => p.identity.user,
+        Caller::Open => req
+            .remote_addr()
+            .map_or_else(|| "grpc".into(), |a| format!("grpc {a}")),
+    }
+}
+
+const OPERATORS: &str = "admins and service identities";
+
+/// Refuses a caller who may not act on `user`'s session of `team`.
+fn owner_or_admin(c: &Caller, user: &str, team: &str) -> Result<(), Status> {
+    require(
+        c.may_act_for(user, team),
+        "the session's owner, their team admin, an admin or a service identity",
+    )
 }
 
 type AlertStream = Pin<Box<dyn Stream<Item = Result<pb::Alert, Status>> + Send>>;
@@ -34,6 +54,7 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        require(Caller::of(&r).is_operator(), OPERATORS)?;
         let r = r.into_inner();
         let blocked = self
             .breaker
@@ -46,6 +67,7 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        require(Caller::of(&r).is_operator(), OPERATORS)?;
         let r = r.into_inner();
         let blocked = self
             .breaker
@@ -58,6 +80,7 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        require(Caller::of(&r).is_operator(), OPERATORS)?;
         let r = r.into_inner();
         let mut grants = Vec::new();
         for ask in &r.asks {
@@ -76,7 +99,18 @@ impl pb::breaker_server::Breaker for BreakerService {
     /// alerts as they happen. The live feed is subscribed before the snapshot is read, so nothing
     /// that happens in between is missed (it may arrive twice: once in each).
     async fn watch(&self, r: Request<pb::WatchRequest>) -> Result<Response<AlertStream>, Status> {
-        let user = r.into_inner().user;
+        // A user watches their own alerts; admins and services anyone's.
+        let caller = Caller::of(&r);
+        let mut user = r.into_inner().user;
+        if let Caller::Key(p) = &caller
+            && !p.is_operator()
+        {
+            require(
+                user.is_empty() || user == p.identity.user,
+                "admins (for another user's alerts)",
+            )?;
+            user = p.identity.user.clone();
+        }
         let live = self.breaker.subscribe();
         let now = self.breaker.current_alerts(&user).await?;
         let live = BroadcastStream::new(live).filter_map(move |a| match a {
@@ -99,15 +133,21 @@ impl pb::breaker_server::Breaker for BreakerService {
         r: Request<pb::SessionAction>,
     ) -> Result<Response<pb::Session>, Status> {
         let who = by(&r, &r.get_ref().by);
+        let caller = Caller::of(&r);
         let a = r.into_inner();
-        let s = self.breaker.confirm(&a.session_id, &a.user, &who).await?;
+        let (s, _) = self.breaker.find(&a.session_id, &a.user).await?;
+        owner_or_admin(&caller, &s.user, &s.team)?;
+        let s = self.breaker.confirm(&a.session_id, &s.user, &who).await?;
         Ok(Response::new(self.breaker.to_pb(&s)))
     }
 
     async fn stop(&self, r: Request<pb::SessionAction>) -> Result<Response<pb::Session>, Status> {
         let who = by(&r, &r.get_ref().by);
+        let caller = Caller::of(&r);
         let a = r.into_inner();
-        let s = self.breaker.stop(&a.session_id, &a.user, &who).await?;
+        let (s, _) = self.breaker.find(&a.session_id, &a.user).await?;
+        owner_or_admin(&caller, &s.user, &s.team)?;
+        let s = self.breaker.stop(&a.session_id, &s.user, &who).await?;
         Ok(Response::new(self.breaker.to_pb(&s)))
     }
 
@@ -115,8 +155,10 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let caller = Caller::of(&r);
         let a = r.into_inner();
         let (s, _) = self.breaker.find(&a.session_id, &a.user).await?;
+        owner_or_admin(&caller, &s.user, &s.team)?;
         Ok(Response::new(self.breaker.to_pb(&s)))
     }
 
@@ -124,6 +166,7 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = Caller::of(&r);
         let user = r.into_inner().user;
         let mut sessions: Vec<_> = self
             .breaker
@@ -131,7 +174,9 @@ impl pb::breaker_server::Breaker for BreakerService {
             .list_sessions()
             .await
             .map_err(Status::from)?;
-        sessions.retain(|s| user.is_empty() || s.user == user);
+        sessions.retain(|s| {
+            (user.is_empty() || s.user == user) && caller.may_act_for(&s.user, &s.team)
+        });
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_ms));
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.iter().map(|s| self.breaker.to_pb(s)).collect(),
@@ -142,6 +187,8 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::SetPoliciesRequest>,
     ) -> Result<Response<pb::SetPoliciesResponse>, Status> {
+        require(Caller::of(&r).is_operator(), OPERATORS)?;
+        tracing::info!(by = Caller::of(&r).name(), "breaker: policies replaced");
         let (policies, budgets) = self.breaker.set_policies(&r.into_inner().toml)?;
         Ok(Response::new(pb::SetPoliciesResponse {
             policies: policies as u32,
@@ -153,7 +200,20 @@ impl pb::breaker_server::Breaker for BreakerService {
         &self,
         r: Request<pb::GetBudgetsRequest>,
     ) -> Result<Response<pb::GetBudgetsResponse>, Status> {
-        let budgets = self.breaker.budgets(&r.into_inner().principal).await?;
+        let caller = Caller::of(&r);
+        let principal = r.into_inner().principal;
+        // A user reads their own budget, a team admin also their team's; admins and services any.
+        if let Caller::Key(p) = &caller
+            && !p.is_operator()
+        {
+            let own = format!("user:{}", p.identity.user);
+            let team = format!("team:{}", p.identity.team);
+            require(
+                principal == own || (p.role == retort_hooks::Role::TeamAdmin && principal == team),
+                "admins (for budgets other than your own)",
+            )?;
+        }
+        let budgets = self.breaker.budgets(&principal).await?;
         Ok(Response::new(pb::GetBudgetsResponse { budgets }))
     }
 }
@@ -194,11 +254,21 @@ pub async fn start(cfg: &BreakerConfig) -> Result<Running, Error> {
         .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let breaker = Breaker::new(store, cfg.policies.clone(), public).await?;
     breaker.set_lease_ttl_ms(cfg.lease_ttl_ms);
-    serve(cfg.grpc_addr, breaker).await
+    serve_with_keys(cfg.grpc_addr, breaker, cfg.keys.clone()).await
 }
 
-/// Serves `breaker` on `addr` (port 0 picks a free one) until [`Running::shutdown`].
+/// Serves `breaker` on `addr` (port 0 picks a free one) until [`Running::shutdown`], without a key
+/// check (a breaker embedded in a test or tool: every caller is trusted).
 pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, Error> {
+    serve_with_keys(addr, breaker, None).await
+}
+
+/// Serves `breaker`; with `keys`, every call but health and reflection must carry one of them.
+pub async fn serve_with_keys(
+    addr: SocketAddr,
+    breaker: Arc<Breaker>,
+    keys: Option<Arc<KeyRing>>,
+) -> Result<Running, Error> {
     // Health follows the store: NOT_SERVING while Redis does not answer.
     let readiness = Readiness::new(Duration::from_millis(500), {
         let b = Arc::clone(&breaker);
@@ -214,7 +284,10 @@ pub async fn serve(addr: SocketAddr, breaker: Arc<Breaker>) -> Result<Running, E
         }
     });
     // One signal stops the server and ends the `Watch` streams, which graceful shutdown waits for.
-    let grpc = Grpc::new("breaker");
+    let mut grpc = Grpc::new("breaker");
+    if let Some(keys) = keys {
+        grpc = grpc.authenticate(keys);
+    }
     let svc = BreakerService {
         breaker: Arc::clone(&breaker),
         stopping: grpc.stopping(),

@@ -280,6 +280,8 @@ pub struct Stats {
 
 struct Inner {
     cfg: GuardConfig,
+    /// The service key calls to the breaker carry.
+    key: Option<String>,
     gateway_id: String,
     prices: PriceTable,
     state: Mutex<State>,
@@ -321,9 +323,20 @@ const SESSION_IDLE: Duration = Duration::from_secs(600);
 impl Guard {
     /// Starts the background thread (its own small runtime, so waiting admissions never starve it).
     pub fn start(cfg: GuardConfig, prices: PriceTable) -> Result<Guard, Error> {
+        Self::start_with_key(cfg, prices, None)
+    }
+
+    /// Like [`Guard::start`], calling the breaker with `key` (a service identity's: a breaker that
+    /// checks keys admits leases and settlements from services and admins only).
+    pub fn start_with_key(
+        cfg: GuardConfig,
+        prices: PriceTable,
+        key: Option<String>,
+    ) -> Result<Guard, Error> {
         let ttl = cfg.lease_ttl.max(Duration::from_secs(1));
         let inner = Arc::new(Inner {
             cfg,
+            key,
             gateway_id: uuid::Uuid::new_v4().to_string(),
             prices,
             state: Mutex::new(State {

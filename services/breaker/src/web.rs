@@ -4,14 +4,15 @@
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{Path, Query, State},
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use retort_proto::v1::{self as pb, breaker_client::BreakerClient};
-use tonic::transport::Channel;
+use retort_server::auth::{Caller, KeyRing, WithKey};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use retort_time::{human, human_duration};
 
@@ -19,12 +20,47 @@ use crate::{Error, core::enc, guard::Guard, session::SessionState};
 
 #[derive(Clone)]
 struct Web {
-    client: BreakerClient<Channel>,
+    client: BreakerClient<InterceptedService<Channel, WithKey>>,
     guard: Option<Arc<Guard>>,
 }
 
-/// The routes; `guard` (when this gateway has one) feeds `/breaker/health`.
+/// The caller as the key check found it (none: served without a key check).
+type Who = Option<Extension<retort_hooks::Principal>>;
+
+fn caller(who: Who) -> Caller {
+    match who {
+        Some(Extension(p)) => Caller::Key(p),
+        None => Caller::Open,
+    }
+}
+
+/// The routes behind the key check of `keys` (a key header, or the login form once and then a
+/// session cookie); the page calls the breaker with `service_key` and lets a person see and act on
+/// only the sessions they may (their own; a team admin their team's; an admin all).
+pub fn router_with_keys(
+    endpoint: &str,
+    guard: Option<Arc<Guard>>,
+    keys: Arc<KeyRing>,
+    service_key: &str,
+) -> Result<Router, Error> {
+    Ok(
+        build(endpoint, guard, Some(service_key))?.layer(axum::middleware::from_fn_with_state(
+            Arc::new(retort_server::web::WebAuth::new(keys)),
+            retort_server::web::check,
+        )),
+    )
+}
+
+/// The routes without a key check (a breaker embedded in a test or tool).
 pub fn router(endpoint: &str, guard: Option<Arc<Guard>>) -> Result<Router, Error> {
+    build(endpoint, guard, None)
+}
+
+fn build(
+    endpoint: &str,
+    guard: Option<Arc<Guard>>,
+    service_key: Option<&str>,
+) -> Result<Router, Error> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .map_err(|source| Error::Endpoint {
             endpoint: endpoint.to_owned(),
@@ -32,7 +68,7 @@ pub fn router(endpoint: &str, guard: Option<Arc<Guard>>) -> Result<Router, Error
         })?
         .connect_lazy();
     let web = Web {
-        client: BreakerClient::new(channel),
+        client: BreakerClient::with_interceptor(channel, WithKey::new(service_key)),
         guard,
     };
     Ok(Router::new()
@@ -66,8 +102,15 @@ fn failure(s: tonic::Status) -> Response {
         .into_response()
 }
 
+fn not_yours() -> Response {
+    retort_server::web::forbidden(
+        "this session is not yours (its owner, their team admin or an admin may see and act on it)",
+    )
+}
+
 async fn page(
     State(w): State<Web>,
+    who: Who,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -84,6 +127,9 @@ async fn page(
         Ok(s) => s.into_inner(),
         Err(e) => return failure(e),
     };
+    if !caller(who).may_act_for(&s.user, &s.team) {
+        return not_yours();
+    }
     Html(render(&s)).into_response()
 }
 
@@ -170,21 +216,28 @@ fn render(s: &pb::Session) -> String {
     )
 }
 
-async fn act(w: Web, id: String, q: HashMap<String, String>, stop: bool) -> Response {
+async fn act(w: Web, who: Who, id: String, q: HashMap<String, String>, stop: bool) -> Response {
     let user = q.get("user").cloned().unwrap_or_default();
+    let caller = caller(who);
+    let mut c = w.client.clone();
+    // The session's owner (or their team admin, or an admin) only; the audit trail names who
+    // signed in, never a name from the request.
+    match c
+        .get_session(pb::GetSessionRequest {
+            session_id: id.clone(),
+            user: user.clone(),
+        })
+        .await
+    {
+        Ok(s) if caller.may_act_for(&s.get_ref().user, &s.get_ref().team) => {}
+        Ok(_) => return not_yours(),
+        Err(e) => return failure(e),
+    }
     let a = pb::SessionAction {
         session_id: id.clone(),
         user: user.clone(),
-        by: format!(
-            "web ({})",
-            if user.is_empty() {
-                "confirm page"
-            } else {
-                &user
-            }
-        ),
+        by: format!("{} (web)", caller.name()),
     };
-    let mut c = w.client.clone();
     let r = if stop {
         c.stop(a).await
     } else {
@@ -203,18 +256,20 @@ async fn act(w: Web, id: String, q: HashMap<String, String>, stop: bool) -> Resp
 
 async fn confirm(
     State(w): State<Web>,
+    who: Who,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    act(w, id, q, false).await
+    act(w, who, id, q, false).await
 }
 
 async fn stop(
     State(w): State<Web>,
+    who: Who,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    act(w, id, q, true).await
+    act(w, who, id, q, true).await
 }
 
 async fn health(State(w): State<Web>) -> Response {

@@ -35,6 +35,13 @@ pub struct DistillConfig {
     pub gateway_key: String,
     /// API key of a gateway admin for `Deploy` (env `RETORT_DISTILL_ADMIN_KEY`); default `gateway_key`.
     pub admin_key: Option<String>,
+    /// The selector's gRPC endpoint (`retort.v1.Selector`): `target: "auto"` asks it which student
+    /// to train, and every finished job records its result with it. Empty (the default): no
+    /// selector — auto-target is refused and results are not recorded (`retort up` sets it to the
+    /// in-process selector).
+    pub selector_addr: String,
+    /// The key distill records runs with (a service identity or an admin); default `admin_key`.
+    pub selector_key: Option<String>,
     /// The price of one CPU core for an hour, in USD: the student's cost is its measured compute
     /// time at this price.
     pub compute_usd_per_cpu_hour: f64,
@@ -59,6 +66,19 @@ pub struct DistillConfig {
     /// name takes its unfinished jobs back at once; by default each start is a new name, so a
     /// restarted process resumes its jobs once their leases lapse (`lease_secs`).
     pub instance: Option<String>,
+    /// The folder server paths in `Submit` must lie under (admins only; absent: no server paths).
+    pub data_root: Option<PathBuf>,
+    /// The largest data file read from a server path, in bytes. Default 256 MiB.
+    pub max_path_bytes: u64,
+    /// Caps for callers who are not admins: inline data per submit (bytes, default 16 MiB),
+    /// teacher calls in flight per job (default 8), unfinished jobs at once (default 2).
+    pub user_max_inline_bytes: u64,
+    pub user_max_teacher_concurrency: u32,
+    pub user_max_jobs: u32,
+    /// The keys every call must carry (`retort` sets it from `[[users]]` and `[[services]]`);
+    /// without it (distill embedded in a test or tool) every caller is trusted.
+    #[serde(skip)]
+    pub keys: Option<std::sync::Arc<retort_server::auth::KeyRing>>,
 }
 
 impl Default for DistillConfig {
@@ -73,6 +93,8 @@ impl Default for DistillConfig {
             gateway_grpc: "http://127.0.0.1:50051".into(),
             gateway_key: String::new(),
             admin_key: None,
+            selector_addr: String::new(),
+            selector_key: None,
             compute_usd_per_cpu_hour: 0.05,
             teacher_max_tokens: 32,
             generation_max_tokens: 128,
@@ -82,6 +104,12 @@ impl Default for DistillConfig {
             gateway_latency_samples: 200,
             lease_secs: 30,
             instance: None,
+            data_root: None,
+            max_path_bytes: 256 << 20,
+            user_max_inline_bytes: 16 << 20,
+            user_max_teacher_concurrency: 8,
+            user_max_jobs: 2,
+            keys: None,
         }
     }
 }
@@ -143,6 +171,13 @@ impl DistillConfig {
     /// The admin key for `DeployStudent`.
     pub fn admin_key(&self) -> &str {
         self.admin_key.as_deref().unwrap_or(&self.gateway_key)
+    }
+
+    /// The key for the selector's `Record` and `Recommend`.
+    pub fn selector_key(&self) -> &str {
+        self.selector_key
+            .as_deref()
+            .unwrap_or_else(|| self.admin_key())
     }
 
     /// Where job folders live.

@@ -31,7 +31,7 @@ fn anonymous() -> Identity {
 /// Maps the request's key to a user; unknown or missing keys are refused unless auth is off.
 pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiError> {
     match api_key(headers) {
-        Some(key) if !key.is_empty() => cfg.users.get(key).cloned().ok_or_else(|| {
+        Some(key) if !key.is_empty() => cfg.identities.users.get(key).cloned().ok_or_else(|| {
             ApiError::Unauthorized("invalid API key: it is not known to this gateway".into())
         }),
         _ if !cfg.server.require_auth => Ok(anonymous()),
@@ -42,31 +42,32 @@ pub fn authenticate(cfg: &Config, headers: &HeaderMap) -> Result<Identity, ApiEr
 }
 
 /// The gateway's users as the key ring its gRPC port checks before a call is decoded (the same users
-/// and answers as [`authenticate`]): users with `admin = true` are admins; with `require_auth = false` a
-/// call without a key is `anonymous`.
+/// and answers as [`authenticate`]); with `require_auth = false` a call without a key is `anonymous`.
 pub fn key_ring(cfg: &Config) -> retort_server::auth::KeyRing {
+    let mut ring = ring_of(&cfg.identities);
+    if !cfg.server.require_auth {
+        ring.allow_anonymous(retort_hooks::Principal {
+            identity: anonymous(),
+            role: retort_hooks::Role::User,
+        });
+    }
+    ring
+}
+
+/// The one place a key ring is built from a configuration's `[[users]]` and `[[services]]` (each
+/// key with its role): the gateway's, and every other service's (which never admit anonymous calls).
+pub fn ring_of(ids: &crate::config::Identities) -> retort_server::auth::KeyRing {
     use retort_hooks::{Principal, Role};
     let mut ring = retort_server::auth::KeyRing::new();
-    for (key, identity) in &cfg.users {
-        let role = if cfg.admin_keys.contains(key) {
-            Role::Admin
-        } else {
-            Role::User
-        };
+    for (key, identity) in &ids.users {
         let principal = Principal {
             identity: identity.clone(),
-            role,
+            role: ids.roles.get(key).copied().unwrap_or(Role::User),
         };
         // The configuration already refused empty and shared keys; a refusal here is only logged.
         if let Err(e) = ring.insert(key, principal) {
-            tracing::warn!(error = %e, "a gateway key is left out of the gRPC key check");
+            tracing::warn!(error = %e, "a key is left out of the key check");
         }
-    }
-    if !cfg.server.require_auth {
-        ring.allow_anonymous(Principal {
-            identity: anonymous(),
-            role: Role::User,
-        });
     }
     ring
 }

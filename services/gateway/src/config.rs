@@ -7,7 +7,7 @@
 //! - `RETORT_PROVIDER_<NAME>_BASE_URL`, `RETORT_PROVIDER_<NAME>_API_KEY`: per provider, NAME upper-cased
 //!   with `-` as `_`.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -17,6 +17,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::types::Identity;
+use retort_hooks::Role;
 
 pub const ENV_HTTP_ADDR: &str = "RETORT_HTTP_ADDR";
 pub const ENV_GRPC_ADDR: &str = "RETORT_GRPC_ADDR";
@@ -77,6 +78,9 @@ pub struct RawConfig {
     /// `[[users]]`: API keys and who they stand for.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// `[[services]]`: the keys services call each other with (service identities).
+    #[serde(default)]
+    pub services: Vec<RawService>,
     /// `[providers.NAME]`: upstream APIs.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -122,9 +126,145 @@ pub struct RawUser {
     pub key: Option<String>,
     pub key_env: Option<String>,
     pub key_file: Option<PathBuf>,
-    /// May deploy and undeploy distilled students (`retort.v1.Students`). Default false.
+    /// What the key may do beyond the user's own work: `user` (default), `team_admin` (their
+    /// team's usage, sessions and jobs), `admin` (everything).
+    pub role: Option<UserRole>,
+    /// The same as `role = "admin"`. Default false.
     #[serde(default)]
     pub admin: bool,
+}
+
+/// The roles a user key may carry (service identities are `[[services]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    User,
+    TeamAdmin,
+    Admin,
+}
+
+/// A service identity: the key one service calls another with (gateway → metering ingest, gateway
+/// ↔ breaker leases and settlements, distill → gateway). Exactly one of `key`, `key_env`, `key_file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Every key of a configuration and whom it stands for.
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    /// API key → user (service identities included, by their name).
+    pub users: HashMap<String, Identity>,
+    /// API key → role.
+    pub roles: HashMap<String, Role>,
+    /// The first configured service key, which this process's own clients call with.
+    pub service_key: Option<String>,
+}
+
+impl Identities {
+    /// Resolves the keys of `[[users]]` and `[[services]]` (from the file, the environment or a
+    /// file); keys are unique and non-empty.
+    pub fn load(
+        users: &[RawUser],
+        services: &[RawService],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Identities, ConfigError> {
+        let mut ids = Identities::default();
+        let mut add = |key: Secret, id: Identity, role: Role| -> Result<(), ConfigError> {
+            let key = key.expose().to_owned();
+            if key.is_empty() {
+                return Err(invalid(format!("{}: the key is empty", id.user)));
+            }
+            if ids.users.insert(key.clone(), id.clone()).is_some() {
+                return Err(invalid(format!(
+                    "{}: the same API key is given to two users or services",
+                    id.user
+                )));
+            }
+            ids.roles.insert(key, role);
+            Ok(())
+        };
+        for u in users {
+            let key = secret_from(
+                &format!("user {}", u.name),
+                u.key.as_deref(),
+                u.key_env.as_deref(),
+                u.key_file.as_deref(),
+                env,
+            )?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "user {}: one of key, key_env, key_file is required",
+                    u.name
+                ))
+            })?;
+            let role = match (u.admin, u.role) {
+                (true, None | Some(UserRole::Admin)) | (false, Some(UserRole::Admin)) => {
+                    Role::Admin
+                }
+                (true, Some(r)) => {
+                    return Err(invalid(format!(
+                        "user {}: admin = true contradicts role = {r:?}",
+                        u.name
+                    )));
+                }
+                (false, Some(UserRole::TeamAdmin)) => Role::TeamAdmin,
+                (false, None | Some(UserRole::User)) => Role::User,
+            };
+            let id = Identity {
+                user: u.name.clone(),
+                team: u.team.clone(),
+                discipline: u.discipline.clone(),
+                level: u.level.clone(),
+            };
+            add(key, id, role)?;
+        }
+        let mut first = None;
+        for s in services {
+            let key = secret_from(
+                &format!("service {}", s.name),
+                s.key.as_deref(),
+                s.key_env.as_deref(),
+                s.key_file.as_deref(),
+                env,
+            )?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "service {}: one of key, key_env, key_file is required",
+                    s.name
+                ))
+            })?;
+            if first.is_none() {
+                first = Some(key.expose().to_owned());
+            }
+            let id = Identity {
+                user: s.name.clone(),
+                ..Identity::default()
+            };
+            add(key, id, Role::Service)?;
+        }
+        ids.service_key = first;
+        Ok(ids)
+    }
+
+    /// Adds a service identity (a key made for this process when none is configured).
+    pub fn add_service(&mut self, name: &str, key: &str) {
+        self.users.insert(
+            key.to_owned(),
+            Identity {
+                user: name.to_owned(),
+                ..Identity::default()
+            },
+        );
+        self.roles.insert(key.to_owned(), Role::Service);
+        if self.service_key.is_none() {
+            self.service_key = Some(key.to_owned());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -212,10 +352,8 @@ pub struct RawCircuit {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    /// API key → user.
-    pub users: HashMap<String, Identity>,
-    /// API keys of the users with `admin = true`.
-    pub admin_keys: HashSet<String>,
+    /// API key → user, and each key's role (`[[users]]` and `[[services]]`).
+    pub identities: Identities,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     pub aliases: BTreeMap<String, AliasConfig>,
@@ -372,38 +510,7 @@ impl Config {
             require_auth: raw.server.require_auth.unwrap_or(true),
         };
 
-        let mut users = HashMap::new();
-        let mut admin_keys = HashSet::new();
-        for u in &raw.users {
-            let key = secret_from(
-                &format!("user {}", u.name),
-                u.key.as_deref(),
-                u.key_env.as_deref(),
-                u.key_file.as_deref(),
-                env,
-            )?
-            .ok_or_else(|| {
-                invalid(format!(
-                    "user {}: one of key, key_env, key_file is required",
-                    u.name
-                ))
-            })?;
-            let id = Identity {
-                user: u.name.clone(),
-                team: u.team.clone(),
-                discipline: u.discipline.clone(),
-                level: u.level.clone(),
-            };
-            if u.admin {
-                admin_keys.insert(key.expose().to_owned());
-            }
-            if users.insert(key.expose().to_owned(), id).is_some() {
-                return Err(invalid(format!(
-                    "user {}: the same API key is given to two users",
-                    u.name
-                )));
-            }
-        }
+        let identities = Identities::load(&raw.users, &raw.services, env)?;
 
         let mut providers = BTreeMap::new();
         for (name, p) in &raw.providers {
@@ -548,8 +655,7 @@ impl Config {
         };
         Ok(Config {
             server,
-            users,
-            admin_keys,
+            identities,
             providers,
             models,
             aliases,
@@ -637,7 +743,7 @@ mod tests {
     #[test]
     fn loads_and_overrides() {
         let cfg = Config::load(toml::from_str(EXAMPLE).unwrap(), &env).unwrap();
-        assert_eq!(cfg.users["sk-alice"].team, "payments");
+        assert_eq!(cfg.identities.users["sk-alice"].team, "payments");
         let p = &cfg.providers["sim"];
         assert_eq!(p.base_url, "http://override:1/v1");
         assert_eq!(p.api_key.expose(), "sk-sim");

@@ -18,7 +18,9 @@ use std::{
 
 use retort_hooks::{UsageEvent, UsageSink};
 use retort_proto::v1::{self as pb, metering_client::MeteringClient};
+use retort_server::auth::WithKey;
 use tokio::sync::{mpsc, oneshot};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{config::ClientSettings, convert, error::MeteringError, spool::Spool};
@@ -66,8 +68,11 @@ impl MeteringSink {
             })?
             .connect_timeout(settings.send_timeout)
             .tcp_nodelay(true);
-        let client =
-            MeteringClient::new(endpoint.connect_lazy()).max_encoding_message_size(16 << 20);
+        let client = MeteringClient::with_interceptor(
+            endpoint.connect_lazy(),
+            WithKey::new(settings.key.as_deref()),
+        )
+        .max_encoding_message_size(16 << 20);
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let stats = Arc::new(SinkStats::default());
         let worker = Worker {
@@ -150,7 +155,7 @@ impl UsageSink for MeteringSink {
 
 struct Worker {
     rx: mpsc::Receiver<Msg>,
-    client: MeteringClient<Channel>,
+    client: MeteringClient<InterceptedService<Channel, WithKey>>,
     spool: Arc<Spool>,
     stats: Arc<SinkStats>,
     /// Metering was unreachable: new batches go to the spool until a replay succeeds (after this).

@@ -1,7 +1,9 @@
 //! The `[metering]` section of a Retort configuration (the top-level `[[prices]]` entries are read
 //! beside it by `retort`'s loader). Every field has a default, so an absent section runs metering on
 //! a SQLite file. [`MeteringConfig::load`] applies the environment overrides.
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use retort_server::auth::KeyRing;
 
 use serde::Deserialize;
 
@@ -33,6 +35,11 @@ pub struct MeteringConfig {
     pub max_connections: u32,
     /// The gateway's side: how it sends events here.
     pub client: ClientConfig,
+    /// The keys every gRPC call and HTTP route (but health and metrics) must carry; `retort` sets it
+    /// from `[[users]]` and `[[services]]`. Without it (metering embedded in a test or tool) no key
+    /// is asked and every caller is trusted.
+    #[serde(skip)]
+    pub keys: Option<Arc<KeyRing>>,
 }
 
 impl Default for MeteringConfig {
@@ -46,6 +53,7 @@ impl Default for MeteringConfig {
             retention_days: 90,
             max_connections: 8,
             client: ClientConfig::default(),
+            keys: None,
         }
     }
 }
@@ -94,6 +102,8 @@ pub struct ClientSettings {
     pub spool_dir: PathBuf,
     pub send_timeout: Duration,
     pub retry: Duration,
+    /// The service key `Ingest` is called with (metering refuses ingest from any other identity).
+    pub key: Option<String>,
 }
 
 /// A file that holds only `[metering]` and `[[prices]]` (metering embedded in tests and tools;
@@ -178,6 +188,7 @@ impl MeteringConfig {
                 .unwrap_or_else(|| self.data_dir.join("metering-spool")),
             send_timeout: Duration::from_millis(c.send_timeout_ms.max(1)),
             retry: Duration::from_millis(c.retry_ms.max(1)),
+            key: None,
         })
     }
 }

@@ -48,6 +48,9 @@ pub enum MeteringError {
     TextTooLong(usize),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The caller's key may not do this (gRPC `PERMISSION_DENIED`, HTTP 403).
+    #[error("permission denied: {0}")]
+    Forbidden(String),
     #[error("spool {path}: {source}")]
     Spool {
         path: String,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Query, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
@@ -13,11 +13,41 @@ use axum::{
 use retort_proto::v1 as pb;
 use serde_json::{Value, json};
 
-use crate::{error::MeteringError, query, service::Metering, time};
+use retort_server::auth::{Caller, KeyRing};
+
+use crate::{
+    error::MeteringError,
+    query,
+    service::{Metering, may_set_prices, scope},
+    time,
+};
+
+/// The caller as the key check found it (no principal: served without a key check).
+type Who = Option<Extension<retort_hooks::Principal>>;
+
+fn caller(who: Who) -> Caller {
+    match who {
+        Some(Extension(p)) => Caller::Key(p),
+        None => Caller::Open,
+    }
+}
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 type Params = Query<Vec<(String, String)>>;
+
+/// The routes behind the key check of `keys` (every route: the dashboard asks for a key once and
+/// keeps a session cookie); without keys, open (metering embedded in a test or tool).
+pub fn router_with_keys(m: Arc<Metering>, keys: Option<Arc<KeyRing>>) -> Router {
+    let r = router(m);
+    match keys {
+        Some(keys) => r.layer(axum::middleware::from_fn_with_state(
+            Arc::new(retort_server::web::WebAuth::new(keys)),
+            retort_server::web::check,
+        )),
+        None => r,
+    }
+}
 
 /// The routes, to serve alone (`retort metering`) or merged into the gateway's listener.
 pub fn router(m: Arc<Metering>) -> Router {
@@ -41,6 +71,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0 {
             MeteringError::Invalid(_) | MeteringError::Price(_) => StatusCode::BAD_REQUEST,
+            MeteringError::Forbidden(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(json!({ "error": self.0.to_string() }))).into_response()
@@ -147,48 +178,55 @@ async fn dashboard() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Html(DASHBOARD))
 }
 
-fn usage_query(p: &[(String, String)]) -> Result<pb::UsageQuery, MeteringError> {
+/// The filter of the query parameters, narrowed to what `c` may see.
+fn scoped_filter(c: &Caller, p: &[(String, String)]) -> Result<pb::UsageFilter, MeteringError> {
+    let mut f = filter_from(p)?;
+    scope(c, &mut f)?;
+    Ok(f)
+}
+
+fn usage_query(c: &Caller, p: &[(String, String)]) -> Result<pb::UsageQuery, MeteringError> {
     Ok(pb::UsageQuery {
         group_by: get_all(p, "group_by"),
-        filter: Some(filter_from(p)?),
+        filter: Some(scoped_filter(c, p)?),
         order_by: get_one(p, "order_by").unwrap_or_default().to_string(),
         limit: limit_from(p)?,
     })
 }
 
-async fn grouped(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
+async fn grouped(State(m): State<Arc<Metering>>, who: Who, Query(p): Params) -> ApiResult {
     Ok(Json(rows_json(
-        &query::grouped(&m.store, &usage_query(&p)?).await?,
+        &query::grouped(&m.store, &usage_query(&caller(who), &p)?).await?,
     )))
 }
 
-async fn model_mix(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
+async fn model_mix(State(m): State<Arc<Metering>>, who: Who, Query(p): Params) -> ApiResult {
     Ok(Json(rows_json(
-        &query::model_mix(&m.store, &usage_query(&p)?).await?,
+        &query::model_mix(&m.store, &usage_query(&caller(who), &p)?).await?,
     )))
 }
 
-fn top_request(p: &[(String, String)]) -> Result<pb::TopRequest, MeteringError> {
+fn top_request(c: &Caller, p: &[(String, String)]) -> Result<pb::TopRequest, MeteringError> {
     Ok(pb::TopRequest {
-        filter: Some(filter_from(p)?),
+        filter: Some(scoped_filter(c, p)?),
         limit: limit_from(p)?,
         tier: get_one(p, "rank_tier").unwrap_or_default().to_string(),
     })
 }
 
-async fn top_users(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
+async fn top_users(State(m): State<Arc<Metering>>, who: Who, Query(p): Params) -> ApiResult {
     Ok(Json(rows_json(
-        &query::top_users(&m.store, &m.prices, &top_request(&p)?).await?,
+        &query::top_users(&m.store, &m.prices, &top_request(&caller(who), &p)?).await?,
     )))
 }
 
-async fn top_reasoning(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
+async fn top_reasoning(State(m): State<Arc<Metering>>, who: Who, Query(p): Params) -> ApiResult {
     Ok(Json(rows_json(
-        &query::top_reasoning(&m.store, &top_request(&p)?).await?,
+        &query::top_reasoning(&m.store, &top_request(&caller(who), &p)?).await?,
     )))
 }
 
-async fn sessions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
+async fn sessions(State(m): State<Arc<Metering>>, who: Who, Query(p): Params) -> ApiResult {
     let live = match get_one(&p, "live_within") {
         None => 0,
         Some(v) => {
@@ -201,7 +239,7 @@ async fn sessions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult
         }
     };
     let r = pb::SessionsRequest {
-        filter: Some(filter_from(&p)?),
+        filter: Some(scoped_filter(&caller(who), &p)?),
         order_by: get_one(&p, "order_by").unwrap_or_default().to_string(),
         limit: limit_from(&p)?,
         live_within_ms: live,
@@ -224,7 +262,7 @@ async fn sessions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult
 }
 
 /// The values seen for each filterable dimension in the time range (for the filter pickers).
-async fn dimensions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResult {
+async fn dimensions(State(m): State<Arc<Metering>>, who: Who, Query(p): Params) -> ApiResult {
     let mut f = filter_from(&p)?;
     // Only the time range narrows the choices, so a chosen filter never hides its alternatives.
     f = pb::UsageFilter {
@@ -232,6 +270,8 @@ async fn dimensions(State(m): State<Arc<Metering>>, Query(p): Params) -> ApiResu
         until_ms: f.until_ms,
         ..Default::default()
     };
+    // The choices are only what the caller may see (a user: their own name, not everyone's).
+    scope(&caller(who), &mut f)?;
     let mut out = serde_json::Map::new();
     for (d, vals) in query::dimensions(&m.store, &f).await? {
         out.insert(
@@ -256,8 +296,13 @@ async fn prices(State(m): State<Arc<Metering>>) -> ApiResult {
 
 async fn set_price(
     State(m): State<Arc<Metering>>,
-    Json(p): Json<retort_pricing::Price>,
+    who: Who,
+    body: Result<Json<retort_pricing::Price>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
+    let c = caller(who);
+    may_set_prices(&c)?;
+    let Json(p) = body.map_err(|e| MeteringError::Invalid(e.body_text()))?;
+    tracing::info!(by = c.name(), model = %p.model, effective_from = %p.effective_from, "metering: price set");
     let saved = m.set_price(crate::service::to_pb_price(&p)).await?;
     Ok(Json(
         json!({ "model": saved.model, "effective_from": saved.effective_from, "tier": saved.tier }),
@@ -266,9 +311,10 @@ async fn set_price(
 
 async fn export_csv(
     State(m): State<Arc<Metering>>,
+    who: Who,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
-    let f = filter_from(&p)?;
+    let f = scoped_filter(&caller(who), &p)?;
     let mut out = String::from(query::CSV_HEADER);
     let mut after = None;
     loop {

@@ -34,6 +34,7 @@ pub use store::Store;
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub metering: Arc<service::Metering>,
+    keys: Option<Arc<retort_server::auth::KeyRing>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -41,7 +42,7 @@ pub struct Running {
 impl Running {
     /// The dashboard and the JSON API, to merge into another HTTP listener (the gateway's).
     pub fn http_router(&self) -> axum::Router {
-        http::router(Arc::clone(&self.metering))
+        http::router_with_keys(Arc::clone(&self.metering), self.keys.clone())
     }
 
     /// Stops the gRPC server (in-flight calls finish) and the background jobs.
@@ -85,9 +86,10 @@ pub async fn start_with_store(
     let grpc = tokio::spawn({
         let m = Arc::clone(&metering);
         let rx = rx.clone();
+        let keys = cfg.keys.clone();
         async move {
             // The scaffold logs a server that stops on an error.
-            let _ = service::serve(listener, m, stopped(rx)).await;
+            let _ = service::serve(listener, m, keys, stopped(rx)).await;
         }
     });
     let retention = tokio::spawn({
@@ -119,6 +121,7 @@ pub async fn start_with_store(
     Ok(Running {
         grpc_addr,
         metering,
+        keys: cfg.keys.clone(),
         stop,
         tasks: vec![grpc, retention],
     })

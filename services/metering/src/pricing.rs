@@ -11,6 +11,49 @@ use crate::{
     time,
 };
 
+/// The highest price accepted, in USD per million tokens (a hundred times today's dearest model):
+/// above it an entry is a typo or an attack, and its costs would overflow the sums.
+pub const MAX_PRICE_USD_PER_MTOK: f64 = 10_000.0;
+/// The most one event may cost (USD 1M in micro-dollars): a stored cost never overflows a sum of
+/// billions of events.
+pub const MAX_EVENT_COST_MICROS: i64 = 1_000_000_000_000;
+
+/// Checks an entry before it is stored: a model name, finite non-negative prices up to
+/// [`MAX_PRICE_USD_PER_MTOK`], a real date (the table checks the date and the sign).
+pub fn validate(p: &Price) -> Result<(), MeteringError> {
+    let bad = |m: String| Err(MeteringError::Invalid(m));
+    if p.model.trim().is_empty() {
+        return bad("price: model must not be empty".into());
+    }
+    if p.model.len() > 256 || p.model.chars().any(char::is_control) {
+        return bad("price: model must be at most 256 printable characters".into());
+    }
+    if p.tier
+        .as_ref()
+        .is_some_and(|t| t.len() > 64 || t.chars().any(char::is_control))
+    {
+        return bad("price: tier must be at most 64 printable characters".into());
+    }
+    for (field, v) in [
+        ("input", Some(p.input)),
+        ("output", Some(p.output)),
+        ("reasoning", p.reasoning),
+        ("cache_read", p.cache_read),
+        ("cache_write", p.cache_write),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && (0.0..=MAX_PRICE_USD_PER_MTOK).contains(&v))
+        {
+            return bad(format!(
+                "price for {}: {field} must be a number of dollars per million tokens from 0 to {MAX_PRICE_USD_PER_MTOK}",
+                p.model
+            ));
+        }
+    }
+    PriceTable::new(vec![p.clone()])?;
+    Ok(())
+}
+
 pub struct Prices {
     table: RwLock<PriceTable>,
 }
@@ -21,9 +64,23 @@ impl Prices {
     pub async fn load(store: &Store, configured: Vec<Price>) -> Result<Prices, MeteringError> {
         PriceTable::new(configured.clone())?;
         for p in &configured {
+            validate(p)?;
             store.put_price(p, false).await?;
         }
-        let table = PriceTable::new(store.load_prices().await?)?;
+        // An entry stored before prices were bounded is left out (and said so), never applied.
+        let stored = store.load_prices().await?;
+        let table = PriceTable::new(
+            stored
+                .into_iter()
+                .filter(|p| match validate(p) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metering: a stored price is out of bounds and ignored");
+                        false
+                    }
+                })
+                .collect(),
+        )?;
         Ok(Prices {
             table: RwLock::new(table),
         })
@@ -42,6 +99,7 @@ impl Prices {
 
     /// Adds an entry or replaces the one for the same model and day; persisted before it applies.
     pub async fn set(&self, store: &Store, p: Price) -> Result<Price, MeteringError> {
+        validate(&p)?;
         let mut entries: Vec<Price> = self
             .snapshot()
             .entries()
@@ -69,7 +127,7 @@ impl Prices {
         };
         match table.cost(&r.model, day, &tokens) {
             Some(p) => {
-                r.cost = p.cost;
+                r.cost = p.cost.clamp(0, MAX_EVENT_COST_MICROS);
                 r.price_version = p.version;
                 r.tier = p.tier;
                 r.unpriced = false;

@@ -5,7 +5,10 @@ use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use retort_proto::v1::{self as pb, metering_server::MeteringServer};
-use retort_server::{Grpc, Readiness};
+use retort_server::{
+    Grpc, Readiness,
+    auth::{Caller, KeyRing},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -36,6 +39,7 @@ impl From<MeteringError> for Status {
             MeteringError::Invalid(_) | MeteringError::Price(_) => {
                 Status::invalid_argument(e.to_string())
             }
+            MeteringError::Forbidden(_) => Status::permission_denied(e.to_string()),
             _ => Status::internal(e.to_string()),
         }
     }
@@ -149,6 +153,45 @@ pub fn from_pb_price(p: pb::MeteringPrice) -> retort_pricing::Price {
     }
 }
 
+/// Narrows a usage filter to what `caller` may see: a user their own usage, a team admin their
+/// team's, admins and service identities everything. Asking for someone else's is refused rather
+/// than silently answered with less.
+pub fn scope(caller: &Caller, f: &mut pb::UsageFilter) -> Result<(), MeteringError> {
+    let Some(p) = caller.principal() else {
+        return Ok(());
+    };
+    let (field, own, what) = match p.role {
+        retort_hooks::Role::Admin | retort_hooks::Role::Service => return Ok(()),
+        retort_hooks::Role::TeamAdmin => (&mut f.teams, &p.identity.team, "team"),
+        retort_hooks::Role::User => (&mut f.users, &p.identity.user, "user"),
+    };
+    if field.iter().any(|v| v != own) {
+        return Err(MeteringError::Forbidden(format!(
+            "{} may see only the usage of {what} {own:?} (ask an admin for more)",
+            p.identity.user
+        )));
+    }
+    *field = vec![own.clone()];
+    Ok(())
+}
+
+/// Price edits are for admins.
+pub fn may_set_prices(caller: &Caller) -> Result<(), MeteringError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(MeteringError::Forbidden(
+            "only admins may edit prices".into(),
+        ))
+    }
+}
+
+fn scoped(caller: &Caller, f: Option<pb::UsageFilter>) -> Result<pb::UsageFilter, Status> {
+    let mut f = f.unwrap_or_default();
+    scope(caller, &mut f)?;
+    Ok(f)
+}
+
 /// The tonic service.
 pub struct MeteringService(pub Arc<Metering>);
 
@@ -160,6 +203,12 @@ impl pb::metering_server::Metering for MeteringService {
         &self,
         request: Request<tonic::Streaming<pb::UsageBatch>>,
     ) -> Result<Response<pb::IngestSummary>, Status> {
+        // Only service identities (the gateway's sink) record usage: anyone else could forge spend.
+        if !Caller::of(&request).is_service() {
+            return Err(Status::permission_denied(
+                "permission denied: only service identities may ingest usage",
+            ));
+        }
         let mut stream = request.into_inner();
         let mut summary = pb::IngestSummary::default();
         while let Some(batch) = stream.next().await {
@@ -172,17 +221,21 @@ impl pb::metering_server::Metering for MeteringService {
         &self,
         request: Request<pb::UsageQuery>,
     ) -> Result<Response<pb::UsageQueryResponse>, Status> {
-        Ok(Response::new(
-            query::grouped(&self.0.store, request.get_ref()).await?,
-        ))
+        let caller = Caller::of(&request);
+        let mut q = request.into_inner();
+        q.filter = Some(scoped(&caller, q.filter)?);
+        Ok(Response::new(query::grouped(&self.0.store, &q).await?))
     }
 
     async fn top_users(
         &self,
         request: Request<pb::TopRequest>,
     ) -> Result<Response<pb::UsageQueryResponse>, Status> {
+        let caller = Caller::of(&request);
+        let mut q = request.into_inner();
+        q.filter = Some(scoped(&caller, q.filter)?);
         Ok(Response::new(
-            query::top_users(&self.0.store, &self.0.prices, request.get_ref()).await?,
+            query::top_users(&self.0.store, &self.0.prices, &q).await?,
         ))
     }
 
@@ -190,8 +243,11 @@ impl pb::metering_server::Metering for MeteringService {
         &self,
         request: Request<pb::TopRequest>,
     ) -> Result<Response<pb::UsageQueryResponse>, Status> {
+        let caller = Caller::of(&request);
+        let mut q = request.into_inner();
+        q.filter = Some(scoped(&caller, q.filter)?);
         Ok(Response::new(
-            query::top_reasoning(&self.0.store, request.get_ref()).await?,
+            query::top_reasoning(&self.0.store, &q).await?,
         ))
     }
 
@@ -199,25 +255,31 @@ impl pb::metering_server::Metering for MeteringService {
         &self,
         request: Request<pb::UsageQuery>,
     ) -> Result<Response<pb::UsageQueryResponse>, Status> {
-        Ok(Response::new(
-            query::model_mix(&self.0.store, request.get_ref()).await?,
-        ))
+        let caller = Caller::of(&request);
+        let mut q = request.into_inner();
+        q.filter = Some(scoped(&caller, q.filter)?);
+        Ok(Response::new(query::model_mix(&self.0.store, &q).await?))
     }
 
     async fn sessions(
         &self,
         request: Request<pb::SessionsRequest>,
     ) -> Result<Response<pb::SessionsResponse>, Status> {
-        Ok(Response::new(
-            query::sessions(&self.0.store, request.get_ref()).await?,
-        ))
+        let caller = Caller::of(&request);
+        let mut q = request.into_inner();
+        q.filter = Some(scoped(&caller, q.filter)?);
+        Ok(Response::new(query::sessions(&self.0.store, &q).await?))
     }
 
     async fn set_price(
         &self,
         request: Request<pb::MeteringPrice>,
     ) -> Result<Response<pb::MeteringPrice>, Status> {
-        Ok(Response::new(self.0.set_price(request.into_inner()).await?))
+        may_set_prices(&Caller::of(&request))?;
+        let by = Caller::of(&request).name().to_owned();
+        let saved = self.0.set_price(request.into_inner()).await?;
+        tracing::info!(by, model = %saved.model, effective_from = %saved.effective_from, "metering: price set");
+        Ok(Response::new(saved))
     }
 
     async fn list_prices(
@@ -235,7 +297,8 @@ impl pb::metering_server::Metering for MeteringService {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<CsvStream>, Status> {
-        let filter = request.into_inner().filter.unwrap_or_default();
+        let caller = Caller::of(&request);
+        let filter = scoped(&caller, request.into_inner().filter)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let m = Arc::clone(&self.0);
         tokio::spawn(async move {
@@ -278,6 +341,7 @@ impl pb::metering_server::Metering for MeteringService {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metering: Arc<Metering>,
+    keys: Option<Arc<KeyRing>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let readiness = Readiness::new(READY_EVERY, {
@@ -287,10 +351,13 @@ pub async fn serve(
             async move { m.ready().await }
         }
     });
-    Grpc::new("metering")
-        .add_service(
-            MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20),
-        )
-        .serve(listener, readiness, shutdown)
-        .await
+    let mut grpc = Grpc::new("metering");
+    if let Some(keys) = keys {
+        grpc = grpc.authenticate(keys);
+    }
+    grpc.add_service(
+        MeteringServer::new(MeteringService(metering)).max_decoding_message_size(16 << 20),
+    )
+    .serve(listener, readiness, shutdown)
+    .await
 }

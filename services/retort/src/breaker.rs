@@ -74,19 +74,24 @@ pub async fn up(
     if cfg.public_url.is_none() {
         cfg.public_url = Some(format!("http://{}", gateway.server.http_addr));
     }
+    cfg.keys = Some(std::sync::Arc::clone(&up.keys));
+    cfg.service_key = Some(up.service_key.clone());
     let running = grpc::start(&cfg).await.context("starting the breaker")?;
     cfg.endpoint = format!("http://{}", running.addr);
     tracing::info!(addr = %running.addr, redis = cfg.redis_url.is_some(), "breaker: sessions and budgets guarded");
     tokio::spawn(running.wait());
     // One `[[prices]]` list serves metering and the breaker.
     let table = retort_pricing::PriceTable::new(file.prices.clone()).context("[[prices]]")?;
-    let guard = std::sync::Arc::new(guard::Guard::start(
+    let guard = std::sync::Arc::new(guard::Guard::start_with_key(
         guard::GuardConfig::from_breaker(&cfg),
         table,
+        cfg.service_key.clone(),
     )?);
-    up.http = up.http.merge(retort_breaker::web::router(
+    up.http = up.http.merge(retort_breaker::web::router_with_keys(
         &cfg.endpoint,
         Some(std::sync::Arc::clone(&guard)),
+        std::sync::Arc::clone(&up.keys),
+        &up.service_key,
     )?);
     up.hooks.breaker = guard;
     Ok(up)
@@ -98,10 +103,14 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
             let path = args.config.context(
                 "retort breaker needs --config FILE (or a subcommand: confirm, stop, status)",
             )?;
-            let section = RetortConfig::read(&path)?
+            let file = RetortConfig::read(&path)?;
+            let section = file
                 .breaker
+                .clone()
                 .context("the configuration has no [breaker] section")?;
-            let running = grpc::start(&BreakerConfig::from_raw(section)?).await?;
+            let mut cfg = BreakerConfig::from_raw(section)?;
+            cfg.keys = Some(file.key_ring()?);
+            let running = grpc::start(&cfg).await?;
             let stop = running.stopper();
             tokio::spawn(async move {
                 super::shutdown_signal().await;
@@ -139,13 +148,13 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn client(at: &At) -> anyhow::Result<BreakerClient<tonic::transport::Channel>> {
+async fn client(at: &At) -> anyhow::Result<BreakerClient<super::Keyed>> {
     let endpoint = super::endpoint(&at.addr);
-    BreakerClient::connect(endpoint.clone())
-        .await
-        .with_context(|| {
+    Ok(BreakerClient::new(
+        super::keyed_channel(&endpoint).await.with_context(|| {
             format!("connecting to the breaker at {endpoint} (--addr, RETORT_BREAKER_ADDR)")
-        })
+        })?,
+    ))
 }
 
 async fn act(t: Target, stop: bool) -> anyhow::Result<()> {

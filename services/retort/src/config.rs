@@ -13,8 +13,8 @@ use anyhow::Context;
 use retort_breaker::config::RawBreaker;
 use retort_distill::DistillConfig;
 use retort_gateway::config::{
-    Config, ENV_GRPC_ADDR, ENV_HTTP_ADDR, RawAlias, RawCircuit, RawConfig, RawModel, RawProvider,
-    RawRouting, RawServer, RawUser,
+    Config, ENV_GRPC_ADDR, ENV_HTTP_ADDR, Identities, RawAlias, RawCircuit, RawConfig, RawModel,
+    RawProvider, RawRouting, RawServer, RawService, RawUser,
 };
 use retort_metering::MeteringConfig;
 use retort_pricing::Price;
@@ -42,6 +42,9 @@ pub struct RetortConfig {
     /// `[[users]]`: API keys and the users they stand for.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// `[[services]]`: the keys services call each other with (service identities).
+    #[serde(default)]
+    pub services: Vec<RawService>,
     /// `[providers.NAME]`: the upstream APIs the gateway calls.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -170,6 +173,7 @@ impl RetortConfig {
                 require_auth: s.require_auth,
             },
             users: std::mem::take(&mut self.users),
+            services: self.services.clone(),
             providers: std::mem::take(&mut self.providers),
             models: std::mem::take(&mut self.models),
             aliases: std::mem::take(&mut self.aliases),
@@ -177,6 +181,21 @@ impl RetortConfig {
             circuit: std::mem::take(&mut self.circuit),
         };
         Ok(Config::load(raw, &|k| std::env::var(k).ok())?)
+    }
+
+    /// The keys of `[[users]]` and `[[services]]` (a service run alone checks them; the gateway's
+    /// own come with [`RetortConfig::gateway`]).
+    pub fn identities(&self) -> anyhow::Result<Identities> {
+        Ok(Identities::load(&self.users, &self.services, &|k| {
+            std::env::var(k).ok()
+        })?)
+    }
+
+    /// The key ring a service run alone checks, and the key its own clients call with.
+    pub fn key_ring(&self) -> anyhow::Result<std::sync::Arc<retort_server::auth::KeyRing>> {
+        Ok(std::sync::Arc::new(retort_gateway::auth::ring_of(
+            &self.identities()?,
+        )))
     }
 
     /// `[metering]` (or its defaults), in the data directory unless it names its own, with the

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use retort_proto::v1::{self as pb, distill_client::DistillClient};
-use tonic::transport::Channel;
 
 use crate::config::RetortConfig;
 
@@ -67,18 +66,25 @@ pub async fn up(file: &RetortConfig, mut up: super::Up, demo: bool) -> anyhow::R
     if file.distill.is_none() {
         return Ok(up);
     }
-    let cfg = file.distill()?;
+    let mut cfg = file.distill()?;
     if !cfg.enabled {
         return Ok(up);
     }
+    cfg.keys = Some(std::sync::Arc::clone(&up.keys));
     let running = retort_distill::start(cfg.clone(), file.prices.clone())
         .await
         .context("starting distill")?;
     tracing::info!(grpc = %running.addr, db = %cfg.database_url().split('?').next().unwrap_or_default(), "distill: in-process; `retort distill list` reads it");
     if demo {
         let endpoint = format!("http://{}", running.addr);
+        // The demo job is the demo user's (the first user with a key in the file).
+        let key = file
+            .users
+            .first()
+            .and_then(|u| u.key.clone())
+            .unwrap_or_else(|| up.service_key.clone());
         tokio::spawn(async move {
-            match submit_demo(&endpoint).await {
+            match submit_demo(&endpoint, &key).await {
                 Ok(id) => {
                     tracing::info!(job = %id, "demo: spam distillation submitted; `retort distill watch {id}`, then `retort distill report {id}` and `retort distill deploy {id} --name spam`")
                 }
@@ -93,8 +99,13 @@ pub async fn up(file: &RetortConfig, mut up: super::Up, demo: bool) -> anyhow::R
     Ok(up)
 }
 
-async fn submit_demo(endpoint: &str) -> anyhow::Result<String> {
-    let mut c = connect(endpoint).await?;
+async fn submit_demo(endpoint: &str, key: &str) -> anyhow::Result<String> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .connect()
+        .await?;
+    let mut c =
+        DistillClient::with_interceptor(channel, retort_server::auth::WithKey::new(Some(key)))
+            .max_encoding_message_size(retort_distill::grpc::MAX_MESSAGE_BYTES);
     let req = pb::SubmitRequest {
         teacher: "spam-teacher".into(),
         train: inline(DEMO_TRAIN.as_bytes().to_vec()),
@@ -243,13 +254,11 @@ struct SubmitArgs {
     detach: bool,
 }
 
-async fn connect(addr: &str) -> anyhow::Result<DistillClient<Channel>> {
+async fn connect(addr: &str) -> anyhow::Result<DistillClient<super::Keyed>> {
     let endpoint = super::endpoint(addr);
-    let c = DistillClient::connect(endpoint.clone())
-        .await
-        .with_context(|| {
-            format!("connecting to the distill service at {endpoint} (--addr, RETORT_DISTILL_ADDR)")
-        })?;
+    let c = DistillClient::new(super::keyed_channel(&endpoint).await.with_context(|| {
+        format!("connecting to the distill service at {endpoint} (--addr, RETORT_DISTILL_ADDR)")
+    })?);
     Ok(c.max_decoding_message_size(64 << 20)
         .max_encoding_message_size(retort_distill::grpc::MAX_MESSAGE_BYTES))
 }
@@ -268,7 +277,9 @@ pub async fn run(args: DistillArgs) -> anyhow::Result<()> {
     match args.cmd {
         DistillCmd::Serve { config } => {
             let file = RetortConfig::read_or_default(config.as_deref())?;
-            let running = retort_distill::start(file.distill()?, file.prices).await?;
+            let mut cfg = file.distill()?;
+            cfg.keys = Some(file.key_ring()?);
+            let running = retort_distill::start(cfg, file.prices).await?;
             tracing::info!(grpc = %running.addr, "distill ready");
             let stop = running.stopper();
             tokio::spawn(async move {
@@ -317,6 +328,7 @@ pub async fn run(args: DistillArgs) -> anyhow::Result<()> {
                 objective: Some(pb::Objective {
                     kind: "max_cost_savings".into(),
                     max_accuracy_drop_points: s.max_accuracy_drop,
+                    ..Default::default()
                 }),
                 limits: Some(pb::ResourceLimits {
                     max_teacher_concurrency: s.concurrency,
@@ -452,7 +464,7 @@ fn print_job(j: &pb::Job) {
 }
 
 /// Follows a job with a bar per stage until it ends; fails when the job does not succeed.
-async fn watch(c: &mut DistillClient<Channel>, id: &str) -> anyhow::Result<()> {
+async fn watch(c: &mut DistillClient<super::Keyed>, id: &str) -> anyhow::Result<()> {
     let mut stream = c
         .watch(pb::WatchJobRequest { job_id: id.into() })
         .await

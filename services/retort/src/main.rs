@@ -107,8 +107,18 @@ async fn main() -> anyhow::Result<()> {
             };
             let example = file.example();
             // The gateway's sections are checked before any service starts.
-            let gateway = file.gateway()?;
-            let mut up = Up::default();
+            let mut gateway = file.gateway()?;
+            // The services' own calls to each other carry a service key: the first `[[services]]`
+            // entry, or one made for this process.
+            if gateway.identities.service_key.is_none() {
+                let key = retort_server::auth::random_key("sk-retort-svc-");
+                gateway.identities.add_service("retort", &key);
+            }
+            let mut up = Up {
+                keys: std::sync::Arc::new(retort_gateway::auth::ring_of(&gateway.identities)),
+                service_key: gateway.identities.service_key.clone().unwrap_or_default(),
+                ..Up::default()
+            };
             // Services that run beside the gateway start in-process from their sections (still
             // reached through their gRPC clients) and plug their hooks in.
             up = distill::up(&file, up, demo).await?;
@@ -139,6 +149,27 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The key client commands send (`RETORT_API_KEY`): every service asks for one.
+pub const ENV_API_KEY: &str = "RETORT_API_KEY";
+
+/// A client channel that sends the caller's key with every call.
+pub type Keyed = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    retort_server::auth::WithKey,
+>;
+
+/// Connects a client command to `endpoint`, sending `RETORT_API_KEY` with every call.
+pub async fn keyed_channel(endpoint: &str) -> anyhow::Result<Keyed> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .connect()
+        .await?;
+    let key = std::env::var(ENV_API_KEY).ok();
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        retort_server::auth::WithKey::new(key.as_deref()),
+    ))
+}
+
 /// A service address as typed: `host:port` or a URL (`http://host:port`).
 pub fn endpoint(addr: &str) -> String {
     if addr.contains("://") {
@@ -151,6 +182,10 @@ pub fn endpoint(addr: &str) -> String {
 /// What `retort up` assembles around the gateway: hooks and extra HTTP routes from the services.
 #[derive(Default)]
 struct Up {
+    /// The keys every service checks (`[[users]]` and `[[services]]`).
+    keys: std::sync::Arc<retort_server::auth::KeyRing>,
+    /// The key this process's services call each other with.
+    service_key: String,
     hooks: retort_gateway::hooks::Hooks,
     http: axum::Router,
     /// Run in order once the gateway has stopped (drain usage queues, stop services).

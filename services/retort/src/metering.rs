@@ -15,10 +15,11 @@ use crate::config::RetortConfig;
 /// `[metering]` (or its defaults) unless that says `enabled = false`; prices events with
 /// `[[prices]]`.
 pub async fn up(file: &RetortConfig, mut up: super::Up) -> anyhow::Result<super::Up> {
-    let cfg = file.metering()?;
+    let mut cfg = file.metering()?;
     if !cfg.enabled {
         return Ok(up);
     }
+    cfg.keys = Some(Arc::clone(&up.keys));
     let running = retort_metering::start(&cfg, file.prices.clone())
         .await
         .context("starting metering")?;
@@ -26,6 +27,8 @@ pub async fn up(file: &RetortConfig, mut up: super::Up) -> anyhow::Result<super:
     if cfg.client.endpoint.is_none() {
         client.endpoint = format!("http://{}", running.grpc_addr);
     }
+    // The gateway's usage reaches metering as a service identity (Ingest admits no other).
+    client.key = Some(up.service_key.clone());
     let sink = MeteringSink::start(client)?;
     tracing::info!(grpc = %running.grpc_addr, db = %cfg.database_url().split('?').next().unwrap_or_default(), "metering: in-process; dashboard at /dashboard on the gateway's HTTP address");
     up.hooks.usage = Arc::clone(&sink) as Arc<dyn retort_gateway::hooks::UsageSink>;
@@ -49,7 +52,8 @@ pub struct MeteringArgs {
 /// `retort metering`: the gRPC service and, on `[metering] http_addr`, the dashboard and JSON API.
 pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let file = RetortConfig::read_or_default(args.config.as_deref())?;
-    let cfg = file.metering()?;
+    let mut cfg = file.metering()?;
+    cfg.keys = Some(file.key_ring()?);
     let running = retort_metering::start(&cfg, file.prices).await?;
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
@@ -295,11 +299,9 @@ fn grouped_table(r: &pb::UsageQueryResponse) -> Table {
 #[allow(clippy::print_stdout)]
 pub async fn usage(a: UsageArgs) -> anyhow::Result<()> {
     let addr = super::endpoint(&a.addr);
-    let mut client = MeteringClient::connect(addr.clone())
-        .await
-        .with_context(|| {
-            format!("connecting to metering at {addr} (--addr, RETORT_METERING_ADDR)")
-        })?;
+    let mut client = MeteringClient::new(super::keyed_channel(&addr).await.with_context(|| {
+        format!("connecting to metering at {addr} (--addr, RETORT_METERING_ADDR)")
+    })?);
     match &a.cmd {
         UsageCmd::Top { by, range } => {
             let f = range.filter()?;

@@ -13,6 +13,13 @@ use retort_proto::v1::{self as pb, breaker_client::BreakerClient};
 use super::{Account, Batch, Inner, SESSION_IDLE, State};
 use crate::config::Unreachable;
 
+type Client = BreakerClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        retort_server::auth::WithKey,
+    >,
+>;
+
 /// The thread's loop: every flush interval (or when a request is short of allowance), refresh
 /// leases, then settle usage.
 pub(super) async fn run(inner: Arc<Inner>) {
@@ -29,7 +36,10 @@ pub(super) async fn run(inner: Arc<Inner>) {
             return;
         }
     };
-    let mut client = BreakerClient::new(channel);
+    let mut client = BreakerClient::with_interceptor(
+        channel,
+        retort_server::auth::WithKey::new(inner.key.as_deref()),
+    );
     while !inner.stop.load(Ordering::Relaxed) {
         let _ = tokio::time::timeout(inner.cfg.flush, inner.wake.notified()).await;
         refresh(&inner, &mut client).await;
@@ -111,15 +121,20 @@ fn ask_for(inner: &Inner, a: &mut Account, now: Instant, ttl: Duration) -> Optio
         a.micros -= ask.return_micros;
         a.tokens -= ask.return_tokens as i64;
     } else if a.want || (low && a.exhausted.is_none()) {
+        // A lease, or more when a waiting request's worst case is larger than one.
+        let (lease_micros, lease_tokens) = (
+            cfg.lease_micros.max(a.need_micros),
+            (cfg.lease_tokens as i64).max(a.need_tokens),
+        );
         ask.want_micros = if a.micros_unlimited && a.known {
             0
         } else {
-            (cfg.lease_micros - a.micros).max(0)
+            (lease_micros - a.micros).max(0)
         };
         ask.want_tokens = if a.tokens_unlimited && a.known {
             0
         } else {
-            (cfg.lease_tokens as i64 - a.tokens).max(0) as u64
+            (lease_tokens - a.tokens).max(0) as u64
         };
         if a.known && ask.want_micros == 0 && ask.want_tokens == 0 && !a.want {
             return None;
@@ -129,10 +144,11 @@ fn ask_for(inner: &Inner, a: &mut Account, now: Instant, ttl: Duration) -> Optio
     }
     // Otherwise: nothing asked, nothing returned — a renewal of a lease still in use.
     a.want = false;
+    (a.need_micros, a.need_tokens) = (0, 0);
     Some(ask)
 }
 
-async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Channel>) {
+async fn refresh(inner: &Inner, client: &mut Client) {
     let now = Instant::now();
     let asks: Vec<pb::LeaseAsk> = {
         let mut st = inner.lock();
@@ -188,7 +204,7 @@ async fn refresh(inner: &Inner, client: &mut BreakerClient<tonic::transport::Cha
     }
 }
 
-async fn flush(inner: &Inner, client: &mut BreakerClient<tonic::transport::Channel>) {
+async fn flush(inner: &Inner, client: &mut Client) {
     let (batch_id, usage) = {
         let mut st = inner.lock();
         if st.batch.is_none() {
