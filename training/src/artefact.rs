@@ -49,6 +49,12 @@ pub struct ArtefactMetadata {
     pub num_params: usize,
     /// How training went (absent for an untrained model).
     pub train: Option<TrainReport>,
+    /// The prompt template the student was trained with (`{input}` where the input goes): stripped
+    /// from every text before predicting ([`crate::template::strip`]; a text it did not render is
+    /// read whole). `None` (and artefacts written before templates were recorded): texts are read
+    /// whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// Crate version that wrote it.
     pub written_by: String,
 }
@@ -70,7 +76,7 @@ pub struct Predictor<B: Backend> {
     model: Student<B>,
     metadata: ArtefactMetadata,
     device: B::Device,
-    /// A linear or MLP student's weights as plain floats: single predictions without tensors.
+    /// The student's weights as plain floats: single predictions without tensors.
     dense: Option<Dense>,
 }
 
@@ -98,6 +104,8 @@ impl std::fmt::Debug for DenseLinear {
 enum Dense {
     Linear(DenseLinear),
     Mlp(DenseMlp),
+    Cnn(crate::dense::DenseCnn),
+    Transformer(crate::dense::DenseEncoder),
 }
 
 impl Dense {
@@ -105,7 +113,10 @@ impl Dense {
         match model {
             Student::Linear(m) => DenseLinear::of(m).map(Dense::Linear),
             Student::Mlp(m) => DenseMlp::of(m).map(Dense::Mlp),
-            _ => None,
+            Student::Cnn(m) => crate::dense::DenseCnn::new(m.to_dense()).map(Dense::Cnn),
+            Student::Transformer(m) => {
+                crate::dense::DenseEncoder::new(m.to_dense()).map(Dense::Transformer)
+            }
         }
     }
 
@@ -114,6 +125,8 @@ impl Dense {
         match self {
             Dense::Linear(d) => d.best(ids),
             Dense::Mlp(d) => d.best(ids),
+            Dense::Cnn(d) => d.logits(ids).map(|l| softmax_best(&l)),
+            Dense::Transformer(d) => d.logits(ids).map(|l| softmax_best(&l)),
         }
     }
 }
@@ -209,15 +222,7 @@ fn bag_l2(table: &[f32], width: usize, ids: &[u32], out: &mut [f32]) -> Option<(
     Some(())
 }
 
-/// `out += x · W` for a row-major `W` of `x.len() × out.len()`.
-fn affine(x: &[f32], weight: &[f32], out: &mut [f32]) {
-    let width = out.len();
-    for (xi, row) in x.iter().zip(weight.chunks_exact(width)) {
-        for (acc, w) in out.iter_mut().zip(row) {
-            *acc += xi * w;
-        }
-    }
-}
+use crate::dense::affine;
 
 /// The index of the largest logit and its softmax probability.
 fn softmax_best(logits: &[f32]) -> (usize, f32) {
@@ -241,9 +246,10 @@ impl<B: Backend> Predictor<B> {
         config: StudentConfig,
         labels: LabelVocab,
         train: Option<TrainReport>,
+        template: Option<String>,
         device: B::Device,
     ) -> Self {
-        let metadata = ArtefactMetadata::new(config, labels, model.num_params(), train);
+        let metadata = ArtefactMetadata::new(config, labels, model.num_params(), train, template);
         let dense = Dense::of(&model);
         Self {
             model,
@@ -255,10 +261,7 @@ impl<B: Backend> Predictor<B> {
 
     /// The most likely label and its probability for each text, in order.
     pub fn predict(&self, texts: &[&str]) -> Vec<(String, f32)> {
-        let ids: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| self.metadata.featuriser.encode(t))
-            .collect();
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.encode(t)).collect();
         self.model
             .predict_ids(&ids, &self.device)
             .into_iter()
@@ -280,10 +283,7 @@ impl<B: Backend> Predictor<B> {
         if texts.is_empty() {
             return Vec::new();
         }
-        let ids: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| self.metadata.featuriser.encode(t))
-            .collect();
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.encode(t)).collect();
         let inputs = crate::features::Inputs::from_ids(&ids, 1, &self.device);
         let probs = burn::tensor::activation::softmax(self.model.forward(&inputs), 1);
         let [_, cols] = probs.dims();
@@ -293,6 +293,12 @@ impl<B: Backend> Predictor<B> {
             .into_vec::<f32>()
             .unwrap_or_default();
         values.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+    }
+
+    /// The token ids the student reads of `text`: the template stripped, then featurised.
+    fn encode(&self, text: &str) -> Vec<u32> {
+        let input = crate::template::strip_opt(self.metadata.template.as_deref(), text);
+        self.metadata.featuriser.encode(input)
     }
 
     /// Labels in logit order.
@@ -324,8 +330,10 @@ impl ArtefactMetadata {
         labels: LabelVocab,
         num_params: usize,
         train: Option<TrainReport>,
+        template: Option<String>,
     ) -> Self {
         Self {
+            template,
             format: ARTEFACT_FORMAT,
             task: config.task(),
             class: config.class(),
@@ -429,10 +437,11 @@ impl Predictor<crate::backend::Inference> {
     /// for a single text: the text is featurised once and no batch is padded.
     ///
     /// Defined on the serving backend only, so that its burn kernels are compiled here (optimised)
-    /// rather than in the calling service's crate. A linear student answers from plain floats
-    /// (no tensors are allocated), and so does an MLP student; the others run their burn forward pass on a batch of one.
+    /// rather than in the calling service's crate. Every classification student answers from plain
+    /// floats (no tensors are allocated: see [`crate::dense`]); burn's forward pass on a batch of
+    /// one is the fallback should the weights not fit the plain-float layout.
     pub fn classify(&self, text: &str) -> Classification<'_> {
-        let ids = self.metadata.featuriser.encode(text);
+        let ids = self.encode(text);
         let input_tokens = ids.len();
         let fast = self.dense.as_ref().and_then(|d| d.best(&ids));
         let (index, probability) = fast.unwrap_or_else(|| {
@@ -451,7 +460,7 @@ impl Predictor<crate::backend::Inference> {
 
     /// How many tokens the student's featuriser makes of `text` (at least 1).
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.metadata.featuriser.encode(text).len()
+        self.encode(text).len()
     }
 }
 

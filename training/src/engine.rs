@@ -71,7 +71,12 @@ pub fn train_generator(
         .cloned()
         .ok_or_else(|| job.config.wrong_task(crate::model::TaskKind::Generation))?;
     Ok(TrainedGenerator {
-        generator: Generator::new(model, config, Some(report.clone())),
+        generator: Generator::new(
+            model,
+            config,
+            Some(report.clone()),
+            crate::trainer::effective_template(&job.options, job.train, job.validation),
+        ),
         report,
     })
 }

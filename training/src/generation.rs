@@ -74,7 +74,12 @@ struct Encoded {
     targets: Vec<Vec<u32>>,
 }
 
-fn encode(config: &Seq2seqConfig, examples: &[Example], what: &str) -> Result<Encoded> {
+fn encode(
+    config: &Seq2seqConfig,
+    examples: &[Example],
+    what: &str,
+    template: Option<&str>,
+) -> Result<Encoded> {
     let mut out = Encoded {
         inputs: Vec::with_capacity(examples.len()),
         targets: Vec::with_capacity(examples.len()),
@@ -87,7 +92,8 @@ fn encode(config: &Seq2seqConfig, examples: &[Example], what: &str) -> Result<En
                 i + 1
             )));
         }
-        out.inputs.push(config.encode_input(&example.text));
+        out.inputs
+            .push(config.encode_input(crate::template::strip_opt(template, &example.text)));
         out.targets.push(config.encode_target(&example.label));
     }
     Ok(out)
@@ -201,9 +207,11 @@ pub(crate) fn train<B: AutodiffBackend>(
         return Err(job.config.wrong_task(TaskKind::Generation));
     };
     let learning_rate = trainer::check_job(&job.config, job.train, job.validation, &job.options)?;
+    let template = trainer::effective_template(&job.options, job.train, job.validation);
+    let template = template.as_deref();
     let objective = Generate::<B> {
-        train: encode(config, job.train, "training")?,
-        valid: encode(config, job.validation, "validation")?,
+        train: encode(config, job.train, "training", template)?,
+        valid: encode(config, job.validation, "validation", template)?,
         device: device.clone(),
     };
     let model: Seq2seq<B> = rng::init_seeded(device, job.options.seed, || Ok(config.init(device)))?;
@@ -239,12 +247,14 @@ impl Generator {
         model: Seq2seq<Inference>,
         config: Seq2seqConfig,
         train: Option<TrainReport>,
+        template: Option<String>,
     ) -> Self {
         let metadata = ArtefactMetadata::new(
             StudentConfig::Seq2seq(config.clone()),
             LabelVocab::none(),
             model.num_params(),
             train,
+            template,
         );
         Self {
             model,
@@ -311,7 +321,7 @@ impl Generator {
     /// Greedy generation for one input: encoded once, then decoded with the autoregressive cache
     /// until the end token or `max_output_len` tokens.
     pub fn generate(&self, text: &str) -> Generation {
-        let input = self.config.encode_input(text);
+        let input = self.encode(text);
         let memory = self
             .model
             .encode(std::slice::from_ref(&input), &self.device);
@@ -326,7 +336,7 @@ impl Generator {
     /// Greedy generations for many inputs, decoded in batches (faster per input than
     /// [`Generator::generate`] for evaluation).
     pub fn generate_batch(&self, texts: &[&str]) -> Vec<Generation> {
-        let inputs: Vec<Vec<u32>> = texts.iter().map(|t| self.config.encode_input(t)).collect();
+        let inputs: Vec<Vec<u32>> = texts.iter().map(|t| self.encode(t)).collect();
         generate_ids(&self.model, &inputs, &self.device)
             .into_iter()
             .zip(&inputs)
@@ -340,6 +350,12 @@ impl Generator {
 
     /// How many tokens (bytes, after truncation) the student reads of `text` (at least 1).
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.config.encode_input(text).len()
+        self.encode(text).len()
+    }
+
+    /// The bytes the student reads of `text`: its template stripped, then encoded.
+    fn encode(&self, text: &str) -> Vec<u32> {
+        let input = crate::template::strip_opt(self.metadata.template.as_deref(), text);
+        self.config.encode_input(input)
     }
 }

@@ -12,7 +12,8 @@
 //! - [`trainer`]: AdamW, early stopping, determinism under a seed, resumable checkpoints.
 //! - [`report`]: what training reports (per epoch, and the finished run).
 //! - [`generation`]: the seq2seq student's training objective and the [`Generator`] that serves it.
-//! - [`artefact`]: weights + featuriser + labels + metadata, and the [`Predictor`] that loads them.
+//! - [`artefact`]: weights + featuriser + labels + template + metadata, and the [`Predictor`] that loads them.
+//! - [`template`]: the prompt template stripped from every text before a student reads it.
 //! - [`bandit`]: Neural-Linear Thompson sampling, the learning core of the selector and learned routes.
 //! - [`selector`]: which student to distill a task to (or keep the teacher), learned from every run.
 //! - [`eval`]: accuracy, per-class errors, agreement, in-process latency percentiles.
@@ -26,6 +27,7 @@ pub mod artefact;
 pub mod backend;
 pub mod bandit;
 pub mod data;
+pub mod dense;
 pub mod engine;
 pub mod error;
 pub mod eval;
@@ -33,8 +35,9 @@ pub mod features;
 pub mod generation;
 pub mod model;
 pub mod report;
-pub mod selector;
 mod rng;
+pub mod selector;
+pub mod template;
 pub mod trainer;
 
 pub use artefact::{Artefact, ArtefactMetadata, Predictor};

@@ -1,6 +1,6 @@
 //! Serving: `Predictor::classify` (what the gateway's local provider calls) agrees with the batch
-//! `predict` path — for the linear student it answers from plain floats, for the others through burn —
-//! and counts the student's tokens of the input.
+//! `predict` path — `classify` answers from plain floats (`retort_training::dense`), `predict`
+//! through burn — for every classification class, and counts the student's tokens of the input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ops::ControlFlow;
@@ -67,4 +67,14 @@ fn linear_classify_matches_predict() {
 #[test]
 fn mlp_classify_matches_predict() {
     check("mlp/tiny");
+}
+
+#[test]
+fn cnn_classify_matches_predict() {
+    check("cnn/tiny");
+}
+
+#[test]
+fn transformer_classify_matches_predict() {
+    check("transformer/tiny");
 }

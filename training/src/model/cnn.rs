@@ -6,6 +6,8 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
+use super::floats;
+use crate::dense::{DenseCnnParams, DenseLinearLayer};
 use crate::features::{Featuriser, Inputs};
 
 /// Size of a [`ByteCnn`].
@@ -70,15 +72,52 @@ pub struct ByteCnn<B: Backend> {
     output: Linear<B>,
 }
 
+/// A `Linear` layer's parameters as plain floats (zeros for a missing bias).
+pub(crate) fn dense_linear<B: Backend>(linear: &Linear<B>) -> DenseLinearLayer {
+    let weight = floats(linear.weight.val());
+    let [_, d_out] = linear.weight.val().dims();
+    DenseLinearLayer {
+        weight,
+        bias: linear
+            .bias
+            .as_ref()
+            .map(|b| floats(b.val()))
+            .unwrap_or_else(|| vec![0.0; d_out]),
+    }
+}
+
 impl<B: Backend> ByteCnn<B> {
+    /// Every parameter as plain floats, for serving one text without tensors
+    /// (see [`crate::artefact::Predictor::classify`]). Dropout is the identity at inference.
+    pub fn to_dense(&self) -> DenseCnnParams {
+        DenseCnnParams {
+            embedding: floats(self.embedding.weight.val()),
+            convs: self
+                .convs
+                .iter()
+                .map(|conv| {
+                    let [channels, _, kernel] = conv.weight.val().dims();
+                    let bias = conv
+                        .bias
+                        .as_ref()
+                        .map(|b| floats(b.val()))
+                        .unwrap_or_else(|| vec![0.0; channels]);
+                    (floats(conv.weight.val()), bias, kernel)
+                })
+                .collect(),
+            output: dense_linear(&self.output),
+        }
+    }
+
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
         let [batch, _] = inputs.tokens.dims();
-        // [batch, d_embed, seq]
-        let x = self
-            .embedding
-            .forward(inputs.tokens.clone())
-            .swap_dims(1, 2);
+        // [batch, d_embed, seq], padded positions zeroed: a text's convolutions see the zero
+        // padding past its end whatever the batch's longest text, so a text gets the same logits in
+        // any batch (and from the plain-float single-text path).
+        let x = (self.embedding.forward(inputs.tokens.clone())
+            * inputs.mask.clone().unsqueeze_dim::<3>(2))
+        .swap_dims(1, 2);
         // [batch, 1, seq]: relu outputs are ≥ 0, so zeroing padded positions keeps them out of the max.
         let mask = inputs.mask.clone().unsqueeze_dim::<3>(1);
         let pooled: Vec<Tensor<B, 2>> = self

@@ -6,19 +6,21 @@ use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 
 use super::{floats, pool_l2};
-use crate::features::{Featuriser, Inputs};
+use crate::features::{CharNgrams, Featuriser, Inputs};
 
 /// Size of a [`LinearBag`].
 #[derive(Config, Debug)]
 pub struct LinearBagConfig {
     /// Number of output classes.
     pub num_labels: usize,
-    /// Hash buckets for word uni- and bigrams (rows of the weight table).
+    /// Hash buckets for word uni- and bigrams and character n-grams (rows of the weight table).
     #[config(default = 262144)]
     pub buckets: usize,
     /// Distinct n-grams kept per text.
     #[config(default = 4096)]
     pub max_features: usize,
+    /// Character n-grams of each word, hashed into the same buckets (`None`: words only).
+    pub chars: Option<CharNgrams>,
 }
 
 impl LinearBagConfig {
@@ -27,6 +29,7 @@ impl LinearBagConfig {
         Featuriser::NgramBag {
             buckets: self.buckets,
             max_features: self.max_features,
+            chars: self.chars,
         }
     }
 
@@ -57,10 +60,23 @@ impl<B: Backend> LinearBag<B> {
 
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
-        let pooled = pool_l2(
-            self.weights.forward(inputs.tokens.clone()),
-            inputs.mask.clone(),
-        );
-        pooled + self.bias.val().unsqueeze::<2>()
+        self.forward_rows(self.weights.weight.val(), inputs)
+    }
+
+    /// The hashed-feature table (`[buckets, num_labels]`), for sparse training.
+    pub(crate) fn table(&self) -> Tensor<B, 2> {
+        self.weights.weight.val()
+    }
+
+    /// This model with its table replaced by `f(table)`.
+    pub(crate) fn map_table(mut self, f: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>) -> Self {
+        self.weights.weight = self.weights.weight.map(f);
+        self
+    }
+
+    /// [`LinearBag::forward`] reading the table `rows` (`inputs` index into it).
+    pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>, inputs: &Inputs<B>) -> Tensor<B, 2> {
+        let embedded = burn::tensor::module::embedding(rows, inputs.tokens.clone());
+        pool_l2(embedded, inputs.mask.clone()) + self.bias.val().unsqueeze::<2>()
     }
 }

@@ -5,19 +5,21 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::prelude::*;
 
 use super::{floats, pool_l2};
-use crate::features::{Featuriser, Inputs};
+use crate::features::{CharNgrams, Featuriser, Inputs};
 
 /// Size of a [`BagMlp`].
 #[derive(Config, Debug)]
 pub struct BagMlpConfig {
     /// Number of output classes.
     pub num_labels: usize,
-    /// Hash buckets for word uni- and bigrams (rows of the embedding table).
+    /// Hash buckets for word uni- and bigrams and character n-grams (rows of the embedding table).
     #[config(default = 262144)]
     pub buckets: usize,
     /// Distinct n-grams kept per text.
     #[config(default = 4096)]
     pub max_features: usize,
+    /// Character n-grams of each word, hashed into the same buckets (`None`: words only).
+    pub chars: Option<CharNgrams>,
     /// Embedding width.
     #[config(default = 64)]
     pub d_embed: usize,
@@ -35,6 +37,7 @@ impl BagMlpConfig {
         Featuriser::NgramBag {
             buckets: self.buckets,
             max_features: self.max_features,
+            chars: self.chars,
         }
     }
 
@@ -104,10 +107,24 @@ impl<B: Backend> BagMlp<B> {
 
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
-        let pooled = pool_l2(
-            self.embedding.forward(inputs.tokens.clone()),
-            inputs.mask.clone(),
-        );
+        self.forward_rows(self.embedding.weight.val(), inputs)
+    }
+
+    /// The embedding table (`[buckets, d_embed]`), for sparse training.
+    pub(crate) fn table(&self) -> Tensor<B, 2> {
+        self.embedding.weight.val()
+    }
+
+    /// This model with its embedding table replaced by `f(table)`.
+    pub(crate) fn map_table(mut self, f: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>) -> Self {
+        self.embedding.weight = self.embedding.weight.map(f);
+        self
+    }
+
+    /// [`BagMlp::forward`] reading the embedding table `rows` (`inputs` index into it).
+    pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>, inputs: &Inputs<B>) -> Tensor<B, 2> {
+        let embedded = burn::tensor::module::embedding(rows, inputs.tokens.clone());
+        let pooled = pool_l2(embedded, inputs.mask.clone());
         let hidden = self.activation.forward(self.hidden.forward(pooled));
         self.output.forward(self.dropout.forward(hidden))
     }

@@ -2,8 +2,8 @@
 //!
 //! | class         | input                     | model                                                  |
 //! |---------------|---------------------------|--------------------------------------------------------|
-//! | `linear`      | hashed word uni+bigrams   | logistic regression (embedding bag of width #labels)   |
-//! | `mlp`         | hashed word uni+bigrams   | embedding bag → hidden layer → output                  |
+//! | `linear`      | hashed word uni+bigrams + char 2–4-grams | logistic regression (embedding bag of width #labels) |
+//! | `mlp`         | hashed word uni+bigrams + char 2–4-grams | embedding bag → hidden layer → output   |
 //! | `cnn`         | UTF-8 bytes               | byte embeddings → Conv1d ×k → max over time → output   |
 //! | `transformer` | hashed words, in order    | token + position embeddings → encoder → mean → output  |
 //! | `seq2seq`     | UTF-8 bytes               | encoder-decoder transformer, greedy decoding (generation) |
@@ -34,7 +34,7 @@ pub use seq2seq::{Seq2seq, Seq2seqConfig};
 pub use transformer::{Encoder, EncoderConfig};
 
 use crate::error::{Result, TrainingError};
-use crate::features::{Featuriser, Inputs};
+use crate::features::{CharNgrams, Featuriser, Inputs};
 
 /// Sums embeddings over unpadded positions and divides by √count: for a binary bag of n-grams this is
 /// the L2-normalised bag (as in TF-IDF without the IDF) times the table.
@@ -204,36 +204,44 @@ impl StudentSpec {
     /// The size's full configuration for `num_labels` classes (ignored by `seq2seq`).
     pub fn config(&self, num_labels: usize) -> Result<StudentConfig> {
         let n = num_labels;
+        let chars = Some(CharNgrams::DEFAULT);
         let unknown = || TrainingError::UnknownSize {
             class: self.class.to_string(),
             size: self.size.clone(),
             known: StudentClass::SIZES.join(", "),
         };
         Ok(match (self.class, self.size.as_str()) {
-            (StudentClass::Linear, "tiny") => {
-                StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 16))
-            }
-            (StudentClass::Linear, "small") => {
-                StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 18))
-            }
-            (StudentClass::Linear, "base") => {
-                StudentConfig::Linear(LinearBagConfig::new(n).with_buckets(1 << 20))
-            }
+            (StudentClass::Linear, "tiny") => StudentConfig::Linear(
+                LinearBagConfig::new(n)
+                    .with_buckets(1 << 16)
+                    .with_chars(chars),
+            ),
+            (StudentClass::Linear, "small") => StudentConfig::Linear(
+                LinearBagConfig::new(n)
+                    .with_buckets(1 << 18)
+                    .with_chars(chars),
+            ),
+            (StudentClass::Linear, "base") => StudentConfig::Linear(
+                LinearBagConfig::new(n)
+                    .with_buckets(1 << 20)
+                    .with_chars(chars),
+            ),
             (StudentClass::Mlp, "tiny") => StudentConfig::Mlp(
                 BagMlpConfig::new(n)
                     .with_buckets(1 << 16)
+                    .with_chars(chars)
                     .with_d_embed(32)
                     .with_d_hidden(32),
             ),
-            // The MLP's embedding table gets a dense gradient and AdamW update every step, so its
-            // cost grows with the table: 2^16 rows keep mlp/small near 200 examples/s on 2 CPU cores
-            // (2^18 rows × 64 trained at ~48/s, too slow for a 5,000-mail task).
+            // The embedding table is trained with sparse row updates (only the rows a batch uses),
+            // so its size costs memory, not time; 2^16 rows keep the artefact small.
             (StudentClass::Mlp, "small") => {
-                StudentConfig::Mlp(BagMlpConfig::new(n).with_buckets(1 << 16))
+                StudentConfig::Mlp(BagMlpConfig::new(n).with_buckets(1 << 16).with_chars(chars))
             }
             (StudentClass::Mlp, "base") => StudentConfig::Mlp(
                 BagMlpConfig::new(n)
                     .with_buckets(1 << 16)
+                    .with_chars(chars)
                     .with_d_embed(128)
                     .with_d_hidden(128),
             ),
@@ -488,6 +496,35 @@ impl<B: Backend> Student<B> {
             }
         }
         out
+    }
+
+    /// The hashed-feature table of a bag student (`linear`, `mlp`: `[buckets, width]`), which the
+    /// trainer updates sparsely (only the rows a batch uses); `None` for the others.
+    pub(crate) fn sparse_table(&self) -> Option<Tensor<B, 2>> {
+        match self {
+            Self::Linear(m) => Some(m.table()),
+            Self::Mlp(m) => Some(m.table()),
+            Self::Cnn(_) | Self::Transformer(_) => None,
+        }
+    }
+
+    /// [`Student::forward`] of a bag student reading the table `rows` instead of its own (`inputs`
+    /// index into `rows`); the others ignore `rows`.
+    pub(crate) fn forward_rows(&self, rows: Tensor<B, 2>, inputs: &Inputs<B>) -> Tensor<B, 2> {
+        match self {
+            Self::Linear(m) => m.forward_rows(rows, inputs),
+            Self::Mlp(m) => m.forward_rows(rows, inputs),
+            Self::Cnn(_) | Self::Transformer(_) => self.forward(inputs),
+        }
+    }
+
+    /// A bag student with its table replaced by `f(table)`; the others unchanged.
+    pub(crate) fn map_table(self, f: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>) -> Self {
+        match self {
+            Self::Linear(m) => Self::Linear(m.map_table(f)),
+            Self::Mlp(m) => Self::Mlp(m.map_table(f)),
+            other => other,
+        }
     }
 
     /// `[batch, num_labels]` logits for a padded batch.

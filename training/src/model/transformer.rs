@@ -6,6 +6,9 @@ use burn::nn::transformer::{
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
+use super::cnn::dense_linear;
+use super::floats;
+use crate::dense::{DenseEncoderLayer, DenseEncoderParams, DenseNorm};
 use crate::features::{Featuriser, Inputs};
 
 /// Size of an [`Encoder`].
@@ -73,7 +76,43 @@ pub struct Encoder<B: Backend> {
     output: Linear<B>,
 }
 
+fn dense_norm<B: Backend>(norm: &burn::nn::LayerNorm<B>) -> DenseNorm {
+    let gamma = floats(norm.gamma.val());
+    let beta = norm
+        .beta
+        .as_ref()
+        .map(|b| floats(b.val()))
+        .unwrap_or_else(|| vec![0.0; gamma.len()]);
+    DenseNorm { gamma, beta }
+}
+
 impl<B: Backend> Encoder<B> {
+    /// Every parameter as plain floats, for serving one text without tensors
+    /// (see [`crate::artefact::Predictor::classify`]). The layers are pre-norm (`norm_first`).
+    pub fn to_dense(&self) -> DenseEncoderParams {
+        DenseEncoderParams {
+            tokens: floats(self.tokens.weight.val()),
+            positions: floats(self.positions.weight.val()),
+            n_heads: self.encoder.layers.first().map_or(0, |l| l.mha.n_heads),
+            layers: self
+                .encoder
+                .layers
+                .iter()
+                .map(|l| DenseEncoderLayer {
+                    norm_attn: dense_norm(&l.norm_2),
+                    norm_ff: dense_norm(&l.norm_1),
+                    query: dense_linear(&l.mha.query),
+                    key: dense_linear(&l.mha.key),
+                    value: dense_linear(&l.mha.value),
+                    out: dense_linear(&l.mha.output),
+                    ff_in: dense_linear(&l.pwff.linear_inner),
+                    ff_out: dense_linear(&l.pwff.linear_outer),
+                })
+                .collect(),
+            output: dense_linear(&self.output),
+        }
+    }
+
     /// `[batch, num_labels]` logits.
     pub fn forward(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
         let [batch, seq] = inputs.tokens.dims();
