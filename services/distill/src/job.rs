@@ -53,11 +53,12 @@ pub struct UnknownName {
 }
 
 stored_enum! {
-    /// A stage of a job. The first five run in order on every job; `Deploy` runs on request once
-    /// the report exists.
+    /// A stage of a job, in the order they run; `Screen` runs only when the target is `auto`
+    /// (auto-target's screening); `Deploy` runs on request once the report exists.
     Stage, "stage" {
         Validate = "validate",
         Label = "label",
+        Screen = "screen",
         Train = "train",
         Evaluate = "evaluate",
         Report = "report",
@@ -67,9 +68,10 @@ stored_enum! {
 
 impl Stage {
     /// The stages every job runs, in order.
-    pub const PIPELINE: [Stage; 5] = [
+    pub const PIPELINE: [Stage; 6] = [
         Stage::Validate,
         Stage::Label,
+        Stage::Screen,
         Stage::Train,
         Stage::Evaluate,
         Stage::Report,
@@ -130,7 +132,9 @@ mod tests {
         let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             stages,
-            ["validate", "label", "train", "evaluate", "report", "deploy"]
+            [
+                "validate", "label", "screen", "train", "evaluate", "report", "deploy"
+            ]
         );
         let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(

@@ -87,6 +87,9 @@ pub enum Error {
     },
     #[error("configuration: {0}")]
     Config(String),
+    /// The selector (auto-target, recording results) failed or could not be reached.
+    #[error("selector: {0}")]
+    Selector(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -143,6 +146,7 @@ impl From<Error> for tonic::Status {
             | Error::Gateway(_)
             | Error::GatewayHttp { .. }
             | Error::GatewayConnect { .. }
+            | Error::Selector(_)
             | Error::Bind { .. } => tonic::Code::Unavailable,
             Error::Io { .. } | Error::Json { .. } | Error::Training(_) | Error::Thread { .. } => {
                 tonic::Code::Internal

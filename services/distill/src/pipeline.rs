@@ -1,4 +1,4 @@
-//! The job pipeline: submit-time checks, then validate → label → train → evaluate → report, each
+//! The job pipeline: submit-time checks, then validate → label → (screen) → train → evaluate → report, each
 //! stage recorded in the store when it starts and when it finishes (by the engine, in one place); a
 //! job resumes at the first stage not finished. `Deploy` runs on request once the report exists.
 //!
@@ -6,7 +6,8 @@
 //! stores a request; each stage is a file of its own, whose function returns the stage's summary.
 //!
 //! Job folder (`DATA_DIR/distill/JOB`): `train.jsonl` and `evals.jsonl` (the submitted data, as
-//! parsed), `labelled.json` (written when the label stage ends), `checkpoint/` (while training; the
+//! parsed), `labelled.json` (written when the label stage ends), `auto.json` (an auto-target job's
+//! screening, see `auto.rs`), `checkpoint/` (while training; the
 //! trainer resumes from it), `student/` (the artefact, renamed into place only when complete).
 use std::path::Path;
 
@@ -14,6 +15,7 @@ use retort_proto::v1 as pb;
 use retort_training::{Example, TaskKind};
 use serde::{Deserialize, Serialize};
 
+pub mod auto;
 mod deploy;
 mod engine;
 mod evaluate;
@@ -45,6 +47,13 @@ pub struct JobSpec {
     pub labels: Vec<String>,
     pub objective: String,
     pub max_accuracy_drop_points: f64,
+    /// The other objectives' bounds (0: none); jobs stored before they existed have none.
+    #[serde(default)]
+    pub max_latency_us: f64,
+    #[serde(default)]
+    pub max_usd_per_1k: f64,
+    #[serde(default)]
+    pub min_accuracy_percent: f64,
     pub max_teacher_concurrency: usize,
     pub max_epochs: usize,
     pub time_limit_secs: u64,

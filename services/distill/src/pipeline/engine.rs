@@ -518,9 +518,12 @@ impl Engine {
         flag: &Arc<AtomicBool>,
         deadline: Option<i64>,
     ) -> Result<String, Error> {
+        // An auto job's stages after the screening train, evaluate and report its winner.
+        let spec = &self.resolved(id, spec)?;
         match stage {
             Stage::Validate => self.validate(id, spec).await,
             Stage::Label => self.label(id, spec, flag, deadline).await,
+            Stage::Screen => self.screen(id, spec, flag, deadline).await,
             Stage::Train => self.train(id, spec, flag, deadline).await,
             Stage::Evaluate => self.evaluate(id, spec).await,
             Stage::Report => self.report(id, spec).await,
@@ -555,7 +558,10 @@ impl Engine {
             self.set_progress(id, |p| *p = stored);
         }
         for stage in Stage::PIPELINE {
-            if done.contains(&stage) {
+            // Only auto-target screens.
+            if done.contains(&stage)
+                || (stage == Stage::Screen && !super::auto::is_auto(&spec.target))
+            {
                 continue;
             }
             self.check(flag, deadline, spec.time_limit_secs)?;

@@ -34,8 +34,24 @@ impl Engine {
                 source,
             })?;
         let report = self.build_report(id, spec, &eval);
-        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        self.store.set_report(id, &json, &report.markdown()).await?;
+        let (json, markdown) = match self.auto_section(id, spec, &eval, &report)? {
+            // An auto job's report adds what was chosen and why (`auto` in the JSON).
+            Some((auto, section)) => {
+                let mut value = serde_json::to_value(&report).unwrap_or_default();
+                if let Some(o) = value.as_object_mut() {
+                    o.insert("auto".into(), auto);
+                }
+                (
+                    serde_json::to_string_pretty(&value).unwrap_or_default(),
+                    format!("{}{section}", report.markdown()),
+                )
+            }
+            None => (
+                serde_json::to_string_pretty(&report).unwrap_or_default(),
+                report.markdown(),
+            ),
+        };
+        self.store.set_report(id, &json, &markdown).await?;
         let (class, size) = spec.target.split_once('/').unwrap_or((&spec.target, ""));
         let f = &eval.features;
         self.store
@@ -67,6 +83,8 @@ impl Engine {
                 teacher_cer: eval.generation.as_ref().and_then(|g| g.teacher_cer),
             })
             .await?;
+        // Every result teaches the selector, whatever the job's target.
+        self.record_result(id, spec, &eval, &report).await;
         if let Some(w) = report
             .objective
             .warning

@@ -46,13 +46,28 @@ impl Engine {
                 ));
             }
         };
-        let target: StudentSpec =
+        let auto = super::auto::is_auto(&r.target);
+        if auto && self.cfg.selector_addr.trim().is_empty() {
+            return Err(Error::FailedPrecondition(
+                "target auto: this distill service has no selector (set [distill] selector_addr; retort up runs one)"
+                    .into(),
+            ));
+        }
+        let target: StudentSpec = if auto {
+            // A placeholder of the task's kind for the checks below; the screening picks the arm.
+            match task {
+                TaskKind::Classification => "linear/small",
+                TaskKind::Generation => "seq2seq/small",
+            }
+            .parse()?
+        } else {
             r.target
                 .trim()
                 .parse()
                 .map_err(|e: retort_training::TrainingError| {
-                    Error::InvalidArgument(format!("target: {e}"))
-                })?;
+                    Error::InvalidArgument(format!("target: {e} (or auto)"))
+                })?
+        };
         if target.class.task() != task {
             let fits: Vec<&str> = retort_training::StudentClass::ALL
                 .iter()
@@ -71,11 +86,23 @@ impl Engine {
         } else {
             objective.kind.clone()
         };
-        if kind != "max_cost_savings" {
+        if kind != "max_cost_savings" && !auto {
             return bad(format!(
-                "objective.kind {kind:?}: the only kind is max_cost_savings"
+                "objective.kind {kind:?}: an explicit target is judged by max_cost_savings (the other kinds, {}, choose a target: use target auto)",
+                retort_training::selector::Objective::KINDS[1..].join(", ")
             ));
         }
+        // Every kind's bounds checked (unknown kinds, negative or missing bounds refused).
+        retort_training::selector::Objective::from_parts(
+            &kind,
+            objective.max_accuracy_drop_points,
+            objective.max_latency_us,
+            objective.max_usd_per_1k,
+            objective.min_accuracy_percent,
+        )
+        .map_err(|e| {
+            Error::InvalidArgument(e.to_string().replace("invalid configuration: ", ""))
+        })?;
         let drop = if objective.max_accuracy_drop_points == 0.0 {
             1.0
         } else {
@@ -117,6 +144,13 @@ impl Engine {
         let train = data::parse_items(&train_bytes, "train")?;
         let mut evals = data::parse_items(&evals_bytes, "evals")?;
         let gold = data::evals_have_labels(&evals)?;
+        if auto && evals.len() < super::auto::MIN_EVALS {
+            return bad(format!(
+                "evals: {} item(s); target auto needs at least {} to rank arms (below that one eval moves an accuracy by more than 5 points)",
+                evals.len(),
+                super::auto::MIN_EVALS
+            ));
+        }
         if task == TaskKind::Generation {
             // Expected answers are compared as the teacher's are: trimmed, whitespace collapsed.
             for e in &mut evals {
@@ -142,10 +176,17 @@ impl Engine {
             task,
             teacher: teacher.clone(),
             template: r.prompt_template.clone(),
-            target: target.to_string(),
+            target: if auto {
+                super::auto::AUTO.to_string()
+            } else {
+                target.to_string()
+            },
             labels,
             objective: kind,
             max_accuracy_drop_points: drop,
+            max_latency_us: objective.max_latency_us,
+            max_usd_per_1k: objective.max_usd_per_1k,
+            min_accuracy_percent: objective.min_accuracy_percent,
             max_teacher_concurrency: if limits.max_teacher_concurrency == 0 {
                 8
             } else {

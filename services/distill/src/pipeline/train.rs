@@ -23,7 +23,7 @@ use crate::{Error, data};
 /// A train/validation split that does not group by label (a generation task's answers are mostly
 /// unique): each example goes to validation by a seeded hash of its text, `fraction` of them (at
 /// least one, never all).
-fn split_unstratified(
+pub(super) fn split_unstratified(
     examples: &[Example],
     fraction: f64,
     seed: u64,
