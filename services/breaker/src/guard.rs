@@ -71,6 +71,10 @@ struct Account {
     tokens: i64,
     exhausted: Option<String>,
     want: bool,
+    /// The largest reservation waiting on this account since the last ask: a request larger than
+    /// a lease grows the ask to its size (the breaker still grants no more than the budget's room).
+    need_micros: i64,
+    need_tokens: i64,
     last_used: Option<Instant>,
     /// When the breaker last granted or renewed this lease (taken before the call was sent).
     renewed: Option<Instant>,
@@ -629,6 +633,8 @@ impl BreakerGuard for Guard {
                     spent = Some(why.clone());
                 }
                 a.want = true;
+                a.need_micros = a.need_micros.max(rm);
+                a.need_tokens = a.need_tokens.max(rt);
                 a.last_used = Some(now);
             }
             if spent.is_none() && now < deadline {
