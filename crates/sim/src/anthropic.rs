@@ -29,6 +29,27 @@ struct MessagesRequest {
     max_tokens: Option<u64>,
     tools: Option<Vec<Tool>>,
     stream: Option<bool>,
+    thinking: Option<Thinking>,
+    output_config: Option<OutputConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Thinking {
+    #[serde(rename = "type")]
+    kind: String,
+    budget_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputConfig {
+    format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +115,74 @@ impl Message {
 }
 
 impl MessagesRequest {
+    /// What the real API checks that clients depend on: roles (`system` only with the
+    /// `mid-conversation-system` beta), thinking's budget, structured output's schema.
+    fn validate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let mid_system = headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|b| b.contains("mid-conversation-system"));
+        for (i, m) in self.messages.iter().enumerate() {
+            match m.role.as_str() {
+                "user" | "assistant" => {}
+                "system" if mid_system && i > 0 => {}
+                _ => {
+                    return Err(ApiError::invalid_request(format!(
+                        "messages.{i}.role: Input should be 'user' or 'assistant'"
+                    )));
+                }
+            }
+        }
+        if let Some(t) = &self.thinking {
+            match t.kind.as_str() {
+                "enabled" => {
+                    let Some(budget) = t.budget_tokens else {
+                        return Err(ApiError::invalid_request(
+                            "thinking.enabled.budget_tokens: Field required",
+                        ));
+                    };
+                    if budget < 1024 {
+                        return Err(ApiError::invalid_request(
+                            "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024",
+                        ));
+                    }
+                    if self.max_tokens.is_some_and(|m| budget >= m) {
+                        return Err(ApiError::invalid_request(
+                            "`max_tokens` must be greater than `thinking.budget_tokens`",
+                        ));
+                    }
+                }
+                "disabled" | "adaptive" => {}
+                other => {
+                    return Err(ApiError::invalid_request(format!(
+                        "thinking.type: Input tag '{other}' found using 'type' does not match any of the expected tags: 'enabled', 'disabled', 'adaptive'"
+                    )));
+                }
+            }
+        }
+        if let Some(f) = self.output_config.as_ref().and_then(|o| o.format.as_ref()) {
+            if f.kind != "json_schema" {
+                return Err(ApiError::invalid_request(format!(
+                    "output_config.format.type: Input should be 'json_schema', got '{}'",
+                    f.kind
+                )));
+            }
+            if f.schema.is_none() {
+                return Err(ApiError::invalid_request(
+                    "output_config.format.schema: Field required",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the caller asked for thinking.
+    fn wants_thinking(&self) -> bool {
+        self.thinking
+            .as_ref()
+            .is_some_and(|t| t.kind == "enabled" || t.kind == "adaptive")
+    }
+
     fn conversation(&self, require_max_tokens: bool) -> Result<Conversation, ApiError> {
         if require_max_tokens && self.max_tokens.is_none() {
             return Err(ApiError::invalid_request("max_tokens: Field required"));
@@ -176,7 +265,7 @@ fn stop_reason(f: Finish) -> &'static str {
     }
 }
 
-/// `usage` of a message; Anthropic reports cache reads apart from `input_tokens`.
+/// `usage` of a message; Anthropic reports cache reads and writes apart from `input_tokens`.
 #[derive(Serialize)]
 struct UsageOut {
     input_tokens: u64,
@@ -186,14 +275,57 @@ struct UsageOut {
     service_tier: &'static str,
 }
 
-fn usage_out(u: Usage, output: u64) -> UsageOut {
+/// Prompt caching: the tokens written to the cache (the first time a `cache_control` prefix is
+/// seen) or read from it (every later time).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cache {
+    written: u64,
+    read: u64,
+}
+
+fn usage_out(u: Usage, output: u64, cache: Cache) -> UsageOut {
+    let read = u.cached.max(cache.read);
+    let written = cache.written;
     UsageOut {
-        input_tokens: u.input - u.cached,
-        cache_creation_input_tokens: 0,
-        cache_read_input_tokens: u.cached,
+        input_tokens: u.input.saturating_sub(read + written),
+        cache_creation_input_tokens: written,
+        cache_read_input_tokens: read,
         output_tokens: output,
         service_tier: "standard",
     }
+}
+
+/// The prompt prefix up to the last `cache_control` breakpoint, as (hash, tokens): the system
+/// prompt, the tools and the messages before the last marked block, roughly as Anthropic caches.
+fn cache_prefix(body: &[u8]) -> Option<(u64, u64)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let mut prefix = String::new();
+    let mut marked = None;
+    let mut add = |part: &Value, prefix: &mut String| {
+        prefix.push_str(&part.to_string());
+        if part.to_string().contains("\"cache_control\"") {
+            marked = Some(prefix.len());
+        }
+    };
+    for key in ["tools", "system"] {
+        if let Some(part) = v.get(key) {
+            add(part, &mut prefix);
+        }
+    }
+    for m in v
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(m, &mut prefix);
+    }
+    let end = marked?;
+    let cut = &prefix[..end];
+    Some((
+        fnv1a(cut.as_bytes()),
+        crate::answer::count_words(&cut.replace(['"', ',', ':', '{', '}', '[', ']'], " ")),
+    ))
 }
 
 #[derive(Serialize)]
@@ -236,20 +368,57 @@ pub(crate) async fn messages(
         Ok(r) => r,
         Err(e) => return reject(Api::Anthropic, authed, e),
     };
-    let conv = req.conversation(true);
+    sim.remember(&req.model, "/v1/messages", &headers, &body);
+    let conv = req.validate(&headers).and_then(|()| req.conversation(true));
     let (ticket, conv) = match admit(&sim, Api::Anthropic, &headers, &req.model, authed, conv).await
     {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     let b = &ticket.model.behavior;
-    let answer = ticket.model.answer(&conv, &ticket.state.script_cursor);
-    let usage = Usage::new(b, &conv, &answer);
-    let thinking = thinking(b.reasoning_tokens, &conv);
+    let schema = req
+        .output_config
+        .as_ref()
+        .and_then(|o| o.format.as_ref())
+        .and_then(|f| f.schema.as_ref());
+    let answer = match schema {
+        Some(schema) => crate::answer::structured_answer(
+            &crate::answer::instance_of(schema, "lorem ipsum").to_string(),
+        ),
+        None => ticket.model.answer(&conv, &ticket.state.script_cursor),
+    };
+    let mut usage = Usage::new(b, &conv, &answer);
+    // Thinking when the model always thinks, or (a few words) when the caller asked for it.
+    let reasoning = match b.reasoning_tokens {
+        0 if req.wants_thinking() => 8,
+        n => n,
+    };
+    let thinking = thinking(reasoning, &conv);
+    if thinking.is_some() && b.reasoning_tokens == 0 {
+        usage.output += reasoning;
+        usage.reasoning = reasoning;
+    }
+    let cache = match cache_prefix(&body) {
+        None => Cache::default(),
+        Some((key, tokens)) => {
+            let tokens = tokens.min(usage.input);
+            if sim.cache_hit(key) {
+                Cache {
+                    written: 0,
+                    read: tokens,
+                }
+            } else {
+                Cache {
+                    written: tokens,
+                    read: 0,
+                }
+            }
+        }
+    };
     let id = new_id("msg_");
     if req.stream == Some(true) {
         sse_response(
-            stream(&id, &req.model, thinking.as_ref(), &answer, usage),
+            stream(&id, &req.model, thinking.as_ref(), &answer, usage, cache),
             ticket.fault,
             b.tokens_per_sec,
         )
@@ -257,7 +426,7 @@ pub(crate) async fn messages(
         let mut buf = Vec::with_capacity(1024);
         write_json(
             &mut buf,
-            &message(&id, &req.model, thinking.as_ref(), &answer, usage),
+            &message(&id, &req.model, thinking.as_ref(), &answer, usage, cache),
         );
         json_response(buf, ticket.fault)
     }
@@ -311,6 +480,7 @@ fn message<'a>(
     thinking: Option<&'a Tokens>,
     answer: &'a Answer,
     usage: Usage,
+    cache: Cache,
 ) -> MessageOut<'a> {
     let mut content = Vec::with_capacity(2);
     if let Some(t) = thinking {
@@ -338,11 +508,18 @@ fn message<'a>(
         },
         stop_reason: stop_reason(answer.finish),
         stop_sequence: None,
-        usage: usage_out(usage, usage.output),
+        usage: usage_out(usage, usage.output, cache),
     }
 }
 
-fn stream(id: &str, model: &str, thinking: Option<&Tokens>, answer: &Answer, usage: Usage) -> Sse {
+fn stream(
+    id: &str,
+    model: &str,
+    thinking: Option<&Tokens>,
+    answer: &Answer,
+    usage: Usage,
+    cache: Cache,
+) -> Sse {
     let mut sse = Sse::new(b"event: content_block_delta\ndata: {broken\n\n");
     let start = json!({
         "type": "message_start",
@@ -354,7 +531,7 @@ fn stream(id: &str, model: &str, thinking: Option<&Tokens>, answer: &Answer, usa
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": usage_out(usage, 0),
+            "usage": usage_out(usage, 0, cache),
         },
     });
     sse.event(Part::Prelude, Some("message_start"), &start);
@@ -418,7 +595,7 @@ fn stream(id: &str, model: &str, thinking: Option<&Tokens>, answer: &Answer, usa
     let delta = json!({
         "type": "message_delta",
         "delta": { "stop_reason": stop_reason(answer.finish), "stop_sequence": null },
-        "usage": usage_out(usage, usage.output),
+        "usage": usage_out(usage, usage.output, cache),
     });
     sse.event(Part::Tail, Some("message_delta"), &delta);
     sse.event(

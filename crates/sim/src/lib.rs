@@ -73,6 +73,12 @@ impl SimHandle {
         self.sim.attempts(model)
     }
 
+    /// The last request received for `model` (the name as requested):
+    /// `{"path", "headers": {"anthropic-beta", "anthropic-version"}, "body"}` (the body as JSON).
+    pub fn last_request(&self, model: &str) -> Option<serde_json::Value> {
+        self.sim.last_request(model).map(|r| r.to_json())
+    }
+
     /// Requests seen for all models.
     pub fn total_attempts(&self) -> u64 {
         self.sim.total_attempts()

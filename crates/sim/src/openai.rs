@@ -62,6 +62,7 @@ struct ChatRequest {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     tools: Option<Vec<ChatTool>>,
+    response_format: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,8 +97,50 @@ struct ToolFunction {
     name: String,
 }
 
+/// The roles Chat Completions accepts.
+const ROLES: &[&str] = &[
+    "system",
+    "assistant",
+    "user",
+    "function",
+    "tool",
+    "developer",
+];
+
 impl ChatRequest {
+    /// The JSON answer a `response_format` asks for, if any; an unknown format is refused as
+    /// OpenAI refuses it.
+    fn structured(&self) -> Result<Option<String>, ApiError> {
+        let Some(f) = &self.response_format else {
+            return Ok(None);
+        };
+        match f.get("type").and_then(serde_json::Value::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(json!({"answer": "lorem ipsum"}).to_string())),
+            Some("json_schema") => match f.get("json_schema").and_then(|j| j.get("schema")) {
+                Some(schema) => Ok(Some(
+                    crate::answer::instance_of(schema, "lorem ipsum").to_string(),
+                )),
+                None => Err(ApiError::invalid_request(
+                    "Missing required parameter: 'response_format.json_schema'.",
+                )),
+            },
+            other => Err(ApiError::invalid_request(format!(
+                "Invalid value: '{}'. Supported values are: 'text', 'json_object', and 'json_schema'.",
+                other.unwrap_or("null")
+            ))),
+        }
+    }
+
     fn conversation(&self) -> Result<Conversation, ApiError> {
+        for (i, m) in self.messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::invalid_request(format!(
+                    "Invalid value: '{}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'. (messages[{i}].role)",
+                    m.role
+                )));
+            }
+        }
         let Some(last) = self.messages.last() else {
             return Err(ApiError::invalid_request("[] is too short - 'messages'"));
         };
@@ -248,13 +291,21 @@ pub(crate) async fn chat_completions(
         Ok(r) => r,
         Err(e) => return reject(Api::OpenAi, authed, e),
     };
-    let conv = req.conversation();
+    sim.remember(&req.model, "/v1/chat/completions", &headers, &body);
+    let structured = req.structured();
+    let conv = structured
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|_| req.conversation());
     let (ticket, conv) = match admit(&sim, Api::OpenAi, &headers, &req.model, authed, conv).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     let b = &ticket.model.behavior;
-    let answer = ticket.model.answer(&conv, &ticket.state.script_cursor);
+    let answer = match structured {
+        Ok(Some(json)) => crate::answer::structured_answer(&json),
+        _ => ticket.model.answer(&conv, &ticket.state.script_cursor),
+    };
     let usage = Usage::new(b, &conv, &answer);
     let id = new_id("chatcmpl-");
     if req.stream == Some(true) {

@@ -57,6 +57,31 @@ pub(crate) struct Sim {
     runtime: RwLock<HashMap<String, Arc<ModelState>>>,
     total: AtomicU64,
     created: u64,
+    /// The last request received per model name, as received (for fidelity tests).
+    last: std::sync::Mutex<HashMap<String, Received>>,
+    /// Prompt-cache prefixes written so far (hashes): the first request with a `cache_control`
+    /// prefix writes it, later ones read it.
+    cached_prefixes: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+/// One request as the simulator received it.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub path: &'static str,
+    /// `anthropic-beta` and `anthropic-version`, when sent.
+    pub headers: BTreeMap<String, String>,
+    pub body: bytes::Bytes,
+}
+
+impl Received {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        json!({
+            "path": self.path,
+            "headers": self.headers,
+            "body": serde_json::from_slice::<serde_json::Value>(&self.body)
+                .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(&self.body).into_owned())),
+        })
+    }
 }
 
 /// A response extension asking the connection to close without writing this response.
@@ -86,7 +111,55 @@ impl Sim {
             runtime: RwLock::new(HashMap::new()),
             total: AtomicU64::new(0),
             created: unix_now(),
+            last: std::sync::Mutex::new(HashMap::new()),
+            cached_prefixes: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Keeps `body` as the last request received for `model`.
+    pub(crate) fn remember(
+        &self,
+        model: &str,
+        path: &'static str,
+        headers: &HeaderMap,
+        body: &bytes::Bytes,
+    ) {
+        let kept: BTreeMap<String, String> = ["anthropic-beta", "anthropic-version"]
+            .iter()
+            .filter_map(|h| {
+                let v = headers.get(*h)?.to_str().ok()?;
+                Some(((*h).to_string(), v.to_string()))
+            })
+            .collect();
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                model.to_owned(),
+                Received {
+                    path,
+                    headers: kept,
+                    body: body.clone(),
+                },
+            );
+    }
+
+    /// The last request received for `model`.
+    pub(crate) fn last_request(&self, model: &str) -> Option<Received> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(model)
+            .cloned()
+    }
+
+    /// Whether the cache prefix `key` was written before (and records it as written).
+    pub(crate) fn cache_hit(&self, key: u64) -> bool {
+        !self
+            .cached_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key)
     }
 
     /// Counts one attempt for `model` and returns its state.
@@ -131,6 +204,14 @@ impl Sim {
         let mut map = self.runtime.write().unwrap_or_else(PoisonError::into_inner);
         map.clear();
         self.total.store(0, Ordering::Relaxed);
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.cached_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The behaviour for a requested model name; `None` when unknown and `strict_models` is set.
@@ -205,6 +286,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
             post(crate::anthropic::count_tokens),
         )
         .route("/sim/stats", get(stats))
+        .route("/sim/last/{model}", get(last_request))
         .route("/sim/reset", post(reset))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found_route)
@@ -214,6 +296,26 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
     Json(sim.stats())
+}
+
+/// The last request received for a model: `{"path", "headers", "body"}`, 404 when none (the
+/// simulator's key, when it has one, is required: bodies may hold what a caller sent).
+async fn last_request(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Response {
+    if !sim.authorized(&headers) {
+        return ApiError::unauthorized().render(api_of(&headers));
+    }
+    match sim.last_request(&model) {
+        Some(r) => Json(r.to_json()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no request received for {model}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn reset(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {

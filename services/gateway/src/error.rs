@@ -9,6 +9,9 @@ pub enum ApiError {
     /// The request is malformed or invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// One field of the request body is wrong: each ingress words it as its own provider does.
+    #[error("{0}")]
+    Field(FieldError),
     /// Missing or unknown API key.
     #[error("{0}")]
     Unauthorized(String),
@@ -45,9 +48,10 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadRequest(_)
+            | ApiError::Field(_)
+            | ApiError::ContextLength(_)
+            | ApiError::ContentPolicy(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,7 +66,9 @@ impl ApiError {
     /// OpenAI's `error.type` and `error.code`.
     pub fn openai_type_code(&self) -> (&'static str, &'static str) {
         match self {
-            ApiError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            ApiError::BadRequest(_) | ApiError::Field(_) => {
+                ("invalid_request_error", "invalid_request")
+            }
             ApiError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", "request_too_large"),
@@ -79,9 +85,10 @@ impl ApiError {
     /// Anthropic's `error.type`.
     pub fn anthropic_type(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => {
-                "invalid_request_error"
-            }
+            ApiError::BadRequest(_)
+            | ApiError::Field(_)
+            | ApiError::ContextLength(_)
+            | ApiError::ContentPolicy(_) => "invalid_request_error",
             ApiError::Unauthorized(_) => "authentication_error",
             ApiError::ModelNotFound(_) => "not_found_error",
             ApiError::PayloadTooLarge(_) => "request_too_large",
@@ -94,9 +101,10 @@ impl ApiError {
 
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            ApiError::BadRequest(_) | ApiError::ContextLength(_) | ApiError::ContentPolicy(_) => {
-                tonic::Code::InvalidArgument
-            }
+            ApiError::BadRequest(_)
+            | ApiError::Field(_)
+            | ApiError::ContextLength(_)
+            | ApiError::ContentPolicy(_) => tonic::Code::InvalidArgument,
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
             ApiError::ModelNotFound(_) => tonic::Code::NotFound,
             ApiError::PayloadTooLarge(_) => tonic::Code::OutOfRange,
@@ -116,15 +124,134 @@ impl ApiError {
         }
     }
 
-    /// `{"error": {"message", "type", "param", "code"}}`.
+    /// `{"error": {"message", "type", "param", "code"}}`, worded as OpenAI words its errors
+    /// (`Missing required parameter: 'messages[0].content'.`, `param` naming the field).
     pub fn openai_body(&self) -> serde_json::Value {
         let (ty, code) = self.openai_type_code();
-        serde_json::json!({"error": {"message": self.to_string(), "type": ty, "param": null, "code": code}})
+        let (message, param) = match self {
+            ApiError::Field(f) => (f.openai_message(), Some(f.path.as_str())),
+            other => (other.to_string(), None),
+        };
+        serde_json::json!({"error": {"message": message, "type": ty, "param": param, "code": code}})
     }
 
-    /// `{"type": "error", "error": {"type", "message"}}`.
+    /// `{"type": "error", "error": {"type", "message"}}`, worded as Anthropic words its errors
+    /// (`messages.1.role: Input should be 'user' or 'assistant'`).
     pub fn anthropic_body(&self) -> serde_json::Value {
-        serde_json::json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.to_string()}})
+        let message = match self {
+            ApiError::Field(f) => f.anthropic_message(),
+            other => other.to_string(),
+        };
+        serde_json::json!({"type": "error", "error": {"type": self.anthropic_type(), "message": message}})
+    }
+}
+
+/// A wrong field of a request body: where (`messages[1].role`, OpenAI's notation) and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub path: String,
+    pub problem: FieldProblem,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldProblem {
+    Missing,
+    /// `got` describes the value (`integer \`42\``), `expected` the type (`a string`).
+    Type {
+        got: String,
+        expected: String,
+    },
+    /// A value outside a fixed set.
+    Variant {
+        got: String,
+        expected: Vec<String>,
+    },
+    /// Anything else, in words.
+    Other(String),
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let problem = match &self.problem {
+            FieldProblem::Missing => "field required".to_string(),
+            FieldProblem::Type { got, expected } => {
+                format!("invalid type: {got}, expected {expected}")
+            }
+            FieldProblem::Variant { got, expected } => format!(
+                "unknown variant {got:?}, expected one of {}",
+                expected
+                    .iter()
+                    .map(|e| format!("\"{e}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            FieldProblem::Other(m) => m.clone(),
+        };
+        if self.path.is_empty() {
+            write!(f, "invalid request body: {problem}")
+        } else {
+            write!(f, "invalid request body: {}: {problem}", self.path)
+        }
+    }
+}
+
+/// `'a', 'b' or 'c'`.
+fn or_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+impl FieldError {
+    /// Anthropic's (pydantic's) notation: `messages.1.role: Input should be 'user' or 'assistant'`.
+    pub fn anthropic_message(&self) -> String {
+        let path = self.path.replace('[', ".").replace(']', "");
+        let problem = match &self.problem {
+            FieldProblem::Missing => "Field required".to_string(),
+            FieldProblem::Type { expected, .. } => {
+                let kind = match expected.as_str() {
+                    "a string" => "a valid string",
+                    "an integer" | "a non-negative integer" => "a valid integer",
+                    "an array" => "a valid list",
+                    "an object" => "a valid dictionary",
+                    "a boolean" => "a valid boolean",
+                    "a number" => "a valid number",
+                    other => other,
+                };
+                format!("Input should be {kind}")
+            }
+            FieldProblem::Variant { expected, .. } => {
+                format!("Input should be {}", or_list(expected))
+            }
+            FieldProblem::Other(m) => m.clone(),
+        };
+        if path.is_empty() {
+            problem
+        } else {
+            format!("{path}: {problem}")
+        }
+    }
+
+    /// OpenAI's wording: `Missing required parameter: 'model'.`, `Invalid type for 'max_tokens':
+    /// expected an integer, but got a string instead.`, `Invalid value: 'robot'. Supported values
+    /// are: 'system', 'user' ...`.
+    pub fn openai_message(&self) -> String {
+        let path = &self.path;
+        match &self.problem {
+            FieldProblem::Missing => format!("Missing required parameter: '{path}'."),
+            FieldProblem::Type { got, expected } => {
+                format!("Invalid type for '{path}': expected {expected}, but got {got} instead.")
+            }
+            FieldProblem::Variant { got, expected } => format!(
+                "Invalid value for '{path}': '{got}'. Supported values are: {}.",
+                or_list(expected)
+            ),
+            FieldProblem::Other(m) if path.is_empty() => m.clone(),
+            FieldProblem::Other(m) => format!("Invalid '{path}': {m}"),
+        }
     }
 }
 

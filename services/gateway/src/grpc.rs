@@ -241,6 +241,7 @@ fn to_chat_request(r: pb::CompleteRequest, stream: bool) -> Result<ChatRequest, 
         stop: s.stop,
         reasoning_effort: None,
         stream,
+        ..ChatRequest::default()
     })
 }
 

@@ -386,6 +386,7 @@ fn continuation<'a>(req: &'a ChatRequest, partial: &str) -> Cow<'a, ChatRequest>
         }),
         _ => r.messages.push(Message::text(Role::Assistant, partial)),
     }
+    r.raw = r.raw.map(|p| Arc::new(p.with_prefill(partial)));
     Cow::Owned(r)
 }
 
@@ -629,7 +630,9 @@ impl<'a> Plan<'a> {
     /// Records a failed attempt and decides what comes next; `Err` is the caller's answer.
     fn failed(&mut self, a: Attempt, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
         let disposition = err.disposition();
-        let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext);
+        // The caller's request, not the target, is what failed: the circuit stays as it is.
+        let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext)
+            || matches!(err, ProviderError::Unsupported(_));
         let model = &a.target.model;
         self.usage_event(
             model,
@@ -732,6 +735,11 @@ impl<'a> Plan<'a> {
                 ))
             }
             Some(ProviderError::Timeout(TimeoutKind::Deadline)) => self.deadline_error(),
+            // The last target left could not honour a field: the caller's request must change.
+            Some(ProviderError::Unsupported(why)) => ApiError::BadRequest(format!(
+                "no target of {} can serve this request as sent: {why}",
+                self.route
+            )),
             _ => ApiError::Upstream(format!(
                 "every target of {} failed{}",
                 self.route,

@@ -19,6 +19,10 @@ pub struct RequestMeta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// A system instruction inside the conversation (after it began): Anthropic's mid-conversation
+    /// `{"role":"system"}` message, an OpenAI `system`/`developer` message after the first turn.
+    /// Instructions before the first turn are [`ChatRequest::system`].
+    System,
     User,
     Assistant,
 }
@@ -110,7 +114,129 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// Reasoning budget / effort, passed through where the provider supports it.
     pub reasoning_effort: Option<String>,
+    /// An explicit thinking budget in tokens (Anthropic `thinking.budget_tokens`).
+    pub thinking_budget: Option<u32>,
+    /// Structured output: plain text (absent), any JSON object, or JSON matching a schema.
+    pub response_format: Option<ResponseFormat>,
+    /// `false` forbids more than one tool call per turn (OpenAI `parallel_tool_calls`, Anthropic
+    /// `tool_choice.disable_parallel_tool_use`).
+    pub parallel_tool_calls: Option<bool>,
+    pub seed: Option<i64>,
     pub stream: bool,
+    /// Fields of the caller's body that only an upstream of the caller's own API can honour (named as
+    /// the caller wrote them, e.g. `context_management`, `top_k`): another API's target refuses the
+    /// request naming them rather than dropping them silently.
+    pub same_shape_only: Vec<String>,
+    /// The caller's own body, forwarded as it is (model and streaming flags rewritten) to an upstream
+    /// that speaks the same API.
+    #[serde(skip)]
+    pub raw: Option<std::sync::Arc<Passthrough>>,
+}
+
+/// Structured output, in provider-neutral form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Any JSON object (OpenAI `json_object`).
+    JsonObject,
+    /// JSON matching `schema` (OpenAI `json_schema`, Anthropic `output_config.format`).
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+        strict: Option<bool>,
+    },
+}
+
+/// The API a caller's body is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    AnthropicMessages,
+    OpenAiChat,
+}
+
+/// A caller's request body kept for a same-API upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passthrough {
+    pub shape: Shape,
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Passthrough {
+    /// The body for one attempt: `model` replaced, `stream` set as the attempt needs (and, for a
+    /// streamed OpenAI attempt, `stream_options.include_usage`, which metering needs).
+    pub fn attempt_body(
+        &self,
+        model: &str,
+        stream: bool,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value, json};
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::from(model));
+        if stream {
+            body.insert("stream".into(), Value::Bool(true));
+            if self.shape == Shape::OpenAiChat {
+                let opts = body.entry("stream_options").or_insert_with(|| json!({}));
+                if !opts.is_object() {
+                    *opts = json!({});
+                }
+                if let Some(o) = opts.as_object_mut() {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+            }
+        } else if body.get("stream") == Some(&Value::Bool(true)) {
+            body.remove("stream");
+        }
+        body
+    }
+
+    /// The body with `partial` (the answer a target streamed before it broke off) appended as an
+    /// assistant prefill to continue from.
+    pub fn with_prefill(&self, partial: &str) -> Passthrough {
+        use serde_json::{Value, json};
+        let mut out = self.clone();
+        if partial.is_empty() {
+            return out;
+        }
+        let Some(Value::Array(messages)) = out.body.get_mut("messages") else {
+            return out;
+        };
+        let last_is_assistant = messages
+            .last()
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+            == Some("assistant");
+        match messages.last_mut() {
+            Some(last) if last_is_assistant => match self.shape {
+                Shape::AnthropicMessages => {
+                    let mut blocks = match last.get("content") {
+                        Some(Value::String(s)) if !s.is_empty() => {
+                            vec![json!({"type": "text", "text": s})]
+                        }
+                        Some(Value::Array(b)) => b.clone(),
+                        _ => Vec::new(),
+                    };
+                    blocks.push(json!({"type": "text", "text": partial}));
+                    last["content"] = Value::Array(blocks);
+                }
+                Shape::OpenAiChat => {
+                    let before = match last.get("content") {
+                        Some(Value::String(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    last["content"] = Value::from(before + partial);
+                }
+            },
+            _ => messages.push(json!({"role": "assistant", "content": partial})),
+        }
+        out
+    }
+}
+
+impl ChatRequest {
+    /// The caller's body when the target speaks the same API.
+    pub fn passthrough(&self, shape: Shape) -> Option<&Passthrough> {
+        self.raw.as_deref().filter(|p| p.shape == shape)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

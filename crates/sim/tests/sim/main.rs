@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod faults;
+mod fidelity;
 mod modes;
 mod openai;
 

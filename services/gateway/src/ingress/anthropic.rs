@@ -8,8 +8,8 @@ use super::{SseEvent, wire};
 use crate::{
     error::ApiError,
     types::{
-        ChatRequest, ChatResponse, Message, Part, Role, StopReason, StreamEvent, Tool, ToolChoice,
-        Usage,
+        ChatRequest, ChatResponse, Message, Part, Passthrough, ResponseFormat, Role, Shape,
+        StopReason, StreamEvent, Tool, ToolChoice, Usage,
     },
 };
 use wire::Obj;
@@ -30,7 +30,30 @@ pub struct Parsed {
     pub top_k: Option<u32>,
 }
 
-const ROLES: &[&str] = &["user", "assistant"];
+const ROLES: &[&str] = &["user", "assistant", "system"];
+
+/// Top-level fields the translation to another API carries (or that are hints another API may
+/// ignore without changing the answer: `metadata`, `cache_control`, `context_management`,
+/// `service_tier`). Any other field — `top_k`, `container`, `mcp_servers`, and every field added
+/// after this list — needs an Anthropic upstream.
+const TRANSLATED: &[&str] = &[
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "output_config",
+    "cache_control",
+    "context_management",
+    "service_tier",
+];
 const BLOCK_TYPES: &[&str] = &[
     "text",
     "image",
@@ -73,14 +96,17 @@ fn parse_inner(body: &[u8], require_max_tokens: bool) -> Result<Parsed, ApiError
         ));
     }
     let mut messages: Vec<Message> = Vec::new();
+    let mut same_shape_only: Vec<String> = Vec::new();
     for (i, m) in raw.iter().enumerate() {
         let mo = Obj::new(m, format!("messages[{i}]"))?;
         let role = match mo.req_str("role")? {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            // Mid-conversation system messages (Claude Code's `mid-conversation-system` beta).
+            "system" => Role::System,
             other => return Err(wire::unknown_variant(&mo.path("role"), other, ROLES)),
         };
-        let parts = content_blocks(&mo, role)?;
+        let parts = content_blocks(&mo, role, &mut same_shape_only)?;
         wire::push_message(&mut messages, role, parts);
     }
     if messages.is_empty() {
@@ -120,10 +146,8 @@ fn parse_inner(body: &[u8], require_max_tokens: bool) -> Result<Parsed, ApiError
             if let Some(ty) = to.str("type")?
                 && ty != "custom"
             {
-                tracing::debug!(
-                    tool_type = ty,
-                    "skipping Anthropic server tool: the gateway cannot run it"
-                );
+                // A server tool (web search, code execution...): only Anthropic runs it.
+                same_shape_only.push(format!("{} ({ty})", to.path("type")));
                 continue;
             }
             let name = to.req_str("name")?;
@@ -144,6 +168,10 @@ fn parse_inner(body: &[u8], require_max_tokens: bool) -> Result<Parsed, ApiError
         }
     }
 
+    let parallel_tool_calls = match o.obj("tool_choice")? {
+        Some(tc) => tc.bool("disable_parallel_tool_use")?.map(|d| !d),
+        None => None,
+    };
     let tool_choice = match o.obj("tool_choice")? {
         None => None,
         Some(tc) => Some(match tc.req_str("type")? {
@@ -182,6 +210,38 @@ fn parse_inner(body: &[u8], require_max_tokens: bool) -> Result<Parsed, ApiError
         },
     };
 
+    let (response_format, output_effort) = match o.obj("output_config")? {
+        None => (None, None),
+        Some(oc) => {
+            let format = match oc.obj("format")? {
+                None => None,
+                Some(f) => match f.req_str("type")? {
+                    "json_schema" => Some(ResponseFormat::JsonSchema {
+                        name: "output".to_string(),
+                        schema: f
+                            .get("schema")
+                            .cloned()
+                            .ok_or_else(|| wire::missing(&f.path("schema")))?,
+                        strict: Some(true),
+                    }),
+                    other => {
+                        return Err(wire::unknown_variant(
+                            &f.path("type"),
+                            other,
+                            &["json_schema"],
+                        ));
+                    }
+                },
+            };
+            (format, oc.str("effort")?.map(str::to_string))
+        }
+    };
+    for key in root.as_object().into_iter().flat_map(|m| m.keys()) {
+        if !TRANSLATED.contains(&key.as_str()) && o.get(key).is_some() {
+            same_shape_only.push(key.clone());
+        }
+    }
+
     let top_k = match o.get("top_k") {
         None => None,
         Some(v) => match v.as_u64() {
@@ -206,8 +266,20 @@ fn parse_inner(body: &[u8], require_max_tokens: bool) -> Result<Parsed, ApiError
         temperature: o.f32_in("temperature", 0.0, 1.0)?,
         top_p: o.f32_in("top_p", 0.0, 1.0)?,
         stop: o.str_or_list("stop_sequences")?,
-        reasoning_effort,
+        reasoning_effort: output_effort.or(reasoning_effort),
+        thinking_budget,
+        response_format,
+        parallel_tool_calls,
+        seed: None,
         stream: o.bool("stream")?.unwrap_or(false),
+        same_shape_only,
+        raw: match root {
+            Value::Object(body) => Some(std::sync::Arc::new(Passthrough {
+                shape: Shape::AnthropicMessages,
+                body,
+            })),
+            _ => None,
+        },
     };
     Ok(Parsed {
         req,
@@ -248,8 +320,13 @@ fn is_server_tool_block(ty: &str) -> bool {
     ty == "server_tool_use" || ty == "mcp_tool_use" || ty.ends_with("_tool_result")
 }
 
-/// A message's `content`: a string or an array of content blocks.
-fn content_blocks(mo: &Obj<'_>, role: Role) -> Result<Vec<Part>, ApiError> {
+/// A message's `content`: a string or an array of content blocks. Blocks only an Anthropic upstream
+/// can take (documents, server tool blocks) are named in `same_shape_only`.
+fn content_blocks(
+    mo: &Obj<'_>,
+    role: Role,
+    same_shape_only: &mut Vec<String>,
+) -> Result<Vec<Part>, ApiError> {
     let path = mo.path("content");
     let blocks = match mo.get("content") {
         None => return Err(wire::missing(&path)),
@@ -368,10 +445,12 @@ fn content_blocks(mo: &Obj<'_>, role: Role) -> Result<Vec<Part>, ApiError> {
                     .map(str::to_string);
                 parts.push(Part::Reasoning { text, signature });
             }
+            // Encrypted reasoning state only Anthropic can read; another API's model re-reasons
+            // from the visible conversation.
             "redacted_thinking" => {}
-            "document" => tracing::debug!("dropping document block: documents are not translated"),
+            "document" => same_shape_only.push(format!("{} (document)", bo.path("type"))),
             t if is_server_tool_block(t) => {
-                tracing::debug!(block_type = t, "dropping server tool block")
+                same_shape_only.push(format!("{} ({t})", bo.path("type")))
             }
             other => return Err(wire::unknown_variant(&bo.path("type"), other, BLOCK_TYPES)),
         }

@@ -5,6 +5,7 @@ use crate::types::FailedAttempt;
 fn bad(body: &str) -> String {
     match parse(body.as_bytes()) {
         Err(ApiError::BadRequest(m)) => m,
+        Err(e @ ApiError::Field(_)) => e.to_string(),
         other => panic!("expected BadRequest for {body}, got {other:?}"),
     }
 }
@@ -168,10 +169,10 @@ fn parse_errors_name_the_field() {
     );
     let m = bad(r#"{"model":"m","max_tokens":10,"messages":[]}"#);
     assert_eq!(m, "messages must contain at least one message");
-    let m = bad(r#"{"model":"m","max_tokens":10,"messages":[{"role":"system","content":"hi"}]}"#);
+    let m = bad(r#"{"model":"m","max_tokens":10,"messages":[{"role":"robot","content":"hi"}]}"#);
     assert!(
         m.contains(
-            "messages[0].role: unknown variant \"system\", expected one of \"user\", \"assistant\""
+            "messages[0].role: unknown variant \"robot\", expected one of \"user\", \"assistant\", \"system\""
         ),
         "{m}"
     );
@@ -506,4 +507,107 @@ fn error_event_shape() {
         enc.event(&StreamEvent::TextDelta { text: "x".into() })
             .is_empty()
     );
+}
+
+/// Claude Code's `mid-conversation-system` beta: `{"role":"system"}` inside `messages`.
+#[test]
+fn system_messages_inside_the_conversation() {
+    let p = parse(
+        json!({
+            "model": "frontier",
+            "max_tokens": 100,
+            "system": [{"type": "text", "text": "top", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "system", "content": [{"type": "text", "text": "be terse now"}]},
+                {"role": "user", "content": "again"},
+            ],
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let roles: Vec<Role> = p.req.messages.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::User, Role::Assistant, Role::System, Role::User]
+    );
+    assert_eq!(p.req.messages[2].joined_text(), "be terse now");
+    assert_eq!(p.req.system.as_deref(), Some("top"));
+    // The caller's body is kept whole for an Anthropic upstream, cache_control included.
+    let raw = p.req.passthrough(Shape::AnthropicMessages).unwrap();
+    assert_eq!(
+        raw.body["system"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert!(
+        p.req.same_shape_only.is_empty(),
+        "{:?}",
+        p.req.same_shape_only
+    );
+}
+
+/// Errors read like Anthropic's own (pydantic-style paths and wording), in Anthropic's shape.
+#[test]
+fn errors_are_worded_like_anthropics() {
+    let body = |b: &str| parse(b.as_bytes()).unwrap_err().anthropic_body();
+    let e = body(
+        r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"a"},{"role":"robot","content":"b"}]}"#,
+    );
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        e["error"]["message"],
+        "messages.1.role: Input should be 'user', 'assistant' or 'system'"
+    );
+    let e = body(r#"{"model":"m","messages":[{"role":"user","content":"a"}]}"#);
+    assert_eq!(e["error"]["message"], "max_tokens: Field required");
+    let e = body(r#"{"model":"m","max_tokens":"10","messages":[{"role":"user","content":"a"}]}"#);
+    assert_eq!(
+        e["error"]["message"],
+        "max_tokens: Input should be a valid integer"
+    );
+}
+
+/// Fields only Anthropic honours are named, so that a target of another API refuses rather than
+/// drops them; hints another API may ignore are not.
+#[test]
+fn fields_only_anthropic_honours_are_named() {
+    let p = parse(
+        json!({
+            "model": "m",
+            "max_tokens": 100,
+            "top_k": 5,
+            "context_management": {"edits": []},
+            "metadata": {"user_id": "u"},
+            "tools": [
+                {"name": "t", "input_schema": {"type": "object"}},
+                {"type": "web_search_20250305", "name": "web_search"},
+            ],
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}, {"type": "text", "text": "sum up"}]}],
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        p.req.same_shape_only,
+        [
+            "messages[0].content[0].type (document)",
+            "tools[1].type (web_search_20250305)",
+            "top_k"
+        ]
+    );
+    assert_eq!(
+        p.req.response_format,
+        Some(ResponseFormat::JsonSchema {
+            name: "output".into(),
+            schema: json!({"type": "object"}),
+            strict: Some(true)
+        })
+    );
+    assert_eq!(p.req.thinking_budget, Some(2048));
 }

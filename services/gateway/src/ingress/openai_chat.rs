@@ -11,7 +11,10 @@ use serde_json::Value;
 use super::{SseEvent, wire};
 use crate::{
     error::ApiError,
-    types::{ChatRequest, ChatResponse, Message, Part, Role, StopReason, StreamEvent, Tool, Usage},
+    types::{
+        ChatRequest, ChatResponse, Message, Part, Passthrough, ResponseFormat, Role, Shape,
+        StopReason, StreamEvent, Tool, Usage,
+    },
 };
 use wire::Obj;
 
@@ -30,6 +33,47 @@ pub struct Parsed {
 }
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+/// Top-level fields the translation to another API carries, or hints another API may ignore
+/// without changing the answer (`store`, `prompt_cache_key`, `service_tier`, `user`, ...). Any
+/// other field set to a non-default value — `logprobs`, `frequency_penalty`, `logit_bias`, `audio`,
+/// and every field added after this list — needs an OpenAI-shaped upstream.
+const TRANSLATED: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stream",
+    "stream_options",
+    "metadata",
+    "temperature",
+    "top_p",
+    "stop",
+    "reasoning_effort",
+    "user",
+    "response_format",
+    "parallel_tool_calls",
+    "seed",
+    "store",
+    "prompt_cache_key",
+    "safety_identifier",
+    "service_tier",
+];
+
+/// Whether `v` is the value a field has when it is not set (`null`, `false`, `0`, empty).
+pub(crate) fn is_default(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
 
 /// Parses a Chat Completions request body.
 pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
@@ -59,8 +103,12 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n\n");
-                if !text.is_empty() {
+                if text.is_empty() {
+                } else if messages.is_empty() {
                     system.push(text);
+                } else {
+                    // After the conversation began: a system message in its place.
+                    wire::push_message(&mut messages, Role::System, vec![Part::Text { text }]);
                 }
             }
             "user" => {
@@ -152,6 +200,21 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
         .get("session_id")
         .filter(|s| !s.is_empty())
         .cloned();
+    let response_format = response_format(&o, "response_format")?;
+    let seed = match o.get("seed") {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| wire::type_error(&o.path("seed"), v, "an integer"))?,
+        ),
+    };
+    let same_shape_only: Vec<String> = root
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter(|(k, v)| !TRANSLATED.contains(&k.as_str()) && !is_default(v))
+        .map(|(k, _)| k.clone())
+        .collect();
 
     let req = ChatRequest {
         model,
@@ -164,15 +227,57 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
         top_p: o.f32_in("top_p", 0.0, 1.0)?,
         stop: o.str_or_list("stop")?,
         reasoning_effort: o.str("reasoning_effort")?.map(str::to_string),
+        thinking_budget: None,
+        response_format,
+        parallel_tool_calls: o.bool("parallel_tool_calls")?,
+        seed,
         stream,
+        same_shape_only,
+        raw: None,
+    };
+    let user = o.str("user")?.map(str::to_string);
+    let req = ChatRequest {
+        raw: match root {
+            Value::Object(body) => Some(std::sync::Arc::new(Passthrough {
+                shape: Shape::OpenAiChat,
+                body,
+            })),
+            _ => None,
+        },
+        ..req
     };
     Ok(Parsed {
         req,
         session_hint,
         include_usage,
-        user: o.str("user")?.map(str::to_string),
+        user,
         metadata,
     })
+}
+
+/// OpenAI's `response_format` (Chat) : `{"type": "text" | "json_object" | "json_schema",
+/// "json_schema": {"name", "schema", "strict"}}`.
+pub(crate) fn response_format(o: &Obj<'_>, key: &str) -> Result<Option<ResponseFormat>, ApiError> {
+    let Some(f) = o.obj(key)? else {
+        return Ok(None);
+    };
+    match f.req_str("type")? {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(ResponseFormat::JsonObject)),
+        "json_schema" => {
+            let js = f.req_obj("json_schema")?;
+            Ok(Some(ResponseFormat::JsonSchema {
+                name: js.req_str("name")?.to_string(),
+                schema: js.schema("schema")?,
+                strict: js.bool("strict")?,
+            }))
+        }
+        other => Err(wire::unknown_variant(
+            &f.path("type"),
+            other,
+            &["text", "json_object", "json_schema"],
+        )),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

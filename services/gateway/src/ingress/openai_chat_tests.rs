@@ -6,6 +6,7 @@ use serde_json::json;
 fn bad(body: &str) -> String {
     match parse(body.as_bytes()) {
         Err(ApiError::BadRequest(m)) => m,
+        Err(e @ ApiError::Field(_)) => e.to_string(),
         other => panic!("expected BadRequest for {body}, got {other:?}"),
     }
 }
@@ -430,4 +431,70 @@ fn text_chunks_from_the_cached_prefix_match_the_typed_rendering() {
         assert_eq!(fast, typed, "{text:?}");
         assert_eq!(data(&fast)["choices"][0]["delta"]["content"], text);
     }
+}
+
+/// A system or developer message after the conversation began stays in its place; structured
+/// output, parallel tool calls and seed are read; fields no translation carries are named.
+#[test]
+fn mid_conversation_system_structured_output_and_untranslated_fields() {
+    let p = parse(
+        json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "top"},
+                {"role": "user", "content": "hi"},
+                {"role": "developer", "content": "answer in JSON"},
+                {"role": "user", "content": "go"},
+            ],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}, "strict": true}},
+            "parallel_tool_calls": false,
+            "seed": 7,
+            "logprobs": true,
+            "frequency_penalty": 0,
+            "store": true,
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(p.req.system.as_deref(), Some("top"));
+    let roles: Vec<Role> = p.req.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::User, Role::System, Role::User]);
+    assert_eq!(
+        p.req.response_format,
+        Some(ResponseFormat::JsonSchema {
+            name: "r".into(),
+            schema: json!({"type": "object"}),
+            strict: Some(true)
+        })
+    );
+    assert_eq!(p.req.parallel_tool_calls, Some(false));
+    assert_eq!(p.req.seed, Some(7));
+    // `frequency_penalty: 0` is the default and `store` a hint: only `logprobs` needs OpenAI.
+    assert_eq!(p.req.same_shape_only, ["logprobs"]);
+    assert!(p.req.passthrough(Shape::OpenAiChat).is_some());
+}
+
+/// Errors read like OpenAI's own, with `param` naming the field.
+#[test]
+fn errors_are_worded_like_openais() {
+    let body = |b: &str| parse(b.as_bytes()).unwrap_err().openai_body();
+    let e = body(r#"{"messages":[{"role":"user","content":"a"}]}"#);
+    assert_eq!(
+        e["error"]["message"],
+        "Missing required parameter: 'model'."
+    );
+    assert_eq!(e["error"]["param"], "model");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    let e = body(r#"{"model":"m","messages":[{"role":"robot","content":"a"}]}"#);
+    assert_eq!(
+        e["error"]["message"],
+        "Invalid value for 'messages[0].role': 'robot'. Supported values are: 'system', 'developer', 'user', 'assistant' or 'tool'."
+    );
+    assert_eq!(e["error"]["param"], "messages[0].role");
+    let e = body(r#"{"model":"m","max_tokens":"9","messages":[{"role":"user","content":"a"}]}"#);
+    assert_eq!(
+        e["error"]["message"],
+        "Invalid type for 'max_tokens': expected an integer, but got string \"9\" instead."
+    );
 }

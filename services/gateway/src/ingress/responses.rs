@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 use super::wire;
 use crate::{
     error::ApiError,
-    types::{ChatRequest, ChatResponse, Message, Part, Role, StopReason, Tool, Usage},
+    types::{
+        ChatRequest, ChatResponse, Message, Part, ResponseFormat, Role, StopReason, Tool, Usage,
+    },
 };
 use wire::Obj;
 
@@ -128,16 +130,29 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
         ),
         None => (None, None),
     };
-    if let Some(text) = o.obj("text")?
-        && let Some(format) = text.obj("format")?
-        && let Some(ty) = format.str("type")?
-        && ty != "text"
-    {
-        tracing::debug!(
-            format = ty,
-            "text.format is not translated; answering in plain text"
-        );
-    }
+    let response_format = match o.obj("text")? {
+        None => None,
+        Some(text) => match text.obj("format")? {
+            None => None,
+            Some(f) => match f.req_str("type")? {
+                "text" => None,
+                "json_object" => Some(ResponseFormat::JsonObject),
+                // The Responses API flattens `json_schema`'s fields into `format`.
+                "json_schema" => Some(ResponseFormat::JsonSchema {
+                    name: f.str("name")?.unwrap_or("output").to_string(),
+                    schema: f.schema("schema")?,
+                    strict: f.bool("strict")?,
+                }),
+                other => {
+                    return Err(wire::unknown_variant(
+                        &f.path("type"),
+                        other,
+                        &["text", "json_object", "json_schema"],
+                    ));
+                }
+            },
+        },
+    };
 
     let metadata = o.string_map("metadata")?.unwrap_or_default();
     let prompt_cache_key = o.str("prompt_cache_key")?.filter(|s| !s.is_empty());
@@ -158,7 +173,13 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
         top_p: o.f32_in("top_p", 0.0, 1.0)?,
         stop: Vec::new(),
         reasoning_effort,
+        thinking_budget: None,
+        response_format,
+        parallel_tool_calls: o.bool("parallel_tool_calls")?,
+        seed: None,
         stream: o.bool("stream")?.unwrap_or(false),
+        same_shape_only: Vec::new(),
+        raw: None,
     };
     Ok(Parsed {
         req,
@@ -191,8 +212,11 @@ fn parse_item(
                         })
                         .collect::<Vec<_>>()
                         .join("\n\n");
-                    if !text.is_empty() {
+                    if text.is_empty() {
+                    } else if messages.is_empty() {
                         system.push(text);
+                    } else {
+                        wire::push_message(messages, Role::System, vec![Part::Text { text }]);
                     }
                 }
                 "user" => wire::push_message(messages, Role::User, parts),

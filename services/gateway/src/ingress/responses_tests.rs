@@ -8,6 +8,7 @@ use crate::{
 fn bad(body: &str) -> String {
     match parse(body.as_bytes()) {
         Err(ApiError::BadRequest(m)) => m,
+        Err(e @ ApiError::Field(_)) => e.to_string(),
         other => panic!("expected BadRequest for {body}, got {other:?}"),
     }
 }

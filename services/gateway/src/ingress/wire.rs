@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    error::ApiError,
+    error::{ApiError, FieldError, FieldProblem},
     types::{FailedAttempt, Message, Part, Role, ToolChoice},
 };
 
@@ -45,33 +45,37 @@ pub fn describe(v: &Value) -> String {
 }
 
 pub fn body_error(path: &str, msg: impl std::fmt::Display) -> ApiError {
-    if path.is_empty() {
-        ApiError::BadRequest(format!("invalid request body: {msg}"))
-    } else {
-        ApiError::BadRequest(format!("invalid request body: {path}: {msg}"))
-    }
+    field_error(path, FieldProblem::Other(msg.to_string()))
+}
+
+fn field_error(path: &str, problem: FieldProblem) -> ApiError {
+    ApiError::Field(FieldError {
+        path: path.to_string(),
+        problem,
+    })
 }
 
 pub fn type_error(path: &str, got: &Value, expected: &str) -> ApiError {
-    body_error(
+    field_error(
         path,
-        format!("invalid type: {}, expected {expected}", describe(got)),
+        FieldProblem::Type {
+            got: describe(got),
+            expected: expected.to_string(),
+        },
     )
 }
 
 pub fn missing(path: &str) -> ApiError {
-    body_error(path, "field required")
+    field_error(path, FieldProblem::Missing)
 }
 
 pub fn unknown_variant(path: &str, got: &str, expected: &[&str]) -> ApiError {
-    let list = expected
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    body_error(
+    field_error(
         path,
-        format!("unknown variant {got:?}, expected one of {list}"),
+        FieldProblem::Variant {
+            got: got.to_string(),
+            expected: expected.iter().map(|e| (*e).to_string()).collect(),
+        },
     )
 }
 

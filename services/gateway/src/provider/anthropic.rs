@@ -4,7 +4,7 @@
 //! (generic over the byte stream so it can be tested in memory) is the `stream` submodule; the
 //! error-body helpers shared with the OpenAI adapter are in `provider::common`.
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{
     EventStream, Provider, ProviderError, classify_status,
@@ -13,7 +13,10 @@ use super::{
 };
 use crate::{
     config::ProviderConfig,
-    types::{ChatRequest, ChatResponse, Part, RequestMeta, Role, StopReason, ToolChoice, Usage},
+    types::{
+        ChatRequest, ChatResponse, Part, RequestMeta, ResponseFormat, Role, Shape, StopReason,
+        ToolChoice, Usage,
+    },
 };
 
 mod stream;
@@ -31,12 +34,16 @@ struct AnRequest<'a> {
     model: &'a str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
+    system: Option<std::borrow::Cow<'a, str>>,
     messages: Vec<AnMessage<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<AnTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<AnToolChoice<'a>>,
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +63,8 @@ struct AnMessage<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum AnRole {
+    /// A mid-conversation system message (the `mid-conversation-system` beta).
+    System,
     User,
     Assistant,
 }
@@ -98,15 +107,6 @@ struct AnTool<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: &'a Value,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum AnToolChoice<'a> {
-    Auto,
-    Any,
-    None,
-    Tool { name: &'a str },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,11 +240,52 @@ struct AnMessageDelta {
 // ---------------------------------------------------------------------------------------------
 // Conversions.
 
-/// The wire request for `req` against upstream model `model`.
-fn to_wire<'a>(req: &'a ChatRequest, model: &'a str, stream: bool) -> AnRequest<'a> {
+/// The smallest thinking budget Anthropic accepts.
+pub const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// The thinking budget for an effort level (the inverse of the Anthropic ingress's mapping:
+/// ≥16,000 high, ≥4,000 medium, else low); `None` for no thinking.
+fn budget_for_effort(effort: &str) -> Option<u32> {
+    match effort {
+        "none" | "minimal" => None,
+        "low" => Some(2_048),
+        "medium" => Some(8_192),
+        _ => Some(16_384),
+    }
+}
+
+/// Whether the caller's `anthropic-beta` header turns on mid-conversation system messages.
+fn mid_conversation_system(meta: &RequestMeta) -> bool {
+    meta.anthropic_beta
+        .as_deref()
+        .is_some_and(|b| b.contains("mid-conversation-system"))
+}
+
+/// The wire request for `req` against upstream model `model`. System messages inside the
+/// conversation stay in place when `mid_system` (the caller turned the beta on); otherwise they join
+/// the top-level `system`, in order, since Anthropic refuses them there without the beta.
+fn to_wire<'a>(
+    req: &'a ChatRequest,
+    model: &'a str,
+    stream: bool,
+    mid_system: bool,
+) -> Result<AnRequest<'a>, ProviderError> {
+    let mut system: Option<std::borrow::Cow<'a, str>> =
+        req.system.as_deref().map(std::borrow::Cow::Borrowed);
     let mut messages: Vec<AnMessage<'a>> = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
         let role = match m.role {
+            Role::System if !mid_system => {
+                let text = m.joined_text();
+                if !text.is_empty() {
+                    system = Some(match system.take() {
+                        Some(s) => std::borrow::Cow::Owned(format!("{s}\n\n{text}")),
+                        None => std::borrow::Cow::Owned(text),
+                    });
+                }
+                continue;
+            }
+            Role::System => AnRole::System,
             Role::User => AnRole::User,
             Role::Assistant => AnRole::Assistant,
         };
@@ -279,27 +320,69 @@ fn to_wire<'a>(req: &'a ChatRequest, model: &'a str, stream: bool) -> AnRequest<
     let tool_choice = if tools.is_empty() {
         None
     } else {
-        req.tool_choice.as_ref().map(|c| match c {
-            ToolChoice::Auto => AnToolChoice::Auto,
-            ToolChoice::None => AnToolChoice::None,
-            ToolChoice::Required => AnToolChoice::Any,
-            ToolChoice::Tool(name) => AnToolChoice::Tool { name },
-        })
+        let mut choice = match req.tool_choice.as_ref() {
+            None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+            Some(ToolChoice::None) => json!({"type": "none"}),
+            Some(ToolChoice::Required) => json!({"type": "any"}),
+            Some(ToolChoice::Tool(name)) => json!({"type": "tool", "name": name}),
+        };
+        if req.parallel_tool_calls == Some(false) {
+            choice["disable_parallel_tool_use"] = Value::Bool(true);
+        } else if req.tool_choice.is_none() {
+            choice = Value::Null;
+        }
+        Some(choice).filter(|c| !c.is_null())
     };
-    AnRequest {
+    if req.seed.is_some() {
+        return Err(ProviderError::Unsupported(
+            "seed cannot be carried to Anthropic Messages, which has no seed (leave it out, or use a target of the caller's own API)".into(),
+        ));
+    }
+    // Thinking: an explicit budget, else one for the reasoning effort. It must fit below max_tokens.
+    let budget = req
+        .thinking_budget
+        .or_else(|| req.reasoning_effort.as_deref().and_then(budget_for_effort));
+    let mut max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let thinking = match budget {
+        None => None,
+        Some(b) => {
+            let b = match req.max_tokens {
+                // No limit given: room for the thinking and an answer.
+                None => {
+                    max_tokens = b.saturating_add(DEFAULT_MAX_TOKENS);
+                    b
+                }
+                Some(m) => b.min(m.saturating_sub(1)),
+            };
+            if b < MIN_THINKING_BUDGET {
+                return Err(ProviderError::Unsupported(format!(
+                    "reasoning_effort cannot be carried to Anthropic Messages: max_tokens {max_tokens} leaves no room for its smallest thinking budget ({MIN_THINKING_BUDGET} tokens); raise max_tokens or leave reasoning_effort out"
+                )));
+            }
+            Some(json!({"type": "enabled", "budget_tokens": b}))
+        }
+    };
+    let output_config = req.response_format.as_ref().map(|f| {
+        let schema = match f {
+            ResponseFormat::JsonObject => json!({"type": "object"}),
+            ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
+        };
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    });
+    Ok(AnRequest {
         model,
-        max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        system: req.system.as_deref(),
+        max_tokens,
+        system,
         messages,
         tools,
         tool_choice,
+        thinking,
+        output_config,
         temperature: req.temperature,
         top_p: req.top_p,
         stop_sequences: &req.stop,
-        // `reasoning_effort` is not sent: Anthropic takes a `thinking` budget in tokens instead, and
-        // there is no agreed mapping from an effort level to a budget.
         stream,
-    }
+    })
 }
 
 /// One content block, or `None` for parts Anthropic cannot take here.
@@ -531,14 +614,31 @@ impl Anthropic {
         }
     }
 
+    /// The request body for one attempt: the caller's own body when it is a Messages one (only the
+    /// model and streaming flag rewritten), else the translation — refused, naming the fields, when
+    /// the caller's API has fields this one cannot honour.
+    fn encode(
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
+        meta: &RequestMeta,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let written = if let Some(p) = req.passthrough(Shape::AnthropicMessages) {
+            serde_json::to_vec(&p.attempt_body(model, stream))
+        } else {
+            super::check_translatable(req, "Anthropic Messages")?;
+            serde_json::to_vec(&to_wire(req, model, stream, mid_conversation_system(meta))?)
+        };
+        written.map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))
+    }
+
     /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
     async fn send(
         &self,
-        body: &AnRequest<'_>,
+        json: Vec<u8>,
+        stream: bool,
         meta: &RequestMeta,
     ) -> Result<http::Response<UpstreamBody>, ProviderError> {
-        let json = serde_json::to_vec(body)
-            .map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
         let invalid =
             |what: &str| ProviderError::Connect(format!("the {what} is not a valid header value"));
         let mut headers = http::HeaderMap::new();
@@ -563,13 +663,7 @@ impl Anthropic {
             );
         }
         self.client
-            .post_json(
-                &self.endpoint,
-                json,
-                body.stream,
-                headers,
-                &self.cfg.headers,
-            )
+            .post_json(&self.endpoint, json, stream, headers, &self.cfg.headers)
             .await
     }
 }
@@ -586,7 +680,9 @@ impl Provider for Anthropic {
         model: &str,
         meta: &RequestMeta,
     ) -> Result<ChatResponse, ProviderError> {
-        let resp = self.send(&to_wire(req, model, false), meta).await?;
+        let resp = self
+            .send(Self::encode(req, model, false, meta)?, false, meta)
+            .await?;
         let body = read_body(resp, MAX_RESPONSE_BODY).await?;
         parse_response(&body, &self.cfg.name, model)
     }
@@ -597,7 +693,9 @@ impl Provider for Anthropic {
         model: &str,
         meta: &RequestMeta,
     ) -> Result<EventStream, ProviderError> {
-        let resp = self.send(&to_wire(req, model, true), meta).await?;
+        let resp = self
+            .send(Self::encode(req, model, true, meta)?, true, meta)
+            .await?;
         Ok(parse_stream(
             body_stream(resp),
             self.cfg.name.clone(),

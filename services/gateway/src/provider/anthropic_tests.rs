@@ -18,7 +18,7 @@ use crate::{
 };
 
 fn wire(req: &ChatRequest, stream: bool) -> Value {
-    serde_json::to_value(to_wire(req, "claude-up", stream)).unwrap()
+    serde_json::to_value(to_wire(req, "claude-up", stream, false).unwrap()).unwrap()
 }
 
 #[test]
@@ -90,7 +90,6 @@ fn request_merges_roles_and_converts_blocks() {
         ],
         temperature: Some(0.25),
         stop: vec!["STOP".into()],
-        reasoning_effort: Some("high".into()),
         ..Default::default()
     };
     assert_eq!(
@@ -572,4 +571,107 @@ fn reasoning_is_estimated_from_thinking_and_never_exceeds_the_output() {
     assert_eq!(super::reasoning_tokens(0, 10), 0);
     assert_eq!(super::reasoning_tokens(9, 10), 3);
     assert_eq!(super::reasoning_tokens(4_000, 10), 10);
+}
+
+/// An OpenAI caller's conversation on an Anthropic target: system messages inside it join the
+/// top-level system (Anthropic refuses them without the beta) or stay in place with it; reasoning
+/// effort becomes a thinking budget below max_tokens; structured output becomes
+/// `output_config.format`; parallel tool calls and a seed are carried or refused, never dropped.
+#[test]
+fn translation_of_system_messages_reasoning_and_structured_output() {
+    let mut req = ChatRequest {
+        system: Some("top".into()),
+        messages: vec![
+            Message::text(Role::User, "hi"),
+            Message::text(Role::System, "be terse"),
+            Message::text(Role::User, "go"),
+        ],
+        tools: vec![Tool {
+            name: "t".into(),
+            description: None,
+            parameters: json!({"type": "object"}),
+        }],
+        parallel_tool_calls: Some(false),
+        reasoning_effort: Some("medium".into()),
+        max_tokens: Some(20_000),
+        response_format: Some(ResponseFormat::JsonSchema {
+            name: "r".into(),
+            schema: json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+            strict: Some(true),
+        }),
+        ..Default::default()
+    };
+    let w = wire(&req, false);
+    assert_eq!(w["system"], "top\n\nbe terse");
+    assert_eq!(
+        w["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "go"}]}])
+    );
+    assert_eq!(
+        w["thinking"],
+        json!({"type": "enabled", "budget_tokens": 8192})
+    );
+    assert_eq!(w["max_tokens"], 20_000);
+    assert_eq!(
+        w["output_config"],
+        json!({"format": {"type": "json_schema", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}})
+    );
+    assert_eq!(
+        w["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+    // With the beta, the system message keeps its place.
+    let w = serde_json::to_value(to_wire(&req, "claude-up", false, true).unwrap()).unwrap();
+    assert_eq!(w["system"], "top");
+    assert_eq!(w["messages"][1]["role"], "system");
+    // A thinking budget needs room below max_tokens.
+    req.max_tokens = Some(1_000);
+    let Err(ProviderError::Unsupported(why)) = to_wire(&req, "claude-up", false, false) else {
+        panic!("a budget that does not fit is refused");
+    };
+    assert!(why.contains("reasoning_effort"), "{why}");
+    req.max_tokens = None;
+    let w = wire(&req, false);
+    assert_eq!(w["max_tokens"], 8192 + DEFAULT_MAX_TOKENS);
+    // Anthropic has no seed.
+    req.seed = Some(1);
+    let Err(ProviderError::Unsupported(why)) = to_wire(&req, "claude-up", false, false) else {
+        panic!("a seed is refused");
+    };
+    assert!(why.contains("seed"), "{why}");
+}
+
+/// A Messages body is forwarded as the caller wrote it; a body of another API with fields only
+/// that API honours is refused naming them.
+#[test]
+fn same_api_bodies_pass_through_and_untranslatable_ones_are_refused() {
+    let body = json!({
+        "model": "frontier",
+        "max_tokens": 100,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        "messages": [{"role": "user", "content": "hi"}],
+        "some_future_field": {"x": 1},
+    });
+    let parsed = crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap();
+    let sent: Value = serde_json::from_slice(
+        &Anthropic::encode(&parsed.req, "claude-up", true, &RequestMeta::default()).unwrap(),
+    )
+    .unwrap();
+    let mut expected = body.clone();
+    expected["model"] = json!("claude-up");
+    expected["stream"] = json!(true);
+    assert_eq!(sent, expected);
+    // A Chat Completions body with `logprobs` cannot be carried here.
+    let chat = crate::ingress::openai_chat::parse(
+        br#"{"model":"m","logprobs":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    let Err(e @ ProviderError::Unsupported(_)) =
+        Anthropic::encode(&chat.req, "claude-up", false, &RequestMeta::default())
+    else {
+        panic!("logprobs cannot be carried to Anthropic");
+    };
+    assert!(e.to_string().contains("logprobs"), "{e}");
 }

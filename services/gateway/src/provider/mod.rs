@@ -84,6 +84,25 @@ pub enum ProviderError {
     Malformed(String),
     #[error("stream broke off: {0}")]
     StreamCut(String),
+    /// The target's API cannot honour a field of the request (named in the message).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Refuses a translation that would drop fields only the caller's own API honours.
+pub(crate) fn check_translatable(req: &ChatRequest, api: &str) -> Result<(), ProviderError> {
+    if req.same_shape_only.is_empty() {
+        return Ok(());
+    }
+    Err(ProviderError::Unsupported(format!(
+        "{} cannot be carried to {api}: {} (send it to a target of the caller's own API, or leave it out)",
+        if req.same_shape_only.len() == 1 {
+            "this field"
+        } else {
+            "these fields"
+        },
+        req.same_shape_only.join(", ")
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +152,7 @@ impl ProviderError {
                 StatusKind::ContextLength => Disposition::LargerContext,
                 StatusKind::ContentPolicy | StatusKind::InvalidRequest => Disposition::Fatal,
             },
+            ProviderError::Unsupported(_) => Disposition::NextTarget,
         }
     }
 
@@ -161,6 +181,7 @@ impl ProviderError {
             ProviderError::Timeout(TimeoutKind::Deadline) => "deadline",
             ProviderError::Malformed(_) => "malformed",
             ProviderError::StreamCut(_) => "stream_cut",
+            ProviderError::Unsupported(_) => "unsupported",
             ProviderError::Status { kind, .. } => match kind {
                 StatusKind::RateLimited => "rate_limited",
                 StatusKind::Unavailable => "unavailable",

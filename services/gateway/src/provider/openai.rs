@@ -15,7 +15,8 @@ use super::{
 use crate::{
     config::ProviderConfig,
     types::{
-        ChatRequest, ChatResponse, Message, Part, RequestMeta, Role, StopReason, ToolChoice, Usage,
+        ChatRequest, ChatResponse, Message, Part, RequestMeta, ResponseFormat, Role, Shape,
+        StopReason, ToolChoice, Usage,
     },
 };
 
@@ -44,6 +45,12 @@ struct OaRequest<'a> {
     stop: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,7 +66,7 @@ struct OaStreamOptions {
 #[serde(tag = "role", rename_all = "lowercase")]
 enum OaMessage<'a> {
     System {
-        content: &'a str,
+        content: std::borrow::Cow<'a, str>,
     },
     User {
         content: OaUserContent<'a>,
@@ -350,7 +357,9 @@ struct OaFunctionDelta<'a> {
 fn to_wire<'a>(req: &'a ChatRequest, model: &'a str, stream: bool) -> OaRequest<'a> {
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if let Some(system) = &req.system {
-        messages.push(OaMessage::System { content: system });
+        messages.push(OaMessage::System {
+            content: std::borrow::Cow::Borrowed(system),
+        });
     }
     for m in &req.messages {
         push_message(&mut messages, m);
@@ -391,6 +400,26 @@ fn to_wire<'a>(req: &'a ChatRequest, model: &'a str, stream: bool) -> OaRequest<
         top_p: req.top_p,
         stop: &req.stop,
         reasoning_effort: req.reasoning_effort.as_deref(),
+        response_format: req.response_format.as_ref().map(|f| match f {
+            ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                let mut js = serde_json::json!({"name": name, "schema": schema});
+                if let Some(strict) = strict {
+                    js["strict"] = Value::Bool(*strict);
+                }
+                serde_json::json!({"type": "json_schema", "json_schema": js})
+            }
+        }),
+        parallel_tool_calls: if req.tools.is_empty() {
+            None
+        } else {
+            req.parallel_tool_calls
+        },
+        seed: req.seed,
         stream,
         stream_options: stream.then_some(OaStreamOptions {
             include_usage: true,
@@ -412,6 +441,14 @@ fn push_message<'a>(out: &mut Vec<OaMessage<'a>>, m: &'a Message) {
         _ => None,
     });
     match m.role {
+        Role::System => {
+            let text = m.joined_text();
+            if !text.is_empty() {
+                out.push(OaMessage::System {
+                    content: std::borrow::Cow::Owned(text),
+                });
+            }
+        }
         Role::User => {
             // Tool results answer the previous assistant turn, so they go first.
             out.extend(tool_results);
@@ -639,15 +676,28 @@ impl OpenAi {
         }
     }
 
+    /// The request body for one attempt: the caller's own body when it is a Chat Completions one
+    /// (only the model and streaming flags rewritten), else the translation — refused, naming the
+    /// fields, when the caller's API has fields this one cannot honour.
+    fn encode(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec<u8>, ProviderError> {
+        // Sized up front: growing from empty reallocated and copied the body several times.
+        let mut json = Vec::with_capacity(512);
+        let written = if let Some(p) = req.passthrough(Shape::OpenAiChat) {
+            serde_json::to_writer(&mut json, &p.attempt_body(model, stream))
+        } else {
+            super::check_translatable(req, "OpenAI Chat Completions")?;
+            serde_json::to_writer(&mut json, &to_wire(req, model, stream))
+        };
+        written.map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
+        Ok(json)
+    }
+
     /// Sends one request; a non-2xx answer becomes `ProviderError::Status`.
     async fn send(
         &self,
-        body: &OaRequest<'_>,
+        json: Vec<u8>,
+        stream: bool,
     ) -> Result<http::Response<UpstreamBody>, ProviderError> {
-        // Sized up front: growing from empty reallocated and copied the body several times.
-        let mut json = Vec::with_capacity(512);
-        serde_json::to_writer(&mut json, body)
-            .map_err(|e| ProviderError::Malformed(format!("cannot encode the request: {e}")))?;
         let mut headers = http::HeaderMap::new();
         if !self.cfg.api_key.is_empty() {
             let mut auth =
@@ -659,13 +709,7 @@ impl OpenAi {
             headers.insert(http::header::AUTHORIZATION, auth);
         }
         self.client
-            .post_json(
-                &self.endpoint,
-                json,
-                body.stream,
-                headers,
-                &self.cfg.headers,
-            )
+            .post_json(&self.endpoint, json, stream, headers, &self.cfg.headers)
             .await
     }
 }
@@ -682,7 +726,7 @@ impl Provider for OpenAi {
         model: &str,
         _meta: &RequestMeta,
     ) -> Result<ChatResponse, ProviderError> {
-        let resp = self.send(&to_wire(req, model, false)).await?;
+        let resp = self.send(Self::encode(req, model, false)?, false).await?;
         let body = read_body(resp, MAX_RESPONSE_BODY).await?;
         parse_response(&body, &self.cfg.name, model)
     }
@@ -693,7 +737,7 @@ impl Provider for OpenAi {
         model: &str,
         _meta: &RequestMeta,
     ) -> Result<EventStream, ProviderError> {
-        let resp = self.send(&to_wire(req, model, true)).await?;
+        let resp = self.send(Self::encode(req, model, true)?, true).await?;
         Ok(parse_stream(
             body_stream(resp),
             self.cfg.name.clone(),

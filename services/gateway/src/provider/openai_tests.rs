@@ -684,3 +684,59 @@ async fn streams_read_their_chunked_body_to_its_end_and_reuse_the_connection() {
         streams_share_one_connection(&adapter(url, "sk-test"), &accepted, "hi").await;
     }
 }
+
+/// An Anthropic caller's conversation on an OpenAI target: a system message inside it stays in
+/// place; structured output becomes `response_format`; parallel tool calls and the seed are sent.
+#[test]
+fn translation_of_system_messages_and_structured_output() {
+    let req = ChatRequest {
+        messages: vec![
+            crate::types::Message::text(Role::User, "hi"),
+            crate::types::Message::text(Role::System, "be terse"),
+        ],
+        tools: vec![Tool {
+            name: "t".into(),
+            description: None,
+            parameters: json!({"type": "object"}),
+        }],
+        parallel_tool_calls: Some(false),
+        seed: Some(3),
+        response_format: Some(ResponseFormat::JsonSchema {
+            name: "output".into(),
+            schema: json!({"type": "object"}),
+            strict: Some(true),
+        }),
+        ..Default::default()
+    };
+    let w = wire(&req, false);
+    assert_eq!(
+        w["messages"][1],
+        json!({"role": "system", "content": "be terse"})
+    );
+    assert_eq!(
+        w["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}, "strict": true}})
+    );
+    assert_eq!(w["parallel_tool_calls"], false);
+    assert_eq!(w["seed"], 3);
+}
+
+/// A Chat Completions body is forwarded as the caller wrote it (streamed: usage asked for).
+#[test]
+fn chat_bodies_pass_through() {
+    let body = json!({
+        "model": "frontier",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_object"},
+        "logprobs": true,
+        "top_logprobs": 2,
+        "stream": true,
+    });
+    let parsed = crate::ingress::openai_chat::parse(body.to_string().as_bytes()).unwrap();
+    let sent: Value =
+        serde_json::from_slice(&OpenAi::encode(&parsed.req, "gpt-up", true).unwrap()).unwrap();
+    let mut expected = body.clone();
+    expected["model"] = json!("gpt-up");
+    expected["stream_options"] = json!({"include_usage": true});
+    assert_eq!(sent, expected);
+}
