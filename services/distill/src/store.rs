@@ -4,8 +4,8 @@
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use sqlx::{
-    Row,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    Connection, Row,
+    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
 };
 
@@ -108,6 +108,74 @@ pub struct ResultRow {
     pub teacher_cer: Option<f64>,
 }
 
+/// The Postgres schema distill keeps its tables and its migration history (`_sqlx_migrations`) in
+/// unless `[distill] database_schema` names another, so that it shares a database with the other
+/// services (metering keeps its own in `metering`) without either seeing the other's migrations.
+pub const DEFAULT_SCHEMA: &str = "distill";
+
+/// A table every distill database has: where it already sits, a database migrated before distill
+/// had a schema of its own is found.
+const MARKER_TABLE: &str = "distill_jobs";
+
+/// The schema to use: `configured`, else [`DEFAULT_SCHEMA`] — or, when that does not exist yet
+/// and distill's tables already sit in the connection's own search path (a database migrated
+/// before the default schema), the schema holding them, so an upgrade keeps its jobs. Creates the
+/// schema when it is missing (tolerating another process creating it at the same moment); one
+/// that exists is used as it is (no CREATE privilege needed). Names are folded to lower case, as
+/// Postgres folds unquoted identifiers.
+async fn schema_for(o: &PgConnectOptions, configured: Option<&str>) -> Result<String, Error> {
+    let schema = configured.unwrap_or(DEFAULT_SCHEMA).to_ascii_lowercase();
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::Config(format!(
+            "schema name {schema:?}: letters, digits and _ only"
+        )));
+    }
+    let mut c = PgConnection::connect_with(o).await?;
+    if !schema_exists(&mut c, &schema).await? {
+        if configured.is_none() {
+            let legacy: Option<String> = sqlx::query_scalar(
+                "SELECT n.nspname::text FROM pg_class AS t JOIN pg_namespace AS n ON n.oid = t.relnamespace \
+                 WHERE t.oid = to_regclass($1)",
+            )
+            .bind(MARKER_TABLE)
+            .fetch_optional(&mut c)
+            .await?;
+            if let Some(legacy) = legacy {
+                tracing::warn!(
+                    schema = %legacy,
+                    "distill: using the tables already in schema {legacy} (migrated before distill kept its own schema, {DEFAULT_SCHEMA}); \
+                     set [distill] database_schema = \"{legacy}\" to keep them there, or move them (with _sqlx_migrations) to share the database with metering"
+                );
+                let _ = c.close().await;
+                return Ok(legacy);
+            }
+        }
+        if let Err(e) = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&mut c)
+            .await
+        {
+            // Two processes starting at once: the loser's CREATE fails on the catalog's unique
+            // index although the schema now exists.
+            if !schema_exists(&mut c, &schema).await? {
+                return Err(e.into());
+            }
+        }
+    }
+    let _ = c.close().await;
+    Ok(schema)
+}
+
+async fn schema_exists(c: &mut PgConnection, schema: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(c)
+        .await
+}
+
 macro_rules! execute {
     ($store:expr, $sql:expr, [$($arg:expr),* $(,)?]) => {{
         let sql = $store.sql($sql);
@@ -161,7 +229,8 @@ macro_rules! job_from_row {
 }
 
 impl Store {
-    /// Connects (creating the SQLite file, or the Postgres schema when given) and migrates.
+    /// Connects (creating the SQLite file; on Postgres using `schema`, default [`DEFAULT_SCHEMA`],
+    /// created if absent — see [`schema_for`]) and migrates.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store, Error> {
         if url.starts_with("sqlite:") {
             let o = SqliteConnectOptions::from_str(url)?
@@ -177,26 +246,9 @@ impl Store {
                 pool: Pool::Sqlite(pool),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let mut o = PgConnectOptions::from_str(url)?;
-            if let Some(schema) = schema {
-                if !schema
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
-                    return Err(Error::Config(format!(
-                        "schema name {schema:?}: letters, digits and _ only"
-                    )));
-                }
-                let one = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(o.clone())
-                    .await?;
-                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                    .execute(&one)
-                    .await?;
-                one.close().await;
-                o = o.options([("search_path", schema)]);
-            }
+            let o = PgConnectOptions::from_str(url)?;
+            let schema = schema_for(&o, schema).await?;
+            let o = o.options([("search_path", schema.as_str())]);
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .connect_with(o)

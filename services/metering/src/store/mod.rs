@@ -35,6 +35,7 @@ mod sqlite;
 use deltas::Compactor;
 use group::Job;
 pub use options::StoreOptions;
+pub use postgres::DEFAULT_SCHEMA;
 pub use record::{DIM_NAMES, Record};
 
 /// The database and the queue to its writer task(s).
@@ -101,7 +102,8 @@ impl Val {
 }
 
 impl Store {
-    /// Connects, creates the Postgres schema if asked, runs the migrations and starts the writer.
+    /// Connects (Postgres: in its own schema, `metering` by default, created if absent), runs the
+    /// migrations and starts the writer.
     pub async fn connect(opts: &StoreOptions) -> Result<Store, MeteringError> {
         let url = opts.url.as_str();
         if url.starts_with("sqlite:") {

@@ -6,7 +6,9 @@ use std::time::Duration;
 pub struct StoreOptions {
     /// `sqlite://...` or `postgres://...`.
     pub url: String,
-    /// Postgres only: a schema to create (if absent) and use (tests and benches isolate runs with it).
+    /// Postgres only: the schema to create (if absent) and use; default `metering`
+    /// ([`DEFAULT_SCHEMA`](super::DEFAULT_SCHEMA)), so metering shares a database with
+    /// distill. Tests and benches isolate runs with one of their own.
     pub schema: Option<String>,
     pub max_connections: u32,
     /// Postgres only: write events with a binary `COPY` (the default; it probes for stored ids only
