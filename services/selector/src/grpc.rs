@@ -157,6 +157,12 @@ impl Running {
 /// Opens the store, restores the model and serves `retort.v1.Selector` on `cfg.grpc_addr`, every
 /// call checked against `keys`.
 pub async fn start(cfg: SelectorConfig, keys: Arc<KeyRing>) -> Result<Running, Error> {
+    if !cfg.data_dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::Io {
+            context: format!("creating {}", cfg.data_dir.display()),
+            source,
+        })?;
+    }
     let store = Store::connect(&cfg.database_url(), cfg.database_schema.as_deref()).await?;
     let addr = cfg.grpc_addr;
     let model = Arc::new(Model::open(cfg, store).await?);
