@@ -70,6 +70,65 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     }
 }
 
+/// A codec that sends and receives raw bytes: a malformed or oversized message on the wire.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+struct RawEnc;
+struct RawDec;
+
+impl tonic::codec::Encoder for RawEnc {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let v = bytes::Buf::chunk(src).to_vec();
+        bytes::Buf::advance(src, v.len());
+        Ok(Some(v))
+    }
+}
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+
+/// Sends `body` as the message of `path` with `key`.
+async fn raw_call(addr: SocketAddr, key: Option<&str>, path: &'static str, body: Vec<u8>) -> Code {
+    let mut g = tonic::client::Grpc::new(channel(addr, key).await);
+    g.ready().await.unwrap();
+    let r: Result<tonic::Response<Vec<u8>>, tonic::Status> = g
+        .unary(
+            tonic::Request::new(body),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            Raw,
+        )
+        .await;
+    code(r)
+}
+
 fn ev(id: &str, user: &str, team: &str) -> pb::UsageEvent {
     pb::UsageEvent {
         event_id: id.into(),
@@ -312,6 +371,28 @@ async fn metering_grpc_every_cell() {
     }
     // Queries still answer after the attempts.
     assert!(users_seen(&m, "sk-root", all).await.is_ok());
+    // Malformed protobuf: UNAUTHENTICATED without a key (checked before decoding), the caller's
+    // INVALID_ARGUMENT with one; over the size limit, RESOURCE_EXHAUSTED.
+    let addr = m.running.grpc_addr;
+    let garbage = vec![0xff, 0xff, 0xff, 0xff];
+    assert_eq!(
+        raw_call(addr, None, "/retort.v1.Metering/Query", garbage.clone()).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        raw_call(addr, Some("sk-alice"), "/retort.v1.Metering/Query", garbage).await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        raw_call(
+            addr,
+            Some("sk-root"),
+            "/retort.v1.Metering/SetPrice",
+            vec![0u8; 17 << 20]
+        )
+        .await,
+        Code::ResourceExhausted
+    );
     m.running.shutdown().await;
 }
 

@@ -346,16 +346,16 @@ impl DistillService {
                     // Read here, checked: the job sees the bytes, never the path.
                     s.source = Some(pb::data_source::Source::Inline(bytes));
                 }
-                Some(pb::data_source::Source::Inline(b)) => {
-                    if !admin && b.len() as u64 > cfg.user_max_inline_bytes {
-                        return Err(Status::resource_exhausted(format!(
-                            "{what}: {} bytes inline is over the {} bytes allowed (ask an admin)",
-                            b.len(),
-                            cfg.user_max_inline_bytes
-                        )));
-                    }
+                Some(pb::data_source::Source::Inline(b))
+                    if !admin && b.len() as u64 > cfg.user_max_inline_bytes =>
+                {
+                    return Err(Status::resource_exhausted(format!(
+                        "{what}: {} bytes inline is over the {} bytes allowed (ask an admin)",
+                        b.len(),
+                        cfg.user_max_inline_bytes
+                    )));
                 }
-                None => {}
+                Some(pb::data_source::Source::Inline(_)) | None => {}
             }
         }
         if admin {

@@ -580,11 +580,18 @@ pub async fn dimensions(
 pub const CSV_HEADER: &str = "event_id,time,user,team,discipline,level,session_id,harness,route,provider,model,outcome,status,\
 input_tokens,output_tokens,reasoning_tokens,cache_read_tokens,cache_write_tokens,latency_ms,ttft_ms,reasoning_ms,cost_usd,price_version,tier,unpriced\n";
 
+/// A text field of the export. A value a spreadsheet would run as a formula (leading `=`, `+`, `-`,
+/// `@`, tab or carriage return: a session header can carry `=HYPERLINK(...)`) gets a leading `'`.
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s.into_owned()
     }
 }
 
@@ -647,4 +654,22 @@ pub async fn export_page(
             next
         },
     ))
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_field;
+
+    #[test]
+    fn formulas_are_defused_and_separators_quoted() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2"), "'-2");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("gpt-4o"), "gpt-4o");
+    }
 }

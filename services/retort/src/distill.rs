@@ -74,7 +74,7 @@ pub async fn up(file: &RetortConfig, mut up: super::Up, demo: bool) -> anyhow::R
     let running = retort_distill::start(cfg.clone(), file.prices.clone())
         .await
         .context("starting distill")?;
-    tracing::info!(grpc = %running.addr, db = %cfg.database_url().split('?').next().unwrap_or_default(), "distill: in-process; `retort distill list` reads it");
+    tracing::info!(grpc = %running.addr, db = %super::redact_url(&cfg.database_url()), "distill: in-process; `retort distill list` reads it");
     if demo {
         let endpoint = format!("http://{}", running.addr);
         // The demo job is the demo user's (the first user with a key in the file).

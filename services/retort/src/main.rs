@@ -170,6 +170,22 @@ pub async fn keyed_channel(endpoint: &str) -> anyhow::Result<Keyed> {
     ))
 }
 
+/// A database URL as logs may show it: no query string, and no password (`postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((creds, host)) => {
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// A service address as typed: `host:port` or a URL (`http://host:port`).
 pub fn endpoint(addr: &str) -> String {
     if addr.contains("://") {
@@ -236,4 +252,19 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_never_reach_the_logs() {
+        assert_eq!(
+            super::redact_url("postgres://retort:s3cret@db:5432/retort?sslmode=require"),
+            "postgres://retort:***@db:5432/retort"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://./retort-data/m.db?mode=rwc"),
+            "sqlite://./retort-data/m.db"
+        );
+    }
 }

@@ -30,7 +30,7 @@ pub async fn up(file: &RetortConfig, mut up: super::Up) -> anyhow::Result<super:
     // The gateway's usage reaches metering as a service identity (Ingest admits no other).
     client.key = Some(up.service_key.clone());
     let sink = MeteringSink::start(client)?;
-    tracing::info!(grpc = %running.grpc_addr, db = %cfg.database_url().split('?').next().unwrap_or_default(), "metering: in-process; dashboard at /dashboard on the gateway's HTTP address");
+    tracing::info!(grpc = %running.grpc_addr, db = %super::redact_url(&cfg.database_url()), "metering: in-process; dashboard at /dashboard on the gateway's HTTP address");
     up.hooks.usage = Arc::clone(&sink) as Arc<dyn retort_gateway::hooks::UsageSink>;
     up.http = up.http.merge(running.http_router());
     up.on_stop.push(Box::pin(async move {
