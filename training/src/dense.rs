@@ -220,9 +220,9 @@ impl DenseEncoder {
         let ok = d > 0
             && labels > 0
             && p.n_heads > 0
-            && d % p.n_heads == 0
-            && p.tokens.len() % d == 0
-            && p.positions.len() % d == 0
+            && d.is_multiple_of(p.n_heads)
+            && p.tokens.len().is_multiple_of(d)
+            && p.positions.len().is_multiple_of(d)
             && !p.layers.is_empty()
             && p.layers.iter().all(|l| {
                 let d_ff = l.ff_in.d_out();

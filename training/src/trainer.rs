@@ -60,8 +60,9 @@ pub struct TrainOptions {
     /// artefact, which records it (see [`crate::template`]). `None`: inferred from the texts
     /// (their common prefix and suffix, [`crate::template::infer`]), or none.
     pub template: Option<String>,
-    /// Stop after the first epoch that ends past this many seconds of training (the best model so
-    /// far is kept, as with early stopping); `None`: no limit. Not part of a checkpoint's identity.
+    /// Stop once this many seconds of training are spent, mid-epoch if need be (that epoch is
+    /// validated and the best model so far kept, as with early stopping); `None`: no limit. Not
+    /// part of a checkpoint's identity.
     pub max_train_secs: Option<f64>,
 }
 
@@ -622,6 +623,8 @@ pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
     let n = objective.train_len();
     let mut stopped_early = state.epochs_since_best >= options.patience && state.epoch > 0;
     let mut epoch_times: Vec<f64> = Vec::new();
+    // Examples stepped over (epochs before a resume counted whole).
+    let mut seen_total = n * state.epoch;
     while !stopped_early && state.epoch < options.max_epochs {
         let epoch = state.epoch + 1;
         let epoch_start = Instant::now();
@@ -633,7 +636,14 @@ pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
             .then(|| rng::seeded::<B>(device, options.seed.wrapping_add(epoch as u64)));
 
         let mut loss_sum = 0.0;
+        let mut seen = 0usize;
         for chunk in order.chunks(options.batch_size) {
+            // Out of time: end the epoch here (at least one step is taken per epoch).
+            let spent = state.train_secs + epoch_start.elapsed().as_secs_f64();
+            if seen > 0 && options.max_train_secs.is_some_and(|limit| spent >= limit) {
+                break;
+            }
+            seen += chunk.len();
             let (loss, sparse) = match objective.sparse_loss(&model, chunk) {
                 Some((loss, rows)) => (loss, Some(rows)),
                 None => (objective.batch_loss(&model, chunk), None),
@@ -647,6 +657,7 @@ pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
             model = optim.step(learning_rate, model, grads);
         }
         drop(_rng);
+        seen_total += seen;
         let step_secs = epoch_start.elapsed().as_secs_f64();
 
         let current = model.valid();
@@ -685,12 +696,12 @@ pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
         let progress = EpochProgress {
             epoch,
             max_epochs: options.max_epochs,
-            train_loss: loss_sum / n as f64,
+            train_loss: loss_sum / seen.max(1) as f64,
             val_accuracy: score.primary,
             best_val_accuracy: state.best_val_accuracy,
             best_epoch: state.best_epoch,
             epoch_secs,
-            examples_per_sec: n as f64 / step_secs.max(1e-9),
+            examples_per_sec: seen as f64 / step_secs.max(1e-9),
             eta_secs: if stopped_early {
                 0.0
             } else {
@@ -722,7 +733,7 @@ pub(crate) fn fit<B: AutodiffBackend, O: Objective<B>>(
         train_examples: n,
         validation_examples: objective.valid_len(),
         train_secs: state.train_secs,
-        examples_per_sec: (n * state.epoch) as f64 / state.train_secs.max(1e-9),
+        examples_per_sec: seen_total as f64 / state.train_secs.max(1e-9),
         num_params: best.num_params(),
         history: state.history,
     };
