@@ -18,6 +18,7 @@ use retort_gateway::config::{
 };
 use retort_metering::MeteringConfig;
 use retort_pricing::Price;
+use retort_selector::SelectorConfig;
 use serde::{Deserialize, de::DeserializeOwned};
 
 /// Where the services keep their files when the configuration names no `data_dir`.
@@ -67,6 +68,9 @@ pub struct RetortConfig {
     pub breaker: Option<RawBreaker>,
     /// `[distill]`: the distillation service. Absent: `retort up` runs no distillation.
     pub distill: Option<DistillConfig>,
+    /// `[selector]`: the student selector (auto-target). Absent: `retort up` runs it on its
+    /// defaults beside `[distill]`.
+    pub selector: Option<SelectorConfig>,
     /// `[[prices]]`: USD per million tokens, each effective from a day; one list for metering,
     /// the breaker and distill's reports.
     #[serde(default)]
@@ -122,6 +126,9 @@ impl RetortConfig {
         }
         if self.distill.is_some() {
             s.push("[distill]");
+        }
+        if self.selector.is_some() {
+            s.push("[selector]");
         }
         if !self.prices.is_empty() {
             s.push("[[prices]]");
@@ -216,7 +223,31 @@ impl RetortConfig {
             d.data_dir = self.data_dir();
         }
         let (http, grpc) = self.gateway_addrs();
+        // Auto-target asks the selector `retort up` runs beside distill, unless the section names one.
+        if d.selector_addr.is_empty()
+            && let Some(s) = self.selector()?
+        {
+            d.selector_addr = format!("http://{}", s.grpc_addr);
+        }
         Ok(d.load(http, grpc)?)
+    }
+
+    /// `[selector]` (or its defaults), in the data directory unless it names its own.
+    pub fn selector_config(&self) -> anyhow::Result<SelectorConfig> {
+        let mut s = section(&self.selector).context("[selector]")?;
+        if s.data_dir.as_os_str().is_empty() {
+            s.data_dir = self.data_dir();
+        }
+        Ok(s)
+    }
+
+    /// The selector `retort up` runs: with `[selector]`, or beside `[distill]`, unless disabled.
+    pub fn selector(&self) -> anyhow::Result<Option<SelectorConfig>> {
+        if self.selector.is_none() && self.distill.is_none() {
+            return Ok(None);
+        }
+        let s = self.selector_config()?;
+        Ok(s.enabled.then_some(s))
     }
 }
 

