@@ -272,11 +272,15 @@ impl DenseEncoder {
             // Attention block: x += out(attention(norm(x))).
             layer_norm(&x, d, &layer.norm_attn, &mut normed);
             for (t, h) in normed.chunks_exact(d).enumerate() {
+                // One position attends only to itself (weight 1): its query and key do not matter.
                 for (proj, dst) in [
                     (&layer.query, &mut q),
                     (&layer.key, &mut k),
                     (&layer.value, &mut v),
-                ] {
+                ]
+                .into_iter()
+                .skip(if len == 1 { 2 } else { 0 })
+                {
                     proj.apply(h, &mut tmp);
                     dst[t * d..(t + 1) * d].copy_from_slice(&tmp);
                 }
