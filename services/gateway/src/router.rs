@@ -242,7 +242,7 @@ impl Gateway {
                     resp.failed_attempts = std::mem::take(&mut plan.failed);
                     return Ok(resp);
                 }
-                Err(e) => plan.failed(a, e, t0)?,
+                Err(e) => plan.failed(a, e, t0, 0)?,
             }
         }
     }
@@ -288,11 +288,13 @@ impl Gateway {
                 let mut upstream = match opened {
                     Ok(s) => s,
                     Err(e) => {
-                        if let Err(fatal) = plan.failed(a, e, t0) { yield Err(fatal); return; }
+                        if let Err(fatal) = plan.failed(a, e, t0, 0) { yield Err(fatal); return; }
                         continue;
                     }
                 };
                 let mut got_content = false;
+                // Bytes of content this attempt streamed to the caller (text, reasoning, tool calls).
+                let mut streamed_bytes = 0usize;
                 let mut ttft = None;
                 let (mut reasoning_started, mut reasoning_ended) = (None::<Instant>, None::<Instant>);
                 let failure = loop {
@@ -348,8 +350,10 @@ impl Gateway {
                                 _ => {}
                             }
                             match &delta {
-                                StreamEvent::TextDelta { text } => partial.push_str(text),
-                                StreamEvent::ToolCallStart { .. } | StreamEvent::ToolCallDelta { .. } => tool_emitted = true,
+                                StreamEvent::TextDelta { text } => { partial.push_str(text); streamed_bytes += text.len(); }
+                                StreamEvent::ReasoningDelta { text } => streamed_bytes += text.len(),
+                                StreamEvent::ToolCallStart { name, .. } => { tool_emitted = true; streamed_bytes += name.len(); }
+                                StreamEvent::ToolCallDelta { arguments, .. } => { tool_emitted = true; streamed_bytes += arguments.len(); }
                                 _ => {}
                             }
                             yield Ok(delta);
@@ -357,7 +361,16 @@ impl Gateway {
                     }
                 };
                 drop(upstream);
-                if let Err(fatal) = plan.failed(a, failure, t0) { yield Err(fatal); return; }
+                // The tokens a cut attempt streamed are billed by its provider: metered with it
+                // (about four bytes a token, as prompts are estimated).
+                let streamed_tokens = (streamed_bytes as u64).div_ceil(4);
+                let at = plan.idx;
+                if let Err(fatal) = plan.failed(a, failure, t0, streamed_tokens) { yield Err(fatal); return; }
+                if got_content && plan.idx == at {
+                    // Content reached the caller: the answer goes on at the next target, never
+                    // again on the one that just broke off.
+                    plan.advance();
+                }
                 if emitted_start {
                     if tool_emitted {
                         yield Err(ApiError::Upstream(
@@ -627,22 +640,30 @@ impl<'a> Plan<'a> {
         tracing::debug!(route = %self.route, target = %model.name, ms = t0.elapsed().as_millis() as u64, "attempt succeeded");
     }
 
-    /// Records a failed attempt and decides what comes next; `Err` is the caller's answer.
-    fn failed(&mut self, a: Attempt, err: ProviderError, t0: Instant) -> Result<(), ApiError> {
+    /// Records a failed attempt (`output_tokens`: what it streamed to the caller before it broke
+    /// off) and decides what comes next; `Err` is the caller's answer.
+    fn failed(
+        &mut self,
+        a: Attempt,
+        err: ProviderError,
+        t0: Instant,
+        output_tokens: u64,
+    ) -> Result<(), ApiError> {
         let disposition = err.disposition();
         // The caller's request, not the target, is what failed: the circuit stays as it is.
         let healthy = matches!(disposition, Disposition::Fatal | Disposition::LargerContext)
             || matches!(err, ProviderError::Unsupported(_));
         let model = &a.target.model;
-        self.usage_event(
-            model,
-            err.label(),
-            err.status(),
-            Usage::default(),
-            t0,
-            None,
-            None,
-        );
+        let usage = if output_tokens > 0 {
+            Usage {
+                input: self.estimated,
+                output: output_tokens,
+                ..Usage::default()
+            }
+        } else {
+            Usage::default()
+        };
+        self.usage_event(model, err.label(), err.status(), usage, t0, None, None);
         let state = a.permit.record(healthy);
         self.set_circuit_gauge(model, state);
         self.record_attempt(model, err.label());
@@ -653,6 +674,7 @@ impl<'a> Plan<'a> {
             error: err.to_string(),
             status: err.status(),
             duration_ms: t0.elapsed().as_millis() as u64,
+            output_tokens,
         });
         match disposition {
             Disposition::Fatal => return Err(fatal_error(&model.provider, err)),
@@ -735,6 +757,16 @@ impl<'a> Plan<'a> {
                 ))
             }
             Some(ProviderError::Timeout(TimeoutKind::Deadline)) => self.deadline_error(),
+            // Every target stayed silent past its timeout.
+            Some(ProviderError::Timeout(_))
+                if self.failed.iter().all(|f| f.error.ends_with("timeout")) =>
+            {
+                ApiError::Timeout(format!(
+                    "no target of {} answered in time{}",
+                    self.route,
+                    self.summary()
+                ))
+            }
             // The last target left could not honour a field: the caller's request must change.
             Some(ProviderError::Unsupported(why)) => ApiError::BadRequest(format!(
                 "no target of {} can serve this request as sent: {why}",

@@ -489,3 +489,95 @@ async fn a_backoff_that_would_pass_the_deadline_ends_the_request_at_once() {
     );
     assert_eq!(p.called(), ["a"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_target_silent_past_its_first_token_timeout_is_not_retried() {
+    // Total 30 s: the first-token timeout is 10 s.
+    let (gw, p) = gateway(&[("a", 1000, false), ("b", 1000, false)], 30_000);
+    p.script("a", [Step::Hang, Step::Hang, Step::Hang]);
+    p.script("b", [Step::Answer("hi")]);
+    let t0 = Instant::now();
+    let resp = gw
+        .complete(&ask(false), &RequestMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(resp.text(), "hi");
+    assert_eq!(p.called(), ["a", "b"], "the silent target is tried once");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(10),
+        "one timeout, then the next target at once"
+    );
+    assert_eq!(resp.failed_attempts.len(), 1);
+    assert!(
+        resp.failed_attempts[0]
+            .error
+            .contains("first-token timeout")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_is_continued_on_the_next_target_even_when_it_could_retry() {
+    // `a` accepts a prefill, so it could continue itself: the rule says the next target.
+    let (gw, p) = gateway(&[("a", 1000, true), ("b", 1000, true)], 30_000);
+    p.script("a", [Step::CutAfter("Hello, wor"), Step::Answer("ld!")]);
+    p.script("b", [Step::Answer("ld!")]);
+    let events: Vec<StreamEvent> = Arc::clone(&gw)
+        .stream(ask(true), RequestMeta::default())
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(p.called(), ["a", "b"]);
+    let Some(StreamEvent::Finish {
+        failed_attempts, ..
+    }) = events.last()
+    else {
+        panic!("the stream ends with its finish: {events:?}");
+    };
+    // The cut attempt is listed with what it contributed: "Hello, wor" is 10 bytes, ~3 tokens.
+    assert_eq!(failed_attempts.len(), 1);
+    assert_eq!(failed_attempts[0].model, "a");
+    assert_eq!(failed_attempts[0].output_tokens, 3);
+}
+
+/// The tokens a cut attempt streamed are metered with that attempt (its provider bills them).
+#[tokio::test(start_paused = true)]
+async fn the_tokens_of_a_cut_attempt_are_metered_with_it() {
+    use crate::hooks::{UsageEvent, UsageSink};
+    #[derive(Default)]
+    struct Sink(std::sync::Mutex<Vec<UsageEvent>>);
+    impl UsageSink for Sink {
+        fn record(&self, e: UsageEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+    let sink = Arc::new(Sink::default());
+    let (gw, p) = gateway(&[("a", 1000, true), ("b", 1000, true)], 30_000);
+    let hooks = Hooks {
+        usage: sink.clone(),
+        ..Hooks::default()
+    };
+    let gw = Arc::new(Gateway::with_providers(
+        Arc::clone(&gw.cfg),
+        HashMap::from([("p".to_owned(), Arc::clone(&p) as Arc<dyn Provider>)]),
+        Arc::new(Metrics::new()),
+        hooks,
+    ));
+    p.script("a", [Step::CutAfter("Hello, wor")]);
+    p.script("b", [Step::Answer("ld!")]);
+    let n = Arc::clone(&gw)
+        .stream(ask(true), RequestMeta::default())
+        .count()
+        .await;
+    assert!(n > 0);
+    let events = sink.0.lock().unwrap();
+    let outcomes: Vec<(&str, &str, u64)> = events
+        .iter()
+        .map(|e| (e.model.as_str(), e.outcome, e.usage.output))
+        .collect();
+    assert_eq!(outcomes, [("a", "stream_cut", 3), ("b", "ok", 0)]);
+    assert!(
+        events[0].usage.input > 0,
+        "the prompt it read is metered too"
+    );
+}

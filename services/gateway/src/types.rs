@@ -258,6 +258,14 @@ pub struct FailedAttempt {
     pub error: String,
     pub status: Option<u16>,
     pub duration_ms: u64,
+    /// Output tokens this attempt streamed to the caller before it broke off (0: it contributed
+    /// nothing). Such an attempt is one of the answer's contributors, and is metered for them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A whole answer from a provider.

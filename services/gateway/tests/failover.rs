@@ -231,7 +231,11 @@ async fn no_answer_times_out_and_fails_over() {
     let (status, _, body) = e.chat(json!({"model": "a", "messages": user("hi")})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(served(&body).1, "ok");
-    assert_eq!(e.sim.attempts("hang"), 2);
+    assert_eq!(
+        e.sim.attempts("hang"),
+        1,
+        "a target silent past its timeout is not retried"
+    );
     assert!(
         body["retort"]["failed_attempts"][0]["error"]
             .as_str()
@@ -257,7 +261,11 @@ async fn slow_first_token_is_replaced_before_any_byte() {
     let (text, done, err) = stream_text(&data);
     assert_eq!(text, expected);
     assert!(done && err.is_none());
-    assert_eq!(e.sim.attempts("slow"), 2);
+    assert_eq!(
+        e.sim.attempts("slow"),
+        1,
+        "no first token within the timeout: the next target at once"
+    );
 }
 
 #[tokio::test]

@@ -257,6 +257,7 @@ fn sample_response() -> ChatResponse {
             error: "upstream returned 529".into(),
             status: Some(529),
             duration_ms: 800,
+            output_tokens: 0,
         }],
     }
 }

@@ -214,6 +214,7 @@ fn sample_response() -> ChatResponse {
             error: "upstream returned 503".into(),
             status: Some(503),
             duration_ms: 120,
+            output_tokens: 0,
         }],
     }
 }

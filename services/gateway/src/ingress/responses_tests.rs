@@ -196,6 +196,7 @@ fn sample_response(stop: StopReason) -> ChatResponse {
             error: "timeout".into(),
             status: None,
             duration_ms: 30_000,
+            output_tokens: 0,
         }],
     }
 }

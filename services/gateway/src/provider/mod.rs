@@ -140,8 +140,13 @@ pub enum Disposition {
 impl ProviderError {
     pub fn disposition(&self) -> Disposition {
         match self {
+            // A target that sent nothing within its timeout is not waited on again: the next
+            // target at once (a silent provider must not cost several timeouts).
+            ProviderError::Timeout(
+                TimeoutKind::Connect | TimeoutKind::FirstToken | TimeoutKind::Stall,
+            ) => Disposition::NextTarget,
             ProviderError::Connect(_)
-            | ProviderError::Timeout(_)
+            | ProviderError::Timeout(TimeoutKind::Deadline)
             | ProviderError::Malformed(_)
             | ProviderError::StreamCut(_) => Disposition::Retry,
             ProviderError::Status { kind, .. } => match kind {
