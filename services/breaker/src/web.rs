@@ -236,7 +236,7 @@ async fn act(w: Web, who: Who, id: String, q: HashMap<String, String>, stop: boo
     let a = pb::SessionAction {
         session_id: id.clone(),
         user: user.clone(),
-        by: format!("{} (web)", caller.name()),
+        by: format!("web ({})", caller.name()),
     };
     let r = if stop {
         c.stop(a).await
