@@ -531,6 +531,67 @@ fn tool_call(conv: &Conversation, name: &str) -> Answer {
     }
 }
 
+/// A JSON value that satisfies `schema` (the subset structured outputs use: `type`, `properties`,
+/// `required`, `items`, `enum`, `const`, `anyOf`), deterministic; `words` fills strings.
+pub(crate) fn instance_of(schema: &serde_json::Value, words: &str) -> serde_json::Value {
+    use serde_json::{Value, json};
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    if let Some(first) = schema
+        .get("anyOf")
+        .or_else(|| schema.get("oneOf"))
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+    {
+        return instance_of(first, words);
+    }
+    let ty = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        // `["string", "null"]`: the first type.
+        Some(Value::Array(ts)) => ts.first().and_then(Value::as_str).unwrap_or("object"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match ty {
+        "object" => {
+            let mut out = serde_json::Map::new();
+            if let Some(Value::Object(props)) = schema.get("properties") {
+                for (name, sub) in props {
+                    out.insert(name.clone(), instance_of(sub, words));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => json!([instance_of(
+            schema.get("items").unwrap_or(&Value::Null),
+            words
+        )]),
+        "integer" => json!(1),
+        "number" => json!(1.5),
+        "boolean" => json!(true),
+        "null" => Value::Null,
+        _ => Value::from(words),
+    }
+}
+
+/// The answer to a structured-output request: `text` (JSON), whole, cut into tokens at its spaces.
+pub(crate) fn structured_answer(text: &str) -> Answer {
+    let tokens = Tokens::split_words(text);
+    Answer {
+        answer_tokens: tokens.len() as u64,
+        output: Output::Text(tokens),
+        finish: Finish::Stop,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -617,66 +678,5 @@ mod tests {
             }
         }
         assert!((70..=130).contains(&wrong), "{wrong} of 1000 wrong at 10%");
-    }
-}
-
-/// A JSON value that satisfies `schema` (the subset structured outputs use: `type`, `properties`,
-/// `required`, `items`, `enum`, `const`, `anyOf`), deterministic; `words` fills strings.
-pub(crate) fn instance_of(schema: &serde_json::Value, words: &str) -> serde_json::Value {
-    use serde_json::{Value, json};
-    if let Some(c) = schema.get("const") {
-        return c.clone();
-    }
-    if let Some(first) = schema
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
-        return first.clone();
-    }
-    if let Some(first) = schema
-        .get("anyOf")
-        .or_else(|| schema.get("oneOf"))
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-    {
-        return instance_of(first, words);
-    }
-    let ty = match schema.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        // `["string", "null"]`: the first type.
-        Some(Value::Array(ts)) => ts.first().and_then(Value::as_str).unwrap_or("object"),
-        _ if schema.get("properties").is_some() => "object",
-        _ => "string",
-    };
-    match ty {
-        "object" => {
-            let mut out = serde_json::Map::new();
-            if let Some(Value::Object(props)) = schema.get("properties") {
-                for (name, sub) in props {
-                    out.insert(name.clone(), instance_of(sub, words));
-                }
-            }
-            Value::Object(out)
-        }
-        "array" => json!([instance_of(
-            schema.get("items").unwrap_or(&Value::Null),
-            words
-        )]),
-        "integer" => json!(1),
-        "number" => json!(1.5),
-        "boolean" => json!(true),
-        "null" => Value::Null,
-        _ => Value::from(words),
-    }
-}
-
-/// The answer to a structured-output request: `text` (JSON), whole, cut into tokens at its spaces.
-pub(crate) fn structured_answer(text: &str) -> Answer {
-    let tokens = Tokens::split_words(text);
-    Answer {
-        answer_tokens: tokens.len() as u64,
-        output: Output::Text(tokens),
-        finish: Finish::Stop,
     }
 }
