@@ -152,7 +152,7 @@ enum DistillCmd {
         config: Option<PathBuf>,
     },
     /// Submit a job, then follow it with progress bars (unless --detach).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Follow a job with progress bars until it ends.
     Watch {
         /// The job id.
