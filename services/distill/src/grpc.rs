@@ -339,6 +339,10 @@ impl DistillService {
         for (what, src) in [("train", &mut r.train), ("evals", &mut r.evals)] {
             let Some(s) = src.as_mut() else { continue };
             match &s.source {
+                // Embedded without keys and without a data root: a trusted caller's path is read
+                // by the job as given.
+                Some(pb::data_source::Source::Path(_))
+                    if *caller == Caller::Open && cfg.data_root.is_none() => {}
                 Some(pb::data_source::Source::Path(p)) => {
                     require(admin, "admins (server paths; send the data inline)")?;
                     let bytes =
