@@ -327,7 +327,9 @@ fn to_chunk(ev: StreamEvent, served: &mut (String, String)) -> pb::CompleteChunk
             })
         }
         StreamEvent::TextDelta { text } => Event::TextDelta(text),
-        StreamEvent::ReasoningDelta { .. } => Event::TextDelta(String::new()),
+        StreamEvent::ReasoningDelta { .. } | StreamEvent::ReasoningSignature { .. } => {
+            Event::TextDelta(String::new())
+        }
         StreamEvent::ToolCallStart { index, id, name } => Event::ToolCall(pb::ToolCallDelta {
             index,
             id,

@@ -310,6 +310,11 @@ pub enum StreamEvent {
     ReasoningDelta {
         text: String,
     },
+    /// The signature that closes a thinking block (Anthropic `signature_delta`): a client hands it
+    /// back with the thinking on its next turn, so Anthropic callers get it; others ignore it.
+    ReasoningSignature {
+        signature: String,
+    },
     /// First fragment of tool call `index` (id and name known), arguments may follow.
     ToolCallStart {
         index: u32,

@@ -672,6 +672,14 @@ impl StreamEncoder {
                     json!({"type": "thinking_delta", "thinking": text}),
                 ));
             }
+            StreamEvent::ReasoningSignature { signature } => {
+                if let Some((Block::Thinking, index)) = self.open {
+                    out.push(Self::delta(
+                        index,
+                        json!({"type": "signature_delta", "signature": signature}),
+                    ));
+                }
+            }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.close(&mut out);
                 self.ensure_open(

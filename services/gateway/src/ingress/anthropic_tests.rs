@@ -612,3 +612,42 @@ fn fields_only_anthropic_honours_are_named() {
     );
     assert_eq!(p.req.thinking_budget, Some(2048));
 }
+
+/// A thinking block's signature reaches an Anthropic caller's stream inside that block, so the
+/// client can hand the thinking back on its next turn.
+#[test]
+fn thinking_signatures_are_streamed_in_their_block() {
+    let p = parse(br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"x"}]}"#)
+        .unwrap();
+    let mut enc = StreamEncoder::new(&p);
+    let mut out = Vec::new();
+    for ev in [
+        StreamEvent::Start {
+            id: "1".into(),
+            provider: "p".into(),
+            model: "m".into(),
+        },
+        StreamEvent::ReasoningDelta { text: "hmm".into() },
+        StreamEvent::ReasoningSignature {
+            signature: "SIG".into(),
+        },
+        StreamEvent::TextDelta { text: "ok".into() },
+    ] {
+        out.extend(enc.event(&ev));
+    }
+    let data: Vec<Value> = out
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    let sig = data
+        .iter()
+        .position(|d| d["delta"]["type"] == "signature_delta")
+        .expect("a signature_delta event");
+    assert_eq!(data[sig]["index"], 0, "in the thinking block");
+    assert_eq!(data[sig]["delta"]["signature"], "SIG");
+    assert_eq!(
+        data[sig + 1]["type"],
+        "content_block_stop",
+        "then the block closes"
+    );
+}

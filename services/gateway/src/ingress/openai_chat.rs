@@ -718,6 +718,8 @@ impl StreamEncoder {
                     ..Delta::default()
                 })]
             }
+            // OpenAI has no place for Anthropic's thinking signatures.
+            StreamEvent::ReasoningSignature { .. } => Vec::new(),
             StreamEvent::ToolCallStart { index, id, name } => {
                 let call = ToolCallDelta {
                     index: *index,

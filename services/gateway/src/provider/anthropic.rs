@@ -227,7 +227,10 @@ enum AnDelta {
     ThinkingDelta {
         thinking: String,
     },
-    /// `signature_delta` (no place for it in [`StreamEvent`]), `citations_delta`, anything newer.
+    SignatureDelta {
+        signature: String,
+    },
+    /// `citations_delta`, anything newer.
     #[serde(other)]
     Other,
 }

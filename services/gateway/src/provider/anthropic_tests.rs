@@ -325,6 +325,9 @@ async fn stream_with_thinking_and_tool_use() {
             StreamEvent::ReasoningDelta {
                 text: "Let me think".into()
             },
+            StreamEvent::ReasoningSignature {
+                signature: "SIG".into()
+            },
             StreamEvent::TextDelta {
                 text: "Checking.".into()
             },

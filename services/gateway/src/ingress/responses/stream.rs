@@ -255,7 +255,7 @@ impl StreamEncoder {
         }
         self.start(&mut out);
         match ev {
-            StreamEvent::Start { .. } => {}
+            StreamEvent::Start { .. } | StreamEvent::ReasoningSignature { .. } => {}
             StreamEvent::TextDelta { text } | StreamEvent::ReasoningDelta { text } => {
                 let want_message = matches!(ev, StreamEvent::TextDelta { .. });
                 let idx = self.text_item(want_message, &mut out);

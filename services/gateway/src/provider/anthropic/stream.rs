@@ -129,6 +129,9 @@ impl EventParser for MessagesParser {
                         self.thinking_bytes += thinking.len();
                         out.push(Ok(StreamEvent::ReasoningDelta { text: thinking }));
                     }
+                    AnDelta::SignatureDelta { signature } if !signature.is_empty() => {
+                        out.push(Ok(StreamEvent::ReasoningSignature { signature }));
+                    }
                     AnDelta::InputJsonDelta { partial_json } if !partial_json.is_empty() => {
                         match self.tool_calls.get(&index) {
                             Some(&ordinal) => {
