@@ -42,13 +42,6 @@ pub struct DistillConfig {
     pub selector_addr: String,
     /// The key distill records runs with (a service identity or an admin); default `admin_key`.
     pub selector_key: Option<String>,
-    /// The selector's gRPC endpoint (`retort.v1.Selector`): `target: "auto"` asks it which student
-    /// to train, and every finished job records its result with it. Empty (the default): no
-    /// selector — auto-target is refused and results are not recorded (`retort up` sets it to the
-    /// in-process selector).
-    pub selector_addr: String,
-    /// The key distill records runs with (a service identity or an admin); default `admin_key`.
-    pub selector_key: Option<String>,
     /// The price of one CPU core for an hour, in USD: the student's cost is its measured compute
     /// time at this price.
     pub compute_usd_per_cpu_hour: f64,
@@ -100,8 +93,6 @@ impl Default for DistillConfig {
             gateway_grpc: "http://127.0.0.1:50051".into(),
             gateway_key: String::new(),
             admin_key: None,
-            selector_addr: String::new(),
-            selector_key: None,
             selector_addr: String::new(),
             selector_key: None,
             compute_usd_per_cpu_hour: 0.05,
@@ -187,11 +178,6 @@ impl DistillConfig {
         self.selector_key
             .as_deref()
             .unwrap_or_else(|| self.admin_key())
-    }
-
-    /// The key for the selector's `Record` and `Recommend`.
-    pub fn selector_key(&self) -> &str {
-        self.selector_key.as_deref().unwrap_or_else(|| self.admin_key())
     }
 
     /// Where job folders live.
