@@ -303,7 +303,11 @@ impl Selector {
                 };
                 Ranked {
                     arm: Arm::Student((*arm).clone()),
-                    accuracy,
+                    // An accuracy is a fraction, whatever the linear posterior extrapolates.
+                    accuracy: Estimate {
+                        mean: accuracy.mean.clamp(0.0, 1.0),
+                        sd: accuracy.sd,
+                    },
                     log10_latency_us: lat,
                     log10_usd_per_1k: cost,
                     p_feasible: 0.0,
