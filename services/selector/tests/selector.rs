@@ -369,3 +369,36 @@ async fn grpcurl_lists_and_calls_the_selector_through_reflection() {
     );
     running.shutdown().await;
 }
+
+/// The experience store on Postgres: its own schema, runs read back in order, migrations run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_runs_on_postgres_in_a_schema_of_its_own() {
+    let url = std::env::var("RETORT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let schema = format!("sel_test_{}", std::process::id());
+    let runs: Vec<_> = runs("pg", true, 1)
+        .iter()
+        .map(|r| retort_selector::convert::run(r).unwrap())
+        .collect();
+    let store = retort_selector::store::Store::connect(&url, Some(&schema))
+        .await
+        .unwrap();
+    assert_eq!(store.kind(), "postgres");
+    store.insert(&runs).await.unwrap();
+    store.close().await;
+    // Connecting again finds the tables migrated and the runs there.
+    let store = retort_selector::store::Store::connect(&url, Some(&schema))
+        .await
+        .unwrap();
+    store.insert(&runs[..2]).await.unwrap();
+    let back = store.all().await.unwrap();
+    assert_eq!(back.len(), 14);
+    assert_eq!(back[..12], runs[..]);
+    assert_eq!(store.count().await.unwrap(), 14);
+    assert!(
+        retort_selector::store::Store::connect(&url, Some("bad-schema; drop"))
+            .await
+            .is_err()
+    );
+    store.close().await;
+}
