@@ -268,7 +268,6 @@ impl Gateway {
             };
             let started = Instant::now();
             let mut emitted_start = false;
-            let mut pending_start: Option<StreamEvent> = None;
             let mut partial = String::new();
             let mut tool_emitted = false;
             let mut first_token_seen = false;
@@ -278,6 +277,7 @@ impl Gateway {
                     Err(e) => { yield Err(e); return; }
                 };
                 let attempt_req = continuation(&req, &partial);
+                let mut pending_start: Option<StreamEvent> = None;
                 let t0 = Instant::now();
                 let limit = a.remaining.min(plan.routing.first_token_timeout);
                 let call = a.provider.stream(&attempt_req, &a.model().upstream_model, &meta).instrument(a.span(plan.attempt));
@@ -312,7 +312,9 @@ impl Gateway {
                     };
                     match item {
                         StreamEvent::Start { .. } => {
-                            if !emitted_start { pending_start = Some(item); }
+                            // Each attempt's own start: the first opens the answer, a continuation's
+                            // names the target that finishes it.
+                            pending_start = Some(item);
                         }
                         StreamEvent::Finish { stop_reason, usage, .. } => {
                             if !emitted_start {
@@ -330,6 +332,7 @@ impl Gateway {
                             return;
                         }
                         delta => {
+                            let got_content_before = got_content;
                             if !got_content {
                                 got_content = true;
                                 ttft = Some(t0.elapsed());
@@ -340,7 +343,7 @@ impl Gateway {
                                     }
                                 }
                             }
-                            if !emitted_start {
+                            if !emitted_start || !got_content_before {
                                 emitted_start = true;
                                 yield Ok(pending_start.take().unwrap_or_else(|| synthetic_start(&a.model().provider, &a.model().upstream_model)));
                             }

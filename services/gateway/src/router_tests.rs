@@ -399,13 +399,17 @@ async fn a_stream_cut_after_content_continues_on_the_next_prefill_target() {
         })
         .collect();
     assert_eq!(text, "Hello, world!");
+    let starts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Start { model, .. } => Some(model.as_str()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, StreamEvent::Start { .. }))
-            .count(),
-        1,
-        "the caller sees one answer"
+        starts,
+        ["a", "b"],
+        "the answer opens once; the continuation's start names the target that finishes it"
     );
     let Some(StreamEvent::Finish {
         failed_attempts, ..

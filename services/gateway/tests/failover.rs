@@ -296,6 +296,26 @@ async fn stream_cut_mid_answer_is_continued_on_a_prefill_target() {
         "after content reached the caller only prefill targets may go on"
     );
     assert_eq!(e.sim.attempts("cont"), 1);
+    // The final chunk names the target that finished the answer and lists the cut one, with what
+    // it contributed.
+    let last = data
+        .iter()
+        .rev()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|v| v.get("retort").is_some())
+        .expect("a final chunk naming who served");
+    assert_eq!(last["retort"]["model"], "cont", "{last}");
+    assert_eq!(
+        last["retort"]["failed_attempts"][0]["model"], "cut",
+        "{last}"
+    );
+    // Estimated from the text it streamed (about four bytes a token).
+    assert!(
+        last["retort"]["failed_attempts"][0]["output_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{last}"
+    );
 }
 
 #[tokio::test]

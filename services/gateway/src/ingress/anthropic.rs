@@ -633,13 +633,12 @@ impl StreamEncoder {
             model,
         } = ev
         {
-            if !self.started {
-                if !id.is_empty() {
-                    self.id = wire::prefixed_id("msg_", id);
-                }
-                if !model.is_empty() {
-                    self.model = model.clone();
-                }
+            if !self.started && !id.is_empty() {
+                self.id = wire::prefixed_id("msg_", id);
+            }
+            // A later start (a continuation on another target) names who finishes the answer.
+            if !model.is_empty() {
+                self.model = model.clone();
             }
             self.provider = provider.clone();
         }

@@ -692,6 +692,16 @@ impl StreamEncoder {
             return Vec::new();
         }
         match ev {
+            // A later start (a continuation on another target) only changes who is named.
+            StreamEvent::Start {
+                provider, model, ..
+            } if !self.provider.is_empty() => {
+                if !model.is_empty() {
+                    self.model = model.clone();
+                }
+                self.provider = provider.clone();
+                Vec::new()
+            }
             StreamEvent::Start {
                 id,
                 provider,
