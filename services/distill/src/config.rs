@@ -144,6 +144,18 @@ impl DistillConfig {
         {
             self.admin_key = Some(k);
         }
+        // As metering reads it: one database for the mesh's services, each in its own schema.
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            self.database_url = Some(url);
+        }
+        // A pod's name (Kubernetes' downward API) as the lease holder's name.
+        if let Ok(name) = std::env::var("RETORT_DISTILL_INSTANCE")
+            && !name.is_empty()
+        {
+            self.instance = Some(name);
+        }
         if !(self.compute_usd_per_cpu_hour >= 0.0 && self.compute_usd_per_cpu_hour.is_finite()) {
             return Err(Error::Config(
                 "compute_usd_per_cpu_hour must be a non-negative number".into(),

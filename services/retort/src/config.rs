@@ -238,6 +238,12 @@ impl RetortConfig {
         if s.data_dir.as_os_str().is_empty() {
             s.data_dir = self.data_dir();
         }
+        // As metering and distill read it: one database for the mesh, each service in its schema.
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            s.database_url = Some(url);
+        }
         Ok(s)
     }
 
