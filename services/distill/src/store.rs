@@ -4,8 +4,8 @@
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use sqlx::{
-    Connection, Row,
-    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
+    Row,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
 };
 
@@ -117,64 +117,12 @@ pub const DEFAULT_SCHEMA: &str = "distill";
 /// had a schema of its own is found.
 const MARKER_TABLE: &str = "distill_jobs";
 
-/// The schema to use: `configured`, else [`DEFAULT_SCHEMA`] — or, when that does not exist yet
-/// and distill's tables already sit in the connection's own search path (a database migrated
-/// before the default schema), the schema holding them, so an upgrade keeps its jobs. Creates the
-/// schema when it is missing (tolerating another process creating it at the same moment); one
-/// that exists is used as it is (no CREATE privilege needed). Names are folded to lower case, as
-/// Postgres folds unquoted identifiers.
-async fn schema_for(o: &PgConnectOptions, configured: Option<&str>) -> Result<String, Error> {
-    let schema = configured.unwrap_or(DEFAULT_SCHEMA).to_ascii_lowercase();
-    if schema.is_empty()
-        || !schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(Error::Config(format!(
-            "schema name {schema:?}: letters, digits and _ only"
-        )));
-    }
-    let mut c = PgConnection::connect_with(o).await?;
-    if !schema_exists(&mut c, &schema).await? {
-        if configured.is_none() {
-            let legacy: Option<String> = sqlx::query_scalar(
-                "SELECT n.nspname::text FROM pg_class AS t JOIN pg_namespace AS n ON n.oid = t.relnamespace \
-                 WHERE t.oid = to_regclass($1)",
-            )
-            .bind(MARKER_TABLE)
-            .fetch_optional(&mut c)
-            .await?;
-            if let Some(legacy) = legacy {
-                tracing::warn!(
-                    schema = %legacy,
-                    "distill: using the tables already in schema {legacy} (migrated before distill kept its own schema, {DEFAULT_SCHEMA}); \
-                     set [distill] database_schema = \"{legacy}\" to keep them there, or move them (with _sqlx_migrations) to share the database with metering"
-                );
-                let _ = c.close().await;
-                return Ok(legacy);
-            }
-        }
-        if let Err(e) = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .execute(&mut c)
-            .await
-        {
-            // Two processes starting at once: the loser's CREATE fails on the catalog's unique
-            // index although the schema now exists.
-            if !schema_exists(&mut c, &schema).await? {
-                return Err(e.into());
-            }
-        }
-    }
-    let _ = c.close().await;
-    Ok(schema)
-}
-
-async fn schema_exists(c: &mut PgConnection, schema: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(schema)
-        .fetch_one(c)
-        .await
-}
+/// Distill's schema in a shared Postgres database (see [`retort_db::in_own_schema`]).
+const SCHEMA: retort_db::Schema = retort_db::Schema {
+    service: "distill",
+    default: DEFAULT_SCHEMA,
+    marker_table: Some(MARKER_TABLE),
+};
 
 macro_rules! execute {
     ($store:expr, $sql:expr, [$($arg:expr),* $(,)?]) => {{
@@ -230,7 +178,7 @@ macro_rules! job_from_row {
 
 impl Store {
     /// Connects (creating the SQLite file; on Postgres using `schema`, default [`DEFAULT_SCHEMA`],
-    /// created if absent — see [`schema_for`]) and migrates.
+    /// created if absent — see [`retort_db::in_own_schema`]) and migrates.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store, Error> {
         if url.starts_with("sqlite:") {
             let o = SqliteConnectOptions::from_str(url)?
@@ -246,9 +194,12 @@ impl Store {
                 pool: Pool::Sqlite(pool),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let o = PgConnectOptions::from_str(url)?;
-            let schema = schema_for(&o, schema).await?;
-            let o = o.options([("search_path", schema.as_str())]);
+            let o = retort_db::in_own_schema(PgConnectOptions::from_str(url)?, schema, SCHEMA)
+                .await
+                .map_err(|e| match e {
+                    retort_db::SchemaError::Name(_) => Error::Config(e.to_string()),
+                    retort_db::SchemaError::Sql(e) => e.into(),
+                })?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .connect_with(o)

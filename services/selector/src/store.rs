@@ -61,7 +61,7 @@ fn numbered(sql: &str) -> String {
 
 impl Store {
     /// Connects (creating the SQLite file, or the Postgres schema) and brings the tables up to date.
-    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Store, Error> {
+    pub async fn connect(url: &str, schema_name: Option<&str>) -> Result<Store, Error> {
         let store = if url.starts_with("sqlite:") {
             let o = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -76,30 +76,19 @@ impl Store {
                 ),
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let schema = schema.unwrap_or(DEFAULT_SCHEMA);
-            if schema.is_empty()
-                || !schema
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(Error::Config(format!(
-                    "selector database_schema {schema:?}: letters, digits and _ only"
-                )));
-            }
-            let o = PgConnectOptions::from_str(url)?;
-            let one = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(o.clone())
-                .await?;
-            // Two services starting at once may both create it: the loser's error is harmless.
-            if let Err(e) = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .execute(&one)
+            let schema = retort_db::Schema {
+                service: "selector",
+                default: DEFAULT_SCHEMA,
+                marker_table: None,
+            };
+            let o = retort_db::in_own_schema(PgConnectOptions::from_str(url)?, schema_name, schema)
                 .await
-            {
-                tracing::debug!(error = %e, "selector: creating the schema");
-            }
-            one.close().await;
-            let o = o.options([("search_path", schema)]);
+                .map_err(|e| match e {
+                    retort_db::SchemaError::Name(name) => Error::Config(format!(
+                        "selector database_schema {name:?}: letters, digits and _ only"
+                    )),
+                    retort_db::SchemaError::Sql(e) => e.into(),
+                })?;
             Store {
                 pool: Pool::Postgres(
                     PgPoolOptions::new()

@@ -7,7 +7,7 @@ use std::{str::FromStr, sync::Arc};
 // foldhash: these sets hold a group's ids (SipHash was the service's top symbol at ingest).
 use foldhash::HashSet;
 use sqlx::{
-    Connection, Executor, Row,
+    Executor, Row,
     postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions},
 };
 use tokio::sync::{Mutex, mpsc};
@@ -240,77 +240,29 @@ pub const DEFAULT_SCHEMA: &str = "metering";
 /// metering had a schema of its own is found.
 const MARKER_TABLE: &str = "usage_events";
 
-/// The schema to use: `configured`, else [`DEFAULT_SCHEMA`] — or, when that does not exist yet
-/// and metering's tables already sit in the connection's own search path (a database migrated
-/// before the default schema), the schema holding them, so an upgrade keeps its data. Creates the
-/// schema when it is missing (tolerating another process creating it at the same moment); one
-/// that exists is used as it is (no CREATE privilege needed). Names are folded to lower case, as
-/// Postgres folds unquoted identifiers.
-async fn schema_for(
-    o: &PgConnectOptions,
-    configured: Option<&str>,
-) -> Result<String, MeteringError> {
-    let schema = configured.unwrap_or(DEFAULT_SCHEMA).to_ascii_lowercase();
-    if schema.is_empty()
-        || !schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(MeteringError::Config(format!(
-            "schema name {schema:?}: letters, digits and _ only"
-        )));
-    }
-    let mut c = PgConnection::connect_with(o).await?;
-    if !schema_exists(&mut c, &schema).await? {
-        if configured.is_none() {
-            let legacy: Option<String> = sqlx::query_scalar(
-                "SELECT n.nspname::text FROM pg_class AS t JOIN pg_namespace AS n ON n.oid = t.relnamespace \
-                 WHERE t.oid = to_regclass($1)",
-            )
-            .bind(MARKER_TABLE)
-            .fetch_optional(&mut c)
-            .await?;
-            if let Some(legacy) = legacy {
-                tracing::warn!(
-                    schema = %legacy,
-                    "metering: using the tables already in schema {legacy} (migrated before metering kept its own schema, {DEFAULT_SCHEMA}); \
-                     move them with ALTER TABLE ... SET SCHEMA {DEFAULT_SCHEMA} (with _sqlx_migrations) to share the database with distill"
-                );
-                let _ = c.close().await;
-                return Ok(legacy);
-            }
-        }
-        if let Err(e) = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .execute(&mut c)
-            .await
-        {
-            // Two processes starting at once: the loser's CREATE fails on the catalog's unique
-            // index although the schema now exists.
-            if !schema_exists(&mut c, &schema).await? {
-                return Err(e.into());
-            }
-        }
-    }
-    let _ = c.close().await;
-    Ok(schema)
-}
-
-async fn schema_exists(c: &mut PgConnection, schema: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(schema)
-        .fetch_one(c)
-        .await
-}
+/// Metering's schema in a shared Postgres database (see [`retort_db::in_own_schema`]).
+const SCHEMA: retort_db::Schema = retort_db::Schema {
+    service: "metering",
+    default: DEFAULT_SCHEMA,
+    marker_table: Some(MARKER_TABLE),
+};
 
 /// Connects to Postgres at `opts.url` in `opts.schema` (default [`DEFAULT_SCHEMA`], created if
-/// absent; see [`schema_for`]), runs the migrations, and starts the writer tasks and (if asked)
+/// absent; see [`retort_db::in_own_schema`]), runs the migrations, and starts the writer tasks and (if asked)
 /// the background compactor; returns the pool, the writers' queue and the compactor.
 pub(super) async fn open(
     opts: &StoreOptions,
 ) -> Result<(PgPool, mpsc::Sender<Job>, Arc<Compactor>), MeteringError> {
-    let o = PgConnectOptions::from_str(&opts.url)?;
-    let schema = schema_for(&o, opts.schema.as_deref()).await?;
-    let o = o.options([("search_path", schema.as_str())]);
+    let o = retort_db::in_own_schema(
+        PgConnectOptions::from_str(&opts.url)?,
+        opts.schema.as_deref(),
+        SCHEMA,
+    )
+    .await
+    .map_err(|e| match e {
+        retort_db::SchemaError::Name(_) => MeteringError::Config(e.to_string()),
+        retort_db::SchemaError::Sql(e) => e.into(),
+    })?;
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections.max(opts.pg_writers as u32 + 1))
         .connect_with(o)
