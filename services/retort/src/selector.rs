@@ -154,28 +154,9 @@ fn describe(a: &RecommendArgs) -> anyhow::Result<pb::TaskDescription> {
     };
     let i: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let c = TaskContext::from_data(kind, &i, &l);
-    Ok(pb::TaskDescription {
-        kind: kind.name().into(),
-        n_train: c.n_train as u64,
-        n_evals: 0,
-        n_labels: c.n_labels as u32,
-        label_balance: c.label_balance,
-        majority_fraction: c.majority_fraction,
-        mean_input_chars: c.mean_input_chars,
-        p95_input_chars: c.p95_input_chars,
-        mean_output_chars: c.mean_output_chars,
-        mean_input_words: c.mean_input_words,
-        vocabulary: c.vocabulary as u64,
-        type_token_ratio: c.type_token_ratio,
-        alpha_fraction: c.alpha_fraction,
-        digit_fraction: c.digit_fraction,
-        punct_fraction: c.punct_fraction,
-        non_ascii_fraction: c.non_ascii_fraction,
-        teacher_accuracy: a.teacher_accuracy.map(|p| p / 100.0),
-        teacher_usd_per_1k: None,
-        teacher_latency_us: None,
-    })
+    let mut c = TaskContext::from_data(kind, &i, &l);
+    c.teacher_accuracy = a.teacher_accuracy.map(|p| p / 100.0);
+    Ok(retort_distill::pipeline::auto::describe(&c))
 }
 
 pub async fn run(args: SelectorArgs) -> anyhow::Result<()> {
